@@ -1,0 +1,12 @@
+"""paddle_models: a PaddlePaddle model zoo for semantic segmentation following PaddleSeg's conventions.
+
+Importing the package registers every model, backbone, loss, dataset and transform in
+``paddleseg.cvlibs.manager``; where PaddleSeg has a component of the same name, ours replaces it.
+"""
+import zlib  # noqa: F401  (Paddle 2.6.2 bundles a zlib that crashes later zlib users unless the system one loads first)
+
+import paddleseg  # noqa: F401  (PaddleSeg registers its own components first; ours then replace them)
+
+from . import layers, losses, datasets, transforms, backbones, models  # noqa: F401
+
+__version__ = '0.1.0'

@@ -1,0 +1,1 @@
+"""The engine: config, training, evaluation, prediction, export. It knows no model."""

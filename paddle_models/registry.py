@@ -1,0 +1,41 @@
+"""Registering our components in PaddleSeg's component manager.
+
+PaddleSeg's ``ComponentManager.add_component`` warns when a name exists already.  Our components are meant to
+replace PaddleSeg's entries of the same name (``HarDNet``, ``CrossEntropyLoss`` ...) so that unchanged PaddleSeg
+YAML files build our code; these decorators replace an entry quietly.
+"""
+import inspect
+
+from paddleseg.cvlibs import manager
+
+
+def _register(component_manager, component):
+    if not (inspect.isclass(component) or inspect.isfunction(component)):
+        raise TypeError(f"can only register a class or function, got {type(component)!r}")
+    component_manager.components_dict[component.__name__] = component
+    return component
+
+
+def register_model(component):
+    """Register ``component`` in ``manager.MODELS`` under its ``__name__``, replacing any previous entry."""
+    return _register(manager.MODELS, component)
+
+
+def register_backbone(component):
+    """Register ``component`` in ``manager.BACKBONES``, replacing any previous entry."""
+    return _register(manager.BACKBONES, component)
+
+
+def register_loss(component):
+    """Register ``component`` in ``manager.LOSSES``, replacing any previous entry."""
+    return _register(manager.LOSSES, component)
+
+
+def register_dataset(component):
+    """Register ``component`` in ``manager.DATASETS``, replacing any previous entry."""
+    return _register(manager.DATASETS, component)
+
+
+def register_transform(component):
+    """Register ``component`` in ``manager.TRANSFORMS``, replacing any previous entry."""
+    return _register(manager.TRANSFORMS, component)

@@ -1,0 +1,23 @@
+"""Shared test fixtures."""
+import os
+import zlib  # noqa: F401  (load the system zlib before Paddle 2.6.2's bundled one)
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CAMVID_MINI = os.path.normpath(os.path.join(REPO, '..', 'shared', 'data', 'camvid_mini'))
+
+
+def camvid_root():
+    """Path of ../shared/data/camvid_mini. Skips the test where it is absent, fails under CI=true."""
+    if os.path.isfile(os.path.join(CAMVID_MINI, 'train.txt')):
+        return CAMVID_MINI
+    message = f"camvid_mini not found at {CAMVID_MINI} (it lives beside the repo in ../shared/data)"
+    if os.environ.get('CI') == 'true':
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture
+def camvid():
+    return camvid_root()
