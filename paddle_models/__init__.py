@@ -5,6 +5,10 @@ Importing the package registers every model, backbone, loss, dataset and transfo
 """
 import zlib  # noqa: F401  (Paddle 2.6.2 bundles a zlib that crashes later zlib users unless the system one loads first)
 
+import warnings
+
+warnings.filterwarnings("ignore", message="No ccache found")  # printed by paddle on import, not ours to fix
+
 import paddleseg  # noqa: F401  (PaddleSeg registers its own components first; ours then replace them)
 
 from . import layers, losses, datasets, transforms, backbones, models  # noqa: F401

@@ -1,0 +1,49 @@
+"""Export a trained model to a static graph for Paddle Inference, with deploy.yaml.
+
+    python export.py --config configs/quickstart.yml --model_path output/best_model/model.pdparams \
+        --save_dir output/inference_model
+    python deploy/python/infer.py --config output/inference_model/deploy.yaml --image_path some.jpg
+"""
+import paddle_models  # noqa: F401  (registers every component)
+from paddle_models.core import cli, logger
+from paddle_models.core.checkpoint import load_model_weights
+from paddle_models.core.config import Builder, load_config
+from paddle_models.core.export import export_model
+
+
+def parse_args(argv=None):
+    parser = cli.parser('Export a segmentation model for Paddle Inference.')
+    cli.add_config_args(parser)
+    parser.add_argument('--model_path', default=None, help='Weights (.pdparams or a checkpoint folder).')
+    parser.add_argument('--save_dir', default='./output/inference_model', help='Where the exported files go.')
+    parser.add_argument('--input_shape', nargs='+', type=int, default=None,
+                        help='Fixed input shape N C H W (default: any batch and spatial size).')
+    parser.add_argument('--output_op', default='argmax', choices=['argmax', 'softmax', 'none'],
+                        help='Operation appended to the model output.')
+    parser.add_argument('--without_argmax', action='store_true', help='Same as --output_op none (PaddleSeg 2.6).')
+    parser.add_argument('--with_softmax', action='store_true', help='Same as --output_op softmax (PaddleSeg 2.6).')
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    cfg = load_config(args.config, args.opts, require=('model',))
+    if args.input_shape is not None and len(args.input_shape) != 4:
+        raise cli.UserError(f"--input_shape needs 4 values N C H W, got {args.input_shape}")
+    output_op = 'softmax' if args.with_softmax else 'none' if args.without_argmax else args.output_op
+    cli.set_device(args.device or 'cpu')
+    builder = Builder(cfg)
+    model = builder.model()
+    if args.model_path:
+        load_model_weights(model, args.model_path)
+    else:
+        logger.warning("No --model_path given: exporting the model with its initial weights.")
+    transforms = (cfg.dic.get('val_dataset') or {}).get('transforms') or [{'type': 'Normalize'}]
+    info = export_model(model, args.save_dir, input_shape=args.input_shape, output_op=output_op,
+                        transforms=transforms)
+    logger.info(f"Exported to {args.save_dir}")
+    return info
+
+
+if __name__ == '__main__':
+    cli.main_wrapper(main)

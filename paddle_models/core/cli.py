@@ -1,0 +1,90 @@
+"""What the command-line tools share: flags, device selection and turning user errors into one line on stderr."""
+import argparse
+import re
+import sys
+
+import paddle
+
+from paddle_models.errors import UserError
+
+
+def add_config_args(parser):
+    parser.add_argument('--config', dest='config', help='The PaddleSeg-format YAML config file.')
+    parser.add_argument('--opts', nargs='+', default=None, metavar='KEY=VALUE',
+                        help='Override config keys, e.g. --opts batch_size=4 model.num_classes=11')
+    parser.add_argument('--device', default=None, choices=['cpu', 'gpu', 'xpu', 'npu', 'mlu'],
+                        help='Device to run on (default: gpu when this Paddle has CUDA, else cpu).')
+
+
+def add_inference_args(parser, aug_flag='--aug_eval'):
+    """Test-time augmentation and sliding-window flags (PaddleSeg's names)."""
+    parser.add_argument(aug_flag, action='store_true', help='Multi-scale and flip test-time augmentation.')
+    parser.add_argument('--scales', nargs='+', type=float, default=[1.0], help='Scales for augmentation.')
+    parser.add_argument('--flip_horizontal', action='store_true', help='Add horizontal flips to augmentation.')
+    parser.add_argument('--flip_vertical', action='store_true', help='Add vertical flips to augmentation.')
+    parser.add_argument('--is_slide', action='store_true', help='Sliding-window inference.')
+    parser.add_argument('--crop_size', nargs=2, type=int, default=None, metavar=('W', 'H'),
+                        help='Window size for --is_slide.')
+    parser.add_argument('--stride', nargs=2, type=int, default=None, metavar=('W', 'H'),
+                        help='Window stride for --is_slide.')
+
+
+def inference_options(args, test_config=None, aug_flag='aug_eval'):
+    """Evaluation/prediction options: the config's ``test_config`` overridden by flags that were given."""
+    options = {k: v for k, v in dict(test_config or {}).items()
+               if k in ('aug_eval', 'scales', 'flip_horizontal', 'flip_vertical', 'is_slide', 'crop_size', 'stride')}
+    if getattr(args, aug_flag):
+        options['aug_eval'] = True
+    if args.scales != [1.0]:
+        options['scales'] = args.scales
+    for flag in ('flip_horizontal', 'flip_vertical', 'is_slide'):
+        if getattr(args, flag):
+            options[flag] = True
+    for flag in ('crop_size', 'stride'):
+        if getattr(args, flag):
+            options[flag] = getattr(args, flag)
+    if options.get('is_slide') and (not options.get('crop_size') or not options.get('stride')):
+        raise UserError("--is_slide needs --crop_size W H and --stride W H (or test_config.crop_size/stride)")
+    return options
+
+
+def set_device(device, precision='fp32'):
+    """Select the device; fp16 needs a GPU."""
+    if device is None:
+        device = 'gpu' if paddle.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0 else 'cpu'
+    if device == 'gpu' and not paddle.is_compiled_with_cuda():
+        raise UserError("--device gpu: this Paddle build has no CUDA support (install paddlepaddle-gpu, see README)")
+    if precision == 'fp16' and device == 'cpu':
+        raise UserError("--precision fp16 needs a GPU (--device gpu); use --precision fp32 on CPU")
+    paddle.set_device(device)
+    return device
+
+
+def _user_message(err):
+    """The one-line message of a UserError, also when a DataLoader worker re-raised it with a traceback."""
+    text = str(err).strip()
+    found = re.findall(r'UserError: (.+)', text)
+    if found:
+        return found[-1].strip()
+    return text.splitlines()[-1] if text else type(err).__name__
+
+
+def main_wrapper(main):
+    """Run ``main()``; a UserError (also one re-raised by a data worker) becomes ``error: ...`` and exit code 2."""
+    try:
+        main()
+    except UserError as err:
+        print(f"error: {_user_message(err)}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except Exception as err:  # a worker's UserError arrives wrapped in another exception type
+        if 'UserError' in str(err):
+            print(f"error: {_user_message(err)}", file=sys.stderr)
+            sys.exit(2)
+        raise
+
+
+def parser(description):
+    return argparse.ArgumentParser(description=description)

@@ -1,0 +1,340 @@
+"""Loading PaddleSeg-format YAML configs, applying ``--opts`` overrides and building components from them.
+
+Parsing (``_base_`` inheritance) reuses ``paddleseg.cvlibs.config``; the checks are ours so that every mistake ends
+as one ``UserError`` line naming the file, key or value.
+"""
+import ast
+import copy
+import difflib
+import inspect
+import os
+
+import paddle
+import yaml
+from paddleseg.cvlibs import manager
+from paddleseg.cvlibs.config import Config, parse_from_yaml
+
+from paddle_models.errors import UserError
+
+# Top-level keys PaddleSeg's tools understand; an --opts key may add one of these even where the YAML lacks it.
+TOP_LEVEL_KEYS = ('batch_size', 'iters', 'train_dataset', 'val_dataset', 'optimizer', 'lr_scheduler', 'loss',
+                  'distill_loss', 'model', 'test_config', 'export', 'to_static_training')
+TEST_CONFIG_KEYS = ('aug_eval', 'scales', 'flip_horizontal', 'flip_vertical', 'is_slide', 'crop_size', 'stride',
+                    'auc_roc')
+LR_SCHEDULER_EXTRA_KEYS = ('warmup_iters', 'warmup_start_lr')
+
+# Which manager a component's `type` is looked up in, by the key that holds the component.
+_MANAGER_BY_KEY = {
+    'model': manager.MODELS,
+    'backbone': manager.BACKBONES,
+    'train_dataset': manager.DATASETS,
+    'val_dataset': manager.DATASETS,
+    'transforms': manager.TRANSFORMS,
+    'types': manager.LOSSES,
+    'losses': manager.LOSSES,
+    'optimizer': manager.OPTIMIZERS,
+}
+_KIND = {'models': 'model', 'backbones': 'backbone', 'datasets': 'dataset', 'transforms': 'transform',
+         'losses': 'loss', 'optimizers': 'optimizer'}
+_ALL_MANAGERS = (manager.MODELS, manager.BACKBONES, manager.DATASETS, manager.TRANSFORMS, manager.LOSSES,
+                 manager.OPTIMIZERS)
+
+
+def _closest(name, candidates):
+    close = difflib.get_close_matches(name, list(candidates), n=3, cutoff=0.6)
+    if not close:
+        lowered = {c.lower(): c for c in candidates}
+        close = [lowered[name.lower()]] if name.lower() in lowered else []
+    return f" (did you mean {', '.join(close)}?)" if close else ''
+
+
+def parse_value(text):
+    """Turn an ``--opts`` value into a Python value: numbers, lists, bools and None by literal syntax, else a string."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        if text in ('true', 'True'):
+            return True
+        if text in ('false', 'False'):
+            return False
+        if text in ('null', 'None', '~'):
+            return None
+        return text
+
+
+def _component_class(cfg):
+    """The registered class named by ``cfg['type']`` in any manager, or None."""
+    for component_manager in _ALL_MANAGERS:
+        if cfg.get('type') in component_manager.components_dict:
+            return component_manager.components_dict[cfg['type']]
+    return None
+
+
+def _accepts_argument(cls, name):
+    try:
+        params = inspect.signature(cls).parameters
+    except (TypeError, ValueError):
+        return True
+    if name in params:
+        return True
+    return any(p.kind == inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
+def apply_opts(dic, opts):
+    """Apply ``--opts`` overrides ``['a.b=c', ...]`` to the config dict in place.
+
+    A key must name something that exists, or an argument that the component at that place accepts
+    (e.g. ``model.pretrained=x.pdparams``). List items are addressed by index (``loss.coef.1=0.4``).
+    """
+    for item in opts or []:
+        if '=' not in item:
+            raise UserError(f"--opts item {item!r} is not key=value")
+        key, text = item.split('=', 1)
+        value = parse_value(text)
+        parts = key.split('.')
+        if not all(parts):
+            raise UserError(f"--opts key {key!r} is malformed")
+        node = dic
+        for depth, part in enumerate(parts[:-1]):
+            path = '.'.join(parts[:depth + 1])
+            if isinstance(node, list):
+                if not part.isdigit() or int(part) >= len(node):
+                    raise UserError(f"--opts key {key!r}: {path!r} is not an index of a list of {len(node)}")
+                node = node[int(part)]
+            elif isinstance(node, dict) and part in node:
+                node = node[part]
+            elif depth == 0 and part in ('test_config', 'export'):
+                node = node.setdefault(part, {})
+            else:
+                raise UserError(f"--opts key {key!r}: {path!r} is not in the config")
+            if not isinstance(node, (dict, list)):
+                raise UserError(f"--opts key {key!r}: {path!r} holds a value, not a section")
+        leaf = parts[-1]
+        if isinstance(node, list):
+            if not leaf.isdigit() or int(leaf) >= len(node):
+                raise UserError(f"--opts key {key!r}: {leaf!r} is not an index of a list of {len(node)}")
+            node[int(leaf)] = value
+            continue
+        if leaf not in node:
+            _check_new_key(key, parts, node)
+        node[leaf] = value
+    return dic
+
+
+def _check_new_key(key, parts, node):
+    leaf = parts[-1]
+    if len(parts) == 1:
+        if leaf not in TOP_LEVEL_KEYS:
+            raise UserError(f"--opts key {key!r} is not in the config{_closest(leaf, TOP_LEVEL_KEYS)}")
+        return
+    parent = parts[-2]
+    if parent == 'test_config' and len(parts) == 2:
+        if leaf not in TEST_CONFIG_KEYS:
+            raise UserError(f"--opts key {key!r}: test_config has no key {leaf!r}{_closest(leaf, TEST_CONFIG_KEYS)}")
+        return
+    if parent == 'lr_scheduler' and len(parts) == 2:
+        cls = getattr(paddle.optimizer.lr, str(node.get('type')), None)
+        if leaf in LR_SCHEDULER_EXTRA_KEYS or (cls is not None and _accepts_argument(cls, leaf)):
+            return
+        raise UserError(f"--opts key {key!r}: {node.get('type')} takes no argument {leaf!r}")
+    if 'type' in node:
+        cls = _component_class(node)
+        if cls is None or _accepts_argument(cls, leaf):
+            return
+        raise UserError(f"--opts key {key!r}: {node['type']} takes no argument {leaf!r}")
+    raise UserError(f"--opts key {key!r} is not in the config")
+
+
+def _check_types(dic, path):
+    """Every ``type`` names a registered component (or a paddle lr scheduler); suggest close names otherwise."""
+
+    def visit(node, where, owner_key):
+        if isinstance(node, dict):
+            if 'type' in node and owner_key != 'lr_scheduler':
+                name = node['type']
+                component_manager = _MANAGER_BY_KEY.get(owner_key)
+                known = component_manager.components_dict if component_manager else {}
+                if not isinstance(name, str) or (name not in known and _component_class(node) is None):
+                    kind = f"{_KIND[component_manager.name]} " if component_manager else ''
+                    candidates = known or set().union(*[m.components_dict for m in _ALL_MANAGERS])
+                    raise UserError(f"{path}: unknown {kind}type {name!r} at {where}.type"
+                                    f"{_closest(str(name), candidates)}")
+            for key, value in node.items():
+                visit(value, f"{where}.{key}" if where else key, key)
+        elif isinstance(node, list):
+            for i, value in enumerate(node):
+                visit(value, f"{where}.{i}", owner_key)
+
+    visit(dic, '', None)
+    lr_cfg = dic.get('lr_scheduler')
+    if isinstance(lr_cfg, dict) and 'type' in lr_cfg:
+        if not inspect.isclass(getattr(paddle.optimizer.lr, str(lr_cfg['type']), None)):
+            names = [n for n in dir(paddle.optimizer.lr) if inspect.isclass(getattr(paddle.optimizer.lr, n))]
+            raise UserError(f"{path}: unknown lr_scheduler type {lr_cfg['type']!r}{_closest(str(lr_cfg['type']), names)}")
+
+
+def load_config(path, opts=None, learning_rate=None, batch_size=None, iters=None, require=('model',)):
+    """Read a PaddleSeg YAML config, apply overrides and check it.
+
+    Args:
+        path (str): The YAML file.
+        opts (list[str]): ``key=value`` overrides.
+        learning_rate, batch_size, iters: Command-line overrides (None keeps the config's value).
+        require (tuple[str]): Top-level keys the calling tool needs.
+
+    Returns:
+        paddleseg.cvlibs.Config: with ``dic`` holding the final config and ``path`` the file.
+    """
+    if not path:
+        raise UserError("no config given: pass --config FILE.yml")
+    if not os.path.isfile(path):
+        raise UserError(f"config file not found: {path}")
+    if not path.endswith(('.yml', '.yaml')):
+        raise UserError(f"config file must be YAML (.yml or .yaml): {path}")
+    try:
+        dic = parse_from_yaml(path)
+    except yaml.YAMLError as err:
+        mark = getattr(err, 'problem_mark', None)
+        where = f" at line {mark.line + 1}" if mark is not None else ''
+        raise UserError(f"{path}: invalid YAML{where}: {getattr(err, 'problem', err)}") from None
+    except FileNotFoundError as err:
+        raise UserError(f"{path}: _base_ file not found: {err.filename}") from None
+    if not isinstance(dic, dict):
+        raise UserError(f"{path}: the config must be a mapping of keys to values")
+    dic = copy.deepcopy(dic)
+    apply_opts(dic, opts)
+    if learning_rate is not None:
+        dic.setdefault('lr_scheduler', {})['learning_rate'] = learning_rate
+    if batch_size is not None:
+        dic['batch_size'] = batch_size
+    if iters is not None:
+        dic['iters'] = iters
+    for key in require:
+        if key not in dic or dic[key] in (None, {}):
+            raise UserError(f"{path}: no '{key}' section in the config")
+    _check_types(dic, path)
+    _sync_num_classes(dic, path)
+
+    cfg = Config.__new__(Config)
+    cfg.dic = dic
+    cfg.path = path
+    return cfg
+
+
+def _dataset_num_classes(dataset_cfg):
+    if not isinstance(dataset_cfg, dict):
+        return None
+    if 'num_classes' in dataset_cfg:
+        return dataset_cfg['num_classes']
+    cls = manager.DATASETS.components_dict.get(dataset_cfg.get('type'))
+    return getattr(cls, 'NUM_CLASSES', None)
+
+
+def _sync_num_classes(dic, path):
+    """The model's num_classes must equal the datasets'; a model without it takes the dataset's."""
+    model_cfg = dic.get('model') or {}
+    for key in ('train_dataset', 'val_dataset'):
+        n = _dataset_num_classes(dic.get(key))
+        if n is None:
+            continue
+        if 'num_classes' not in model_cfg:
+            model_cfg['num_classes'] = n
+        elif model_cfg['num_classes'] != n:
+            raise UserError(f"{path}: model.num_classes is {model_cfg['num_classes']} but {key} "
+                            f"({dic[key].get('type')}) has {n} classes")
+
+
+class Builder:
+    """Builds models, datasets, losses, optimizers and lr schedulers from a loaded config.
+
+    Components come from PaddleSeg's manager (where ours replaced PaddleSeg's entries); errors raised by a
+    component's constructor that are the user's (``UserError``) pass through unchanged.
+    """
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.dic = cfg.dic
+        self.path = getattr(cfg, 'path', 'config')
+
+    def build_component(self, cfg, where):
+        cfg = copy.deepcopy(cfg)
+        name = cfg.pop('type')
+        cls = _component_class({'type': name})
+        if cls is None:
+            raise UserError(f"{self.path}: unknown type {name!r} at {where}.type")
+        kwargs = {}
+        for key, value in cfg.items():
+            if isinstance(value, dict) and 'type' in value:
+                value = self.build_component(value, f"{where}.{key}")
+            elif isinstance(value, list):
+                value = [self.build_component(v, f"{where}.{key}.{i}") if isinstance(v, dict) and 'type' in v else v
+                         for i, v in enumerate(value)]
+            kwargs[key] = value
+        try:
+            return cls(**kwargs)
+        except UserError:
+            raise
+        except TypeError as err:
+            raise UserError(f"{self.path}: cannot build {name} at {where}: {err}") from None
+        except (FileNotFoundError, ValueError) as err:
+            raise UserError(f"{self.path}: {where} ({name}): {err}") from None
+
+    def _section(self, key):
+        section = self.dic.get(key)
+        if not isinstance(section, dict) or not section:
+            raise UserError(f"{self.path}: no '{key}' section in the config")
+        return section
+
+    def model(self):
+        return self.build_component(self._section('model'), 'model')
+
+    def dataset(self, key):
+        dataset = self.build_component(self._section(key), key)
+        if key == 'train_dataset' and len(dataset) == 0:
+            raise UserError(f"{self.path}: {key} has no samples")
+        return dataset
+
+    def val_transforms(self):
+        transforms = (self.dic.get('val_dataset') or {}).get('transforms') or [{'type': 'Normalize'}]
+        return [self.build_component(t, f'val_dataset.transforms.{i}') for i, t in enumerate(transforms)]
+
+    def losses(self, key='loss'):
+        loss_cfg = self._section(key)
+        types, coef = loss_cfg.get('types'), loss_cfg.get('coef')
+        if not isinstance(types, list) or not isinstance(coef, list) or not types or not coef:
+            raise UserError(f"{self.path}: {key} needs non-empty lists 'types' and 'coef'")
+        if len(types) == 1 and len(coef) > 1:
+            types = types * len(coef)
+        if len(types) != len(coef):
+            raise UserError(f"{self.path}: {key}.types has {len(types)} entries but {key}.coef has {len(coef)}")
+        return {'types': [self.build_component(t, f'{key}.types.{i}') for i, t in enumerate(types)],
+                'coef': [float(c) for c in coef]}
+
+    def lr_scheduler(self):
+        lr_cfg = copy.deepcopy(self._section('lr_scheduler'))
+        name = lr_cfg.pop('type', None)
+        warmup_iters = lr_cfg.pop('warmup_iters', 0)
+        warmup_start_lr = lr_cfg.pop('warmup_start_lr', 0.0)
+        iters = int(self.dic.get('iters', 1))
+        if name == 'PolynomialDecay':
+            lr_cfg.setdefault('decay_steps', max(iters - warmup_iters, 1))
+        cls = getattr(paddle.optimizer.lr, str(name), None)
+        if cls is None:
+            raise UserError(f"{self.path}: unknown lr_scheduler type {name!r}")
+        try:
+            scheduler = cls(**lr_cfg)
+        except TypeError as err:
+            raise UserError(f"{self.path}: cannot build lr_scheduler {name}: {err}") from None
+        if warmup_iters:
+            scheduler = paddle.optimizer.lr.LinearWarmup(scheduler, warmup_iters, warmup_start_lr,
+                                                         lr_cfg.get('learning_rate'))
+        return scheduler
+
+    def optimizer(self, model, lr_scheduler):
+        opt_cfg = copy.deepcopy(self._section('optimizer'))
+        aliases = {'sgd': 'SGD', 'adam': 'Adam', 'adamw': 'AdamW'}
+        opt_cfg['type'] = aliases.get(opt_cfg.get('type'), opt_cfg.get('type'))
+        if opt_cfg['type'] == 'SGD' and 'momentum' in opt_cfg:
+            opt_cfg['type'] = 'Momentum'
+        factory = self.build_component(opt_cfg, 'optimizer')
+        return factory(model, lr_scheduler)

@@ -1,0 +1,68 @@
+"""Evaluation: confusion-matrix metrics over a val dataset, with optional test-time augmentation and
+sliding-window inference."""
+import time
+
+import numpy as np
+import paddle
+from tqdm import tqdm
+
+from paddle_models.core import logger
+from paddle_models.core.infer import aug_logits, predict_logits
+from paddle_models.core.metrics import confusion_matrix, metrics_from_confusion
+from paddle_models.errors import UserError
+
+
+def _as_batch(sample):
+    image = paddle.to_tensor(np.asarray(sample['img'], dtype='float32')[np.newaxis])
+    label = np.asarray(sample['label']).astype('int64')
+    if label.ndim == 2:
+        label = label[np.newaxis]
+    return image, label
+
+
+def evaluate(model, dataset, num_classes=None, ignore_index=None, aug_eval=False, scales=1.0,
+             flip_horizontal=False, flip_vertical=False, is_slide=False, crop_size=None, stride=None,
+             precision='fp32', amp_level='O1', print_detail=True, progress=True):
+    """Evaluate ``model`` on ``dataset`` (val mode: images transformed, labels at original size).
+
+    Returns:
+        dict: 'miou', 'class_iou', 'acc', 'class_precision', 'class_recall', 'kappa', 'mdice', 'class_dice',
+        'confusion_matrix', 'seconds'.
+    """
+    num_classes = num_classes or dataset.num_classes
+    ignore_index = dataset.ignore_index if ignore_index is None else ignore_index
+    if is_slide and (not crop_size or not stride):
+        raise UserError("--is_slide needs --crop_size W H and --stride W H")
+    was_training = model.training
+    model.eval()
+    cm = np.zeros((num_classes, num_classes), dtype=np.int64)
+    start = time.time()
+    bar = tqdm(range(len(dataset)), desc='evaluate', unit='img', disable=not progress or paddle.distributed.get_rank() != 0)
+    with paddle.no_grad():
+        for index in bar:
+            sample = dataset[index]
+            image, label = _as_batch(sample)
+            trans_info = sample.get('trans_info')
+            with paddle.amp.auto_cast(enable=precision == 'fp16', level=amp_level):
+                if aug_eval:
+                    logit = aug_logits(model, image, trans_info, scales, flip_horizontal, flip_vertical,
+                                       is_slide, crop_size, stride)
+                else:
+                    logit = predict_logits(model, image, trans_info, is_slide, crop_size, stride)
+            pred = paddle.argmax(logit, axis=1).numpy()
+            if pred.shape[-2:] != label.shape[-2:]:
+                raise UserError(f"prediction size {pred.shape[-2:]} differs from label size {label.shape[-2:]} "
+                                f"for val sample {index}: check the val transforms")
+            cm += confusion_matrix(pred, label, num_classes, ignore_index)
+    if was_training:
+        model.train()
+    result = metrics_from_confusion(cm)
+    result['confusion_matrix'] = cm
+    result['seconds'] = time.time() - start
+    if print_detail:
+        logger.info(f"[EVAL] #Images: {len(dataset)} mIoU: {result['miou']:.4f} Acc: {result['acc']:.4f} "
+                    f"Kappa: {result['kappa']:.4f} Dice: {result['mdice']:.4f}")
+        logger.info(f"[EVAL] Class IoU: {np.round(result['class_iou'], 4).tolist()}")
+        logger.info(f"[EVAL] Class Precision: {np.round(result['class_precision'], 4).tolist()}")
+        logger.info(f"[EVAL] Class Recall: {np.round(result['class_recall'], 4).tolist()}")
+    return result

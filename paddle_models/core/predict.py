@@ -1,0 +1,111 @@
+"""Prediction on image files: pseudo-colour label PNGs and overlays with the dataset's palette."""
+import os
+
+import cv2
+import numpy as np
+import paddle
+from paddleseg.transforms import Compose
+from PIL import Image
+from tqdm import tqdm
+
+from paddle_models.core.infer import aug_logits, predict_logits
+from paddle_models.errors import UserError
+
+IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
+
+
+def default_palette(num_classes):
+    """A distinct RGB colour per class (the bit-interleaved colour map used by PASCAL VOC)."""
+    palette = []
+    for index in range(num_classes):
+        r = g = b = 0
+        value = index
+        for bit in range(8):
+            r |= ((value >> 0) & 1) << (7 - bit)
+            g |= ((value >> 1) & 1) << (7 - bit)
+            b |= ((value >> 2) & 1) << (7 - bit)
+            value >>= 3
+        palette.append((r, g, b))
+    return palette
+
+
+def list_images(image_path):
+    """Images named by ``image_path``: one file, every image below a folder, or the lines of a .txt list.
+
+    Returns:
+        (list of image paths, the folder the output names are made relative to)
+    """
+    if not image_path or not os.path.exists(image_path):
+        raise UserError(f"--image_path not found: {image_path}")
+    if os.path.isdir(image_path):
+        images = sorted(os.path.join(root, name) for root, _, names in os.walk(image_path) for name in names
+                        if name.lower().endswith(IMAGE_EXTENSIONS))
+        if not images:
+            raise UserError(f"--image_path folder has no images: {image_path}")
+        return images, image_path
+    if image_path.endswith('.txt'):
+        base = os.path.dirname(image_path)
+        with open(image_path) as f:
+            images = [os.path.join(base, line.split()[0]) for line in f if line.strip()]
+        for path in images:
+            if not os.path.isfile(path):
+                raise UserError(f"{image_path}: image not found: {path}")
+        return images, base
+    return [image_path], os.path.dirname(image_path)
+
+
+def colorize(pred, palette):
+    """A palette-mode PIL image of an (H, W) class map."""
+    image = Image.fromarray(pred.astype(np.uint8), mode='P')
+    flat = [c for colour in palette for c in colour]
+    image.putpalette(flat + [0] * (768 - len(flat)))
+    return image
+
+
+def overlay(image_bgr, pred, palette, weight=0.6):
+    """The image blended with the colour of each pixel's class (BGR, uint8)."""
+    colours = np.array(palette, dtype=np.uint8)[np.clip(pred, 0, len(palette) - 1)][..., ::-1]
+    return cv2.addWeighted(image_bgr, weight, colours, 1 - weight, 0)
+
+
+def read_image(path):
+    image = cv2.imread(path, cv2.IMREAD_COLOR)
+    if image is None:
+        raise UserError(f"cannot read image: {path}")
+    return image
+
+
+def predict(model, image_path, transforms, save_dir='output/result', palette=None, num_classes=None,
+            aug_pred=False, scales=1.0, flip_horizontal=False, flip_vertical=False, is_slide=False,
+            crop_size=None, stride=None, progress=True):
+    """Predict every image of ``image_path`` and write ``save_dir/pseudo_color_prediction/NAME.png`` (palette PNG
+    whose pixel values are class ids) and ``save_dir/added_prediction/NAME.jpg`` (overlay).
+
+    Returns:
+        list[str]: the pseudo-colour PNG paths written.
+    """
+    images, base = list_images(image_path)
+    compose = Compose(list(transforms))
+    palette = palette or default_palette(num_classes or 256)
+    model.eval()
+    written = []
+    with paddle.no_grad():
+        for path in tqdm(images, desc='predict', unit='img', disable=not progress):
+            original = read_image(path)
+            data = compose({'img': original.astype('float32'), 'trans_info': []})
+            image = paddle.to_tensor(data['img'][np.newaxis])
+            if aug_pred:
+                logit = aug_logits(model, image, data['trans_info'], scales, flip_horizontal, flip_vertical,
+                                   is_slide, crop_size, stride)
+            else:
+                logit = predict_logits(model, image, data['trans_info'], is_slide, crop_size, stride)
+            pred = paddle.argmax(logit, axis=1).numpy()[0].astype(np.uint8)
+            name = os.path.splitext(os.path.relpath(path, base))[0]
+            colour_path = os.path.join(save_dir, 'pseudo_color_prediction', name + '.png')
+            overlay_path = os.path.join(save_dir, 'added_prediction', name + '.jpg')
+            os.makedirs(os.path.dirname(colour_path), exist_ok=True)
+            os.makedirs(os.path.dirname(overlay_path), exist_ok=True)
+            colorize(pred, palette).save(colour_path)
+            cv2.imwrite(overlay_path, overlay(original, pred, palette))
+            written.append(colour_path)
+    return written

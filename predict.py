@@ -1,0 +1,51 @@
+"""Predict images with a trained model: pseudo-colour PNGs and overlays.
+
+    python predict.py --config configs/quickstart.yml --model_path output/best_model/model.pdparams \
+        --image_path some.jpg --save_dir output/result
+"""
+import paddle_models  # noqa: F401  (registers every component)
+from paddle_models.core import cli
+from paddle_models.core.checkpoint import load_model_weights
+from paddle_models.core.config import Builder, load_config
+from paddle_models.core.predict import predict
+from paddleseg.cvlibs import manager
+
+
+def parse_args(argv=None):
+    parser = cli.parser('Predict images with a segmentation model.')
+    cli.add_config_args(parser)
+    parser.add_argument('--model_path', default=None, help='Weights (.pdparams or a checkpoint folder).')
+    parser.add_argument('--image_path', default=None, help='An image, a folder of images or a .txt list.')
+    parser.add_argument('--save_dir', default='./output/result', help='Where results go.')
+    cli.add_inference_args(parser, '--aug_pred')
+    return parser.parse_args(argv)
+
+
+def dataset_palette(cfg):
+    """The palette of the config's dataset class, if it has one."""
+    for key in ('val_dataset', 'train_dataset'):
+        cls = manager.DATASETS.components_dict.get((cfg.dic.get(key) or {}).get('type'))
+        if getattr(cls, 'PALETTE', None):
+            return [tuple(c) for c in cls.PALETTE]
+    return None
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    cfg = load_config(args.config, args.opts, require=('model',))
+    if not args.model_path:
+        raise cli.UserError("--model_path is required: the weights to predict with")
+    if not args.image_path:
+        raise cli.UserError("--image_path is required: an image, a folder or a .txt list")
+    cli.set_device(args.device)
+    options = cli.inference_options(args, cfg.dic.get('test_config'), 'aug_pred')
+    options['aug_pred'] = options.pop('aug_eval', False)
+    builder = Builder(cfg)
+    model = builder.model()
+    load_model_weights(model, args.model_path)
+    return predict(model, args.image_path, builder.val_transforms(), args.save_dir, palette=dataset_palette(cfg),
+                   num_classes=cfg.dic['model'].get('num_classes'), **options)
+
+
+if __name__ == '__main__':
+    cli.main_wrapper(main)
