@@ -1,1 +1,2 @@
-"""Models."""
+"""Models. Importing this package registers each model in ``paddleseg.cvlibs.manager.MODELS``."""
+from .hardnet import HarDNet  # noqa: F401
