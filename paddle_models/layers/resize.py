@@ -1,7 +1,34 @@
-"""Resizing feature maps. Every model resizes through ``resize`` so that export can swap in a graph that Paddle
-Inference's oneDNN executor accepts (see ``portable_resize``)."""
-import contextlib
+"""Resizing feature maps.
 
+Every model resizes through :func:`resize` so that export can swap in a graph that Paddle Inference's oneDNN
+executor accepts.
+
+Why: under PIR (Paddle 3.x), Paddle Inference with oneDNN rejects the ``bilinear_interp`` / ``nearest_interp`` ops
+("ConvertPirAttribute2RuntimeAttribute not support pir::ArrayAttribute<pir::DoubleAttribute>", the op's ``scale``
+attribute). Inside :func:`portable_resize` the same resizing is built from ops oneDNN runs: ``arange`` over the output
+positions, the source coordinate of each one (``scale``/elementwise arithmetic, ``floor``, ``clip``), two ``gather``
+calls per axis and a linear blend (``lerp``). The work is O(output) per axis: no dense (out x in) interpolation
+matrix is built. Sizes may be python ints or int tensors (for example ``paddle.shape(x)[2:]``). Where a size (or
+the input's own height/width) is a tensor, its index arithmetic happens in the graph, so an exported program keeps a
+free spatial size; python ints become constants (computed in python: Paddle 2.6's oneDNN executor fails on
+elementwise ops over constant 0-D tensors). On Paddle 2.6 (legacy programs) oneDNN does run ``bilinear_interp``, but
+its ``nearest_interp`` rounds source indices differently from the CPU kernel; the portable path avoids both issues.
+
+The portable path follows Paddle's own kernels (``interpolate_kernel.cc``):
+
+* bilinear, ``align_corners=False`` (Paddle's ``align_mode=0``): source ``(dst + 0.5) * in / out - 0.5`` clamped at 0
+  ("half-pixel centres"); the upper neighbour is clamped to the last row/column;
+* bilinear, ``align_corners=True``: source ``dst * (in - 1) / (out - 1)``;
+* a single output row/column takes the first source row/column (Paddle's ratio is 0 where ``out == 1``);
+* nearest (``align_corners=False`` only, as ``F.interpolate``): source ``floor(dst * in / out)``.
+
+Outside the context :func:`resize` is plain ``F.interpolate``.
+"""
+import contextlib
+import numbers
+
+import numpy as np
+import paddle
 import paddle.nn.functional as F
 
 _PORTABLE = [False]
@@ -9,16 +36,154 @@ _PORTABLE = [False]
 
 @contextlib.contextmanager
 def portable_resize(enabled=True):
-    """Within this context ``resize`` builds bilinear resizing from gather + lerp ops instead of the
-    ``bilinear_interp`` op (which Paddle 3.3.1's oneDNN executor rejects under PIR). Used while exporting."""
+    """Within this context :func:`resize` builds bilinear and nearest resizing from arange/floor/clip/gather/lerp
+    ops instead of the ``*_interp`` ops (which Paddle 3.3.1's oneDNN executor rejects under PIR). Export traces
+    models inside it. The previous state is restored on exit, also when the body raises.
+
+    Args:
+        enabled (bool): Switch the portable path on (default) or off for the duration of the context.
+    """
     previous = _PORTABLE[0]
-    _PORTABLE[0] = enabled
+    _PORTABLE[0] = bool(enabled)
     try:
         yield
     finally:
         _PORTABLE[0] = previous
 
 
+def is_portable():
+    """Whether :func:`resize` currently builds the portable graph."""
+    return _PORTABLE[0]
+
+
 def resize(x, size, mode='bilinear', align_corners=False):
-    """Resize an NCHW tensor to ``size`` = (h, w) (ints or 0-D tensors)."""
+    """Resize an NCHW tensor to ``size`` = (h, w).
+
+    Args:
+        x (Tensor): Input of shape [N, C, H, W].
+        size (list|tuple|Tensor): Output (h, w): two python ints, two 0-D/1-element int tensors, or one int tensor
+            with two elements such as ``paddle.shape(x)[2:]``.
+        mode (str): 'bilinear' or 'nearest' (the portable path supports these two; any other mode always goes to
+            ``F.interpolate``). Default: 'bilinear'.
+        align_corners (bool): As in ``F.interpolate``. Default: False.
+
+    Returns:
+        Tensor: The resized tensor, [N, C, h, w].
+    """
+    if _PORTABLE[0] and mode in ('bilinear', 'nearest'):
+        return _portable_resize(x, size, mode, align_corners)
     return F.interpolate(x, size=size, mode=mode, align_corners=align_corners)
+
+
+def _split_size(size):
+    """(h, w) from the accepted forms of ``size``; each entry an int or an int tensor."""
+    if _is_tensor(size):
+        if len(size.shape) == 1 and size.shape[0] in (2, -1):
+            return size[0], size[1]
+        raise ValueError(f"size tensor must be 1-D with two elements (h, w), got shape {list(size.shape)}")
+    if isinstance(size, (list, tuple)) and len(size) == 2:
+        out = []
+        for item in size:
+            if isinstance(item, numbers.Integral):
+                out.append(int(item))
+            elif _is_tensor(item):
+                out.append(item.reshape([]) if len(item.shape) == 1 else item)
+            else:
+                raise ValueError(f"size entries must be ints or int tensors, got {type(item).__name__}")
+        return out[0], out[1]
+    raise ValueError(f"size must be (h, w), got {size!r}")
+
+
+def _is_tensor(obj):
+    """True for a dygraph tensor or a static-graph variable (legacy ``Variable`` or PIR ``Value``)."""
+    return isinstance(obj, (paddle.Tensor, paddle.static.Variable)) or paddle.is_tensor(obj)
+
+
+def _ratio(in_len, out_len, align_corners):
+    """Source step per output step, as Paddle's kernel computes it in float32: ``(in - 1) / (out - 1)`` with
+    ``align_corners``, else ``in / out``; 0 for a single output point (Paddle then takes the first row/column).
+
+    Python ints are computed here (a python float holding the float32 value) and stay out of the graph: Paddle
+    2.6's oneDNN executor cannot run elementwise ops on constant 0-D tensors. Tensors give a float32 tensor.
+    """
+    if isinstance(in_len, int) and isinstance(out_len, int):
+        if out_len <= 1:
+            return 0.0
+        if align_corners:
+            return float(np.float32(in_len - 1) / np.float32(out_len - 1))
+        return float(np.float32(in_len) / np.float32(out_len))
+    in_f = float(in_len) if isinstance(in_len, int) else paddle.cast(in_len, 'float32')
+    if isinstance(out_len, int):
+        if out_len <= 1:
+            return 0.0
+        return (in_f - 1.0) / float(out_len - 1) if align_corners else in_f / float(out_len)
+    out_f = paddle.cast(out_len, 'float32')
+    if align_corners:
+        return (in_f - 1.0) / paddle.clip(out_f - 1.0, min=1.0)
+    return in_f / out_f * paddle.cast(out_f > 1.0, 'float32')
+
+
+def _clip_index(index, in_len):
+    """int64 ``index`` limited to the last valid position ``in_len - 1``."""
+    if isinstance(in_len, int):
+        last = paddle.full_like(index, in_len - 1)
+    else:
+        last = paddle.cast(in_len, 'int64') - 1
+    return paddle.minimum(index, last)
+
+
+def _linear_taps(in_len, out_len, align_corners):
+    """Lower/upper source indices (int64, [out]) and the weight of the upper one (float32, [out]) for 1-D linear
+    interpolation from ``in_len`` to ``out_len`` points (each a python int or an int tensor)."""
+    ratio = _ratio(in_len, out_len, align_corners)
+    dst = paddle.arange(out_len, dtype='float32')
+    if align_corners:
+        src = dst * ratio
+    else:
+        src = paddle.clip((dst + 0.5) * ratio - 0.5, min=0.0)
+    lower_f = paddle.floor(src)
+    weight = src - lower_f
+    lower = _clip_index(paddle.cast(lower_f, 'int64'), in_len)
+    upper = _clip_index(lower + 1, in_len)
+    return lower, upper, weight
+
+
+def _nearest_taps(in_len, out_len):
+    """Source index (int64, [out]) of each output point for nearest resizing (Paddle: floor(dst * in / out))."""
+    src = paddle.floor(paddle.arange(out_len, dtype='float32') * _ratio(in_len, out_len, False))
+    return _clip_index(paddle.cast(src, 'int64'), in_len)
+
+
+def _lengths(x):
+    """Input (h, w): python ints where the shape is known (dygraph, fixed export shape), tensors otherwise."""
+    dynamic = paddle.shape(x) if any(d is None or d < 0 for d in x.shape[2:]) else None
+    return tuple(int(x.shape[i]) if x.shape[i] is not None and x.shape[i] >= 0 else dynamic[i] for i in (2, 3))
+
+
+def _blend_axis(x, lower, upper, weight, axis):
+    """Linear blend of the rows (axis 2) or columns (axis 3) picked by ``lower`` and ``upper``."""
+    a = paddle.gather(x, lower, axis=axis)
+    b = paddle.gather(x, upper, axis=axis)
+    shape = [1, 1, -1, 1] if axis == 2 else [1, 1, 1, -1]
+    weight = paddle.reshape(paddle.cast(weight, x.dtype), shape)
+    return paddle.lerp(a, b, weight)
+
+
+@paddle.jit.not_to_static
+def _portable_resize(x, size, mode, align_corners):
+    # not_to_static: dy2st must not rewrite this python-level shape logic (it would turn ``x.shape`` into a tensor
+    # and the int/tensor branches into graph conditionals); the ops it builds are recorded as they are.
+    if mode == 'nearest' and align_corners:
+        raise ValueError("align_corners option can only be set with the interpolating modes: "
+                         "linear | bilinear | bicubic | trilinear")
+    if len(x.shape) != 4:
+        raise ValueError(f"resize expects an NCHW tensor, got shape {list(x.shape)}")
+    out_h, out_w = _split_size(size)
+    in_h, in_w = _lengths(x)
+    if mode == 'nearest':
+        x = paddle.gather(x, _nearest_taps(in_h, out_h), axis=2)
+        return paddle.gather(x, _nearest_taps(in_w, out_w), axis=3)
+    lower, upper, weight = _linear_taps(in_h, out_h, align_corners)
+    x = _blend_axis(x, lower, upper, weight, axis=2)
+    lower, upper, weight = _linear_taps(in_w, out_w, align_corners)
+    return _blend_axis(x, lower, upper, weight, axis=3)

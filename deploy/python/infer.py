@@ -1,0 +1,501 @@
+"""Run an exported segmentation model (deploy.yaml + program + params) with Paddle Inference.
+
+Standalone: needs paddle, numpy, opencv, PyYAML, Pillow and paddleseg (for the preprocessing transforms listed in
+deploy.yaml), not paddle_models. Flags follow PaddleSeg's ``deploy/python/infer.py``::
+
+    python deploy/python/infer.py --config output/deploy.yaml --image_path img.jpg --save_dir output/result
+
+Behaviour worth knowing:
+
+* ``--image_path``: an image file, a folder (searched recursively) or a .txt list (first column of each line,
+  relative to the list's folder, as PaddleSeg's lists).
+* Results: one palette-mode PNG per image, named after the image (``<stem>.png``; for a folder, the image's path
+  under it is kept), pixel value = class id, colours = PaddleSeg's pseudo-colour map. The prediction is mapped back
+  to the original image size through the resize/padding steps recorded by the transforms (nearest neighbour, as
+  PaddleSeg's ``reverse_transform``); with transforms that keep the size it is the network output unchanged.
+  Programs exported with ``output_op`` softmax or none get an argmax over the channel axis (``--with_argmax`` is
+  accepted for compatibility; it is implied).
+* oneDNN on CPU: ``--enable_mkldnn`` left out means "on where it is known to work": on when deploy.yaml says the
+  export's oneDNN check passed (``Deploy.enable_mkldnn: true``), off otherwise (PaddleSeg's default). An explicit
+  ``--enable_mkldnn True`` is overridden, with a warning giving the reason, when deploy.yaml records that oneDNN
+  fails on the program; and if a oneDNN run fails anyway, the runner warns and retries without oneDNN. Paddle
+  Inference enables oneDNN by default on CPU, so "off" calls ``disable_mkldnn()`` explicitly.
+* ``--device`` defaults to gpu where Paddle is built with CUDA, else cpu. The GPU and TensorRT settings follow
+  PaddleSeg's runner (TensorRT dynamic shapes for the input ``x``: auto-tuned with ``--enable_auto_tune``, else
+  1x3x100x100 .. 1x3x2000x3000); they are untested here (no GPU).
+* Memory optimisation (``enable_memory_optim``) is used for legacy programs (model.pdmodel) only: Paddle 3.3.1
+  cannot create a predictor for a PIR program (model.json) with it.
+* ``--benchmark`` runs two warm-up batches first, then prints preprocess, inference and postprocess times.
+* Errors the user must fix (missing config or image, bad deploy.yaml) print one line on stderr and exit 2.
+"""
+import argparse
+import codecs
+import logging
+import os
+import sys
+import time
+import warnings
+import zlib  # noqa: F401  (Paddle 2.6.2: the system zlib must load before Paddle's bundled one)
+
+import numpy as np
+import yaml
+
+logger = logging.getLogger('infer')
+
+IMAGE_SUFFIXES = ('.jpeg', '.jpg', '.bmp', '.png', '.tif', '.tiff', '.webp')
+
+
+class UserError(Exception):
+    """Something the user must fix; ``str()`` is the one-line message."""
+
+
+def str2bool(value):
+    text = str(value).strip().lower()
+    if text in ('true', '1', 'yes', 'y', 'on'):
+        return True
+    if text in ('false', '0', 'no', 'n', 'off'):
+        return False
+    raise argparse.ArgumentTypeError(f"expected True or False, got {value!r}")
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description='Segment images with an exported model (Paddle Inference).')
+    parser.add_argument('--config', dest='cfg', required=True, help='deploy.yaml written by the export.')
+    parser.add_argument('--image_path', required=True,
+                        help='An image, a folder of images, or a .txt list of image paths.')
+    parser.add_argument('--save_dir', default='./output', help='Folder for the result PNGs. Default: ./output')
+    parser.add_argument('--batch_size', type=int, default=1, help='Images per inference run. Default: 1')
+    parser.add_argument('--device', choices=['cpu', 'gpu'], default=None,
+                        help='Default: gpu where Paddle is built with CUDA, else cpu.')
+    parser.add_argument('--use_trt', type=str2bool, nargs='?', const=True, default=False,
+                        help='Use TensorRT on GPU. Default: False')
+    parser.add_argument('--precision', choices=['fp32', 'fp16', 'int8'], default='fp32',
+                        help='TensorRT precision. Default: fp32')
+    parser.add_argument('--min_subgraph_size', type=int, default=3,
+                        help='Smallest subgraph TensorRT takes over. Default: 3')
+    parser.add_argument('--enable_auto_tune', type=str2bool, nargs='?', const=True, default=False,
+                        help='Collect TensorRT dynamic shapes by running some of the images first. Default: False')
+    parser.add_argument('--auto_tuned_shape_file', default='auto_tune_tmp.pbtxt',
+                        help='Temporary file for the auto-tuned shapes.')
+    parser.add_argument('--cpu_threads', type=int, default=min(10, os.cpu_count() or 1),
+                        help='CPU math threads. Default: min(10, CPU count)')
+    parser.add_argument('--enable_mkldnn', type=str2bool, nargs='?', const=True, default=None,
+                        help='Use oneDNN on CPU. Default: on when deploy.yaml records a passed oneDNN check.')
+    parser.add_argument('--benchmark', type=str2bool, nargs='?', const=True, default=False,
+                        help='Print preprocess/inference/postprocess times. Default: False')
+    parser.add_argument('--with_argmax', action='store_true',
+                        help='Accepted for compatibility: logits/probability outputs always get an argmax.')
+    parser.add_argument('--print_detail', type=str2bool, nargs='?', const=True, default=True,
+                        help="Show Paddle Inference's GLOG output. Default: True")
+    args = parser.parse_args(argv)
+    if args.batch_size < 1:
+        parser.error(f"argument --batch_size: must be >= 1, got {args.batch_size}")
+    if args.cpu_threads < 1:
+        parser.error(f"argument --cpu_threads: must be >= 1, got {args.cpu_threads}")
+    return args
+
+
+def get_image_list(image_path):
+    """[(image path, output name without suffix)] for a file, a folder or a .txt list."""
+    if os.path.isdir(image_path):
+        items = []
+        for root, dirs, files in os.walk(image_path):
+            dirs[:] = sorted(d for d in dirs if not d.startswith('.'))
+            for name in sorted(files):
+                if not name.startswith('.') and os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES:
+                    path = os.path.join(root, name)
+                    items.append((path, os.path.splitext(os.path.relpath(path, image_path))[0]))
+        if not items:
+            raise UserError(f"--image_path: no images ({', '.join(IMAGE_SUFFIXES)}) in folder {image_path}")
+        return items
+    if not os.path.isfile(image_path):
+        raise UserError(f"--image_path: {image_path} does not exist")
+    if os.path.splitext(image_path)[1].lower() in IMAGE_SUFFIXES:
+        return [(image_path, os.path.splitext(os.path.basename(image_path))[0])]
+    base = os.path.dirname(image_path)
+    items = []
+    try:
+        with open(image_path, 'r', encoding='utf-8') as f:
+            lines = f.readlines()
+    except UnicodeDecodeError:
+        raise UserError(f"--image_path: {image_path} is neither an image ({', '.join(IMAGE_SUFFIXES)}) nor a "
+                        f"text list of images") from None
+    for number, line in enumerate(lines, 1):
+        fields = line.split()
+        if not fields:
+            continue
+        path = fields[0] if os.path.isabs(fields[0]) else os.path.join(base, fields[0])
+        if not os.path.isfile(path):
+            raise UserError(f"--image_path: {image_path} line {number}: image {path} does not exist")
+        items.append((path, os.path.splitext(os.path.basename(path))[0]))
+    if not items:
+        raise UserError(f"--image_path: list {image_path} names no images")
+    return items
+
+
+class DeployConfig:
+    """deploy.yaml: program and params paths, preprocessing, export facts (output op, oneDNN check)."""
+
+    def __init__(self, path):
+        if not os.path.isfile(path):
+            raise UserError(f"--config: {path} does not exist")
+        try:
+            with codecs.open(path, 'r', 'utf-8') as f:
+                dic = yaml.safe_load(f)
+        except (yaml.YAMLError, UnicodeDecodeError) as err:
+            raise UserError(f"--config: {path} is not valid YAML: {' '.join(str(err).split())}") from None
+        if not isinstance(dic, dict) or not isinstance(dic.get('Deploy'), dict):
+            raise UserError(f"--config: {path} has no 'Deploy' section")
+        self.path = path
+        self.deploy = dic['Deploy']
+        self.dir = os.path.dirname(os.path.abspath(path))
+        for key in ('model', 'params'):
+            if not isinstance(self.deploy.get(key), str):
+                raise UserError(f"--config: {path}: Deploy.{key} is missing")
+            if not os.path.isfile(os.path.join(self.dir, self.deploy[key])):
+                raise UserError(f"--config: {path}: Deploy.{key} file {os.path.join(self.dir, self.deploy[key])} "
+                                f"does not exist")
+        transforms = self.deploy.get('transforms') or []
+        if not isinstance(transforms, list) or not all(isinstance(t, dict) and 'type' in t for t in transforms):
+            raise UserError(f"--config: {path}: Deploy.transforms must be a list of dicts with a 'type'")
+        self.transform_cfgs = transforms
+
+    @property
+    def model(self):
+        return os.path.join(self.dir, self.deploy['model'])
+
+    @property
+    def params(self):
+        return os.path.join(self.dir, self.deploy['params'])
+
+    @property
+    def onednn_known(self):
+        """True/False where the export recorded its oneDNN check, None for other exports (e.g. PaddleSeg's)."""
+        value = self.deploy.get('enable_mkldnn')
+        return value if isinstance(value, bool) else None
+
+    @property
+    def onednn_error(self):
+        return self.deploy.get('mkldnn_error') or 'deploy.yaml records enable_mkldnn: false'
+
+    def build_transforms(self):
+        import paddleseg.transforms as T
+        from paddleseg.cvlibs import manager
+
+        known = manager.TRANSFORMS.components_dict
+        if any(t['type'] not in known for t in self.transform_cfgs):
+            try:  # our own transforms register themselves on import, where the package is installed
+                import paddle_models  # noqa: F401
+            except ImportError:
+                pass
+        ops = []
+        for i, cfg in enumerate(self.transform_cfgs):
+            cfg = dict(cfg)
+            name = cfg.pop('type')
+            if name not in known:
+                raise UserError(f"--config: {self.path}: Deploy.transforms[{i}]: unknown transform {name!r}")
+            try:
+                ops.append(known[name](**cfg))
+            except (TypeError, ValueError) as err:
+                raise UserError(f"--config: {self.path}: Deploy.transforms[{i}] ({name}): {err}") from None
+        return T.Compose(ops)
+
+
+def color_map(num=256):
+    """PaddleSeg's pseudo-colour palette: class i gets the PASCAL VOC colour of label i + 1 (bits of the label
+    spread over the high bits of R, G and B). Returns a flat [r, g, b, ...] list of ``num`` colours."""
+    labels = np.arange(1, num + 1)
+    rgb = np.zeros((num, 3), dtype=np.int64)
+    for bit in range(8):
+        for channel in range(3):
+            rgb[:, channel] |= ((labels >> (3 * bit + channel)) & 1) << (7 - bit)
+    return rgb.astype(np.uint8).reshape(-1).tolist()
+
+
+def nearest_resize(label, size):
+    """Nearest-neighbour resize of a 2-D map as Paddle's nearest kernel (source = floor(dst * in / out))."""
+    out_h, out_w = int(size[0]), int(size[1])
+    rows = _nearest_index(label.shape[0], out_h)
+    cols = _nearest_index(label.shape[1], out_w)
+    return label[rows[:, None], cols[None, :]]
+
+
+def _nearest_index(in_len, out_len):
+    ratio = np.float32(in_len) / np.float32(out_len) if out_len > 1 else np.float32(0)
+    index = np.floor(np.arange(out_len, dtype=np.float32) * ratio).astype(np.int64)
+    return np.minimum(index, in_len - 1)
+
+
+def reverse_transform(label, trans_info):
+    """Undo the recorded resize/padding steps on a 2-D label map, last step first."""
+    for item in reversed(trans_info):
+        kind = item[0][0] if isinstance(item[0], (list, tuple)) else item[0]
+        h, w = int(item[1][0]), int(item[1][1])
+        if kind == 'resize':
+            label = nearest_resize(label, (h, w))
+        elif kind == 'padding':
+            label = label[:h, :w]
+        else:
+            raise UserError(f"cannot map the result back: unknown transform record {kind!r}")
+    return label
+
+
+class Predictor:
+    """Paddle Inference predictor configured from the flags and deploy.yaml, plus pre/postprocessing."""
+
+    def __init__(self, args, cfg, tuned=False):
+        self.args = args
+        self.tuned = tuned
+        self.cfg = cfg
+        self.transforms = cfg.build_transforms()
+        self.use_onednn = args.device == 'cpu' and self._decide_onednn()
+        self.predictor = self._create(self.use_onednn)
+
+    def _decide_onednn(self):
+        known = self.cfg.onednn_known
+        if self.args.enable_mkldnn is False:
+            logger.info("oneDNN: off (--enable_mkldnn False)")
+            return False
+        if known is False:
+            level = logging.WARNING if self.args.enable_mkldnn else logging.INFO
+            logger.log(level, "oneDNN: off, the export found that it fails on this program: %s",
+                       self.cfg.onednn_error)
+            return False
+        if self.args.enable_mkldnn is None and known is None:
+            logger.info("oneDNN: off (deploy.yaml records no oneDNN check; pass --enable_mkldnn True to try it)")
+            return False
+        logger.info("oneDNN: on (%s)", '--enable_mkldnn True' if self.args.enable_mkldnn
+                    else 'deploy.yaml records a passed oneDNN check')
+        return True
+
+    def _config(self, use_onednn):
+        from paddle.inference import Config
+
+        config = Config(self.cfg.model, self.cfg.params)
+        if not self.args.print_detail:
+            config.disable_glog_info()
+        if not self.cfg.model.endswith('.json'):
+            # Paddle 3.3.1 fails on PIR programs (model.json) with memory optimisation: "Not find predictor_id 0
+            # and pass_name memory_optimize_pass" at create_predictor; legacy programs take it fine
+            config.enable_memory_optim()
+        config.switch_ir_optim(True)
+        if self.args.device == 'cpu':
+            config.disable_gpu()
+            if use_onednn:
+                config.set_mkldnn_cache_capacity(10)  # cache primitives for up to 10 input shapes
+                config.enable_mkldnn()
+            else:
+                config.disable_mkldnn()  # on by default in Paddle Inference
+            config.set_cpu_math_library_num_threads(self.args.cpu_threads)
+        else:
+            self._gpu_config(config)
+        return config
+
+    def _gpu_config(self, config):
+        from paddle.inference import PrecisionType
+
+        config.enable_use_gpu(100, 0)
+        precision = {'fp32': PrecisionType.Float32, 'fp16': PrecisionType.Half,
+                     'int8': PrecisionType.Int8}[self.args.precision]
+        if not self.args.use_trt:
+            if self.args.precision != 'fp32':
+                logger.warning("--precision %s applies to TensorRT only (--use_trt True); running fp32",
+                               self.args.precision)
+            return
+        logger.info("TensorRT: on, precision %s", self.args.precision)
+        config.enable_tensorrt_engine(workspace_size=1 << 30, max_batch_size=1,
+                                      min_subgraph_size=self.args.min_subgraph_size, precision_mode=precision,
+                                      use_static=False, use_calib_mode=False)
+        if self.tuned and os.path.isfile(self.args.auto_tuned_shape_file):
+            logger.info("TensorRT: dynamic shapes from %s", self.args.auto_tuned_shape_file)
+            config.enable_tuned_tensorrt_dynamic_shape(self.args.auto_tuned_shape_file, True)
+        else:
+            logger.info("TensorRT: dynamic shapes 1x3x100x100 .. 1x3x2000x3000 (opt 1x3x512x1024)")
+            config.set_trt_dynamic_shape_info({'x': [1, 3, 100, 100]}, {'x': [1, 3, 2000, 3000]},
+                                              {'x': [1, 3, 512, 1024]})
+
+    def _create(self, use_onednn):
+        from paddle.inference import create_predictor
+
+        return create_predictor(self._config(use_onednn))
+
+    def preprocess(self, path):
+        return preprocess(self.transforms, path)
+
+    def infer(self, batch):
+        try:
+            return self._run(batch)
+        except Exception as err:  # noqa: BLE001
+            if not self.use_onednn:
+                raise
+            reason = ' '.join(str(err).split())[-300:]
+            logger.warning("oneDNN run failed (%s); running without oneDNN from now on", reason)
+            self.use_onednn = False
+            self.predictor = self._create(False)
+            return self._run(batch)
+
+    def _run(self, batch):
+        handle = self.predictor.get_input_handle(self.predictor.get_input_names()[0])
+        handle.reshape(list(batch.shape))
+        handle.copy_from_cpu(batch)
+        self.predictor.run()
+        return self.predictor.get_output_handle(self.predictor.get_output_names()[0]).copy_to_cpu()
+
+    @staticmethod
+    def postprocess(output):
+        """[N, H, W] class ids from an argmax output or from logits/probabilities [N, C, H, W]."""
+        if output.ndim == 4:
+            output = np.argmax(output, axis=1)
+        if output.ndim != 3:
+            raise RuntimeError(f"unexpected model output shape {list(output.shape)}; expected [N, H, W] or "
+                               f"[N, C, H, W]")
+        return output
+
+
+def preprocess(transforms, path):
+    """CHW float32 input and the transforms' shape record for one image."""
+    import cv2
+
+    image = cv2.imread(path, transforms.read_flag)  # as Compose reads it; a failure gets a clear message
+    if image is None:
+        raise UserError(f"--image_path: cannot read image {path}")
+    data = transforms({'img': image.astype('float32')})
+    return np.ascontiguousarray(data['img'], dtype=np.float32), data.get('trans_info', [])
+
+
+def save_result(label, save_dir, name, palette):
+    from PIL import Image
+
+    path = os.path.join(save_dir, name + '.png')
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    if label.size and (label.min() < 0 or label.max() > 255):
+        raise RuntimeError(f"class ids {label.min()}..{label.max()} do not fit a palette PNG")
+    image = Image.fromarray(label.astype(np.uint8), mode='P')
+    image.putpalette(palette)
+    image.save(path)
+    return path
+
+
+def use_auto_tune(args):
+    from paddle.inference import Config
+
+    return args.device == 'gpu' and args.use_trt and args.enable_auto_tune and \
+        hasattr(Config, 'collect_shape_range_info') and hasattr(Config, 'enable_tuned_tensorrt_dynamic_shape')
+
+
+def auto_tune(args, cfg, items, num=10):
+    """Run up to ``num`` images with shape collection on, for TensorRT's dynamic shapes."""
+    from paddle.inference import Config, create_predictor
+
+    logger.info("TensorRT: collecting dynamic shapes from %d image(s)", min(num, len(items)))
+    config = Config(cfg.model, cfg.params)
+    config.enable_use_gpu(100, 0)
+    if not args.print_detail:
+        config.disable_glog_info()
+    config.collect_shape_range_info(args.auto_tuned_shape_file)
+    predictor = create_predictor(config)
+    transforms = cfg.build_transforms()
+    handle = predictor.get_input_handle(predictor.get_input_names()[0])
+    for path, _ in items[:num]:
+        data = preprocess(transforms, path)[0][np.newaxis]
+        handle.reshape(list(data.shape))
+        handle.copy_from_cpu(data)
+        try:
+            predictor.run()
+        except Exception as err:  # noqa: BLE001  (as PaddleSeg: give up tuning, use the manual shapes)
+            logger.warning("TensorRT shape collection failed (often out of GPU memory): %s", err)
+            if os.path.exists(args.auto_tuned_shape_file):
+                os.remove(args.auto_tuned_shape_file)
+            return
+
+
+def batches(items, predictor, batch_size, timer):
+    """Preprocessed batches of up to ``batch_size`` images; consecutive images of one input shape share a batch."""
+    pending = []
+    for path, name in items:
+        start = time.perf_counter()
+        data, info = predictor.preprocess(path)
+        timer['preprocess'] += time.perf_counter() - start
+        if pending and (len(pending) == batch_size or pending[0][0].shape != data.shape):
+            yield pending
+            pending = []
+        pending.append((data, info, path, name))
+    if pending:
+        yield pending
+
+
+def run(args):
+    cfg = DeployConfig(args.cfg)
+    items = get_image_list(args.image_path)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')  # Paddle 3 warns about ccache on import
+        import paddle
+
+    if args.device is None:
+        args.device = 'gpu' if paddle.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0 else 'cpu'
+    elif args.device == 'gpu' and not paddle.is_compiled_with_cuda():
+        raise UserError("--device gpu: this Paddle is built without CUDA; use --device cpu")
+    logger.info("device: %s; program %s", args.device, cfg.model)
+
+    tuned = use_auto_tune(args)
+    if tuned:
+        auto_tune(args, cfg, items)
+    try:
+        return _predict_all(args, cfg, items, tuned)
+    finally:
+        if tuned and os.path.exists(args.auto_tuned_shape_file):
+            os.remove(args.auto_tuned_shape_file)
+
+
+def _predict_all(args, cfg, items, tuned):
+    predictor = Predictor(args, cfg, tuned)
+    os.makedirs(args.save_dir, exist_ok=True)
+    palette = color_map(256)
+    timer = {'preprocess': 0.0, 'inference': 0.0, 'postprocess': 0.0}
+
+    if args.benchmark:  # warm-up runs, not timed
+        warm, _ = predictor.preprocess(items[0][0])
+        for _ in range(2):
+            predictor.infer(np.stack([warm] * min(args.batch_size, len(items))))
+
+    runs = 0
+    for batch in batches(items, predictor, args.batch_size, timer):
+        start = time.perf_counter()
+        output = predictor.infer(np.stack([b[0] for b in batch]))
+        timer['inference'] += time.perf_counter() - start
+        runs += 1
+        start = time.perf_counter()
+        labels = predictor.postprocess(output)
+        for label, (_, info, path, name) in zip(labels, batch):
+            save_result(reverse_transform(label, info), args.save_dir, name, palette)
+        timer['postprocess'] += time.perf_counter() - start
+    logger.info("saved %d result(s) in %s", len(items), args.save_dir)
+
+    if args.benchmark:
+        n = len(items)
+        print(f"benchmark: {n} image(s), {runs} run(s) of batch size <= {args.batch_size}, device {args.device}, "
+              f"oneDNN {'on' if predictor.use_onednn else 'off'}, {args.cpu_threads} CPU thread(s)")
+        print(f"  preprocess : {1000 * timer['preprocess'] / n:9.2f} ms/image  (total {timer['preprocess']:.3f} s)")
+        print(f"  inference  : {1000 * timer['inference'] / n:9.2f} ms/image  (total {timer['inference']:.3f} s)")
+        print(f"  postprocess: {1000 * timer['postprocess'] / n:9.2f} ms/image  (total {timer['postprocess']:.3f} s)")
+    return 0
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if not logger.handlers:  # own handler and level: importing Paddle 2.6 resets the root logger to WARNING
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter('%(asctime)s %(levelname)s %(name)s: %(message)s'))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+    try:
+        return run(args)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,141 @@
+"""The portable resize (gather + lerp) against F.interpolate, in dygraph and in static graphs with free shapes."""
+import numpy as np
+import paddle
+import paddle.nn as nn
+import paddle.nn.functional as F
+import pytest
+
+from paddle_models.layers.resize import is_portable, portable_resize, resize
+
+pytestmark = pytest.mark.paddle26  # fast, and the static-graph forms differ between Paddle 2.6 and 3.x
+
+MODES = [('bilinear', False), ('bilinear', True), ('nearest', False)]
+# (input h, w) -> (output h, w): up, down, odd, mixed, identity, single row/column
+SIZES = [
+    ((5, 7), (10, 14)),
+    ((5, 7), (17, 23)),
+    ((16, 16), (3, 5)),
+    ((16, 16), (7, 9)),
+    ((9, 3), (4, 11)),
+    ((6, 6), (6, 6)),
+    ((5, 7), (1, 1)),
+    ((1, 1), (4, 3)),
+    ((13, 11), (64, 40)),
+]
+
+
+def _size_forms(oh, ow):
+    """The size forms resize accepts: python ints, a 1-D int tensor, 0-D int tensors."""
+    return {
+        'ints': [oh, ow],
+        'tensor_1d': paddle.to_tensor([oh, ow], dtype='int32'),
+        'tensors_0d': [paddle.to_tensor(oh, dtype='int64'), paddle.to_tensor(ow, dtype='int64')],
+    }
+
+
+@pytest.mark.parametrize('mode,align_corners', MODES)
+@pytest.mark.parametrize('in_hw,out_hw', SIZES)
+def test_portable_matches_interpolate_dygraph(mode, align_corners, in_hw, out_hw):
+    paddle.seed(1)
+    x = paddle.randn([2, 3, *in_hw])
+    ref = F.interpolate(x, size=list(out_hw), mode=mode, align_corners=align_corners).numpy()
+    with portable_resize():
+        for form, size in _size_forms(*out_hw).items():
+            out = resize(x, size, mode=mode, align_corners=align_corners).numpy()
+            assert out.shape == ref.shape, form
+            np.testing.assert_allclose(out, ref, rtol=0, atol=1e-5, err_msg=form)
+
+
+def test_outside_context_is_plain_interpolate():
+    paddle.seed(2)
+    x = paddle.randn([1, 2, 6, 9])
+    assert not is_portable()
+    for mode, align_corners in MODES:
+        ref = F.interpolate(x, size=[11, 4], mode=mode, align_corners=align_corners).numpy()
+        np.testing.assert_array_equal(resize(x, [11, 4], mode, align_corners).numpy(), ref)
+
+
+def test_context_restores_state_on_error():
+    with pytest.raises(RuntimeError):
+        with portable_resize():
+            assert is_portable()
+            with portable_resize(False):
+                assert not is_portable()
+            assert is_portable()
+            raise RuntimeError('boom')
+    assert not is_portable()
+
+
+def test_nearest_with_align_corners_is_rejected_like_interpolate():
+    x = paddle.ones([1, 1, 4, 4])
+    with pytest.raises(ValueError, match='align_corners option can only be set'):
+        F.interpolate(x, size=[2, 2], mode='nearest', align_corners=True)
+    with portable_resize(), pytest.raises(ValueError, match='align_corners option can only be set'):
+        resize(x, [2, 2], mode='nearest', align_corners=True)
+
+
+def test_bad_size_is_rejected():
+    x = paddle.ones([1, 1, 4, 4])
+    with portable_resize():
+        with pytest.raises(ValueError, match='size must be'):
+            resize(x, [2, 2, 2])
+        with pytest.raises(ValueError, match='size entries must be'):
+            resize(x, [2.5, 2])
+
+
+class _Resizer(nn.Layer):
+    """Resizes to a multiple of the input's own (dynamic) size, to a fixed size, and back."""
+
+    def __init__(self, mode, align_corners):
+        super().__init__()
+        self.mode = mode
+        self.align_corners = align_corners
+
+    def forward(self, x):
+        hw = paddle.shape(x)[2:]
+        up = resize(x, hw * 2 + 1, self.mode, self.align_corners)               # 1-D size tensor
+        fixed = resize(x, [7, 12], self.mode, self.align_corners)               # python ints
+        back = resize(up, [hw[0], hw[1]], self.mode, self.align_corners)        # 0-D size tensors
+        return up, fixed, back
+
+
+def _reference(x, mode, align_corners):
+    h, w = x.shape[2:]
+    up = F.interpolate(x, size=[2 * h + 1, 2 * w + 1], mode=mode, align_corners=align_corners)
+    fixed = F.interpolate(x, size=[7, 12], mode=mode, align_corners=align_corners)
+    back = F.interpolate(up, size=[h, w], mode=mode, align_corners=align_corners)
+    return up, fixed, back
+
+
+def _op_names(static_layer):
+    """Names of the ops in a to_static layer's forward program (PIR or legacy)."""
+    program = static_layer.forward.concrete_program.main_program
+    block = program.global_block()
+    if hasattr(block.ops[0], 'name'):
+        return [op.name() for op in block.ops]
+    return [op.type for op in block.ops]
+
+
+@pytest.mark.parametrize('mode,align_corners', MODES)
+def test_portable_matches_interpolate_in_static_graph_with_free_shape(mode, align_corners):
+    paddle.seed(3)
+    spec = [paddle.static.InputSpec([None, 3, None, None], 'float32')]
+    with portable_resize():
+        static = paddle.jit.to_static(_Resizer(mode, align_corners), input_spec=spec, full_graph=True)
+        for hw in [(5, 8), (12, 7)]:  # one program, two input sizes
+            x = paddle.randn([2, 3, *hw])
+            for got, want in zip(static(x), _reference(x, mode, align_corners)):
+                assert list(got.shape) == list(want.shape)
+                np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=0, atol=1e-5)
+        ops = ' '.join(_op_names(static))
+    assert 'interp' not in ops, ops            # no *_interp op: the portable path was traced
+    assert 'gather' in ops and 'matmul' not in ops, ops   # gathers, not interpolation matrices
+
+
+def test_static_graph_outside_context_uses_interp_op():
+    spec = [paddle.static.InputSpec([None, 3, None, None], 'float32')]
+    static = paddle.jit.to_static(_Resizer('bilinear', False), input_spec=spec, full_graph=True)
+    x = paddle.randn([1, 3, 4, 6])
+    for got, want in zip(static(x), _reference(x, 'bilinear', False)):
+        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=0, atol=1e-6)
+    assert any('interp' in name for name in _op_names(static))
