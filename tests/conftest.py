@@ -1,10 +1,13 @@
 """Shared test fixtures."""
 import os
+import sys
 import zlib  # noqa: F401  (load the system zlib before Paddle 2.6.2's bundled one)
 
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO not in sys.path:
+    sys.path.insert(0, REPO)  # the top-level tools (train.py, val.py, ...) are imported by tests
 CAMVID_MINI = os.path.normpath(os.path.join(REPO, '..', 'shared', 'data', 'camvid_mini'))
 
 

@@ -1,1 +1,6 @@
 """Backbones."""
+from .resnext import ResNeXt, ResNeXt50_32x4d, ResNeXt101_32x4d, ResNeXt101_64x4d  # noqa: F401
+from .van import VAN, VAN_B0, VAN_B1, VAN_B2, VAN_B3, VAN_B4, VAN_B5, VAN_B6  # noqa: F401
+from .resnet_vd import ResNet_vd, ResNet18_vd, ResNet34_vd, ResNet50_vd, ResNet101_vd  # noqa: F401
+from .resnet import ResNet, ResNet18, ResNet34  # noqa: F401
+from .maxvit import MaxViT, MaxViT_T, MaxViT_S, MaxViT_B, MaxViT_L  # noqa: F401

@@ -21,7 +21,7 @@ def save_checkpoint(save_dir, name, model, optimizer=None, extra=None):
     try:
         paddle.save(model.state_dict(), os.path.join(tmp, 'model.pdparams'))
         if optimizer is not None:
-            paddle.save(optimizer.state_dict(), os.path.join(tmp, 'model.pdopt'))
+            paddle.save(portable_optimizer_state(model, optimizer), os.path.join(tmp, 'model.pdopt'))
         for filename, text in (extra or {}).items():
             with open(os.path.join(tmp, filename), 'w') as f:
                 f.write(text)
@@ -37,6 +37,41 @@ def save_checkpoint(save_dir, name, model, optimizer=None, extra=None):
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return target
+
+
+_STRUCTURED = '__structured_names__'
+
+
+def _rename_keys(state, renames):
+    """Rename optimizer-state keys ``<param name><suffix>`` (and master-weight keys) by ``renames``."""
+    ordered = sorted(renames, key=len, reverse=True)
+    out = {}
+    for key, value in state.items():
+        if key == 'master_weights' and isinstance(value, dict):
+            out[key] = {renames.get(k, k): v for k, v in value.items()}
+            continue
+        for old in ordered:
+            if key.startswith(old + '_'):
+                key = renames[old] + key[len(old):]
+                break
+        out[key] = value
+    return out
+
+
+def portable_optimizer_state(model, optimizer):
+    """The optimizer's state keyed by structured parameter names (``backbone.conv1.weight_velocity_0``) instead of
+    Paddle's per-process unique names (``conv2d_42.w_0_velocity_0``), which change with what else the process built."""
+    renames = {param.name: name for name, param in model.named_parameters()}
+    state = _rename_keys(optimizer.state_dict(), renames)
+    state[_STRUCTURED] = True
+    return state
+
+
+def load_optimizer_state(model, optimizer, state):
+    """Inverse of ``portable_optimizer_state``; a plain Paddle/PaddleSeg ``.pdopt`` loads as it is."""
+    if state.pop(_STRUCTURED, False):
+        state = _rename_keys(state, {name: param.name for name, param in model.named_parameters()})
+    optimizer.set_state_dict(state)
 
 
 def _weights_file(path):
@@ -102,5 +137,5 @@ def resume(model, optimizer, path):
     if not os.path.isfile(opt_path):
         raise UserError(f"--resume_model {path} has no model.pdopt")
     load_model_weights(model, path, '--resume_model')
-    optimizer.set_state_dict(paddle.load(opt_path))
+    load_optimizer_state(model, optimizer, paddle.load(opt_path))
     return start_iter

@@ -1,5 +1,6 @@
 """What the command-line tools share: flags, device selection and turning user errors into one line on stderr."""
 import argparse
+import os
 import re
 import sys
 
@@ -69,20 +70,29 @@ def _user_message(err):
     return text.splitlines()[-1] if text else type(err).__name__
 
 
+def _exit_now(code, message):
+    """Print ``message`` and leave at once: data-loader worker processes left by an interrupted loop can block an
+    ordinary interpreter exit (Paddle's loader shutdown waits on them), and everything worth keeping is on disk."""
+    print(message, file=sys.stderr)
+    import multiprocessing
+    for child in multiprocessing.active_children():  # data-loader workers would keep our output pipes open
+        child.kill()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 def main_wrapper(main):
     """Run ``main()``; a UserError (also one re-raised by a data worker) becomes ``error: ...`` and exit code 2."""
     try:
         main()
     except UserError as err:
-        print(f"error: {_user_message(err)}", file=sys.stderr)
-        sys.exit(2)
+        _exit_now(2, f"error: {_user_message(err)}")
     except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        sys.exit(130)
+        _exit_now(130, "error: interrupted")
     except Exception as err:  # a worker's UserError arrives wrapped in another exception type
         if 'UserError' in str(err):
-            print(f"error: {_user_message(err)}", file=sys.stderr)
-            sys.exit(2)
+            _exit_now(2, f"error: {_user_message(err)}")
         raise
 
 

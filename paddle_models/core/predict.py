@@ -85,6 +85,9 @@ def predict(model, image_path, transforms, save_dir='output/result', palette=Non
         list[str]: the pseudo-colour PNG paths written.
     """
     images, base = list_images(image_path)
+    for path in images:  # fail before any output (or progress bar) on a file that is not an image
+        if not cv2.haveImageReader(path):
+            raise UserError(f"cannot read image: {path}")
     compose = Compose(list(transforms))
     palette = palette or default_palette(num_classes or 256)
     model.eval()

@@ -1,10 +1,11 @@
 """The training loop: iterations, losses over every model output, logging, periodic evaluation and checkpoints,
 resuming, VisualDL, mixed precision on GPU and data parallelism under ``paddle.distributed.launch``."""
 import collections
+import contextlib
 import math
-import os
 import random
 import shutil
+import threading
 import time
 
 import numpy as np
@@ -46,8 +47,75 @@ def loss_computation(outputs, label, losses):
     if len(outputs) != len(coefs):
         raise UserError(f"the model returns {len(outputs)} outputs in training but loss.coef has {len(coefs)} "
                         f"entries: give one coef per output")
-    parts = [loss(output, label) * coef for loss, output, coef in zip(types, outputs, coefs)]
+    parts = []
+    for loss, output, coef in zip(types, outputs, coefs):
+        value = loss(output, label)
+        if isinstance(value, (list, tuple)):  # PaddleSeg's MixedLoss returns its weighted parts
+            value = paddle.add_n(list(value))
+        parts.append(value * coef)
     return paddle.add_n(parts) if len(parts) > 1 else parts[0], parts
+
+
+class _SkipFirstBatches(paddle.io.Sampler):
+    """A batch sampler that leaves out the first ``skip`` batches of its first epoch (resuming mid-epoch)."""
+
+    def __init__(self, batch_sampler, skip):
+        self.batch_sampler = batch_sampler
+        self.skip = skip
+
+    def set_epoch(self, epoch):
+        self.batch_sampler.set_epoch(epoch)
+
+    def __iter__(self):
+        for index, batch in enumerate(self.batch_sampler):
+            if index >= self.skip:
+                yield batch
+        self.skip = 0
+
+    def __len__(self):
+        return len(self.batch_sampler) - self.skip
+
+
+@contextlib.contextmanager
+def _loader_errors():
+    """Pass a UserError raised inside a DataLoader worker on as the UserError itself.
+
+    Paddle's loader thread dies with the worker's exception (printing its traceback) and the main loop only sees
+    "blocking queue is killed"; here the thread's exception is kept (and not printed) and raised in its place.
+    """
+    caught = []
+    previous = threading.excepthook
+
+    def hook(args):
+        if isinstance(args.exc_value, UserError) or 'UserError' in str(args.exc_value):
+            caught.append(args.exc_value)
+        else:
+            previous(args)
+
+    threading.excepthook = hook
+    try:
+        yield
+    except (SystemError, RuntimeError):
+        if caught:
+            text = str(caught[-1])
+            lines = [line.split('UserError: ', 1)[1] for line in text.splitlines() if 'UserError: ' in line]
+            raise UserError(lines[-1].strip() if lines else text.strip().splitlines()[-1]) from None
+        raise
+    finally:
+        threading.excepthook = previous
+
+
+class _MainThreadLoader:
+    """Batches of ``collate_train`` as tensors, read in the calling thread."""
+
+    def __init__(self, dataset, batch_sampler):
+        self.dataset = dataset
+        self.batch_sampler = batch_sampler
+
+    def __iter__(self):
+        for indices in self.batch_sampler:
+            images, labels = collate_train([self.dataset[i] for i in indices])
+            yield paddle.to_tensor(images), paddle.to_tensor(labels)
 
 
 def _current_lr(optimizer):
@@ -116,9 +184,15 @@ def train(model, train_dataset, losses, optimizer, save_dir='output', iters=1000
     if len(sampler) == 0:
         raise UserError(f"train_dataset has {len(train_dataset)} samples, fewer than batch_size {batch_size}"
                         f" x {world_size} devices")
-    loader = paddle.io.DataLoader(train_dataset, batch_sampler=sampler, num_workers=num_workers, return_list=True,
-                                  collate_fn=collate_train, worker_init_fn=_worker_init(seed),
-                                  persistent_workers=num_workers > 0)
+    batches = _SkipFirstBatches(sampler, start_iter % len(sampler))
+    if num_workers > 0:
+        loader = paddle.io.DataLoader(train_dataset, batch_sampler=batches, num_workers=num_workers,
+                                      return_list=True, collate_fn=collate_train, worker_init_fn=_worker_init(seed),
+                                      persistent_workers=True)
+    else:
+        # in the main thread: paddle's single-process DataLoader reads in a helper thread and hangs when the
+        # dataset raises (e.g. a bad label), instead of passing the error on
+        loader = _MainThreadLoader(train_dataset, batches)
 
     writer = None
     if use_vdl and rank == 0:
@@ -137,72 +211,73 @@ def train(model, train_dataset, losses, optimizer, save_dir='output', iters=1000
     tic = time.time()
     logger.info(f"Training {type(model).__name__} for {iters} iters, batch {batch_size} x {world_size} device(s)")
     try:
-        while iteration < iters:
-            sampler.set_epoch(epoch)
-            for images, labels in loader:
-                reader_cost += time.time() - tic
-                iteration += 1
-                with paddle.amp.auto_cast(enable=scaler is not None, level=amp_level):
-                    outputs = train_model(images)
-                    loss, _ = loss_computation(outputs, labels, losses)
-                loss_value = float(loss)
-                if not math.isfinite(loss_value):
-                    where = last_good or 'none was saved yet'
-                    raise UserError(f"loss became {loss_value} at iter {iteration}; training stopped, last good "
-                                    f"checkpoint: {where}")
-                if scaler is not None:
-                    scaled = scaler.scale(loss)
-                    scaled.backward()
-                    scaler.minimize(optimizer, scaled)
-                else:
-                    loss.backward()
-                    optimizer.step()
-                lr = _current_lr(optimizer)
-                if scheduler is not None:
-                    scheduler.step()
-                optimizer.clear_grad()
-                last_loss = loss_value
-                batch_cost += time.time() - tic
-                window += 1
+        with _loader_errors():
+            while iteration < iters:
+                batches.set_epoch(epoch)
+                for images, labels in loader:
+                    reader_cost += time.time() - tic
+                    iteration += 1
+                    with paddle.amp.auto_cast(enable=scaler is not None, level=amp_level):
+                        outputs = train_model(images)
+                        loss, _ = loss_computation(outputs, labels, losses)
+                    loss_value = float(loss)
+                    if not math.isfinite(loss_value):
+                        where = last_good or 'none was saved yet'
+                        raise UserError(f"loss became {loss_value} at iter {iteration}; training stopped, last good "
+                                        f"checkpoint: {where}")
+                    if scaler is not None:
+                        scaled = scaler.scale(loss)
+                        scaled.backward()
+                        scaler.minimize(optimizer, scaled)
+                    else:
+                        loss.backward()
+                        optimizer.step()
+                    lr = _current_lr(optimizer)
+                    if scheduler is not None:
+                        scheduler.step()
+                    optimizer.clear_grad()
+                    last_loss = loss_value
+                    batch_cost += time.time() - tic
+                    window += 1
 
-                if rank == 0 and (iteration % log_iters == 0 or iteration == iters):
-                    avg_batch = batch_cost / window
-                    logger.info(f"[TRAIN] epoch: {epoch + 1}, iter: {iteration}/{iters}, loss: {loss_value:.4f}, "
-                                f"lr: {lr:.6f}, batch_cost: {avg_batch:.4f}, reader_cost: {reader_cost / window:.5f},"
-                                f" ips: {batch_size * world_size / avg_batch:.2f} samples/sec | ETA "
-                                f"{_format_eta((iters - iteration) * avg_batch)}")
-                    if writer is not None:
-                        writer.add_scalar('Train/loss', loss_value, iteration)
-                        writer.add_scalar('Train/lr', lr, iteration)
-                        writer.add_scalar('Train/batch_cost', avg_batch, iteration)
-                    reader_cost = batch_cost = 0.0
-                    window = 0
-
-                if rank == 0 and (iteration % save_interval == 0 or iteration == iters):
-                    if do_eval and val_dataset is not None:
-                        result = evaluate(model, val_dataset, precision=precision, amp_level=amp_level,
-                                          **{k: v for k, v in test_config.items()
-                                             if k in ('aug_eval', 'scales', 'flip_horizontal', 'flip_vertical',
-                                                      'is_slide', 'crop_size', 'stride')})
-                        model.train()
-                        if result['miou'] > best_miou:
-                            best_miou, best_iter = result['miou'], iteration
-                            save_checkpoint(save_dir, 'best_model', model,
-                                            extra={'score.txt': f"iter: {iteration}\nmiou: {best_miou:.6f}\n"})
-                        logger.info(f"[EVAL] The model with the best validation mIoU ({best_miou:.4f}) was saved "
-                                    f"at iter {best_iter}.")
+                    if rank == 0 and (iteration % log_iters == 0 or iteration == iters):
+                        avg_batch = batch_cost / window
+                        logger.info(f"[TRAIN] epoch: {epoch + 1}, iter: {iteration}/{iters}, loss: {loss_value:.4f}, "
+                                    f"lr: {lr:.6f}, batch_cost: {avg_batch:.4f}, reader_cost: {reader_cost / window:.5f},"
+                                    f" ips: {batch_size * world_size / avg_batch:.2f} samples/sec | ETA "
+                                    f"{_format_eta((iters - iteration) * avg_batch)}")
                         if writer is not None:
-                            writer.add_scalar('Evaluate/mIoU', result['miou'], iteration)
-                            writer.add_scalar('Evaluate/Acc', result['acc'], iteration)
-                    path = save_checkpoint(save_dir, f'iter_{iteration}', model, optimizer)
-                    last_good = path
-                    kept.append(path)
-                    while len(kept) > keep_checkpoint_max > 0:
-                        shutil.rmtree(kept.popleft(), ignore_errors=True)
-                if iteration >= iters:
-                    break
-                tic = time.time()
-            epoch += 1
+                            writer.add_scalar('Train/loss', loss_value, iteration)
+                            writer.add_scalar('Train/lr', lr, iteration)
+                            writer.add_scalar('Train/batch_cost', avg_batch, iteration)
+                        reader_cost = batch_cost = 0.0
+                        window = 0
+
+                    if rank == 0 and (iteration % save_interval == 0 or iteration == iters):
+                        if do_eval and val_dataset is not None:
+                            result = evaluate(model, val_dataset, precision=precision, amp_level=amp_level,
+                                              **{k: v for k, v in test_config.items()
+                                                 if k in ('aug_eval', 'scales', 'flip_horizontal', 'flip_vertical',
+                                                          'is_slide', 'crop_size', 'stride')})
+                            model.train()
+                            if result['miou'] > best_miou:
+                                best_miou, best_iter = result['miou'], iteration
+                                save_checkpoint(save_dir, 'best_model', model,
+                                                extra={'score.txt': f"iter: {iteration}\nmiou: {best_miou:.6f}\n"})
+                            logger.info(f"[EVAL] The model with the best validation mIoU ({best_miou:.4f}) was saved "
+                                        f"at iter {best_iter}.")
+                            if writer is not None:
+                                writer.add_scalar('Evaluate/mIoU', result['miou'], iteration)
+                                writer.add_scalar('Evaluate/Acc', result['acc'], iteration)
+                        path = save_checkpoint(save_dir, f'iter_{iteration}', model, optimizer)
+                        last_good = path
+                        kept.append(path)
+                        while len(kept) > keep_checkpoint_max > 0:
+                            shutil.rmtree(kept.popleft(), ignore_errors=True)
+                    if iteration >= iters:
+                        break
+                    tic = time.time()
+                epoch += 1
     finally:
         if writer is not None:
             writer.close()

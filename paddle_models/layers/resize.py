@@ -112,6 +112,10 @@ def _ratio(in_len, out_len, align_corners):
         if align_corners:
             return float(np.float32(in_len - 1) / np.float32(out_len - 1))
         return float(np.float32(in_len) / np.float32(out_len))
+    if isinstance(in_len, int) and not isinstance(out_len, int):
+        # a fixed input length against a dynamic output length (upsampling after adaptive pooling): keep the
+        # arithmetic between tensors, since Paddle 2.6's oneDNN rejects constant 0-D operands
+        in_len = paddle.full_like(paddle.cast(out_len, 'int64'), in_len)
     in_f = float(in_len) if isinstance(in_len, int) else paddle.cast(in_len, 'float32')
     if isinstance(out_len, int):
         if out_len <= 1:

@@ -1,2 +1,9 @@
 """Models. Importing this package registers each model in ``paddleseg.cvlibs.manager.MODELS``."""
 from .hardnet import HarDNet  # noqa: F401
+from .semantic_fpn import SemanticFPN  # noqa: F401
+from .pspnet import PSPNet  # noqa: F401
+from .deeplab import DeepLabV3  # noqa: F401
+from .unet_plusplus import UNetPlusPlus  # noqa: F401
+from .unet_3plus import UNet3Plus  # noqa: F401
+from .linknet import LinkNet  # noqa: F401
+from .upernet import UPerNet  # noqa: F401

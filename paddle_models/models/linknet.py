@@ -1,0 +1,136 @@
+"""LinkNet: a light encoder-decoder whose skip connections add each encoder stage's input to the matching decoder
+output.
+
+Reference:
+    Abhishek Chaurasia, Eugenio Culurciello, "LinkNet: Exploiting Encoder Representations for Efficient Semantic
+    Segmentation", VCIP 2017. https://arxiv.org/abs/1707.03718
+
+Shape of the network (ResNet-18 encoder, torchvision layout -- :mod:`paddle_models.backbones.resnet`)::
+
+    stem       7x7 conv stride 2 -> BN -> ReLU -> 3x3 max pool stride 2          (1/4, 64 channels)
+    encoder    layer1 (64, 1/4), layer2 (128, 1/8), layer3 (256, 1/16), layer4 (512, 1/32)
+    decoder    D4 (512 -> 256) + layer3 output, D3 (256 -> 128) + layer2 output,
+               D2 (128 -> 64) + layer1 output, D1 (64 -> 64) + stem output
+    final      3x3 transposed conv x2 (64 -> 32) -> BN -> ReLU -> 3x3 conv (32) -> BN -> ReLU
+               -> 2x2 transposed conv x2 (32 -> num_classes)                      (1/1)
+
+A decoder block (m -> n) is 1x1 conv (m -> m/4) -> BN -> ReLU -> 3x3 transposed conv (m/4 -> m/4, upsampling by
+the stride of its encoder stage) -> BN -> ReLU -> 1x1 conv (m/4 -> n) -> BN -> ReLU. Block i mirrors encoder
+stage i, and its output is *added* to that stage's input (for i >= 2 the output of stage i - 1), as the paper's
+"input of each encoder layer is bypassed to the output of its corresponding decoder". ResNet-18's first stage
+does not downsample, so D1 does not upsample (the paper's own encoder block 1 does, and its D1 with it); the
+final block's two x2 steps bring 1/4 back to the input size. Convs followed by BN have no bias.
+
+Parameters (trainable, BN statistics excluded): 11,533,184 + 129 * num_classes with ResNet-18 (the paper's
+"11.5M"), 21,641,344 + 129 * num_classes with ResNet-34.
+
+Any input size works: every 3x3 transposed conv is given the size of the tensor it is added to (``output_size``:
+twice its input, or one less where the encoder rounded an odd size up -- the same values as ``output_padding=1``
+followed by a crop, but with shapes that static graphs infer), and the final output is cropped to the input size.
+"""
+import paddle
+import paddle.nn as nn
+
+from paddle_models.backbones.resnet import ResNet
+from paddle_models.weights import load_backbone_weights
+from paddle_models.errors import UserError
+from paddle_models.layers import batch_norm_2d
+from paddle_models.registry import register_model
+
+__all__ = ['LinkNet', 'LinkNetDecoderBlock', 'crop_to']
+
+
+def crop_to(x, reference):
+    """``x`` cropped (bottom/right) to the spatial size of ``reference``."""
+    size = paddle.shape(reference)[2:]
+    return x[:, :, :size[0], :size[1]]
+
+
+def _bn_relu(channels):
+    return [batch_norm_2d(channels), nn.ReLU()]
+
+
+class LinkNetDecoderBlock(nn.Layer):
+    """1x1 conv (m -> m/4) -> 3x3 transposed conv (stride ``stride``) -> 1x1 conv (m/4 -> n), each with BN + ReLU.
+
+    Args:
+        in_channels (int): m.
+        out_channels (int): n.
+        stride (int): Upsampling factor of the transposed conv (1 or 2).
+    """
+
+    def __init__(self, in_channels, out_channels, stride):
+        super().__init__()
+        inner = max(in_channels // 4, 1)
+        self.conv1 = nn.Sequential(nn.Conv2D(in_channels, inner, 1, bias_attr=False), *_bn_relu(inner))
+        self.full_conv = nn.Sequential(nn.Conv2DTranspose(inner, inner, 3, stride=stride, padding=1, bias_attr=False),
+                                       *_bn_relu(inner))
+        self.conv2 = nn.Sequential(nn.Conv2D(inner, out_channels, 1, bias_attr=False), *_bn_relu(out_channels))
+
+    def forward(self, x, size):
+        """``size``: the output's (h, w) -- that of the tensor it is added to (stride * input size, or one less
+        where the encoder rounded an odd size up)."""
+        y = self.full_conv[0](self.conv1(x), output_size=size)
+        return self.conv2(self.full_conv[2](self.full_conv[1](y)))
+
+
+@register_model
+class LinkNet(nn.Layer):
+    """LinkNet (Chaurasia & Culurciello, "LinkNet: Exploiting Encoder Representations for Efficient Semantic
+    Segmentation", VCIP 2017).
+
+    Args:
+        num_classes (int): The number of classes.
+        backbone (nn.Layer, optional): The encoder: a :class:`paddle_models.backbones.resnet.ResNet` (``ResNet18`` or
+            ``ResNet34``), or a backbone with the same stem layers (``conv1``, ``bn1``, ``relu``, ``maxpool``),
+            ``stages()``, ``stem_channels``, ``feat_channels`` and ``strides``. Default: None, a ResNet-18 built with
+            ``in_channels``.
+        in_channels (int, optional): Input channels of the default encoder. Default: 3.
+        pretrained (str, optional): A local ``.pdparams`` file of the whole model. Default: None. (ImageNet
+            weights for the encoder go to the backbone's own ``pretrained``.)
+
+    forward(x) returns ``[logit]``, (N, num_classes, H, W).
+    """
+
+    def __init__(self, num_classes, backbone=None, in_channels=3, pretrained=None):
+        super().__init__()
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes <= 0:
+            raise UserError(f"LinkNet: num_classes must be a positive integer, got {num_classes!r}")
+        if backbone is None:
+            backbone = ResNet(layers=18, in_channels=in_channels)
+        missing = [a for a in ('conv1', 'bn1', 'relu', 'maxpool', 'stages', 'stem_channels', 'feat_channels',
+                               'strides') if not hasattr(backbone, a)]
+        if missing:
+            raise UserError(f"LinkNet: the backbone {type(backbone).__name__} lacks {', '.join(missing)}; "
+                            f"use ResNet18 or ResNet34")
+        self.num_classes = num_classes
+        self.backbone = backbone
+        inputs = [backbone.stem_channels] + list(backbone.feat_channels[:-1])  # input channels of each stage
+        self.decoders = nn.LayerList([
+            LinkNetDecoderBlock(out, inp, stride)
+            for inp, out, stride in zip(inputs, backbone.feat_channels, backbone.strides)])
+        first = inputs[0]
+        half = max(first // 2, 1)
+        self.final = nn.Sequential(
+            nn.Conv2DTranspose(first, half, 3, stride=2, padding=1, bias_attr=False),
+            *_bn_relu(half),
+            nn.Conv2D(half, half, 3, padding=1, bias_attr=False),
+            *_bn_relu(half),
+            nn.Conv2DTranspose(half, num_classes, 2, stride=2))
+        self.pretrained = pretrained
+        if pretrained:
+            load_backbone_weights(self, pretrained)
+
+    def forward(self, x):
+        backbone = self.backbone
+        half = backbone.relu(backbone.bn1(backbone.conv1(x)))  # 1/2
+        skips = [backbone.maxpool(half)]  # skips[i] is the input of stage i
+        for stage in backbone.stages():
+            skips.append(stage(skips[-1]))
+        y = skips[-1]
+        for index in reversed(range(len(self.decoders))):
+            y = self.decoders[index](y, paddle.shape(skips[index])[2:]) + skips[index]
+        y = self.final[0](y, output_size=paddle.shape(half)[2:])
+        for index in range(1, len(self.final)):
+            y = self.final[index](y)
+        return [crop_to(y, x)]

@@ -1,0 +1,120 @@
+"""PSPNet and DeepLabV3 (small backbones): outputs per mode (PSPNet's auxiliary head in training only), the pyramid
+pooling bins, DeepLabV3's ASPP rates per output stride and its image-pooling branch, pretrained files saved from
+PaddleSeg's classes, argument errors."""
+import zlib  # noqa: F401  (before paddle: Paddle 2.6.2's bundled zlib)
+
+import numpy as np
+import paddle
+import paddleseg
+import pytest
+from paddleseg.models.backbones.resnet_vd import ResNet18_vd as RefResNet18_vd
+
+import paddle_models  # noqa: F401  (registers our components)
+from paddle_models.backbones.resnet_vd import ResNet18_vd
+from paddle_models.errors import UserError
+from paddle_models.layers.pyramid import ASPPModule, PPModule
+from paddle_models.models.deeplab import DeepLabV3
+from paddle_models.models.pspnet import PSPNet
+
+
+def _pspnet(**kwargs):
+    paddle.seed(0)
+    return PSPNet(num_classes=3, backbone=ResNet18_vd(output_stride=8), pp_out_channels=16, **kwargs)
+
+
+def test_pspnet_outputs_and_auxiliary_head():
+    x = paddle.randn([2, 3, 40, 56])
+    model = _pspnet()
+    model.train()
+    outputs = model(x)
+    assert len(outputs) == 2 and all(o.shape == [2, 3, 40, 56] for o in outputs)
+    model.eval()
+    assert len(model(x)) == 1
+    # the auxiliary head reads feature 2 (ResNet18_vd: 256 channels), with 256 / 4 inner channels
+    assert model.head.auxlayer.conv_bn_relu._conv.weight.shape == [64, 256, 3, 3]
+    model = _pspnet(enable_auxiliary_loss=False)
+    model.train()
+    assert len(model(x)) == 1 and not hasattr(model.head, 'auxlayer')
+
+
+def test_pyramid_pooling_bins():
+    ppm = PPModule(in_channels=32, out_channels=8, bin_sizes=(1, 2, 3, 6), dim_reduction=True, align_corners=False)
+    assert [stage[0]._output_size for stage in ppm.stages] == [(1, 1), (2, 2), (3, 3), (6, 6)]
+    assert [stage[1]._conv.weight.shape for stage in ppm.stages] == [[8, 32, 1, 1]] * 4  # 32 / 4 bins
+    assert ppm.conv_bn_relu2._conv.weight.shape == [8, 64, 3, 3]
+    ppm.eval()
+    x = paddle.randn([1, 32, 13, 9])
+    assert ppm(x).shape == [1, 8, 13, 9]
+    # a bin's branch is a pooled summary: a constant input gives a constant-per-channel branch
+    branch = ppm.stages[3](paddle.ones([1, 32, 12, 12]))
+    assert branch.shape == [1, 8, 6, 6] and float(branch.std(axis=[2, 3]).max()) < 1e-6
+    wide = PPModule(in_channels=32, out_channels=8, bin_sizes=(1, 3), dim_reduction=False, align_corners=True)
+    assert wide.conv_bn_relu2._conv.weight.shape == [8, 32 * 3, 3, 3]
+
+
+@pytest.mark.parametrize('output_stride, expected', [(16, (1, 6, 12, 18)), (8, (1, 12, 24, 36))])
+def test_deeplabv3_rates_follow_output_stride(output_stride, expected):
+    model = DeepLabV3(num_classes=3, backbone=ResNet18_vd(output_stride=output_stride), aspp_out_channels=8)
+    assert model.aspp_ratios == expected
+    blocks = model.head.aspp.aspp_blocks
+    assert blocks[0]._conv.weight.shape[2:] == [1, 1]
+    assert [b._conv._dilation[0] for b in blocks[1:]] == list(expected[1:])
+    assert all(b._conv.weight.shape[2:] == [3, 3] for b in blocks[1:])
+    explicit = DeepLabV3(num_classes=3, backbone=ResNet18_vd(output_stride=output_stride), aspp_ratios=(1, 2),
+                         aspp_out_channels=8)
+    assert explicit.aspp_ratios == (1, 2)
+    model.eval()
+    assert model(paddle.randn([1, 3, 48, 40]))[0].shape == [1, 3, 48, 40]
+
+
+def test_aspp_image_pooling_branch():
+    aspp = ASPPModule((1, 2), in_channels=4, out_channels=6, align_corners=False, image_pooling=True)
+    aspp.eval()
+    assert aspp.conv_bn_relu._conv.weight.shape == [6, 18, 1, 1]  # two rates + image pooling
+    assert aspp.global_avg_pool[1]._conv.bias is None
+    # the image-level branch sees the whole map: moving one pixel far away changes every output pixel
+    x = paddle.zeros([1, 4, 9, 9])
+    y = x.clone()
+    y[:, :, 0, 0] = 5.0
+    changed = np.abs(aspp(x).numpy() - aspp(y).numpy())[0].max(axis=0)
+    assert (changed[4:, 4:] > 0).all()
+    without = ASPPModule((1, 2), in_channels=4, out_channels=6, align_corners=False, image_pooling=False)
+    without.eval()
+    changed = np.abs(without(x).numpy() - without(y).numpy())[0].max(axis=0)
+    assert (changed[4:, 4:] == 0).all()
+
+
+def test_pretrained_files_saved_from_paddleseg(tmp_path):
+    """A checkpoint written from PaddleSeg's own PSPNet / DeepLabV3 loads through ``pretrained`` (strict)."""
+    x = paddle.randn([1, 3, 32, 32])
+    cases = [
+        (paddleseg.models.PSPNet, PSPNet, dict(pp_out_channels=16)),
+        (paddleseg.models.DeepLabV3, DeepLabV3, dict(aspp_out_channels=8, aspp_ratios=(1, 12, 24, 36))),
+    ]
+    for reference_cls, our_cls, kwargs in cases:
+        reference = reference_cls(num_classes=3, backbone=RefResNet18_vd(output_stride=8), **kwargs)
+        path = str(tmp_path / f'{our_cls.__name__}.pdparams')
+        paddle.save(reference.state_dict(), path)
+        ours = our_cls(num_classes=3, backbone=ResNet18_vd(output_stride=8), pretrained=path, **kwargs)
+        reference.eval()
+        ours.eval()
+        np.testing.assert_allclose(ours(x)[0].numpy(), reference(x)[0].numpy(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize('build, message', [
+    (lambda: PSPNet(3, ResNet18_vd(), backbone_indices=(2, 4)),
+     "PSPNet: backbone_indices must be 2 indices into the backbone's 4 feature maps, got (2, 4)"),
+    (lambda: DeepLabV3(3, ResNet18_vd(), backbone_indices=(1, 3)),
+     "DeepLabV3: backbone_indices must be 1 indices into the backbone's 4 feature maps, got (1, 3)"),
+    (lambda: DeepLabV3(3, paddle.nn.Conv2D(3, 3, 1)),
+     "DeepLabV3: the backbone Conv2D has no feat_channels attribute"),
+    (lambda: PSPNet(3, ResNet18_vd(), bin_sizes=(1, 0)),
+     "PPModule: bin_sizes must be a non-empty list of positive integers, got [1, 0]"),
+    (lambda: DeepLabV3(3, ResNet18_vd(), aspp_ratios=(1, 'six')),
+     "ASPPModule: aspp_ratios must be a non-empty list of positive integers, got (1, 'six')"),
+    (lambda: PSPNet(0, ResNet18_vd()), "PSPNet: num_classes must be a positive integer, got 0"),
+])
+def test_bad_arguments(build, message):
+    with pytest.raises(UserError) as err:
+        build()
+    assert str(err.value) == message

@@ -1,0 +1,235 @@
+"""Convert a foreign checkpoint (PyTorch, safetensors) into a Paddle ``.pdparams`` file for one of our models.
+
+    python tools/convert_weights.py --arch VAN_B0 --format official --input van_b0.pth.tar --output van_b0.pdparams
+    python tools/convert_weights.py --arch ResNeXt50_32x4d --format torchvision --input resnext50_32x4d.pth \
+        --output resnext50_32x4d.pdparams
+    python tools/convert_weights.py --arch MaxViT_T --format timm --input model.safetensors --output maxvit_t.pdparams
+
+How it works (so that any model family can plug in its own checkpoints):
+
+* ``--arch`` names a registered backbone or model (``paddleseg.cvlibs.manager`` BACKBONES, then MODELS).
+* The key map is a function in the file that defines that architecture, found by name:
+  ``convert_<format>_weights(state, arch) -> (new_state, build_kwargs)``. ``state`` maps the checkpoint's keys to
+  numpy arrays; ``new_state`` maps our parameter names to numpy arrays in Paddle's layout; ``build_kwargs`` are the
+  constructor arguments the checkpoint implies (e.g. ``{'num_classes': 1000}``). ``--format`` picks the function;
+  the formats an architecture offers are the ``convert_*_weights`` functions of its file.
+* The checkpoint is read without executing pickled code: ``.safetensors`` with the ``safetensors`` numpy API (no
+  PyTorch needed); ``.pth``/``.pt``/``.bin``/``.ckpt``/``.tar`` with ``torch.load(..., weights_only=True)``. A dict
+  wrapping the weights under ``state_dict``/``model``/``module`` is unwrapped and a ``module.`` prefix (from
+  DistributedDataParallel) is removed.
+* The converted tensors must fit the architecture built with ``build_kwargs`` exactly: every key present, no extra
+  key, every shape equal. Anything else stops the conversion with one line naming the key (and both shapes).
+* The output is written atomically (a temporary file renamed into place).
+
+Load the result with the model's ``pretrained`` argument (a backbone ignores the classifier keys), e.g. in a config::
+
+    backbone:
+      type: VAN_B0
+      pretrained: pretrained/van_b0.pdparams
+"""
+import argparse
+import difflib
+import inspect
+import os
+import sys
+import tempfile
+import zlib  # noqa: F401  (before paddle: Paddle 2.6.2's bundled zlib)
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO not in sys.path:
+    sys.path.insert(0, REPO)
+
+import paddle_models  # noqa: E402,F401  (registers every component; first: it silences paddle's import warnings)
+
+import numpy as np  # noqa: E402
+import paddle  # noqa: E402
+
+from paddle_models.errors import UserError  # noqa: E402
+from paddleseg.cvlibs import manager  # noqa: E402
+
+TORCH_SUFFIXES = ('.pth', '.pt', '.bin', '.ckpt', '.tar')
+WRAPPER_KEYS = ('state_dict', 'model', 'module', 'model_state_dict')
+MAP_PREFIX, MAP_SUFFIX = 'convert_', '_weights'
+
+
+def find_arch(name):
+    """The registered backbone or model called ``name``."""
+    for component_manager in (manager.BACKBONES, manager.MODELS):
+        if name in component_manager.components_dict:
+            return component_manager.components_dict[name]
+    known = list(manager.BACKBONES.components_dict) + list(manager.MODELS.components_dict)
+    close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
+    hint = f" (did you mean {', '.join(close)}?)" if close else ''
+    raise UserError(f"--arch: unknown architecture {name!r}{hint}")
+
+
+def key_maps(component):
+    """{format: key-map function} defined in the file of ``component``."""
+    module = sys.modules.get(component.__module__)
+    maps = {}
+    for attr, value in vars(module).items() if module is not None else ():
+        if attr.startswith(MAP_PREFIX) and attr.endswith(MAP_SUFFIX) and inspect.isfunction(value):
+            maps[attr[len(MAP_PREFIX):-len(MAP_SUFFIX)]] = value
+    return maps
+
+
+def find_key_map(arch, fmt):
+    component = find_arch(arch)
+    maps = key_maps(component)
+    if fmt not in maps:
+        offered = ', '.join(sorted(maps)) or 'none'
+        raise UserError(f"--format: {arch} has no {fmt!r} key map (formats for {arch}: {offered})")
+    return component, maps[fmt]
+
+
+def _to_numpy(value, key, path):
+    if isinstance(value, np.ndarray):
+        array = value
+    elif hasattr(value, 'detach'):  # a torch tensor
+        tensor = value.detach().cpu()
+        if str(tensor.dtype) in ('torch.bfloat16', 'torch.float16'):
+            tensor = tensor.float()
+        array = tensor.numpy()
+    else:
+        raise UserError(f"--input: {path}: {key} holds a {type(value).__name__}, not a tensor")
+    if array.dtype.kind == 'f' and array.dtype != np.float32:
+        array = array.astype('float32')
+    return array
+
+
+def _unwrap(obj, path):
+    while isinstance(obj, dict):
+        inner = [k for k in WRAPPER_KEYS if isinstance(obj.get(k), dict)]
+        if not inner:
+            break
+        obj = obj[inner[0]]
+    if not isinstance(obj, dict):
+        raise UserError(f"--input: {path} holds a {type(obj).__name__}, not a dict of tensors")
+    return obj
+
+
+def read_checkpoint(path):
+    """The tensors of a ``.safetensors`` or PyTorch checkpoint as {key: numpy array}, without running pickled code."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise UserError(f"--input: {path} does not exist")
+    if path.endswith('.safetensors'):
+        try:
+            from safetensors.numpy import load_file
+        except ImportError:
+            raise UserError(f"--input: reading {path} needs the safetensors package (pip install safetensors)") \
+                from None
+        try:
+            raw = load_file(path)
+        except Exception as err:  # noqa: BLE001  (a corrupt file)
+            raise UserError(f"--input: {path} is not a readable safetensors file ({_first_line(err)})") from None
+    elif path.endswith(TORCH_SUFFIXES):
+        try:
+            import torch
+        except ImportError:
+            raise UserError(f"--input: reading {path} needs PyTorch (pip install torch), or give a .safetensors "
+                            f"file") from None
+        try:
+            raw = torch.load(path, map_location='cpu', weights_only=True)
+        except Exception as err:  # noqa: BLE001  (corrupt, or pickled objects weights_only refuses)
+            raise UserError(f"--input: {path} cannot be read with torch.load(weights_only=True) "
+                            f"({_first_line(err)})") from None
+    else:
+        raise UserError(f"--input: {path}: unknown checkpoint type; expected .safetensors or one of "
+                        f"{', '.join(TORCH_SUFFIXES)}")
+    raw = _unwrap(raw, path)
+    state = {}
+    for key, value in raw.items():
+        key = key[len('module.'):] if key.startswith('module.') else key
+        state[key] = _to_numpy(value, key, path)
+    if not state:
+        raise UserError(f"--input: {path} holds no tensors")
+    return state
+
+
+def _first_line(err):
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return lines[0] if lines else type(err).__name__
+
+
+def _listed(keys, limit=3):
+    shown = ', '.join(keys[:limit])
+    return shown + (f" ... ({len(keys)} in all)" if len(keys) > limit else '')
+
+
+def check_fit(converted, expected, arch, path):
+    """Raise a one-line UserError unless ``converted`` has exactly the keys and shapes of ``expected``."""
+    for key, shape in expected.items():
+        if key in converted and list(converted[key].shape) != shape:
+            raise UserError(f"{path}: {key} has shape {list(converted[key].shape)} in the checkpoint but "
+                            f"{shape} in {arch}")
+    missing = [k for k in expected if k not in converted]
+    unexpected = [k for k in converted if k not in expected]
+    if missing:
+        raise UserError(f"{path}: {len(missing)} weights of {arch} are not in the checkpoint: {_listed(missing)}")
+    if unexpected:
+        raise UserError(f"{path}: {len(unexpected)} checkpoint weights have no place in {arch}: "
+                        f"{_listed(unexpected)}")
+
+
+def convert(arch, fmt, input_path, output_path):
+    """Convert ``input_path`` (format ``fmt``) for architecture ``arch`` and write ``output_path``.
+
+    Returns:
+        dict: ``arch``, ``format``, ``kwargs`` (the constructor arguments the weights fit), ``tensors`` (count),
+        ``output`` (the written path).
+    """
+    output_path = os.fspath(output_path)
+    if not output_path.endswith('.pdparams'):
+        raise UserError(f"--output: {output_path} must end in .pdparams")
+    component, key_map = find_key_map(arch, fmt)
+    state = read_checkpoint(input_path)
+    converted, kwargs = key_map(state, arch)
+    with paddle.LazyGuard():  # shapes only: no initialisation
+        model = component(**kwargs)
+    expected = {k: list(v.shape) for k, v in model.state_dict().items()}
+    check_fit(converted, expected, arch, os.fspath(input_path))
+
+    out_dir = os.path.dirname(os.path.abspath(output_path))
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix='.convert-', suffix='.pdparams', dir=out_dir)
+        os.close(fd)
+    except OSError as err:
+        raise UserError(f"--output: cannot write in {out_dir}: {err.strerror or err}") from None
+    try:
+        paddle.save({k: paddle.to_tensor(np.ascontiguousarray(converted[k])) for k in expected}, tmp)
+        os.replace(tmp, output_path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    return {'arch': arch, 'format': fmt, 'kwargs': kwargs, 'tensors': len(expected), 'output': output_path}
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description="Convert a PyTorch/safetensors checkpoint into .pdparams for one "
+                                                 "of the registered backbones or models.")
+    parser.add_argument('--arch', required=True, help='Registered name, e.g. VAN_B0, ResNeXt50_32x4d, MaxViT_T.')
+    parser.add_argument('--format', required=True, dest='fmt',
+                        help="Checkpoint layout: the X of a convert_X_weights function in the arch's file "
+                             "(e.g. official, hf, torchvision, timm).")
+    parser.add_argument('--input', required=True, help='The checkpoint (.safetensors, .pth, .pt, .bin, .ckpt).')
+    parser.add_argument('--output', required=True, help='The .pdparams file to write.')
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    info = convert(args.arch, args.fmt, args.input, args.output)
+    kwargs = ', '.join(f'{k}={v!r}' for k, v in info['kwargs'].items())
+    print(f"wrote {info['output']}: {info['tensors']} tensors for {info['arch']}({kwargs}) from {args.input} "
+          f"({info['format']} layout)")
+
+
+if __name__ == '__main__':
+    try:
+        main()
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
