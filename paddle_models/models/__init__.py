@@ -7,3 +7,7 @@ from .unet_plusplus import UNetPlusPlus  # noqa: F401
 from .unet_3plus import UNet3Plus  # noqa: F401
 from .linknet import LinkNet  # noqa: F401
 from .upernet import UPerNet  # noqa: F401
+from .fcn import FCN  # noqa: F401
+from .ocrnet import OCRNet  # noqa: F401
+from .multiscale_attention import MultiScaleAttention  # noqa: F401
+from .mscale_ocrnet import MscaleOCRNet  # noqa: F401

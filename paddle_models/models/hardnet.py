@@ -264,15 +264,20 @@ class HarDNet(nn.Layer):
         self.decoder = HarDNetDecoder(self.encoder.out_channels, self.encoder.skip_channels, gr, grmul, n_layers,
                                       align_corners)
         self.cls_head = nn.Conv2D(self.decoder.out_channels, num_classes, kernel_size=1)
+        self.feature_channels = self.decoder.out_channels
         if pretrained:
             load_pretrained(self, pretrained)
 
-    def forward(self, x):
-        size = paddle.shape(x)[2:]
+    def forward_features(self, x):
+        """(logit before the final upsampling, decoder output with ``feature_channels`` channels): the features
+        protocol of ``MultiScaleAttention``."""
         x, skips = self.encoder(self.stem(x))
-        x = self.decoder(x, skips)
-        logit = resize(self.cls_head(x), size, align_corners=self.align_corners)
-        return [logit]
+        feature = self.decoder(x, skips)
+        return self.cls_head(feature), feature
+
+    def forward(self, x):
+        logit, _ = self.forward_features(x)
+        return [resize(logit, paddle.shape(x)[2:], align_corners=self.align_corners)]
 
 
 def _first_line(exc):
