@@ -1,0 +1,346 @@
+"""SegFormer + MiT: parameter counts (HuggingFace's), strict parity with PaddleSeg 2.8.0 (B0, B2), the fused decoder
+against its literal form, export with a free input size + deploy/python/infer.py with oneDNN, HuggingFace weight
+import (safetensors without torch, .bin with torch) with parity against transformers, the mmseg MiT layout, the
+CamVid config and argument errors.
+
+The transformers parity test needs ``torch==2.13.0`` and ``transformers==4.57.6``; it skips, naming what is
+missing, where they are not installed.
+"""
+import importlib.util
+import os
+import subprocess
+import sys
+import zlib  # noqa: F401  (before paddle: Paddle 2.6.2's bundled zlib)
+
+import numpy as np
+import paddle
+import paddle.nn.functional as F
+import paddleseg.transforms as T
+import pytest
+from PIL import Image
+from paddleseg.cvlibs import manager
+
+from conftest import REPO
+import paddle_models  # noqa: F401  (registers our components)
+from paddle_models.backbones.mix_transformer import MixVisionTransformer, MixVisionTransformer_B0
+from paddle_models.core.export import export_model
+from paddle_models.errors import UserError
+from paddle_models.models.segformer import SegFormer, SegFormer_B0
+
+_spec = importlib.util.spec_from_file_location('convert_weights', os.path.join(REPO, 'tools', 'convert_weights.py'))
+convert_weights = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(convert_weights)
+INFER = os.path.join(REPO, 'deploy', 'python', 'infer.py')
+
+
+def _count(model):
+    """Trainable parameters (BN statistics are Paddle parameters too, but buffers in PyTorch's counts)."""
+    return sum(int(np.prod(p.shape)) for p in model.parameters() if not p.stop_gradient)
+
+
+def _perturb(state, seed):
+    """Every tensor moved by U(-0.1, 0.1), variances drawn from U(0.5, 1.5): the init (zero biases, unit norms,
+    BN statistics 0/1) would hide mapping mistakes."""
+    rng = np.random.RandomState(seed)
+    for key, value in state.items():
+        array = value.numpy()
+        if key.endswith('_variance'):
+            array = rng.uniform(0.5, 1.5, array.shape)
+        else:
+            array = array + rng.uniform(-0.1, 0.1, array.shape)
+        value.set_value(paddle.to_tensor(array.astype('float32')))
+    return state
+
+
+def _strict_load(ours, reference_state):
+    own = ours.state_dict()
+    assert set(own) == set(reference_state)
+    for key, value in own.items():
+        assert list(value.shape) == list(reference_state[key].shape), key
+    ours.set_state_dict(reference_state)
+
+
+def test_registered_and_parameter_counts():
+    with paddle.LazyGuard():
+        b0 = manager.MODELS.components_dict['SegFormer_B0'](num_classes=150)
+        sizes = {n: _count(manager.BACKBONES.components_dict[f'MixVisionTransformer_{n}']())
+                 for n in ('B0', 'B1', 'B2', 'B3', 'B4', 'B5')}
+    # transformers 4.57.6 SegformerForSemanticSegmentation(num_labels=150) counts 3,752,694
+    assert _count(b0) == 3_752_694
+    assert manager.MODELS.components_dict['SegFormer'] is SegFormer
+    # the paper's encoder sizes (Table 1 lists 3.7M / 13.7M / 27.5M / 45.2M / 64.1M / 84.7M with the decoder;
+    # the encoders alone are 3.3M / 13.1M / 24.2M / 44.0M / 60.8M / 81.4M)
+    assert [round(sizes[n] / 1e6, 1) for n in ('B0', 'B1', 'B2', 'B3', 'B4', 'B5')] == \
+        [3.3, 13.2, 24.2, 44.1, 60.8, 81.4]
+
+
+@pytest.mark.paddle26
+@pytest.mark.parametrize('size', ['B0', 'B2'])
+def test_parity_with_paddleseg(size):
+    from paddleseg.models import SegFormer as ReferenceSegFormer
+    from paddleseg.models.backbones import mix_transformer as reference_mit
+
+    paddle.seed(0)
+    embedding = 256 if size == 'B0' else 768
+    reference = ReferenceSegFormer(5, getattr(reference_mit, f'MixVisionTransformer_{size}')(), embedding)
+    reference.eval()
+    state = _perturb(reference.state_dict(), seed=1)
+    ours = manager.MODELS.components_dict[f'SegFormer_{size}'](num_classes=5)
+    ours.eval()
+    _strict_load(ours, state)
+    for shape in ([2, 3, 64, 64], [1, 3, 70, 45]):  # odd sizes: ceil strides, reductions that floor
+        x = paddle.to_tensor(np.random.RandomState(2).randn(*shape).astype('float32'))
+        with paddle.no_grad():
+            want = reference(x)[0].numpy()
+            got = ours(x)
+        assert len(got) == 1 and list(got[0].shape) == [shape[0], 5, *shape[2:]]
+        scale = float(np.abs(want).max())
+        assert scale > 0.5
+        assert float(np.abs(got[0].numpy() - want).max()) <= 1e-4 * scale
+
+
+def test_fused_decoder_equals_literal_decoder():
+    """The forward's per-level fused 1x1 convs equal linear_c{i} -> upsample -> concat -> linear_fuse, also in
+    training mode (BN batch statistics, gradients reach every decoder parameter)."""
+    paddle.seed(3)
+    model = SegFormer(4, MixVisionTransformer_B0(drop_path_rate=0.0), embedding_dim=32, dropout_prob=0.0)
+    _perturb(model.state_dict(), seed=4)
+    x = paddle.randn([2, 3, 64, 96])
+    feats = model.backbone(x)
+    size = feats[0].shape[2:]
+    parts = [F.interpolate(p(f), size=size, mode='bilinear') if i else p(f)
+             for i, (p, f) in enumerate(zip([model.linear_c1, model.linear_c2, model.linear_c3, model.linear_c4],
+                                            feats))]
+    model.eval()
+    literal = model.linear_pred(model.linear_fuse(paddle.concat(parts[::-1], axis=1)))
+    literal = F.interpolate(literal, size=[64, 96], mode='bilinear').numpy()
+    np.testing.assert_allclose(model(x)[0].numpy(), literal, rtol=1e-4, atol=1e-4 * np.abs(literal).max())
+    model.train()
+    loss = model(x)[0].mean()
+    loss.backward()
+    for name in ('linear_c4.proj.weight', 'linear_c1.proj.bias', 'linear_fuse._conv.weight',
+                 'linear_fuse._batch_norm.weight', 'linear_pred.weight'):
+        grad = dict(model.named_parameters())[name].grad
+        assert grad is not None and float(grad.abs().sum()) > 0, name
+
+
+def test_export_free_size_and_infer_with_onednn(tmp_path):
+    """Exported once with a free input size; infer.py with oneDNN on a 72x120 image (neither the export check's
+    64x96 nor a multiple of 32) matches the dynamic graph."""
+    paddle.seed(0)
+    model = SegFormer_B0(num_classes=5, embedding_dim=64)
+    _perturb(model.state_dict(), seed=5)
+    model.eval()
+    transforms = [{'type': 'Normalize', 'mean': [0.5, 0.5, 0.5], 'std': [0.5, 0.5, 0.5]}]
+    info = export_model(model, str(tmp_path / 'export'), transforms=transforms)
+    assert info['onednn'], info['onednn_error']
+    image = np.random.RandomState(0).randint(0, 256, (72, 120, 3)).astype('uint8')
+    Image.fromarray(image).save(tmp_path / 'img.png')
+    result = subprocess.run([sys.executable, INFER, '--config', info['deploy_yaml'], '--image_path',
+                             str(tmp_path / 'img.png'), '--save_dir', str(tmp_path / 'out'), '--device', 'cpu',
+                             '--enable_mkldnn', 'True', '--print_detail', 'False'],
+                            capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    assert 'oneDNN: on' in result.stderr
+    pred = np.asarray(Image.open(tmp_path / 'out' / 'img.png')).astype('int64')
+    x = T.Compose([T.Normalize(mean=[0.5] * 3, std=[0.5] * 3)])({'img': str(tmp_path / 'img.png')})['img']
+    with paddle.no_grad():
+        ref = model(paddle.to_tensor(x[None].astype('float32')))[0].numpy().argmax(1)[0]
+    assert pred.shape == (72, 120) and len(np.unique(ref)) > 1
+    assert (pred == ref).mean() > 0.995
+
+
+def _torch_and_transformers():
+    try:
+        import torch
+        import transformers
+    except ImportError as err:
+        pytest.skip(f"needs torch==2.13.0 and transformers==4.57.6 for the reference: {err}")
+    return torch, transformers
+
+
+@pytest.mark.parametrize('suffix', ['.safetensors', '.bin'])
+def test_parity_with_transformers_segformer(tmp_path, suffix):
+    """random-init HF SegFormer-B0 (values perturbed) -> save -> convert -> logits agree with HF's, upsampled from
+    1/4 resolution the way our model does (bilinear, half-pixel)."""
+    torch, transformers = _torch_and_transformers()
+    torch.manual_seed(0)
+    reference = transformers.SegformerForSemanticSegmentation(transformers.SegformerConfig(num_labels=7)).eval()
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name, tensor in list(reference.state_dict().items()):
+            if name.endswith('running_var'):
+                tensor.uniform_(0.5, 1.5, generator=gen)
+            elif tensor.is_floating_point():
+                tensor.add_(torch.empty_like(tensor).uniform_(-0.1, 0.1, generator=gen))
+    path = tmp_path / f'segformer{suffix}'
+    if suffix == '.safetensors':
+        from safetensors.torch import save_file
+        save_file({k: v.contiguous() for k, v in reference.state_dict().items()}, str(path))
+    else:
+        torch.save(reference.state_dict(), str(path))
+    info = convert_weights.convert('SegFormer_B0', 'hf', str(path), str(tmp_path / 'b0.pdparams'))
+    assert info['kwargs'] == {'num_classes': 7, 'embedding_dim': 256, 'block_eps': 1e-6, 'stage_eps': 1e-5,
+                              'embed_eps': 1e-5}
+    ours = SegFormer_B0(**info['kwargs'], pretrained=str(tmp_path / 'b0.pdparams'))
+    ours.eval()
+    for shape in ([2, 3, 64, 64], [1, 3, 48, 80]):
+        x = np.random.RandomState(2).randn(*shape).astype('float32')
+        with torch.no_grad():
+            quarter = reference(torch.from_numpy(x)).logits
+            want = torch.nn.functional.interpolate(quarter, size=shape[2:], mode='bilinear',
+                                                   align_corners=False).numpy()
+        got = ours(paddle.to_tensor(x))[0].numpy()
+        assert got.shape == want.shape
+        assert float(np.abs(want).max()) > 0.5
+        assert float(np.abs(got - want).max()) <= 1e-4 * float(np.abs(want).max())
+
+    # the backbone alone from the same file (SegformerForSemanticSegmentation -> MiT)
+    info = convert_weights.convert('MixVisionTransformer_B0', 'hf', str(path), str(tmp_path / 'mit.pdparams'))
+    assert info['kwargs'] == {'block_eps': 1e-6, 'stage_eps': 1e-5, 'embed_eps': 1e-5}
+    MixVisionTransformer_B0(**info['kwargs'], pretrained=str(tmp_path / 'mit.pdparams'))
+
+
+def test_hf_safetensors_converts_without_torch_and_refuses_wrong_sizes(tmp_path):
+    """An HF-layout file written with safetensors' numpy API converts in a subprocess where torch cannot be
+    imported; a B0 file given for B2 is refused in one line."""
+    save_file = pytest.importorskip('safetensors.numpy', reason='needs safetensors').save_file
+    paddle.seed(0)
+    source = SegFormer_B0(num_classes=3)
+    _perturb(source.state_dict(), seed=6)
+    hf = {}
+    for key, value in source.state_dict().items():
+        value = value.numpy()
+        m = key.split('.')
+        if key.startswith('backbone.'):
+            continue
+        hf_key = {'linear_fuse._conv.weight': 'decode_head.linear_fuse.weight',
+                  'linear_pred.weight': 'decode_head.classifier.weight',
+                  'linear_pred.bias': 'decode_head.classifier.bias'}.get(key)
+        if key.startswith('linear_c'):
+            hf_key = f'decode_head.linear_c.{int(m[0][-1]) - 1}.proj.{m[2]}'
+            value = value.T if m[2] == 'weight' else value
+        if key.startswith('linear_fuse._batch_norm.'):
+            stat = {'_mean': 'running_mean', '_variance': 'running_var'}.get(m[2], m[2])
+            hf_key = f'decode_head.batch_norm.{stat}'
+        hf[hf_key] = np.ascontiguousarray(value)
+    backbone = source.backbone.state_dict()
+    for i in range(4):
+        for part, ours in (('proj', 'proj'), ('layer_norm', 'norm')):
+            for kind in ('weight', 'bias'):
+                hf[f'segformer.encoder.patch_embeddings.{i}.{part}.{kind}'] = \
+                    backbone[f'patch_embed{i + 1}.{ours}.{kind}'].numpy()
+        for kind in ('weight', 'bias'):
+            hf[f'segformer.encoder.layer_norm.{i}.{kind}'] = backbone[f'norm{i + 1}.{kind}'].numpy()
+        for j in range(2):
+            p, q = f'block{i + 1}.{j}.', f'segformer.encoder.block.{i}.{j}.'
+            for ours, theirs, transpose in (('norm1', 'layer_norm_1', False), ('norm2', 'layer_norm_2', False),
+                                            ('attn.q', 'attention.self.query', True),
+                                            ('attn.proj', 'attention.output.dense', True),
+                                            ('mlp.fc1', 'mlp.dense1', True), ('mlp.fc2', 'mlp.dense2', True),
+                                            ('mlp.dwconv.dwconv', 'mlp.dwconv.dwconv', False),
+                                            ('attn.sr', 'attention.self.sr', False),
+                                            ('attn.norm', 'attention.self.layer_norm', False)):
+                for kind in ('weight', 'bias'):
+                    if p + f'{ours}.{kind}' in backbone:
+                        v = backbone[p + f'{ours}.{kind}'].numpy()
+                        hf[q + f'{theirs}.{kind}'] = np.ascontiguousarray(v.T if transpose and kind == 'weight'
+                                                                          else v)
+            kv_w, kv_b = backbone[p + 'attn.kv.weight'].numpy(), backbone[p + 'attn.kv.bias'].numpy()
+            c = kv_b.shape[0] // 2
+            hf[q + 'attention.self.key.weight'] = np.ascontiguousarray(kv_w[:, :c].T)
+            hf[q + 'attention.self.value.weight'] = np.ascontiguousarray(kv_w[:, c:].T)
+            hf[q + 'attention.self.key.bias'] = kv_b[:c]
+            hf[q + 'attention.self.value.bias'] = kv_b[c:]
+    save_file(hf, str(tmp_path / 'model.safetensors'))
+    code = ("import sys\n"
+            "class NoTorch:\n"  # any `import torch` now raises ImportError
+            "    def find_spec(self, name, path=None, target=None):\n"
+            "        if name.split('.')[0] == 'torch':\n"
+            "            raise ImportError('torch is blocked in this test')\n"
+            "sys.meta_path.insert(0, NoTorch())\n"
+            "sys.argv = ['convert_weights.py', '--arch', 'SegFormer_B0', '--format', 'hf', '--input', sys.argv[1],"
+            " '--output', sys.argv[2]]\n"
+            f"sys.path.insert(0, {os.path.join(REPO, 'tools')!r})\n"
+            "import runpy; runpy.run_path(sys.path[0] + '/convert_weights.py', run_name='__main__')\n")
+    result = subprocess.run([sys.executable, '-c', code, str(tmp_path / 'model.safetensors'),
+                             str(tmp_path / 'b0.pdparams')], capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    target = SegFormer_B0(num_classes=3, block_eps=1e-6, stage_eps=1e-5, embed_eps=1e-5)
+    target.set_state_dict(paddle.load(str(tmp_path / 'b0.pdparams')))
+    for key, value in source.state_dict().items():
+        np.testing.assert_array_equal(target.state_dict()[key].numpy(), value.numpy())
+
+    with pytest.raises(UserError) as err:
+        convert_weights.convert('SegFormer_B2', 'hf', str(tmp_path / 'model.safetensors'), str(tmp_path / 'x.pdparams'))
+    assert str(err.value) == "HuggingFace checkpoint is SegFormer_B0, not SegFormer_B2"
+
+
+def test_mmseg_mit_layout_converts(tmp_path):
+    """mmseg's MiT names (``backbone.layers.{i}.0.projection``, ``nn.MultiheadAttention`` in_proj q|k|v, conv FFN
+    ``ffn.layers.{0,1,4}``, stage norm ``layers.{i}.2``) convert onto the same backbone."""
+    paddle.seed(0)
+    source = MixVisionTransformer_B0()
+    _perturb(source.state_dict(), seed=7)
+    state = {k: v.numpy() for k, v in source.state_dict().items()}
+    mm = {'decode_head.conv_seg.weight': np.zeros([3, 256, 1, 1], 'float32')}  # ignored (a different head)
+    for i in range(4):
+        s = f'backbone.layers.{i}.'
+        for kind in ('weight', 'bias'):
+            mm[s + f'0.projection.{kind}'] = state[f'patch_embed{i + 1}.proj.{kind}']
+            mm[s + f'0.norm.{kind}'] = state[f'patch_embed{i + 1}.norm.{kind}']
+            mm[s + f'2.{kind}'] = state[f'norm{i + 1}.{kind}']
+        for j in range(2):
+            p, q = f'block{i + 1}.{j}.', s + f'1.{j}.'
+            mm[q + 'attn.attn.in_proj_weight'] = np.concatenate([state[p + 'attn.q.weight'].T,
+                                                                 state[p + 'attn.kv.weight'].T], 0)
+            mm[q + 'attn.attn.in_proj_bias'] = np.concatenate([state[p + 'attn.q.bias'], state[p + 'attn.kv.bias']])
+            mm[q + 'attn.attn.out_proj.weight'] = state[p + 'attn.proj.weight'].T
+            mm[q + 'attn.attn.out_proj.bias'] = state[p + 'attn.proj.bias']
+            for kind in ('weight', 'bias'):
+                mm[q + f'norm1.{kind}'] = state[p + f'norm1.{kind}']
+                mm[q + f'norm2.{kind}'] = state[p + f'norm2.{kind}']
+                if p + f'attn.sr.{kind}' in state:
+                    mm[q + f'attn.sr.{kind}'] = state[p + f'attn.sr.{kind}']
+                    mm[q + f'attn.norm.{kind}'] = state[p + f'attn.norm.{kind}']
+                mm[q + f'ffn.layers.1.{kind}'] = state[p + f'mlp.dwconv.dwconv.{kind}']
+            mm[q + 'ffn.layers.0.weight'] = state[p + 'mlp.fc1.weight'].T[:, :, None, None]
+            mm[q + 'ffn.layers.0.bias'] = state[p + 'mlp.fc1.bias']
+            mm[q + 'ffn.layers.4.weight'] = state[p + 'mlp.fc2.weight'].T[:, :, None, None]
+            mm[q + 'ffn.layers.4.bias'] = state[p + 'mlp.fc2.bias']
+    from safetensors.numpy import save_file
+    save_file({k: np.ascontiguousarray(v) for k, v in mm.items()}, str(tmp_path / 'mm.safetensors'))
+    info = convert_weights.convert('MixVisionTransformer_B0', 'mmseg', str(tmp_path / 'mm.safetensors'),
+                                   str(tmp_path / 'mit.pdparams'))
+    assert info['kwargs'] == {'block_eps': 1e-6, 'stage_eps': 1e-6, 'embed_eps': 1e-6}
+    target = MixVisionTransformer_B0(pretrained=str(tmp_path / 'mit.pdparams'))
+    for key, value in state.items():
+        np.testing.assert_array_equal(target.state_dict()[key].numpy(), value)
+
+
+def test_camvid_config_builds():
+    from paddle_models.core.config import Builder, load_config
+
+    builder = Builder(load_config(os.path.join(REPO, 'configs', 'segformer_b0_camvid.yml')))
+    model = builder.model()
+    assert isinstance(model, SegFormer) and isinstance(model.backbone, MixVisionTransformer)
+    assert model.backbone.feat_channels == [32, 64, 160, 256] and model.embedding_dim == 256
+    model.eval()
+    assert model(paddle.randn([1, 3, 64, 64]))[0].shape == [1, 11, 64, 64]
+
+
+def test_bad_arguments_raise_user_errors():
+    cases = [
+        (lambda: MixVisionTransformer(depths=[2, 2, 2]),
+         "MixVisionTransformer: depths must be a list of 4 positive integers, got [2, 2, 2]"),
+        (lambda: MixVisionTransformer(embed_dims=[32, 64, 160, 250]),
+         "MixVisionTransformer: width 250 is not divisible by num_heads 8"),
+        (lambda: MixVisionTransformer(drop_path_rate=1.0),
+         "MixVisionTransformer: drop_path_rate must be a number in [0, 1), got 1.0"),
+        (lambda: SegFormer(0, MixVisionTransformer(depths=[1, 1, 1, 1])),
+         "SegFormer: num_classes must be a positive integer, got 0"),
+    ]
+    for build, message in cases:
+        with pytest.raises(UserError) as err:
+            build()
+        assert str(err.value) == message

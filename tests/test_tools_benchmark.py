@@ -1,0 +1,69 @@
+"""tools/benchmark.py: builds any registered model (ours) or PaddleSeg's class of the same config, measures each
+quantity in a fresh subprocess, prints the table, writes JSON; bad input is a one-line error (exit 2)."""
+import json
+import os
+import subprocess
+import sys
+import zlib  # noqa: F401  (before paddle: Paddle 2.6.2's bundled zlib)
+
+import numpy as np
+import paddle
+import pytest
+
+from conftest import REPO
+import paddle_models  # noqa: F401
+
+sys.path.insert(0, os.path.join(REPO, 'tools'))
+import benchmark  # noqa: E402
+
+TOOL = os.path.join(REPO, 'tools', 'benchmark.py')
+TINY = {"type": "SegNeXt", "num_classes": 4,
+        "backbone": {"type": "MSCAN", "embed_dims": [8, 16, 24, 32], "depths": [1, 1, 1, 1]},
+        "decoder_cfg": {"channels": 16, "ham_channels": 16, "num_groups": 4, "ham_kwargs": {"MD_R": 4}}}
+
+
+def test_build_resolves_ours_and_paddleseg():
+    from paddleseg.models import SegNeXt as ReferenceSegNeXt
+    from paddle_models.models.segnext import SegNeXt
+
+    ours = benchmark.build(TINY, 'ours')
+    theirs = benchmark.build(TINY, 'paddleseg')
+    assert type(ours) is SegNeXt and type(theirs) is ReferenceSegNeXt
+    assert set(ours.state_dict()) == set(theirs.state_dict())
+    with pytest.raises(benchmark.UserError) as err:
+        benchmark.build({"type": "SegNeXt_T", "num_classes": 3}, 'paddleseg')
+    assert str(err.value) == ("PaddleSeg 2.8.0 has no model 'SegNeXt_T' (builders that exist only here have no "
+                              "PaddleSeg counterpart: benchmark a config)")
+
+
+def test_command_line_measures_both_implementations(tmp_path):
+    out = tmp_path / 'r.json'
+    result = subprocess.run([sys.executable, TOOL, '--model-cfg', json.dumps(TINY), '--size', '64', '48',
+                             '--impl', 'both', '--repeats', '1', '--measure', 'dynamic,infer', '--json', str(out)],
+                            capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    data = json.loads(out.read_text())
+    assert data['size'] == [64, 48] and set(data['results']) == {'ours', 'paddleseg'}
+    with paddle.LazyGuard():
+        params = sum(int(np.prod(p.shape)) for p in benchmark.build(TINY, 'ours').parameters()
+                     if not p.stop_gradient)
+    for impl, row in data['results'].items():
+        assert row['params'] == params, impl
+        for key in ('dynamic_ms', 'infer_ms', 'dynamic_peak_mib', 'infer_peak_mib'):
+            assert isinstance(row[key], float) and row[key] > 0, (impl, key, row[key])
+        assert isinstance(row['gflops'], float) and row['gflops'] > 0
+    lines = result.stdout.strip().splitlines()
+    assert lines[0].startswith('| model | impl | params | gflops | dynamic_ms | dynamic_peak_mib | infer_ms')
+    assert lines[2].startswith('| SegNeXt+MSCAN 64x48 | ours | ') and lines[3].startswith('| SegNeXt+MSCAN 64x48 | '
+                                                                                           'paddleseg | ')
+
+
+def test_bad_input_is_one_line(tmp_path):
+    for argv, message in (
+            (['--model', 'SegFormer_B0', '--kwargs', '{bad'], "error: --kwargs: not JSON: "),
+            (['--config', str(tmp_path / 'none.yml')], f"error: --config: {tmp_path / 'none.yml'} does not exist"),
+            (['--model', 'X', '--measure', 'gpu'], "error: --measure: unknown measurement 'gpu' (known: dynamic, "
+                                                    "infer, infer_onednn)")):
+        result = subprocess.run([sys.executable, TOOL, *argv], capture_output=True, text=True, timeout=120, cwd=REPO)
+        assert result.returncode == 2
+        assert result.stderr.startswith(message) and result.stderr.count('\n') == 1, result.stderr

@@ -1,0 +1,264 @@
+"""Parameters, FLOPs, CPU latency and peak memory of a registered model at a given input size, optionally side by
+side with PaddleSeg 2.8.0's implementation of the same configuration.
+
+    python tools/benchmark.py --config configs/segnext_t_camvid.yml --size 512 512 --impl both
+    python tools/benchmark.py --model SegFormer_B0 --kwargs '{"num_classes": 150}' --size 512 512
+    python tools/benchmark.py --model-cfg '{"type": "SegNeXt", "backbone": {"type": "MSCAN_T"}, ...}' --impl both
+
+Measurements (batch 1, random input, ``--threads`` CPU threads):
+
+* ``params``: trainable parameters; ``gflops``: ``paddle.flops`` (multiply-accumulates of conv/linear/matmul
+  layers as Paddle counts them; layers it does not know count 0 -- "n/a" when it fails).
+* ``dynamic_ms``: median latency of a dynamic-graph eval forward under ``paddle.no_grad`` (after one warm-up).
+* ``infer_ms`` / ``infer_onednn_ms``: median latency of Paddle Inference on the exported program (our
+  ``export_model``, free input size) with oneDNN off / on; "n/a (reason)" where the program does not run.
+* ``*_peak_mib``: peak resident memory (``ru_maxrss``) of a fresh subprocess that builds the model and runs that
+  measurement alone, so one measurement's memory never hides another's.
+
+``--impl paddleseg`` builds the same model-config dict from PaddleSeg's own classes (``paddleseg.models.<type>``,
+``paddleseg.models.backbones.<type>``); our registry replaces PaddleSeg's entries in the manager, so this looks the
+classes up in PaddleSeg's modules directly. Builder names that exist only here (``SegNeXt_T``) have no PaddleSeg
+counterpart: give a config.
+"""
+import argparse
+import json
+import os
+import re
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import zlib  # noqa: F401  (before paddle: Paddle 2.6.2's bundled zlib)
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO not in sys.path:
+    sys.path.insert(0, REPO)
+
+from paddle_models.errors import UserError  # noqa: E402
+
+MEASUREMENTS = ('dynamic', 'infer', 'infer_onednn')
+
+
+def _load_model_cfg(args):
+    if args.config:
+        import yaml
+        if not os.path.isfile(args.config):
+            raise UserError(f"--config: {args.config} does not exist")
+        with open(args.config) as f:
+            cfg = yaml.safe_load(f) or {}
+        if not isinstance(cfg.get('model'), dict) or 'type' not in cfg['model']:
+            raise UserError(f"--config: {args.config} has no model with a type")
+        return cfg['model']
+    if args.model_cfg:
+        try:
+            cfg = json.loads(args.model_cfg)
+        except ValueError as err:
+            raise UserError(f"--model-cfg: not JSON: {err}") from None
+        if not isinstance(cfg, dict) or 'type' not in cfg:
+            raise UserError("--model-cfg: must be a JSON object with a type")
+        return cfg
+    if args.model:
+        try:
+            kwargs = json.loads(args.kwargs or '{}')
+        except ValueError as err:
+            raise UserError(f"--kwargs: not JSON: {err}") from None
+        if not isinstance(kwargs, dict):
+            raise UserError(f"--kwargs: must be a JSON object, got {args.kwargs}")
+        return dict(kwargs, type=args.model)
+    raise UserError("give --config, --model-cfg or --model")
+
+
+def _resolve(impl, name, kind):
+    if impl == 'ours':
+        import paddle_models  # noqa: F401  (registers our components)
+        from paddleseg.cvlibs import manager
+        for component_manager in ((manager.BACKBONES,) if kind == 'backbone' else (manager.MODELS, manager.BACKBONES)):
+            if name in component_manager.components_dict:
+                return component_manager.components_dict[name]
+        raise UserError(f"unknown {kind} type {name!r}")
+    import paddleseg.models as models
+    import paddleseg.models.backbones as backbones
+    module = backbones if kind == 'backbone' else models
+    if not hasattr(module, name):
+        raise UserError(f"PaddleSeg 2.8.0 has no {kind} {name!r} (builders that exist only here have no PaddleSeg "
+                        f"counterpart: benchmark a config)")
+    return getattr(module, name)
+
+
+def build(cfg, impl):
+    """Instantiate a model-config dict with our components or PaddleSeg's."""
+    cfg = dict(cfg)
+    cls = _resolve(impl, cfg.pop('type'), 'model')
+    for key, value in list(cfg.items()):
+        if isinstance(value, dict) and 'type' in value:
+            cfg[key] = build_component(value, impl)
+    if impl == 'paddleseg':
+        cfg.pop('pretrained', None)
+        if isinstance(cfg.get('decoder_cfg'), dict):  # an option only our LightHamHead has
+            cfg['decoder_cfg'] = {k: v for k, v in cfg['decoder_cfg'].items() if k != 'inference_bases'}
+    return cls(**cfg)
+
+
+def build_component(cfg, impl):
+    cfg = dict(cfg)
+    cls = _resolve(impl, cfg.pop('type'), 'backbone')
+    if impl == 'paddleseg' and cfg.get('pretrained') is None:
+        cfg.pop('pretrained', None)
+    while True:
+        try:
+            return cls(**cfg)
+        except TypeError as err:  # PaddleSeg's size builders fix some arguments (MiT: drop_path_rate)
+            m = re.search(r"multiple values for keyword argument '(\w+)'", str(err))
+            if impl != 'paddleseg' or not m or m[1] not in cfg:
+                raise
+            cfg.pop(m[1])
+
+
+def _median_ms(fn, repeats):
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
+
+
+def worker(spec):
+    """One measurement in this (fresh) process; prints a JSON line."""
+    import numpy as np
+    import paddle
+
+    paddle.set_device('cpu')
+    paddle.seed(0)
+    model = build(spec['cfg'], spec['impl'])
+    model.eval()
+    h, w = spec['size']
+    x = np.random.RandomState(0).randn(1, 3, h, w).astype('float32')
+    out = {}
+    if spec['what'] == 'dynamic':
+        out['params'] = sum(int(np.prod(p.shape)) for p in model.parameters() if not p.stop_gradient)
+        tensor = paddle.to_tensor(x)
+
+        def run():
+            with paddle.no_grad():
+                model(tensor)[0].numpy()
+        out['ms'] = _median_ms(run, spec['repeats'])
+        out['peak_mib'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        try:
+            import contextlib
+            import io
+            with contextlib.redirect_stdout(io.StringIO()):
+                out['gflops'] = paddle.flops(model, [1, 3, h, w], print_detail=False) / 1e9
+        except Exception as err:  # noqa: BLE001
+            out['gflops'] = f"n/a ({type(err).__name__})"
+    else:
+        from paddle_models.core.export import export_model
+        with tempfile.TemporaryDirectory() as tmp:
+            info = export_model(model, tmp, output_op='none')
+            config = paddle.inference.Config(info['model'], info['params'])
+            config.set_cpu_math_library_num_threads(spec['threads'])
+            if spec['what'] == 'infer_onednn':
+                if not info['onednn']:
+                    print('BENCHMARK ' + json.dumps({'ms': f"n/a (oneDNN: {info['onednn_error']})"[:100]}))
+                    return
+                config.enable_mkldnn()
+            else:
+                config.disable_mkldnn()
+            config.disable_glog_info()
+            predictor = paddle.inference.create_predictor(config)
+            handle = predictor.get_input_handle(predictor.get_input_names()[0])
+
+            def run():
+                handle.reshape(x.shape)
+                handle.copy_from_cpu(x)
+                predictor.run()
+                predictor.get_output_handle(predictor.get_output_names()[0]).copy_to_cpu()
+            out['ms'] = _median_ms(run, spec['repeats'])
+            out['peak_mib'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print('BENCHMARK ' + json.dumps(out))
+
+
+def measure(cfg, impl, what, size, repeats, threads):
+    spec = dict(cfg=cfg, impl=impl, what=what, size=list(size), repeats=repeats, threads=threads)
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), CPU_NUM=str(threads), GLOG_minloglevel='2')
+    result = subprocess.run([sys.executable, os.path.abspath(__file__), '--_worker', json.dumps(spec)],
+                            capture_output=True, text=True, env=env, cwd=REPO)
+    for line in result.stdout.splitlines()[::-1]:
+        if line.startswith('BENCHMARK '):
+            return json.loads(line[len('BENCHMARK '):])
+    error = [line for line in result.stderr.strip().splitlines() if line.strip()]
+    return {'ms': f"n/a ({(error[-1] if error else 'no output')[:120]})"}
+
+
+def benchmark(cfg, impls, size, repeats=3, threads=2, measurements=MEASUREMENTS):
+    """{impl: {'params', 'gflops', '<measurement>_ms', '<measurement>_peak_mib'}} for each implementation."""
+    table = {}
+    for impl in impls:
+        row = {}
+        for what in measurements:
+            res = measure(cfg, impl, what, size, repeats, threads)
+            row.update({k: v for k, v in res.items() if k in ('params', 'gflops')})
+            row[f'{what}_ms'] = res.get('ms')
+            row[f'{what}_peak_mib'] = res.get('peak_mib')
+        table[impl] = row
+    return table
+
+
+def _fmt(value):
+    if isinstance(value, float):
+        return f"{value:.1f}" if value >= 10 else f"{value:.2f}"
+    return '-' if value is None else str(value)
+
+
+def format_table(name, size, table, measurements=MEASUREMENTS):
+    cols = ['params', 'gflops'] + [f'{m}_{k}' for m in measurements for k in ('ms', 'peak_mib')]
+    lines = [f"| model | impl | {' | '.join(cols)} |", '|' + '---|' * (len(cols) + 2)]
+    for impl, row in table.items():
+        lines.append(f"| {name} {size[0]}x{size[1]} | {impl} | " + ' | '.join(_fmt(row.get(c)) for c in cols) + ' |')
+    return '\n'.join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--config', help='a YAML config (its model section is benchmarked)')
+    parser.add_argument('--model', help='a registered model or builder name, with --kwargs')
+    parser.add_argument('--kwargs', help='JSON constructor arguments for --model')
+    parser.add_argument('--model-cfg', help='a JSON model section (type + arguments, nested backbone)')
+    parser.add_argument('--size', type=int, nargs=2, default=[512, 512], metavar=('H', 'W'))
+    parser.add_argument('--impl', choices=['ours', 'paddleseg', 'both'], default='ours')
+    parser.add_argument('--repeats', type=int, default=3)
+    parser.add_argument('--threads', type=int, default=2)
+    parser.add_argument('--measure', default=','.join(MEASUREMENTS),
+                        help=f"comma-separated subset of {', '.join(MEASUREMENTS)}")
+    parser.add_argument('--json', help='also write the results to this JSON file')
+    parser.add_argument('--_worker', help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args._worker:
+        worker(json.loads(args._worker))
+        return
+    measurements = [m for m in args.measure.split(',') if m]
+    bad = [m for m in measurements if m not in MEASUREMENTS]
+    if bad:
+        raise UserError(f"--measure: unknown measurement {bad[0]!r} (known: {', '.join(MEASUREMENTS)})")
+    if args.repeats < 1 or min(args.size) < 1 or args.threads < 1:
+        raise UserError(f"--repeats, --size and --threads must be positive, got {args.repeats}, {args.size}, "
+                        f"{args.threads}")
+    cfg = _load_model_cfg(args)
+    impls = ['ours', 'paddleseg'] if args.impl == 'both' else [args.impl]
+    table = benchmark(cfg, impls, args.size, args.repeats, args.threads, measurements)
+    name = cfg['type'] + (f"+{cfg['backbone']['type']}" if isinstance(cfg.get('backbone'), dict) else '')
+    print(format_table(name, args.size, table, measurements))
+    if args.json:
+        with open(args.json, 'w') as f:
+            json.dump({'model': cfg, 'size': args.size, 'results': table}, f, indent=2)
+
+
+if __name__ == '__main__':
+    try:
+        main()
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
