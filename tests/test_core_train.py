@@ -218,3 +218,23 @@ def test_only_rank_zero_logs_and_saves(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert '[TRAIN]' not in proc.stdout
     assert not os.path.exists(tmp_path / 'rank1')
+
+
+def test_data_parallel_under_the_launcher(tmp_path):
+    """`python -m paddle.distributed.launch --nproc_per_node 2 train.py ...` (CPU processes here): two ranks train
+    data-parallel; rank 0 alone logs and saves."""
+    import subprocess
+    import sys
+    from conftest import REPO
+    config = tiny_config(tmp_path, iters=4, batch_size=2, train_samples=8)
+    logs = tmp_path / 'log'
+    proc = subprocess.run([sys.executable, '-m', 'paddle.distributed.launch', '--log_dir', str(logs),
+                           '--nproc_per_node', '2', os.path.join(REPO, 'train.py'), '--config', config,
+                           '--save_dir', str(tmp_path / 'out'), '--log_iters', '2', '--save_interval', '4',
+                           '--device', 'cpu'], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    rank0 = (logs / 'workerlog.0').read_text()
+    rank1 = (logs / 'workerlog.1').read_text()
+    assert 'batch 2 x 2 device(s)' in rank0 and 'iter: 4/4' in rank0
+    assert '[TRAIN]' not in rank1
+    assert sorted(os.listdir(tmp_path / 'out')) == ['iter_4']

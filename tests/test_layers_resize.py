@@ -1,4 +1,5 @@
-"""The portable resize (gather + lerp) against F.interpolate, in dygraph and in static graphs with free shapes."""
+"""The portable resize (interpolation matrices, or gather + lerp for long axes) against F.interpolate, in dygraph and
+in static graphs with free shapes."""
 import numpy as np
 import paddle
 import paddle.nn as nn
@@ -129,7 +130,10 @@ def test_portable_matches_interpolate_in_static_graph_with_free_shape(mode, alig
                 np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=0, atol=1e-5)
         ops = ' '.join(_op_names(static))
     assert 'interp' not in ops, ops            # no *_interp op: the portable path was traced
-    assert 'gather' in ops and 'matmul' not in ops, ops   # gathers, not interpolation matrices
+    if mode == 'bilinear':
+        assert 'matmul' in ops and 'gather' not in ops, ops   # free lengths: interpolation matrices
+    else:
+        assert 'gather' in ops and 'matmul' not in ops, ops
 
 
 def test_static_graph_outside_context_uses_interp_op():
@@ -139,3 +143,29 @@ def test_static_graph_outside_context_uses_interp_op():
     for got, want in zip(static(x), _reference(x, 'bilinear', False)):
         np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=0, atol=1e-6)
     assert any('interp' in name for name in _op_names(static))
+
+
+@pytest.mark.parametrize('align_corners', [False, True])
+def test_fixed_input_size_uses_gather_free_size_uses_matrices(align_corners):
+    """Bilinear resizing of an input whose height and width are free is built from two matmuls with interpolation
+    matrices; with a fixed input size it stays gather + lerp (the matrix form misbehaved under oneDNN there)."""
+    paddle.seed(5)
+
+    class Up(nn.Layer):
+        def __init__(self, corners):
+            super().__init__()
+            self.corners = corners
+
+        def forward(self, x):
+            return resize(x, [11, 17], 'bilinear', self.corners)
+
+    x = paddle.randn([1, 3, 5, 6])
+    want = F.interpolate(x, size=[11, 17], mode='bilinear', align_corners=align_corners).numpy()
+    for shape, kind in (([1, 3, None, None], 'matmul'), ([1, 3, 5, 6], 'gather')):
+        with portable_resize():
+            static = paddle.jit.to_static(Up(align_corners), input_spec=[paddle.static.InputSpec(shape, 'float32')],
+                                          full_graph=True)
+            np.testing.assert_allclose(static(x).numpy(), want, rtol=0, atol=1e-5)
+            ops = ' '.join(_op_names(static))
+        other = 'gather' if kind == 'matmul' else 'matmul'
+        assert kind in ops and other not in ops and 'interp' not in ops, (shape, ops)

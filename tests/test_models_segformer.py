@@ -1,7 +1,7 @@
 """SegFormer + MiT: parameter counts (HuggingFace's), strict parity with PaddleSeg 2.8.0 (B0, B2), the fused decoder
 against its literal form, export with a free input size + deploy/python/infer.py with oneDNN, HuggingFace weight
-import (safetensors without torch, .bin with torch) with parity against transformers, the mmseg MiT layout, the
-CamVid config and argument errors.
+import (safetensors without torch, .bin with torch) with parity against transformers, the mmseg MiT layout, whole
+mmseg SegFormer checkpoints (mmseg's SegformerHead, against a numpy forward), the CamVid config and argument errors.
 
 The transformers parity test needs ``torch==2.13.0`` and ``transformers==4.57.6``; it skips, naming what is
 missing, where they are not installed.
@@ -276,21 +276,18 @@ def test_hf_safetensors_converts_without_torch_and_refuses_wrong_sizes(tmp_path)
     assert str(err.value) == "HuggingFace checkpoint is SegFormer_B0, not SegFormer_B2"
 
 
-def test_mmseg_mit_layout_converts(tmp_path):
-    """mmseg's MiT names (``backbone.layers.{i}.0.projection``, ``nn.MultiheadAttention`` in_proj q|k|v, conv FFN
-    ``ffn.layers.{0,1,4}``, stage norm ``layers.{i}.2``) convert onto the same backbone."""
-    paddle.seed(0)
-    source = MixVisionTransformer_B0()
-    _perturb(source.state_dict(), seed=7)
-    state = {k: v.numpy() for k, v in source.state_dict().items()}
-    mm = {'decode_head.conv_seg.weight': np.zeros([3, 256, 1, 1], 'float32')}  # ignored (a different head)
+def _mmseg_mit_state(state, depths=(2, 2, 2, 2)):
+    """mmseg's MiT names for the tensors of our MiT ``state`` (written from mmseg's layout: ``backbone.layers.{i}.0.
+    projection``, ``nn.MultiheadAttention`` in_proj q|k|v, conv FFN ``ffn.layers.{0,1,4}``, stage norm
+    ``layers.{i}.2``)."""
+    mm = {}
     for i in range(4):
         s = f'backbone.layers.{i}.'
         for kind in ('weight', 'bias'):
             mm[s + f'0.projection.{kind}'] = state[f'patch_embed{i + 1}.proj.{kind}']
             mm[s + f'0.norm.{kind}'] = state[f'patch_embed{i + 1}.norm.{kind}']
             mm[s + f'2.{kind}'] = state[f'norm{i + 1}.{kind}']
-        for j in range(2):
+        for j in range(depths[i]):
             p, q = f'block{i + 1}.{j}.', s + f'1.{j}.'
             mm[q + 'attn.attn.in_proj_weight'] = np.concatenate([state[p + 'attn.q.weight'].T,
                                                                  state[p + 'attn.kv.weight'].T], 0)
@@ -308,6 +305,17 @@ def test_mmseg_mit_layout_converts(tmp_path):
             mm[q + 'ffn.layers.0.bias'] = state[p + 'mlp.fc1.bias']
             mm[q + 'ffn.layers.4.weight'] = state[p + 'mlp.fc2.weight'].T[:, :, None, None]
             mm[q + 'ffn.layers.4.bias'] = state[p + 'mlp.fc2.bias']
+    return mm
+
+
+def test_mmseg_mit_layout_converts(tmp_path):
+    """mmseg's MiT names convert onto the same backbone."""
+    paddle.seed(0)
+    source = MixVisionTransformer_B0()
+    _perturb(source.state_dict(), seed=7)
+    state = {k: v.numpy() for k, v in source.state_dict().items()}
+    mm = _mmseg_mit_state(state)
+    mm['decode_head.conv_seg.weight'] = np.zeros([3, 256, 1, 1], 'float32')  # ignored (a different head)
     from safetensors.numpy import save_file
     save_file({k: np.ascontiguousarray(v) for k, v in mm.items()}, str(tmp_path / 'mm.safetensors'))
     info = convert_weights.convert('MixVisionTransformer_B0', 'mmseg', str(tmp_path / 'mm.safetensors'),
@@ -316,6 +324,80 @@ def test_mmseg_mit_layout_converts(tmp_path):
     target = MixVisionTransformer_B0(pretrained=str(tmp_path / 'mit.pdparams'))
     for key, value in state.items():
         np.testing.assert_array_equal(target.state_dict()[key].numpy(), value)
+
+
+def _mmseg_head_reference(feats, head, size, eps=1e-5):
+    """mmseg's SegformerHead + EncoderDecoder resize, assembled by hand in numpy from mmseg-named tensors (eval):
+    ConvModule(1x1 conv without bias, BN, ReLU) per level, bilinear upsampling to c1's size, concat c1..c4,
+    fusion ConvModule, conv_seg, bilinear upsampling to the input ``size``."""
+    def conv_bn_relu(x, prefix):
+        y = np.einsum('oc,nchw->nohw', head[prefix + 'conv.weight'][:, :, 0, 0], x)
+        scale = head[prefix + 'bn.weight'] / np.sqrt(head[prefix + 'bn.running_var'] + eps)
+        shift = head[prefix + 'bn.bias'] - head[prefix + 'bn.running_mean'] * scale
+        return np.maximum(y * scale[None, :, None, None] + shift[None, :, None, None], 0)
+
+    def up(x, hw):
+        return F.interpolate(paddle.to_tensor(x.astype('float32')), size=list(hw), mode='bilinear',
+                             align_corners=False).numpy()
+
+    hw = feats[0].shape[2:]
+    levels = [up(conv_bn_relu(f, f'decode_head.convs.{i}.'), hw) for i, f in enumerate(feats)]
+    y = conv_bn_relu(np.concatenate(levels, axis=1), 'decode_head.fusion_conv.')
+    logits = np.einsum('oc,nchw->nohw', head['decode_head.conv_seg.weight'][:, :, 0, 0], y)
+    return up(logits + head['decode_head.conv_seg.bias'][None, :, None, None], size)
+
+
+def test_mmseg_segformer_checkpoint_converts_with_mmseg_head(tmp_path):
+    """A whole mmseg SegFormer-B0 checkpoint (MiT + SegformerHead: ``decode_head.convs.{i}.{conv,bn}``,
+    ``fusion_conv.{conv,bn}``, ``conv_seg``) converts with --format mmseg; the model built from the returned
+    arguments (head_style='mmseg') reproduces a numpy forward of mmseg's head written from mmseg's key names."""
+    from safetensors.numpy import save_file
+
+    paddle.seed(1)
+    backbone = MixVisionTransformer_B0(block_eps=1e-6, stage_eps=1e-6, embed_eps=1e-6)
+    _perturb(backbone.state_dict(), seed=8)
+    backbone.eval()
+    mm = _mmseg_mit_state({k: v.numpy() for k, v in backbone.state_dict().items()})
+    rng = np.random.RandomState(9)
+    head = {}
+    for prefix, cin in [(f'decode_head.convs.{i}.', c) for i, c in enumerate([32, 64, 160, 256])] + \
+            [('decode_head.fusion_conv.', 4 * 256)]:
+        head[prefix + 'conv.weight'] = rng.uniform(-0.2, 0.2, [256, cin, 1, 1]) / np.sqrt(cin / 32)
+        head[prefix + 'bn.weight'] = rng.uniform(0.5, 1.5, [256])
+        head[prefix + 'bn.bias'] = rng.uniform(-0.2, 0.2, [256])
+        head[prefix + 'bn.running_mean'] = rng.uniform(-0.2, 0.2, [256])
+        head[prefix + 'bn.running_var'] = rng.uniform(0.5, 1.5, [256])
+        head[prefix + 'bn.num_batches_tracked'] = np.array(100, 'int64')
+    head['decode_head.conv_seg.weight'] = rng.uniform(-0.2, 0.2, [7, 256, 1, 1])
+    head['decode_head.conv_seg.bias'] = rng.uniform(-0.2, 0.2, [7])
+    head = {k: v.astype('float32') if v.dtype != np.int64 else v for k, v in head.items()}
+    save_file({k: np.ascontiguousarray(v) for k, v in dict(mm, **head).items()}, str(tmp_path / 'mm.safetensors'))
+
+    info = convert_weights.convert('SegFormer_B0', 'mmseg', str(tmp_path / 'mm.safetensors'),
+                                   str(tmp_path / 'segformer.pdparams'))
+    assert info['kwargs'] == {'num_classes': 7, 'embedding_dim': 256, 'head_style': 'mmseg', 'block_eps': 1e-6,
+                              'stage_eps': 1e-6, 'embed_eps': 1e-6}
+    model = SegFormer_B0(pretrained=str(tmp_path / 'segformer.pdparams'), **info['kwargs'])
+    model.eval()
+    x = paddle.to_tensor(np.random.RandomState(2).randn(1, 3, 64, 96).astype('float32'))
+    with paddle.no_grad():
+        feats = [f.numpy() for f in model.backbone(x)]
+        out = model(x)[0].numpy()
+        np.testing.assert_array_equal(feats[0], backbone(x)[0].numpy())  # the backbone converted exactly
+    want = _mmseg_head_reference(feats, head, (64, 96))
+    assert out.shape == (1, 7, 64, 96) and want.std() > 0.1
+    np.testing.assert_allclose(out, want, rtol=0, atol=1e-4)
+
+    # a different size, and a head that is not SegformerHead, are refused with one line
+    with pytest.raises(UserError, match=r'^mmseg checkpoint is SegFormer_B0, not SegFormer_B1$'):
+        convert_weights.convert('SegFormer_B1', 'mmseg', str(tmp_path / 'mm.safetensors'),
+                                str(tmp_path / 'b1.pdparams'))
+    save_file({k: np.ascontiguousarray(v) for k, v in mm.items()}, str(tmp_path / 'bare.safetensors'))
+    with pytest.raises(UserError, match=r'^mmseg checkpoint has no decode_head\.conv_seg\.weight: not a SegFormer'):
+        convert_weights.convert('SegFormer_B0', 'mmseg', str(tmp_path / 'bare.safetensors'),
+                                str(tmp_path / 'x.pdparams'))
+    with pytest.raises(UserError, match=r"^SegFormer: head_style must be one of mlp, mmseg, got 'MLP'$"):
+        SegFormer(3, MixVisionTransformer(depths=[1, 1, 1, 1]), head_style='MLP')
 
 
 def test_camvid_config_builds():

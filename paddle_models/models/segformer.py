@@ -20,6 +20,12 @@ fewer GMACs. Results agree with the literal form to float rounding.
 Parameter names are PaddleSeg 2.8.0's (``backbone.*``, ``linear_c4.proj``, ``linear_fuse._conv``,
 ``linear_fuse._batch_norm``, ``linear_pred``). HuggingFace ``SegformerForSemanticSegmentation`` checkpoints
 convert with :func:`convert_hf_weights` (``tools/convert_weights.py --arch SegFormer_B0 --format hf``).
+
+mmseg's ``SegformerHead`` is a different decoder: each level goes through a 1x1 conv (no bias) + BN + ReLU (not a
+plain linear layer), the levels are concatenated in the order c1, c2, c3, c4 (PaddleSeg/HuggingFace: c4 .. c1), and
+the fusion conv + BN + ReLU follows. ``head_style='mmseg'`` builds that decoder (``convs.{i}``, ``fusion_conv``,
+``linear_pred``); whole mmseg SegFormer checkpoints convert with :func:`convert_mmseg_weights`
+(``tools/convert_weights.py --arch SegFormer_B0 --format mmseg``), which also selects this head.
 """
 import re
 
@@ -29,17 +35,20 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 
 from paddle_models.backbones import mix_transformer as _mit
-from paddle_models.backbones.mix_transformer import HF_EPS, MIT_SETTINGS, mit_from_hf, spatial_size
+from paddle_models.backbones.mix_transformer import (HF_EPS, MIT_SETTINGS, MMSEG_EPS, mit_from_hf, mit_from_mmseg,
+                                                      spatial_size)
 from paddle_models.errors import UserError
 from paddle_models.layers import ConvBNReLU, resize
 from paddle_models.registry import register_model
 from paddle_models.weights import load_backbone_weights, torch_layout_to_paddle
 
 __all__ = ['SegFormer', 'SegFormer_B0', 'SegFormer_B1', 'SegFormer_B2', 'SegFormer_B3', 'SegFormer_B4',
-           'SegFormer_B5', 'convert_hf_weights']
+           'SegFormer_B5', 'HEAD_STYLES', 'convert_hf_weights', 'convert_mmseg_weights']
 
 # decoder width of the released models (PaddleSeg configs, HuggingFace's decoder_hidden_size)
 EMBEDDING_DIMS = {'b0': 256, 'b1': 256, 'b2': 768, 'b3': 768, 'b4': 768, 'b5': 768}
+# decoders: the all-MLP head of the paper, PaddleSeg and HuggingFace; mmseg's conv + BN + ReLU head
+HEAD_STYLES = ('mlp', 'mmseg')
 
 
 class LevelProjection(nn.Layer):
@@ -67,12 +76,15 @@ class SegFormer(nn.Layer):
         align_corners (bool): ``align_corners`` of the bilinear upsampling. Default: False.
         dropout_prob (float): Dropout before the classifier. Default: 0.1.
         pretrained (str|None): A local ``.pdparams`` file of the whole model. Default: None.
+        head_style (str): 'mlp' (default: the paper's, PaddleSeg's and HuggingFace's all-MLP decoder) or 'mmseg'
+            (mmseg's ``SegformerHead``: per-level 1x1 conv + BN + ReLU, levels concatenated c1..c4, then
+            ``fusion_conv`` = 1x1 conv + BN + ReLU; parameters ``convs.{i}``, ``fusion_conv``, ``linear_pred``).
 
     forward(x) returns ``[logits]`` at the input resolution.
     """
 
     def __init__(self, num_classes, backbone, embedding_dim=256, align_corners=False, dropout_prob=0.1,
-                 pretrained=None):
+                 pretrained=None, head_style='mlp'):
         super().__init__()
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
             raise UserError(f"SegFormer: num_classes must be a positive integer, got {num_classes!r}")
@@ -81,15 +93,22 @@ class SegFormer(nn.Layer):
         channels = list(getattr(backbone, 'feat_channels', []))
         if len(channels) != 4:
             raise UserError(f"SegFormer: the backbone must have 4 feat_channels, got {channels!r}")
+        if head_style not in HEAD_STYLES:
+            raise UserError(f"SegFormer: head_style must be one of {', '.join(HEAD_STYLES)}, got {head_style!r}")
         self.backbone = backbone
         self.num_classes = num_classes
         self.embedding_dim = embedding_dim
         self.align_corners = align_corners
-        self.linear_c4 = LevelProjection(channels[3], embedding_dim)
-        self.linear_c3 = LevelProjection(channels[2], embedding_dim)
-        self.linear_c2 = LevelProjection(channels[1], embedding_dim)
-        self.linear_c1 = LevelProjection(channels[0], embedding_dim)
-        self.linear_fuse = ConvBNReLU(4 * embedding_dim, embedding_dim, 1, bias_attr=False)
+        self.head_style = head_style
+        if head_style == 'mmseg':
+            self.convs = nn.LayerList([ConvBNReLU(c, embedding_dim, 1, bias_attr=False) for c in channels])
+            self.fusion_conv = ConvBNReLU(4 * embedding_dim, embedding_dim, 1, bias_attr=False)
+        else:
+            self.linear_c4 = LevelProjection(channels[3], embedding_dim)
+            self.linear_c3 = LevelProjection(channels[2], embedding_dim)
+            self.linear_c2 = LevelProjection(channels[1], embedding_dim)
+            self.linear_c1 = LevelProjection(channels[0], embedding_dim)
+            self.linear_fuse = ConvBNReLU(4 * embedding_dim, embedding_dim, 1, bias_attr=False)
         self.dropout = nn.Dropout2D(dropout_prob) if dropout_prob > 0 else nn.Identity()
         self.linear_pred = nn.Conv2D(embedding_dim, num_classes, 1)
         if pretrained:
@@ -103,28 +122,42 @@ class SegFormer(nn.Layer):
         bias = paddle.matmul(fuse, projection.proj.bias.reshape([e, 1])).reshape([e])
         return F.conv2d(feat, weight.reshape([e, -1, 1, 1]), bias)
 
+    def _mmseg_decoder(self, feats):
+        """mmseg's head: conv + BN + ReLU per level (at the level's resolution), upsampled to stride 4,
+        concatenated c1..c4, fusion conv + BN + ReLU."""
+        size = spatial_size(feats[0])
+        levels = [self.convs[0](feats[0])]
+        for conv, feat in zip(self.convs[1:], feats[1:]):
+            levels.append(resize(conv(feat), size, align_corners=self.align_corners))
+        return self.fusion_conv(paddle.concat(levels, axis=1))
+
     def forward(self, x):
         c1, c2, c3, c4 = self.backbone(x)
-        size = spatial_size(c1)
-        y = self._level(c1, self.linear_c1, 3)
-        for feat, projection, slot in ((c2, self.linear_c2, 2), (c3, self.linear_c3, 1), (c4, self.linear_c4, 0)):
-            y = y + resize(self._level(feat, projection, slot), size, align_corners=self.align_corners)
-        y = self.linear_fuse._act(self.linear_fuse._batch_norm(y))
+        if self.head_style == 'mmseg':
+            y = self._mmseg_decoder([c1, c2, c3, c4])
+        else:
+            size = spatial_size(c1)
+            y = self._level(c1, self.linear_c1, 3)
+            for feat, projection, slot in ((c2, self.linear_c2, 2), (c3, self.linear_c3, 1),
+                                           (c4, self.linear_c4, 0)):
+                y = y + resize(self._level(feat, projection, slot), size, align_corners=self.align_corners)
+            y = self.linear_fuse._act(self.linear_fuse._batch_norm(y))
         logit = self.linear_pred(self.dropout(y))
         return [resize(logit, spatial_size(x), align_corners=self.align_corners)]
 
 
 def _variant(name):
     def build(num_classes, embedding_dim=EMBEDDING_DIMS[name], align_corners=False, dropout_prob=0.1,
-              pretrained=None, **backbone_kwargs):
+              pretrained=None, head_style='mlp', **backbone_kwargs):
         backbone = getattr(_mit, f'MixVisionTransformer_{name.upper()}')(**backbone_kwargs)
         return SegFormer(num_classes, backbone, embedding_dim=embedding_dim, align_corners=align_corners,
-                         dropout_prob=dropout_prob, pretrained=pretrained)
+                         dropout_prob=dropout_prob, pretrained=pretrained, head_style=head_style)
 
     build.__name__ = f'SegFormer_{name.upper()}'
     build.__qualname__ = build.__name__
     build.__doc__ = (f"SegFormer-{name.upper()}: MiT-{name.upper()} + decoder of width {EMBEDDING_DIMS[name]}. "
-                     f"``num_classes``, ``embedding_dim``, ``align_corners``, ``dropout_prob``, ``pretrained`` go to "
+                     f"``num_classes``, ``embedding_dim``, ``align_corners``, ``dropout_prob``, ``pretrained``, "
+                     f"``head_style`` go to "
                      f":class:`SegFormer`, other keyword arguments to the backbone.")
     return register_model(build)
 
@@ -198,4 +231,57 @@ def convert_hf_weights(state, arch=None):
     kwargs = {'num_classes': int(state['decode_head.classifier.weight'].shape[0]),
               'embedding_dim': int(state['decode_head.classifier.weight'].shape[1])}
     kwargs.update(HF_EPS)
+    return out, kwargs
+
+
+def _mmseg_size(state):
+    """MiT size of an mmseg SegFormer checkpoint from its widths and depths, or a one-line error."""
+    dims = [state.get(f'backbone.layers.{i}.0.projection.weight', np.zeros(0)).shape[0] for i in range(4)]
+    depths = [len({m[1] for k in state for m in [re.match(rf'backbone\.layers\.{i}\.1\.(\d+)\.', k)] if m})
+              for i in range(4)]
+    for name, (want_dims, want_depths) in MIT_SETTINGS.items():
+        if dims == want_dims and depths == want_depths:
+            return name
+    raise UserError(f"mmseg checkpoint: encoder widths {dims} / depths {depths} match no MiT size B0-B5")
+
+
+def convert_mmseg_weights(state, arch=None):
+    """Map a whole mmseg SegFormer checkpoint (``backbone.layers.*`` MiT + ``decode_head.*`` SegformerHead) onto our
+    SegFormer with ``head_style='mmseg'``.
+
+    ``backbone.*`` -> ``backbone.*`` (see :func:`~paddle_models.backbones.mix_transformer.mit_from_mmseg`);
+    ``decode_head.convs.{i}.conv`` / ``.bn`` -> ``convs.{i}._conv`` / ``._batch_norm``; ``decode_head.fusion_conv.
+    conv`` / ``.bn`` -> ``fusion_conv._conv`` / ``._batch_norm``; ``decode_head.conv_seg`` -> ``linear_pred``.
+
+    Args:
+        state (dict[str, numpy.ndarray]): The checkpoint's tensors.
+        arch (str|None): Target architecture (``SegFormer_B0`` ...); its size must match the checkpoint's.
+
+    Returns:
+        tuple: (state dict in our names, {'num_classes', 'embedding_dim', 'head_style': 'mmseg', and mmseg's
+        LayerNorm epsilons}).
+    """
+    for key in ('decode_head.conv_seg.weight', 'decode_head.fusion_conv.conv.weight'):
+        if key not in state:
+            raise UserError(f"mmseg checkpoint has no {key}: not a SegFormer (SegformerHead) checkpoint (for a "
+                            f"backbone use --arch MixVisionTransformer_B*)")
+    size = _mmseg_size(state)
+    if arch and arch.startswith('SegFormer_') and arch != f'SegFormer_{size.upper()}':
+        raise UserError(f"mmseg checkpoint is SegFormer_{size.upper()}, not {arch}")
+    out = {'backbone.' + k: v for k, v in mit_from_mmseg(state, 'backbone.').items()}
+    head = {}
+    for key, value in state.items():
+        if key.startswith('backbone.'):
+            continue
+        new = key
+        m = re.match(r'decode_head\.(convs\.\d+|fusion_conv)\.(conv|bn)\.(.+)$', key)
+        if m:
+            new = f"{m[1]}.{'_conv' if m[2] == 'conv' else '_batch_norm'}.{m[3]}"
+        elif key.startswith('decode_head.conv_seg.'):
+            new = 'linear_pred.' + key[len('decode_head.conv_seg.'):]
+        head[new] = value  # anything else keeps its name: check_fit reports it
+    out.update(torch_layout_to_paddle(head))
+    kwargs = {'num_classes': int(state['decode_head.conv_seg.weight'].shape[0]),
+              'embedding_dim': int(state['decode_head.conv_seg.weight'].shape[1]), 'head_style': 'mmseg'}
+    kwargs.update(MMSEG_EPS)
     return out, kwargs
