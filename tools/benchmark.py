@@ -12,8 +12,9 @@ Measurements (batch 1, random input, ``--threads`` CPU threads):
 * ``dynamic_ms``: median latency of a dynamic-graph eval forward under ``paddle.no_grad`` (after one warm-up).
 * ``infer_ms`` / ``infer_onednn_ms``: median latency of Paddle Inference on the exported program (our
   ``export_model``, free input size) with oneDNN off / on; "n/a (reason)" where the program does not run.
-* ``*_peak_mib``: peak resident memory (``ru_maxrss``) of a fresh subprocess that builds the model and runs that
-  measurement alone, so one measurement's memory never hides another's.
+* ``*_peak_mib``: peak resident memory (``ru_maxrss``) of a fresh subprocess that runs that measurement alone, so
+  one measurement's memory never hides another's: the dynamic one builds the model; the inference ones only load
+  the program, exported beforehand by another subprocess (so the export and its checks are not counted).
 
 ``--impl paddleseg`` builds the same model-config dict from PaddleSeg's own classes (``paddleseg.models.<type>``,
 ``paddleseg.models.backbones.<type>``); our registry replaces PaddleSeg's entries in the manager, so this looks the
@@ -154,35 +155,46 @@ def worker(spec):
                 out['gflops'] = paddle.flops(model, [1, 3, h, w], print_detail=False) / 1e9
         except Exception as err:  # noqa: BLE001
             out['gflops'] = f"n/a ({type(err).__name__})"
-    else:
+    elif spec['what'] == 'export':
         from paddle_models.core.export import export_model
-        with tempfile.TemporaryDirectory() as tmp:
-            info = export_model(model, tmp, output_op='none')
-            config = paddle.inference.Config(info['model'], info['params'])
-            config.set_cpu_math_library_num_threads(spec['threads'])
-            if spec['what'] == 'infer_onednn':
-                if not info['onednn']:
-                    print('BENCHMARK ' + json.dumps({'ms': f"n/a (oneDNN: {info['onednn_error']})"[:100]}))
-                    return
-                config.enable_mkldnn()
-            else:
-                config.disable_mkldnn()
-            config.disable_glog_info()
-            predictor = paddle.inference.create_predictor(config)
-            handle = predictor.get_input_handle(predictor.get_input_names()[0])
-
-            def run():
-                handle.reshape(x.shape)
-                handle.copy_from_cpu(x)
-                predictor.run()
-                predictor.get_output_handle(predictor.get_output_names()[0]).copy_to_cpu()
-            out['ms'] = _median_ms(run, spec['repeats'])
-            out['peak_mib'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        info = export_model(model, spec['dir'], output_op='none')
+        out = {k: info[k] for k in ('model', 'params', 'onednn', 'onednn_error')}
     print('BENCHMARK ' + json.dumps(out))
 
 
-def measure(cfg, impl, what, size, repeats, threads):
-    spec = dict(cfg=cfg, impl=impl, what=what, size=list(size), repeats=repeats, threads=threads)
+def infer_worker(spec):
+    """Paddle Inference on an exported program, in a process that only loads it (its peak memory is inference's,
+    not the export's); prints a JSON line."""
+    import numpy as np
+    import paddle
+
+    exported = spec['exported']
+    h, w = spec['size']
+    x = np.random.RandomState(0).randn(1, 3, h, w).astype('float32')
+    if spec['what'] == 'infer_onednn' and not exported['onednn']:
+        print('BENCHMARK ' + json.dumps({'ms': f"n/a (oneDNN: {exported['onednn_error']})"[:100]}))
+        return
+    config = paddle.inference.Config(exported['model'], exported['params'])
+    config.set_cpu_math_library_num_threads(spec['threads'])
+    if spec['what'] == 'infer_onednn':
+        config.enable_mkldnn()
+    else:
+        config.disable_mkldnn()
+    config.disable_glog_info()
+    predictor = paddle.inference.create_predictor(config)
+    handle = predictor.get_input_handle(predictor.get_input_names()[0])
+
+    def run():
+        handle.reshape(x.shape)
+        handle.copy_from_cpu(x)
+        predictor.run()
+        predictor.get_output_handle(predictor.get_output_names()[0]).copy_to_cpu()
+    out = {'ms': _median_ms(run, spec['repeats'])}
+    out['peak_mib'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print('BENCHMARK ' + json.dumps(out))
+
+
+def _run_worker(spec, threads):
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), CPU_NUM=str(threads), GLOG_minloglevel='2')
     result = subprocess.run([sys.executable, os.path.abspath(__file__), '--_worker', json.dumps(spec)],
                             capture_output=True, text=True, env=env, cwd=REPO)
@@ -193,16 +205,34 @@ def measure(cfg, impl, what, size, repeats, threads):
     return {'ms': f"n/a ({(error[-1] if error else 'no output')[:120]})"}
 
 
+def measure(cfg, impl, what, size, repeats, threads, exported=None, directory=None):
+    """One measurement in a fresh subprocess. ``what='export'`` writes the program into ``directory``; inference
+    measurements run on ``exported`` (the export's result) in a process that only loads the program."""
+    spec = dict(cfg=cfg, impl=impl, what=what, size=list(size), repeats=repeats, threads=threads, dir=directory)
+    if what in ('infer', 'infer_onednn'):
+        if 'model' not in exported:
+            return {'ms': exported.get('ms', 'n/a (export failed)')}
+        spec['exported'] = exported
+    return _run_worker(spec, threads)
+
+
 def benchmark(cfg, impls, size, repeats=3, threads=2, measurements=MEASUREMENTS):
     """{impl: {'params', 'gflops', '<measurement>_ms', '<measurement>_peak_mib'}} for each implementation."""
     table = {}
     for impl in impls:
         row = {}
-        for what in measurements:
-            res = measure(cfg, impl, what, size, repeats, threads)
-            row.update({k: v for k, v in res.items() if k in ('params', 'gflops')})
-            row[f'{what}_ms'] = res.get('ms')
-            row[f'{what}_peak_mib'] = res.get('peak_mib')
+        with tempfile.TemporaryDirectory() as tmp:
+            exported = None
+            if any(m != 'dynamic' for m in measurements):
+                exported = measure(cfg, impl, 'export', size, repeats, threads, directory=tmp)
+            for what in measurements:
+                if what != 'dynamic':
+                    res = measure(cfg, impl, what, size, repeats, threads, exported)
+                else:
+                    res = measure(cfg, impl, what, size, repeats, threads)
+                row.update({k: v for k, v in res.items() if k in ('params', 'gflops')})
+                row[f'{what}_ms'] = res.get('ms')
+                row[f'{what}_peak_mib'] = res.get('peak_mib')
         table[impl] = row
     return table
 
@@ -237,7 +267,8 @@ def main(argv=None):
     parser.add_argument('--_worker', help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args._worker:
-        worker(json.loads(args._worker))
+        spec = json.loads(args._worker)
+        (infer_worker if 'exported' in spec else worker)(spec)
         return
     measurements = [m for m in args.measure.split(',') if m]
     bad = [m for m in measurements if m not in MEASUREMENTS]

@@ -7,16 +7,16 @@ Why: under PIR (Paddle 3.x), Paddle Inference with oneDNN rejects the ``bilinear
 ("ConvertPirAttribute2RuntimeAttribute not support pir::ArrayAttribute<pir::DoubleAttribute>", the op's ``scale``
 attribute). Inside :func:`portable_resize` the same resizing is built from ops oneDNN runs:
 
-* bilinear, where both input lengths are free (tensors: the usual case in an exported program with a free input
-  size): two products with dense interpolation matrices, ``rows [out_h, in_h] @ x @ cols^T [in_w, out_w]``, each
-  row holding the two weights of one output point (built in-graph from ``arange`` over the positions, the source
-  coordinate of each output point, ``equal`` one-hots and ``lerp``). The work is O(out x in) per row/column, but
-  matmul is fast: upsampling [1, 150, 64, 64] to 512x512 at 2 threads took ~185 ms this way, ~260 ms with the
-  ``bilinear_interp`` kernel and ~540 ms with gather + lerp (measured), and it holds no full-size temporaries.
-* otherwise (fixed lengths, nearest): ``arange`` over the output positions, the source coordinate of each one
-  (elementwise arithmetic, ``floor``, ``clip``), two ``gather`` calls per axis and a linear blend (``lerp``): O(output)
-  per axis. (The matrix form gave wrong results under oneDNN on fixed lengths 1-6, the pooled branches of PSPNet
-  and DeepLabV3, so it is kept to free lengths.)
+* bilinear: the rows (axis 2) by gathering the two source rows of each output row and blending them (``gather``,
+  ``lerp``; indices and weights from ``arange`` over the output positions, elementwise arithmetic, ``floor``,
+  ``clip``: O(output)); then, where the input width is free (a tensor: the usual case in an exported program with
+  a free input size), the columns as one 2-D GEMM with a dense interpolation matrix, ``x [N * C * out_h, in_w] @
+  cols^T [in_w, out_w]`` (each row of ``cols`` holds the two weights of one output column, built in-graph with
+  ``equal`` one-hots and ``lerp``). Measured at 2 threads, Paddle Inference, a 150-channel map upsampled 4x to
+  512x512: ~190-210 ms with oneDNN off and ~240 ms with it on, against ~540 / ~500 ms with gathers on both axes
+  (``bilinear_interp``, which oneDNN rejects: ~175-260 ms). Fixed widths keep gathers for the columns too (matrix
+  products gave wrong results under oneDNN on the fixed lengths 1-6 of PSPNet's and DeepLabV3's pooled branches).
+* nearest: one ``gather`` per axis.
 
 Sizes may be python ints or int tensors (for example ``paddle.shape(x)[2:]``). Where a size (or
 the input's own height/width) is a tensor, its index arithmetic happens in the graph, so an exported program keeps a
@@ -196,23 +196,22 @@ def _portable_resize(x, size, mode, align_corners):
     if mode == 'nearest':
         x = paddle.gather(x, _nearest_taps(in_h, out_h), axis=2)
         return paddle.gather(x, _nearest_taps(in_w, out_w), axis=3)
-    if _dense_axis(in_h) and _dense_axis(in_w):
-        rows = _interpolation_matrix(in_h, out_h, align_corners)  # [out_h, in_h]
-        cols = _interpolation_matrix(in_w, out_w, align_corners)  # [out_w, in_w]
-        # flatten and restore the spatial axes: Paddle 3.3.1's oneDNN executor otherwise hands a convolution's
-        # blocked-layout output to matmul as if it were plain NCHW (wrong results, measured); a no-op copy in dygraph
-        x = paddle.reshape(paddle.flatten(x, 2), [0, 0, in_h, in_w])
-        return paddle.matmul(paddle.matmul(rows, x), cols, transpose_y=True)
     lower, upper, weight = _linear_taps(in_h, out_h, align_corners)
     x = _blend_axis(x, lower, upper, weight, axis=2)
+    if _dense_axis(in_w):
+        # the columns as one plain 2-D GEMM, [N * C * out_h, in_w] @ [in_w, out_w]. Measured under Paddle 3.3.1
+        # oneDNN: a 4-D x @ 2-D matrix product ran ~2x slower than this, and a 2-D matrix @ 4-D conv output gave
+        # wrong results (blocked layout read as NCHW)
+        shape = paddle.shape(x)
+        cols = _interpolation_matrix(in_w, out_w, align_corners)  # [out_w, in_w]
+        x = paddle.matmul(paddle.reshape(x, [-1, shape[3]]), cols, transpose_y=True)  # a plain 2-D GEMM
+        return paddle.reshape(x, [shape[0], shape[1], shape[2], -1])
     lower, upper, weight = _linear_taps(in_w, out_w, align_corners)
     return _blend_axis(x, lower, upper, weight, axis=3)
 
 
 def _dense_axis(in_len):
-    """Whether to interpolate along this axis with a dense matrix: for free lengths (tensors in a traced graph).
-    Fixed lengths keep gather + lerp: Paddle 3.3.1's oneDNN executor gave wrong results with the matrix form on the
-    exported PSPNet and DeepLabV3, whose pooled branches have fixed lengths 1-6 (measured)."""
+    """Whether to interpolate the columns with a dense matrix: for a free width (a tensor in a traced graph)."""
     return not isinstance(in_len, int)
 
 
