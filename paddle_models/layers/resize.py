@@ -210,9 +210,15 @@ def _portable_resize(x, size, mode, align_corners):
     return _blend_axis(x, lower, upper, weight, axis=3)
 
 
+# Paddle 2.6 (legacy programs) loses the static channel count through the reshapes of the matrix form, which breaks
+# the next conv; its oneDNN needs no portable resize anyway, so it keeps the gather form.
+_MATRIX_COLUMNS = paddle.__version__.split('.')[0] not in ('1', '2')
+
+
 def _dense_axis(in_len):
-    """Whether to interpolate the columns with a dense matrix: for a free width (a tensor in a traced graph)."""
-    return not isinstance(in_len, int)
+    """Whether to interpolate the columns with a dense matrix: for a free width (a tensor in a traced graph), on
+    Paddle 3."""
+    return _MATRIX_COLUMNS and not isinstance(in_len, int)
 
 
 def _interpolation_matrix(in_len, out_len, align_corners):
