@@ -39,3 +39,11 @@ def register_dataset(component):
 def register_transform(component):
     """Register ``component`` in ``manager.TRANSFORMS``, replacing any previous entry."""
     return _register(manager.TRANSFORMS, component)
+
+
+def register_variant(register, build, name, doc):
+    """Name a variant factory (``VAN_B0`` building ``VAN`` with fixed widths), give it its docstring and register
+    it with ``register`` (e.g. ``register_backbone``)."""
+    build.__name__ = build.__qualname__ = name
+    build.__doc__ = doc
+    return register(build)

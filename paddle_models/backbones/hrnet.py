@@ -27,7 +27,7 @@ import paddle.nn.functional as F
 
 from paddle_models.errors import UserError
 from paddle_models.layers import ConvBN, ConvBNReLU, resize
-from paddle_models.registry import register_backbone
+from paddle_models.registry import register_backbone, register_variant
 from paddle_models.weights import load_backbone_weights
 
 __all__ = ['HRNet', 'HRNET_VARIANTS', 'HRNet_W18_Small_V1', 'HRNet_W18_Small_V2', 'HRNet_W18', 'HRNet_W30',
@@ -372,11 +372,10 @@ def _variant(name):
             raise UserError(f"{name}: {clash[0]} is fixed by the variant; use HRNet to set it")
         return HRNet(**fixed, **kwargs)
 
-    build.__name__ = build.__qualname__ = name
-    build.__doc__ = (f"{name}: HRNetV2 with branch widths {list(widths)} (PaddleSeg-compatible).\n\n"
-                     f"    Args:\n        **kwargs: Other ``HRNet`` arguments (in_channels, pretrained, has_se, "
-                     f"align_corners, padding_same).\n")
-    return register_backbone(build)
+    return register_variant(register_backbone, build, name,
+                            (f"{name}: HRNetV2 with branch widths {list(widths)} (PaddleSeg-compatible).\n\n"
+                             f"    Args:\n        **kwargs: Other ``HRNet`` arguments (in_channels, pretrained, "
+                             f"has_se, align_corners, padding_same).\n"))
 
 
 HRNet_W18_Small_V1 = _variant('HRNet_W18_Small_V1')

@@ -40,7 +40,7 @@ import paddle.nn.functional as F
 
 from paddle_models.errors import UserError
 from paddle_models.layers.drop_path import DropPath
-from paddle_models.registry import register_backbone
+from paddle_models.registry import register_backbone, register_variant
 
 from paddle_models.weights import load_backbone_weights, torch_layout_to_paddle
 
@@ -484,10 +484,9 @@ def _variant(key, name):
         return MaxViT(embed_dims=dims, depths=depths, stem_width=stem, head_hidden_size=hidden, **kwargs)
 
     timm_name = {'t': 'tiny', 's': 'small', 'b': 'base', 'l': 'large'}[key]
-    build.__name__ = build.__qualname__ = name
-    build.__doc__ = (f"{name.replace('_', '-')}: embed_dims {dims}, depths {depths}, stem {stem}, head hidden "
-                     f"{hidden} (timm maxvit_{timm_name}_tf_*). Keyword arguments go to :class:`MaxViT`.")
-    return register_backbone(build)
+    return register_variant(register_backbone, build, name,
+                            (f"{name.replace('_', '-')}: embed_dims {dims}, depths {depths}, stem {stem}, head hidden "
+                             f"{hidden} (timm maxvit_{timm_name}_tf_*). Keyword arguments go to :class:`MaxViT`."))
 
 
 MaxViT_T = _variant('t', 'MaxViT_T')

@@ -39,7 +39,7 @@ import paddle.nn.functional as F
 
 from paddle_models.errors import UserError
 from paddle_models.layers.drop_path import DropPath
-from paddle_models.registry import register_backbone
+from paddle_models.registry import register_backbone, register_variant
 from paddle_models.weights import load_backbone_weights, torch_layout_to_paddle
 
 __all__ = ['MixVisionTransformer', 'MixVisionTransformer_B0', 'MixVisionTransformer_B1', 'MixVisionTransformer_B2',
@@ -306,11 +306,9 @@ def _variant(name):
     def build(**kwargs):
         return MixVisionTransformer(embed_dims=dims, depths=depths, **kwargs)
 
-    build.__name__ = f'MixVisionTransformer_{name.upper()}'
-    build.__qualname__ = build.__name__
-    build.__doc__ = (f"MiT-{name.upper()}: embed_dims {dims}, depths {depths}, heads {_HEADS}, sr_ratios "
-                     f"{_SR_RATIOS}. Keyword arguments go to :class:`MixVisionTransformer`.")
-    return register_backbone(build)
+    return register_variant(register_backbone, build, f'MixVisionTransformer_{name.upper()}',
+                            (f"MiT-{name.upper()}: embed_dims {dims}, depths {depths}, heads {_HEADS}, sr_ratios "
+                             f"{_SR_RATIOS}. Keyword arguments go to :class:`MixVisionTransformer`."))
 
 
 MixVisionTransformer_B0 = _variant('b0')

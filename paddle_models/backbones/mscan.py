@@ -33,7 +33,7 @@ import paddle.nn as nn
 from paddle_models.errors import UserError
 from paddle_models.layers.drop_path import DropPath
 from paddle_models.layers.norm import LayerNorm2d
-from paddle_models.registry import register_backbone
+from paddle_models.registry import register_backbone, register_variant
 from paddle_models.weights import load_backbone_weights, torch_layout_to_paddle
 
 __all__ = ['MSCAN', 'MSCAN_T', 'MSCAN_S', 'MSCAN_B', 'MSCAN_L', 'MSCAN_SETTINGS', 'mscan_from_mmseg',
@@ -258,11 +258,9 @@ def _variant(name):
         kwargs.setdefault('drop_path_rate', rate)
         return MSCAN(embed_dims=dims, depths=depths, **kwargs)
 
-    build.__name__ = f'MSCAN_{name.upper()}'
-    build.__qualname__ = build.__name__
-    build.__doc__ = (f"MSCAN-{name.upper()}: embed_dims {dims}, depths {depths}, drop path {rate}. Keyword "
-                     f"arguments go to :class:`MSCAN`.")
-    return register_backbone(build)
+    return register_variant(register_backbone, build, f'MSCAN_{name.upper()}',
+                            (f"MSCAN-{name.upper()}: embed_dims {dims}, depths {depths}, drop path {rate}. Keyword "
+                             f"arguments go to :class:`MSCAN`."))
 
 
 MSCAN_T = _variant('t')

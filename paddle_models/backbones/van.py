@@ -30,7 +30,7 @@ import paddle.nn as nn
 from paddle_models.errors import UserError
 from paddle_models.layers.drop_path import DropPath
 from paddle_models.layers.norm import LayerNorm2d
-from paddle_models.registry import register_backbone
+from paddle_models.registry import register_backbone, register_variant
 
 from paddle_models.weights import load_backbone_weights, torch_layout_to_paddle
 
@@ -259,11 +259,9 @@ def _variant(name):
     def build(**kwargs):
         return VAN(embed_dims=dims, depths=depths, mlp_ratios=ratios, **kwargs)
 
-    build.__name__ = f'VAN_{name.upper()}'
-    build.__qualname__ = build.__name__
-    build.__doc__ = (f"VAN-{name.upper()}: embed_dims {dims}, depths {depths}, mlp_ratios {ratios}. Keyword "
-                     f"arguments go to :class:`VAN`.")
-    return register_backbone(build)
+    return register_variant(register_backbone, build, f'VAN_{name.upper()}',
+                            (f"VAN-{name.upper()}: embed_dims {dims}, depths {depths}, mlp_ratios {ratios}. Keyword "
+                             f"arguments go to :class:`VAN`."))
 
 
 VAN_B0 = _variant('b0')

@@ -39,7 +39,7 @@ from paddle_models.backbones.mix_transformer import (HF_EPS, MIT_SETTINGS, MMSEG
                                                       spatial_size)
 from paddle_models.errors import UserError
 from paddle_models.layers import ConvBNReLU, resize
-from paddle_models.registry import register_model
+from paddle_models.registry import register_model, register_variant
 from paddle_models.weights import load_backbone_weights, torch_layout_to_paddle
 
 __all__ = ['SegFormer', 'SegFormer_B0', 'SegFormer_B1', 'SegFormer_B2', 'SegFormer_B3', 'SegFormer_B4',
@@ -153,13 +153,11 @@ def _variant(name):
         return SegFormer(num_classes, backbone, embedding_dim=embedding_dim, align_corners=align_corners,
                          dropout_prob=dropout_prob, pretrained=pretrained, head_style=head_style)
 
-    build.__name__ = f'SegFormer_{name.upper()}'
-    build.__qualname__ = build.__name__
-    build.__doc__ = (f"SegFormer-{name.upper()}: MiT-{name.upper()} + decoder of width {EMBEDDING_DIMS[name]}. "
-                     f"``num_classes``, ``embedding_dim``, ``align_corners``, ``dropout_prob``, ``pretrained``, "
-                     f"``head_style`` go to "
-                     f":class:`SegFormer`, other keyword arguments to the backbone.")
-    return register_model(build)
+    return register_variant(register_model, build, f'SegFormer_{name.upper()}',
+                            (f"SegFormer-{name.upper()}: MiT-{name.upper()} + decoder of width "
+                             f"{EMBEDDING_DIMS[name]}. ``num_classes``, ``embedding_dim``, ``align_corners``, "
+                             f"``dropout_prob``, ``pretrained``, ``head_style`` go to :class:`SegFormer`, other "
+                             f"keyword arguments to the backbone."))
 
 
 SegFormer_B0 = _variant('b0')

@@ -23,7 +23,7 @@ from paddle_models.backbones.mscan import mscan_from_mmseg
 from paddle_models.errors import UserError
 from paddle_models.layers.ham import LightHamHead, spatial_size
 from paddle_models.layers.resize import resize
-from paddle_models.registry import register_model
+from paddle_models.registry import register_model, register_variant
 from paddle_models.weights import load_backbone_weights, torch_layout_to_paddle
 
 __all__ = ['SegNeXt', 'SegNeXt_T', 'SegNeXt_S', 'SegNeXt_B', 'SegNeXt_L', 'DECODER_SETTINGS',
@@ -86,11 +86,9 @@ def _variant(name):
                        ham_kwargs=dict(MD_S=1, MD_R=rank, TRAIN_STEPS=6, EVAL_STEPS=7, INV_T=100, RAND_INIT=True))
         return SegNeXt(backbone, decoder, num_classes, pretrained=pretrained)
 
-    build.__name__ = f'SegNeXt_{name.upper()}'
-    build.__qualname__ = build.__name__
-    build.__doc__ = (f"SegNeXt-{name.upper()} as released: MSCAN-{name.upper()}, decoder channels {channels}, "
-                     f"ham_channels {ham_channels}, MD_R {rank}. Other keyword arguments go to the backbone.")
-    return register_model(build)
+    return register_variant(register_model, build, f'SegNeXt_{name.upper()}',
+                            (f"SegNeXt-{name.upper()} as released: MSCAN-{name.upper()}, decoder channels {channels}, "
+                             f"ham_channels {ham_channels}, MD_R {rank}. Other keyword arguments go to the backbone."))
 
 
 SegNeXt_T = _variant('t')
