@@ -1,12 +1,12 @@
-"""The portable resize (gather + lerp, and an interpolation matrix for free widths) against F.interpolate, in dygraph
-and in static graphs with free and fixed shapes."""
+"""The portable resize (gather + lerp for fixed lengths, interpolation matrices for free ones) against F.interpolate,
+in dygraph and in static graphs with free and fixed shapes."""
 import numpy as np
 import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 import pytest
 
-from paddle_models.layers.resize import _MATRIX_COLUMNS, is_portable, portable_resize, resize
+from paddle_models.layers.resize import _MATRIX_FORM, is_portable, portable_resize, resize
 
 pytestmark = pytest.mark.paddle26  # fast, and the static-graph forms differ between Paddle 2.6 and 3.x
 
@@ -45,6 +45,24 @@ def test_portable_matches_interpolate_dygraph(mode, align_corners, in_hw, out_hw
             out = resize(x, size, mode=mode, align_corners=align_corners).numpy()
             assert out.shape == ref.shape, form
             np.testing.assert_allclose(out, ref, rtol=0, atol=1e-5, err_msg=form)
+
+
+@pytest.mark.parametrize('align_corners', [False, True])
+@pytest.mark.parametrize('in_hw,out_hw', SIZES)
+def test_final_dygraph_matrix_form_matches_interpolate_values_and_gradients(align_corners, in_hw, out_hw):
+    """``final=True`` in the dynamic graph (two matrix products) gives F.interpolate's values and input gradients,
+    for every size form."""
+    paddle.seed(2)
+    x = paddle.randn([2, 3, *in_hw])
+    x.stop_gradient = False
+    ref = F.interpolate(x, size=list(out_hw), mode='bilinear', align_corners=align_corners)
+    weights = paddle.randn(ref.shape)
+    (ref_grad,) = paddle.grad((ref * weights).sum(), x)
+    for form, size in _size_forms(*out_hw).items():
+        out = resize(x, size, align_corners=align_corners, final=True)
+        np.testing.assert_allclose(out.numpy(), ref.numpy(), rtol=0, atol=1e-5, err_msg=form)
+        (grad,) = paddle.grad((out * weights).sum(), x)
+        np.testing.assert_allclose(grad.numpy(), ref_grad.numpy(), rtol=0, atol=1e-4, err_msg=form)
 
 
 def test_outside_context_is_plain_interpolate():
@@ -130,11 +148,11 @@ def test_portable_matches_interpolate_in_static_graph_with_free_shape(mode, alig
                 np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=0, atol=1e-5)
         ops = ' '.join(_op_names(static))
     assert 'interp' not in ops, ops            # no *_interp op: the portable path was traced
-    assert 'gather' in ops, ops
-    if mode == 'bilinear' and _MATRIX_COLUMNS:
-        assert 'matmul' in ops, ops   # free width (Paddle 3): the columns through an interpolation matrix
+    if mode == 'bilinear' and _MATRIX_FORM:
+        # free sizes (Paddle 3): both axes through interpolation matrices
+        assert 'matmul' in ops and 'gather' not in ops, ops
     else:
-        assert 'matmul' not in ops, ops
+        assert 'gather' in ops and 'matmul' not in ops, ops
 
 
 def test_static_graph_outside_context_uses_interp_op():
@@ -148,9 +166,9 @@ def test_static_graph_outside_context_uses_interp_op():
 
 @pytest.mark.parametrize('align_corners', [False, True])
 def test_fixed_input_size_uses_gather_free_size_uses_matrices(align_corners):
-    """Bilinear resizing of an input whose width is free does the columns with a matmul by an interpolation matrix
-    (rows: gather + lerp); with a fixed input size both axes stay gather + lerp (the matrix form misbehaved under
-    oneDNN there)."""
+    """Bilinear resizing of an input whose size is free does both axes with matmuls by interpolation matrices (on
+    Paddle 3); with a fixed input size both axes stay gather + lerp (the matrix form misbehaved under oneDNN
+    there)."""
     paddle.seed(5)
 
     class Up(nn.Layer):
@@ -169,5 +187,38 @@ def test_fixed_input_size_uses_gather_free_size_uses_matrices(align_corners):
                                           full_graph=True)
             np.testing.assert_allclose(static(x).numpy(), want, rtol=0, atol=1e-5)
             ops = ' '.join(_op_names(static))
-        assert 'gather' in ops and ('matmul' in ops) == (matmul and _MATRIX_COLUMNS) and 'interp' not in ops, \
+        dense = matmul and _MATRIX_FORM
+        assert ('gather' in ops) != dense and ('matmul' in ops) == dense and 'interp' not in ops, \
             (shape, ops)
+
+
+@pytest.mark.parametrize('align_corners', [False, True])
+def test_final_resize_ends_in_the_matrix_product(align_corners):
+    """``final=True`` (a model's last upsampling): same values; on Paddle 3 with a free size the program's last op is
+    the column matmul itself (it writes the output, which Paddle Inference reuses between runs), where a non-final
+    resize ends in a reshape of a 2-D GEMM."""
+    paddle.seed(6)
+
+    class Up(nn.Layer):
+        def __init__(self, final, corners):
+            super().__init__()
+            self.final = final
+            self.corners = corners
+
+        def forward(self, x):
+            return resize(x * 2.0, paddle.shape(x)[2:] * 4, 'bilinear', self.corners, final=self.final)
+
+    spec = [paddle.static.InputSpec([None, 3, None, None], 'float32')]
+    x = paddle.randn([2, 3, 5, 7])
+    want = F.interpolate(x * 2.0, size=[20, 28], mode='bilinear', align_corners=align_corners).numpy()
+    last = {}
+    for final in (False, True):
+        with portable_resize():
+            static = paddle.jit.to_static(Up(final, align_corners), input_spec=spec, full_graph=True)
+            got = static(x).numpy()
+            ops = [op for op in _op_names(static) if not op.endswith(('fetch', 'shadow_output', 'data'))]
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
+        assert list(got.shape) == [2, 3, 20, 28]
+        last[final] = ops[-1]
+    if _MATRIX_FORM:
+        assert last == {False: 'pd_op.reshape', True: 'pd_op.matmul'}, last

@@ -9,6 +9,7 @@ import zlib  # noqa: F401  (before paddle: Paddle 2.6.2's bundled zlib)
 
 import numpy as np
 import paddle
+import paddle.nn as nn
 import paddleseg.transforms as T
 import pytest
 from PIL import Image
@@ -16,7 +17,9 @@ from paddleseg.cvlibs import manager
 
 from conftest import REPO
 import paddle_models  # noqa: F401  (registers our components)
+from paddle_models.backbones import mscan as mscan_module
 from paddle_models.backbones.mscan import MSCAN, MSCAN_T
+from paddle_models.layers import conv_mlp
 from paddle_models.core.export import export_model
 from paddle_models.errors import UserError
 from paddle_models.models.segnext import SegNeXt, SegNeXt_T
@@ -26,10 +29,10 @@ INFER = os.path.join(REPO, 'deploy', 'python', 'infer.py')
 
 
 def _tiny(num_classes=4, **decoder):
-    """A narrow SegNeXt (MSCAN widths 8..32, one block per stage) for the slower tests."""
+    """A narrow SegNeXt (MSCAN widths 16..32, one block per stage) for the slower tests."""
     cfg = dict(channels=16, ham_channels=16, num_groups=4, ham_kwargs=dict(MD_R=4))
     cfg.update(decoder)
-    return SegNeXt(MSCAN(embed_dims=[8, 16, 24, 32], depths=[1, 1, 1, 1]), cfg, num_classes)
+    return SegNeXt(MSCAN(embed_dims=[16, 16, 24, 32], depths=[1, 1, 1, 1]), cfg, num_classes)
 
 
 def test_registered_and_parameter_counts():
@@ -97,14 +100,16 @@ def test_deterministic_inference_mode():
     assert str(err.value) == "LightHamHead: inference_bases must be one of auto, fixed, random, got 'seeded'"
 
 
-def test_export_free_size_deterministic_and_infer_with_onednn(tmp_path):
+def test_export_free_size_deterministic_and_infer_with_onednn(tmp_path, monkeypatch):
     paddle.seed(0)
     model = _tiny(num_classes=5)
     _perturb(model.state_dict(), seed=3)
     model.eval()
     transforms = [{'type': 'Normalize', 'mean': [0.5, 0.5, 0.5], 'std': [0.5, 0.5, 0.5]}]
+    slices = _count_sliced_mlps(monkeypatch)
     info = export_model(model, str(tmp_path / 'export'), transforms=transforms, output_op='none')
     assert info['onednn'], info['onednn_error']
+    assert slices == [], slices  # exported programs run the MLPs in one pass (sliced ones were slower under oneDNN)
     image = np.random.RandomState(0).randint(0, 256, (72, 120, 3)).astype('uint8')
     Image.fromarray(image).save(tmp_path / 'img.png')
     x = T.Compose([T.Normalize(mean=[0.5] * 3, std=[0.5] * 3)])({'img': str(tmp_path / 'img.png')})['img']
@@ -206,3 +211,58 @@ def test_camvid_config_builds_and_trains_a_step():
     out[0].mean().backward()
     assert float(model.decode_head.conv_seg.weight.grad.abs().sum()) > 0
     assert float(model.backbone.patch_embed1.proj[0].weight.grad.abs().sum()) > 0
+
+
+def _count_sliced_mlps(monkeypatch):
+    """Record the slice width of every sliced MLP forward (the traced ones included)."""
+    seen = []
+    original = mscan_module.sliced_conv_mlp
+
+    def spy(x, fc1, dwconv, act, fc2, step):
+        seen.append(step)
+        return original(x, fc1, dwconv, act, fc2, step)
+    monkeypatch.setattr(mscan_module, 'sliced_conv_mlp', spy)
+    return seen
+
+
+def test_eval_mlp_slices_give_the_one_pass_result(monkeypatch):
+    """Dynamic-graph eval forwards on maps over CHUNK_ELEMENTS hidden elements run the MLP in slices: same backbone
+    outputs as one pass; training forwards never slice."""
+    paddle.seed(4)
+    backbone = MSCAN(embed_dims=[16, 24, 32, 40], depths=[2, 1, 1, 1], mlp_ratios=[10, 8, 4, 4])
+    _perturb(backbone.state_dict(), seed=5)
+    backbone.eval()
+    x = paddle.randn([2, 3, 64, 48])
+    with paddle.no_grad():
+        one_pass = [f.numpy() for f in backbone(x)]
+        slices = _count_sliced_mlps(monkeypatch)
+        monkeypatch.setattr(conv_mlp, 'CHUNK_ELEMENTS', 1)  # slice every MLP with more than 64 hidden channels
+        sliced = [f.numpy() for f in backbone(x)]
+    # stage 1 (160 hidden: 64 + 64 + 32) twice, stages 2-4 (192, 128, 160 hidden) once each
+    assert slices == [64] * 5, slices
+    for got, want in zip(sliced, one_pass):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    backbone.train()
+    backbone(x)[0].mean().backward()
+    assert slices == [64] * 5
+    assert backbone.block1[0].mlp.fc1.weight.grad is not None
+    backbone.eval()
+    with paddle.no_grad(), conv_mlp.unsliced():
+        backbone(x)
+    assert slices == [64] * 5  # unsliced(): one pass
+
+
+def test_sliced_conv_mlp_matches_the_layers():
+    """Uneven last slice, convs with and without bias, a dilated depthwise conv."""
+    paddle.seed(6)
+    fc1 = nn.Conv2D(6, 100, 1)
+    dwconv = nn.Conv2D(100, 100, 3, padding=2, dilation=2, groups=100, bias_attr=False)
+    fc2 = nn.Conv2D(100, 5, 1, bias_attr=False)
+    act = nn.GELU()
+    x = paddle.randn([2, 6, 9, 7])
+    want = fc2(act(dwconv(fc1(x)))).numpy()
+    for step in (64, 33, 100):
+        got = conv_mlp.sliced_conv_mlp(x, fc1, dwconv, act, fc2, step).numpy()
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5, err_msg=str(step))
+    assert conv_mlp.hidden_slice(512, 128 * 128) == 64 and conv_mlp.hidden_slice(1024, 64 * 64) == 256
+    assert conv_mlp.hidden_slice(256, 64 * 64) is None and conv_mlp.hidden_slice(64, 1) is None

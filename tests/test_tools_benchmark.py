@@ -49,11 +49,15 @@ def test_command_line_measures_both_implementations(tmp_path):
                      if not p.stop_gradient)
     for impl, row in data['results'].items():
         assert row['params'] == params, impl
-        for key in ('dynamic_ms', 'infer_ms', 'dynamic_peak_mib', 'infer_peak_mib'):
+        for key in ('dynamic_ms', 'infer_ms', 'dynamic_peak_mib', 'infer_peak_mib', 'dynamic_tensor_mib',
+                    'infer_tensor_mib'):
             assert isinstance(row[key], float) and row[key] > 0, (impl, key, row[key])
         assert isinstance(row['gflops'], float) and row['gflops'] > 0
     lines = result.stdout.strip().splitlines()
-    assert lines[0].startswith('| model | impl | params | gflops | dynamic_ms | dynamic_peak_mib | infer_ms')
+    assert lines[0].startswith('| model | impl | params | gflops | dynamic_ms | dynamic_peak_mib | '
+                               'dynamic_tensor_mib | infer_ms')
+    # the tensor peak holds at least the parameters (float32)
+    assert all(row['dynamic_tensor_mib'] >= params * 4 / 2 ** 20 for row in data['results'].values())
     assert lines[2].startswith('| SegNeXt+MSCAN 64x48 | ours | ') and lines[3].startswith('| SegNeXt+MSCAN 64x48 | '
                                                                                            'paddleseg | ')
 
@@ -63,7 +67,27 @@ def test_bad_input_is_one_line(tmp_path):
             (['--model', 'SegFormer_B0', '--kwargs', '{bad'], "error: --kwargs: not JSON: "),
             (['--config', str(tmp_path / 'none.yml')], f"error: --config: {tmp_path / 'none.yml'} does not exist"),
             (['--model', 'X', '--measure', 'gpu'], "error: --measure: unknown measurement 'gpu' (known: dynamic, "
-                                                    "infer, infer_onednn)")):
+                                                    "infer, infer_onednn)"),
+            (['--model', 'X', '--processes', '0'], "error: --repeats, --size, --threads and --processes must be "
+                                                   "positive, got 3, [512, 512], 2, 0")):
         result = subprocess.run([sys.executable, TOOL, *argv], capture_output=True, text=True, timeout=120, cwd=REPO)
         assert result.returncode == 2
         assert result.stderr.startswith(message) and result.stderr.count('\n') == 1, result.stderr
+
+
+def test_processes_alternate_implementations_and_cells_are_medians(monkeypatch):
+    calls = []
+    fake = {('ours', 1): 30.0, ('ours', 2): 10.0, ('ours', 3): 20.0,
+            ('paddleseg', 1): 5.0, ('paddleseg', 2): 7.0, ('paddleseg', 3): 6.0}
+
+    def measure(cfg, impl, what, size, repeats, threads, exported=None, directory=None):
+        calls.append((impl, what))
+        n = sum(1 for c in calls if c == (impl, what))
+        return {'ms': fake[impl, n], 'peak_mib': 100.0 + n, 'tensor_mib': 50.0 - n, 'params': 7}
+    monkeypatch.setattr(benchmark, 'measure', measure)
+    table = benchmark.benchmark(TINY, ['ours', 'paddleseg'], (8, 8), measurements=('dynamic',), processes=3)
+    assert calls == [('ours', 'dynamic'), ('paddleseg', 'dynamic')] * 3
+    cells = {'params': 7, 'dynamic_peak_mib': 102.0, 'dynamic_tensor_mib': 48.0}
+    samples = {'dynamic_peak_mib': [101.0, 102.0, 103.0], 'dynamic_tensor_mib': [49.0, 48.0, 47.0]}
+    assert table == {'ours': dict(cells, dynamic_ms=20.0, samples=dict(samples, dynamic_ms=[30.0, 10.0, 20.0])),
+                     'paddleseg': dict(cells, dynamic_ms=6.0, samples=dict(samples, dynamic_ms=[5.0, 7.0, 6.0]))}

@@ -3,7 +3,8 @@ side with PaddleSeg 2.8.0's implementation of the same configuration.
 
     python tools/benchmark.py --config configs/segnext_t_camvid.yml --size 512 512 --impl both
     python tools/benchmark.py --model SegFormer_B0 --kwargs '{"num_classes": 150}' --size 512 512
-    python tools/benchmark.py --model-cfg '{"type": "SegNeXt", "backbone": {"type": "MSCAN_T"}, ...}' --impl both
+    python tools/benchmark.py --model-cfg '{"type": "SegNeXt", "backbone": {"type": "MSCAN_T"}, ...}' --impl both \
+        --processes 5
 
 Measurements (batch 1, random input, ``--threads`` CPU threads):
 
@@ -14,7 +15,12 @@ Measurements (batch 1, random input, ``--threads`` CPU threads):
   ``export_model``, free input size) with oneDNN off / on; "n/a (reason)" where the program does not run.
 * ``*_peak_mib``: peak resident memory (``ru_maxrss``) of a fresh subprocess that runs that measurement alone, so
   one measurement's memory never hides another's: the dynamic one builds the model; the inference ones only load
-  the program, exported beforehand by another subprocess (so the export and its checks are not counted).
+  the program, exported beforehand by another subprocess (so the export and its checks are not counted). It
+  includes the framework itself (~450-500 MiB for Paddle 3.3.1) and varies by +-25 MiB from process to process
+  (glibc's allocator); ``--processes N`` runs each measurement in N processes and reports the median.
+* ``*_tensor_mib``: peak of the memory Paddle's own allocator held for tensors in that process (parameters,
+  activations, outputs; ``host_memory_stat_peak_value``). Deterministic, so it shows what a model's graph costs
+  without the allocator's noise. Neither figure counts oneDNN's private scratch buffers beyond the RSS they add.
 
 ``--impl paddleseg`` builds the same model-config dict from PaddleSeg's own classes (``paddleseg.models.<type>``,
 ``paddleseg.models.backbones.<type>``); our registry replaces PaddleSeg's entries in the manager, so this looks the
@@ -127,6 +133,17 @@ def _median_ms(fn, repeats):
     return statistics.median(times)
 
 
+def _peaks():
+    """This process's peak resident memory and the peak of the memory Paddle's allocator held for tensors (MiB)."""
+    out = {'peak_mib': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    try:
+        from paddle.base import core
+        out['tensor_mib'] = core.host_memory_stat_peak_value('Allocated', 0) / 2 ** 20
+    except (ImportError, AttributeError):  # a Paddle without host memory statistics
+        pass
+    return out
+
+
 def worker(spec):
     """One measurement in this (fresh) process; prints a JSON line."""
     import numpy as np
@@ -147,11 +164,12 @@ def worker(spec):
             with paddle.no_grad():
                 model(tensor)[0].numpy()
         out['ms'] = _median_ms(run, spec['repeats'])
-        out['peak_mib'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        out.update(_peaks())
         try:
             import contextlib
             import io
-            with contextlib.redirect_stdout(io.StringIO()):
+            from paddle_models.layers.conv_mlp import unsliced
+            with contextlib.redirect_stdout(io.StringIO()), unsliced():  # paddle.flops counts layer calls
                 out['gflops'] = paddle.flops(model, [1, 3, h, w], print_detail=False) / 1e9
         except Exception as err:  # noqa: BLE001
             out['gflops'] = f"n/a ({type(err).__name__})"
@@ -190,7 +208,7 @@ def infer_worker(spec):
         predictor.run()
         predictor.get_output_handle(predictor.get_output_names()[0]).copy_to_cpu()
     out = {'ms': _median_ms(run, spec['repeats'])}
-    out['peak_mib'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    out.update(_peaks())
     print('BENCHMARK ' + json.dumps(out))
 
 
@@ -216,25 +234,38 @@ def measure(cfg, impl, what, size, repeats, threads, exported=None, directory=No
     return _run_worker(spec, threads)
 
 
-def benchmark(cfg, impls, size, repeats=3, threads=2, measurements=MEASUREMENTS):
-    """{impl: {'params', 'gflops', '<measurement>_ms', '<measurement>_peak_mib'}} for each implementation."""
-    table = {}
-    for impl in impls:
-        row = {}
-        with tempfile.TemporaryDirectory() as tmp:
-            exported = None
-            if any(m != 'dynamic' for m in measurements):
-                exported = measure(cfg, impl, 'export', size, repeats, threads, directory=tmp)
+def benchmark(cfg, impls, size, repeats=3, threads=2, measurements=MEASUREMENTS, processes=1):
+    """{impl: {'params', 'gflops', '<measurement>_ms', '<measurement>_peak_mib'}} for each implementation.
+
+    Each measurement runs in ``processes`` fresh processes, the implementations taking turns (ours, PaddleSeg's,
+    ours, ...) so that a slow spell of the machine hits both; a cell is the median over those processes of each
+    process's median latency / its peak memory.
+    """
+    rows = {impl: {} for impl in impls}
+    samples = {impl: {} for impl in impls}
+    with tempfile.TemporaryDirectory() as tmp:
+        exported = {}
+        if any(m != 'dynamic' for m in measurements):
+            for impl in impls:
+                os.makedirs(os.path.join(tmp, impl))
+                exported[impl] = measure(cfg, impl, 'export', size, repeats, threads,
+                                         directory=os.path.join(tmp, impl))
+        for _ in range(processes):
             for what in measurements:
-                if what != 'dynamic':
-                    res = measure(cfg, impl, what, size, repeats, threads, exported)
-                else:
-                    res = measure(cfg, impl, what, size, repeats, threads)
-                row.update({k: v for k, v in res.items() if k in ('params', 'gflops')})
-                row[f'{what}_ms'] = res.get('ms')
-                row[f'{what}_peak_mib'] = res.get('peak_mib')
-        table[impl] = row
-    return table
+                for impl in impls:
+                    res = measure(cfg, impl, what, size, repeats, threads, exported.get(impl))
+                    rows[impl].update({k: v for k, v in res.items() if k in ('params', 'gflops')})
+                    for key in ('ms', 'peak_mib', 'tensor_mib'):
+                        samples[impl].setdefault(f'{what}_{key}', []).append(res.get(key))
+    for impl in impls:
+        rows[impl]['samples'] = samples[impl]  # per process, for the JSON file
+        for key, values in samples[impl].items():
+            numbers_only = [v for v in values if isinstance(v, (int, float))]
+            if len(numbers_only) == len(values):
+                rows[impl][key] = statistics.median(numbers_only)
+            else:  # a failed run: report its reason
+                rows[impl][key] = next(v for v in values if not isinstance(v, (int, float)))
+    return rows
 
 
 def _fmt(value):
@@ -244,7 +275,7 @@ def _fmt(value):
 
 
 def format_table(name, size, table, measurements=MEASUREMENTS):
-    cols = ['params', 'gflops'] + [f'{m}_{k}' for m in measurements for k in ('ms', 'peak_mib')]
+    cols = ['params', 'gflops'] + [f'{m}_{k}' for m in measurements for k in ('ms', 'peak_mib', 'tensor_mib')]
     lines = [f"| model | impl | {' | '.join(cols)} |", '|' + '---|' * (len(cols) + 2)]
     for impl, row in table.items():
         lines.append(f"| {name} {size[0]}x{size[1]} | {impl} | " + ' | '.join(_fmt(row.get(c)) for c in cols) + ' |')
@@ -261,6 +292,8 @@ def main(argv=None):
     parser.add_argument('--impl', choices=['ours', 'paddleseg', 'both'], default='ours')
     parser.add_argument('--repeats', type=int, default=3)
     parser.add_argument('--threads', type=int, default=2)
+    parser.add_argument('--processes', type=int, default=1,
+                        help='fresh processes per measurement (implementations alternate); cells are medians')
     parser.add_argument('--measure', default=','.join(MEASUREMENTS),
                         help=f"comma-separated subset of {', '.join(MEASUREMENTS)}")
     parser.add_argument('--json', help='also write the results to this JSON file')
@@ -274,12 +307,12 @@ def main(argv=None):
     bad = [m for m in measurements if m not in MEASUREMENTS]
     if bad:
         raise UserError(f"--measure: unknown measurement {bad[0]!r} (known: {', '.join(MEASUREMENTS)})")
-    if args.repeats < 1 or min(args.size) < 1 or args.threads < 1:
-        raise UserError(f"--repeats, --size and --threads must be positive, got {args.repeats}, {args.size}, "
-                        f"{args.threads}")
+    if args.repeats < 1 or min(args.size) < 1 or args.threads < 1 or args.processes < 1:
+        raise UserError(f"--repeats, --size, --threads and --processes must be positive, got {args.repeats}, "
+                        f"{args.size}, {args.threads}, {args.processes}")
     cfg = _load_model_cfg(args)
     impls = ['ours', 'paddleseg'] if args.impl == 'both' else [args.impl]
-    table = benchmark(cfg, impls, args.size, args.repeats, args.threads, measurements)
+    table = benchmark(cfg, impls, args.size, args.repeats, args.threads, measurements, args.processes)
     name = cfg['type'] + (f"+{cfg['backbone']['type']}" if isinstance(cfg.get('backbone'), dict) else '')
     print(format_table(name, args.size, table, measurements))
     if args.json:

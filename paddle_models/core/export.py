@@ -22,7 +22,7 @@ Paddle Inference with oneDNN on and off, outputs compared):
   without ceil_mode, max), adaptive avg pool (1, 3, 6), adaptive max pool, softmax, argmax (int32), layer_norm,
   group_norm, instance_norm, matmul (with transpose_y), flatten/transpose/reshape with dynamic H and W (shape op
   + slicing), mean/sum reductions, elementwise ops with broadcasting, dropout (eval), pixel_shuffle, and the
-  portable resize's ops (arange, floor, clip, cast, gather, minimum, lerp).
+  portable resize's ops (arange, floor, clip, cast, gather, minimum, lerp, equal, matmul).
 * Fail: ``bilinear_interp`` and ``nearest_interp`` (whether sized from ``paddle.shape``, ``x.shape`` or
   ``scale_factor``): "ConvertPirAttribute2RuntimeAttribute not support [pir::ArrayAttribute<pir::DoubleAttribute>]"
   at ``run()``. Hence models resize through ``paddle_models.layers.resize`` and export traces them inside

@@ -91,4 +91,4 @@ class FCN(nn.Layer):
 
     def forward(self, x):
         logit, _ = self.forward_features(x)
-        return [resize(logit, paddle.shape(x)[2:], align_corners=self.align_corners)]
+        return [resize(logit, paddle.shape(x)[2:], align_corners=self.align_corners, final=True)]

@@ -277,7 +277,7 @@ class HarDNet(nn.Layer):
 
     def forward(self, x):
         logit, _ = self.forward_features(x)
-        return [resize(logit, paddle.shape(x)[2:], align_corners=self.align_corners)]
+        return [resize(logit, paddle.shape(x)[2:], align_corners=self.align_corners, final=True)]
 
 
 def _first_line(exc):

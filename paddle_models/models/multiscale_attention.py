@@ -177,7 +177,7 @@ class MultiScaleAttention(nn.Layer):
             xs = x if scale == 1.0 else resize(x, scaled_size(size, scale))
             logit, feature = self._run(xs)
             xs_size = paddle.shape(xs)[2:]
-            logit = resize(logit, xs_size, align_corners=self.align_corners)
+            logit = resize(logit, xs_size, align_corners=self.align_corners, final=True)  # as the base model's
             attn = None
             if per_scale:  # the largest scale's attention is never used
                 attn = resize(self.attention(feature), xs_size)

@@ -188,4 +188,4 @@ class OCRNet(nn.Layer):
         logit, soft_regions, _ = self._head(x)
         logits = [logit, soft_regions] if self.training else [logit]
         size = paddle.shape(x)[2:]
-        return [resize(l, size, align_corners=self.align_corners) for l in logits]
+        return [resize(l, size, align_corners=self.align_corners, final=True) for l in logits]

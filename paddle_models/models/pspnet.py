@@ -119,4 +119,4 @@ class PSPNet(nn.Layer):
     def forward(self, x):
         size = paddle.shape(x)[2:]
         logits = self.head(self.backbone(x))
-        return [resize(logit, size, align_corners=self.align_corners) for logit in logits]
+        return [resize(logit, size, align_corners=self.align_corners, final=True) for logit in logits]

@@ -143,7 +143,7 @@ class SegFormer(nn.Layer):
                 y = y + resize(self._level(feat, projection, slot), size, align_corners=self.align_corners)
             y = self.linear_fuse._act(self.linear_fuse._batch_norm(y))
         logit = self.linear_pred(self.dropout(y))
-        return [resize(logit, spatial_size(x), align_corners=self.align_corners)]
+        return [resize(logit, spatial_size(x), align_corners=self.align_corners, final=True)]
 
 
 def _variant(name):

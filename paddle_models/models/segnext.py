@@ -72,7 +72,7 @@ class SegNeXt(nn.Layer):
     def forward(self, x):
         feats = self.backbone(x)
         logit = self.decode_head([feats[i] for i in self.backbone_indices])
-        return [resize(logit, spatial_size(x), align_corners=self.align_corners)]
+        return [resize(logit, spatial_size(x), align_corners=self.align_corners, final=True)]
 
 
 def _variant(name):

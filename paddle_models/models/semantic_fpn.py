@@ -129,4 +129,4 @@ class SemanticFPN(nn.Layer):
         feats = self.backbone(x)
         feats = [feats[i] for i in self.backbone_indices]
         logit = self.head(self.neck(feats))
-        return [resize(logit, paddle.shape(x)[2:], align_corners=self.align_corners)]
+        return [resize(logit, paddle.shape(x)[2:], align_corners=self.align_corners, final=True)]

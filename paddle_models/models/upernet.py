@@ -120,4 +120,4 @@ class UPerNet(nn.Layer):
         feats = self.backbone(x)
         logits = self.head([feats[i] for i in self.backbone_indices])
         size = paddle.shape(x)[2:]
-        return [resize(logit, size, align_corners=self.align_corners) for logit in logits]
+        return [resize(logit, size, align_corners=self.align_corners, final=True) for logit in logits]
