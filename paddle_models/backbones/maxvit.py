@@ -38,7 +38,7 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
-from paddle_models.errors import UserError
+from paddle_models.errors import UserError, positive_ints
 from paddle_models.layers.drop_path import DropPath
 from paddle_models.registry import register_backbone, register_variant
 
@@ -401,13 +401,6 @@ class NormMlpHead(nn.Layer):
         return self.fc(self.pre_logits(self.norm(paddle.flatten(F.adaptive_avg_pool2d(x, 1), 1))))
 
 
-def _positive_ints(name, values, length=4):
-    if not isinstance(values, (list, tuple)) or len(values) != length or \
-            not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in values):
-        raise UserError(f"MaxViT: {name} must be a list of {length} positive integers, got {values!r}")
-    return list(values)
-
-
 class MaxViT(nn.Layer):
     """MaxViT backbone (Tu et al., "MaxViT: Multi-Axis Vision Transformer", ECCV 2022), the official architecture.
 
@@ -434,8 +427,8 @@ class MaxViT(nn.Layer):
     def __init__(self, embed_dims=(64, 128, 256, 512), depths=(2, 2, 5, 2), stem_width=64, head_hidden_size=512,
                  window_size=7, dim_head=32, drop_path_rate=0.1, num_classes=0, in_channels=3, pretrained=None):
         super().__init__()
-        embed_dims = _positive_ints('embed_dims', embed_dims)
-        depths = _positive_ints('depths', depths)
+        embed_dims = positive_ints('MaxViT', 'embed_dims', embed_dims)
+        depths = positive_ints('MaxViT', 'depths', depths)
         for key, value, minimum in (('stem_width', stem_width, 1), ('head_hidden_size', head_hidden_size, 1),
                                     ('window_size', window_size, 1), ('dim_head', dim_head, 1),
                                     ('num_classes', num_classes, 0), ('in_channels', in_channels, 1)):

@@ -37,7 +37,7 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
-from paddle_models.errors import UserError
+from paddle_models.errors import UserError, positive_ints
 from paddle_models.layers.drop_path import DropPath
 from paddle_models.registry import register_backbone, register_variant
 from paddle_models.weights import load_backbone_weights, torch_layout_to_paddle
@@ -227,13 +227,6 @@ class MiTBlock(nn.Layer):
         return x + self.drop_path(self.mlp(self.norm2(x), h, w))
 
 
-def _int_list(name, values, length=4):
-    if not isinstance(values, (list, tuple)) or len(values) != length or \
-            any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1 for v in values):
-        raise UserError(f"MixVisionTransformer: {name} must be a list of {length} positive integers, got {values!r}")
-    return [int(v) for v in values]
-
-
 class MixVisionTransformer(nn.Layer):
     """Mix Transformer encoder (Xie et al., "SegFormer", NeurIPS 2021).
 
@@ -263,11 +256,11 @@ class MixVisionTransformer(nn.Layer):
                  mlp_ratios=(4, 4, 4, 4), sr_ratios=(8, 4, 2, 1), in_channels=3, drop_rate=0.0, attn_drop_rate=0.0,
                  drop_path_rate=0.1, block_eps=1e-6, stage_eps=1e-6, embed_eps=1e-5, pretrained=None):
         super().__init__()
-        embed_dims = _int_list('embed_dims', embed_dims)
-        depths = _int_list('depths', depths)
-        num_heads = _int_list('num_heads', num_heads)
-        mlp_ratios = _int_list('mlp_ratios', mlp_ratios)
-        sr_ratios = _int_list('sr_ratios', sr_ratios)
+        embed_dims = positive_ints('MixVisionTransformer', 'embed_dims', embed_dims)
+        depths = positive_ints('MixVisionTransformer', 'depths', depths)
+        num_heads = positive_ints('MixVisionTransformer', 'num_heads', num_heads)
+        mlp_ratios = positive_ints('MixVisionTransformer', 'mlp_ratios', mlp_ratios)
+        sr_ratios = positive_ints('MixVisionTransformer', 'sr_ratios', sr_ratios)
         for key, value in (('drop_rate', drop_rate), ('attn_drop_rate', attn_drop_rate),
                            ('drop_path_rate', drop_path_rate)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:

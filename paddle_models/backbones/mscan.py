@@ -30,7 +30,7 @@ import numpy as np
 import paddle
 import paddle.nn as nn
 
-from paddle_models.errors import UserError
+from paddle_models.errors import UserError, positive_ints
 from paddle_models.layers.conv_mlp import hidden_slice, sliced_conv_mlp
 from paddle_models.layers.drop_path import DropPath
 from paddle_models.layers.norm import LayerNorm2d
@@ -199,13 +199,6 @@ class PatchEmbed(nn.Layer):
         return self.norm(self.proj(x))
 
 
-def _int_list(name, values, length=4):
-    if not isinstance(values, (list, tuple)) or len(values) != length or \
-            any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1 for v in values):
-        raise UserError(f"MSCAN: {name} must be a list of {length} positive integers, got {values!r}")
-    return [int(v) for v in values]
-
-
 class MSCAN(nn.Layer):
     """MSCAN backbone (Guo et al., "SegNeXt", NeurIPS 2022).
 
@@ -228,11 +221,12 @@ class MSCAN(nn.Layer):
     def __init__(self, in_channels=3, embed_dims=(32, 64, 160, 256), depths=(3, 3, 5, 2), mlp_ratios=(8, 8, 4, 4),
                  atten_kernel_sizes=(7, 11, 21), drop_rate=0.0, drop_path_rate=0.1, pretrained=None):
         super().__init__()
-        embed_dims = _int_list('embed_dims', embed_dims)
-        depths = _int_list('depths', depths)
-        mlp_ratios = _int_list('mlp_ratios', mlp_ratios)
-        kernels = _int_list('atten_kernel_sizes', atten_kernel_sizes, length=len(atten_kernel_sizes)
-                            if isinstance(atten_kernel_sizes, (list, tuple)) and atten_kernel_sizes else 3)
+        embed_dims = positive_ints('MSCAN', 'embed_dims', embed_dims)
+        depths = positive_ints('MSCAN', 'depths', depths)
+        mlp_ratios = positive_ints('MSCAN', 'mlp_ratios', mlp_ratios)
+        kernels = positive_ints('MSCAN', 'atten_kernel_sizes', atten_kernel_sizes,
+                                length=len(atten_kernel_sizes)
+                                if isinstance(atten_kernel_sizes, (list, tuple)) and atten_kernel_sizes else 3)
         for key, value in (('drop_rate', drop_rate), ('drop_path_rate', drop_path_rate)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
                 raise UserError(f"MSCAN: {key} must be a number in [0, 1), got {value!r}")

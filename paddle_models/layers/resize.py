@@ -97,17 +97,13 @@ def resize(x, size, mode='bilinear', align_corners=False, final=False):
 
 
 def _matrix_resize_dygraph(x, size, align_corners):
-    """Bilinear resizing in the dynamic graph as ``rows @ x @ cols^T``: two multithreaded matrix products, faster
-    than the ``bilinear_interp`` kernel for a model's final upsampling (a 150-class 128x128 map to 512x512 at 2 CPU
-    threads: ~85 against ~97 ms), same values (within 1e-6). The small matrices are built per call (under a
-    millisecond) rather than cached, so nothing outlives the forward."""
+    """Bilinear resizing in the dynamic graph as ``rows @ x @ cols^T`` (:func:`_matrix_rows`, then the final form of
+    :func:`_matrix_columns`): two multithreaded matrix products, faster than the ``bilinear_interp`` kernel for a
+    model's final upsampling (a 150-class 128x128 map to 512x512 at 2 CPU threads: ~85 against ~97 ms), same values
+    (within 1e-6). The small matrices are built per call (under a millisecond), so nothing outlives the forward."""
     out_h, out_w = (int(v) for v in _split_size(size))
-    n, c, in_h, in_w = (int(v) for v in x.shape)
-    with paddle.no_grad():
-        rows = paddle.cast(_interpolation_matrix(in_h, out_h, align_corners), x.dtype)  # [out_h, in_h]
-        cols = paddle.cast(_interpolation_matrix(in_w, out_w, align_corners), x.dtype)  # [out_w, in_w]
-    y = paddle.matmul(rows, paddle.reshape(x, [n * c, in_h, in_w]))  # [N * C, out_h, in_w]
-    return paddle.matmul(paddle.reshape(y, [n, c, out_h, in_w]), cols, transpose_y=True)
+    in_h, in_w = _lengths(x)
+    return _matrix_columns(_matrix_rows(x, in_h, out_h, align_corners), in_w, out_w, align_corners, final=True)
 
 
 def _split_size(size):
@@ -243,7 +239,7 @@ def _matrix_rows(x, in_h, out_h, align_corners):
     """Rows by ``rows [out_h, in_h] @ x [N * C, in_h, W]``. The 3-D view matters: the same product on the 4-D
     tensor gave wrong results under oneDNN (a conv's blocked output layout read as NCHW)."""
     shape = paddle.shape(x)
-    rows = _interpolation_matrix(in_h, out_h, align_corners)  # [out_h, in_h]
+    rows = _interpolation_matrix(in_h, out_h, align_corners, x.dtype)  # [out_h, in_h]
     y = paddle.matmul(rows, paddle.reshape(x, [-1, shape[2], shape[3]]))
     return paddle.reshape(y, [shape[0], _channels(x, shape), -1, shape[3]])
 
@@ -252,7 +248,7 @@ def _matrix_columns(x, in_w, out_w, align_corners, final):
     """Columns by ``x @ cols^T`` (cols [out_w, in_w]): one 4-D product where ``final``, else a plain 2-D GEMM
     ``[N * C * H, in_w] @ [in_w, out_w]`` and a reshape (a 4-D product followed by an addition is fused by oneDNN
     into a kernel ~10x slower; the plain GEMM also ran ~2x faster than the 4-D product under oneDNN elsewhere)."""
-    cols = _interpolation_matrix(in_w, out_w, align_corners)  # [out_w, in_w]
+    cols = _interpolation_matrix(in_w, out_w, align_corners, x.dtype)  # [out_w, in_w]
     if final:
         return paddle.matmul(x, cols, transpose_y=True)
     shape = paddle.shape(x)
@@ -271,11 +267,13 @@ def _dense_axis(in_len):
     return _MATRIX_FORM and not isinstance(in_len, int)
 
 
-def _interpolation_matrix(in_len, out_len, align_corners):
-    """[out_len, in_len] float32 matrix whose row o holds the two linear-interpolation weights of output point o
-    (1 - w at its lower source index, w at its upper one; both on one index where they coincide)."""
+def _interpolation_matrix(in_len, out_len, align_corners, dtype=None):
+    """[out_len, in_len] matrix (float32, or ``dtype``: the input's) whose row o holds the two linear-interpolation
+    weights of output point o (1 - w at its lower source index, w at its upper one; both on one index where they
+    coincide)."""
     lower, upper, weight = _linear_taps(in_len, out_len, align_corners)
     positions = paddle.arange(in_len, dtype='int64').unsqueeze(0)  # [1, in]
     at_lower = paddle.cast(positions == lower.unsqueeze(1), 'float32')  # [out, in] one-hot rows
     at_upper = paddle.cast(positions == upper.unsqueeze(1), 'float32')
-    return paddle.lerp(at_lower, at_upper, weight.unsqueeze(1))
+    matrix = paddle.lerp(at_lower, at_upper, weight.unsqueeze(1))
+    return matrix if dtype is None or dtype == matrix.dtype else paddle.cast(matrix, dtype)
