@@ -110,7 +110,8 @@ def load_label(path, num_classes, ignore_index=255, value_map=None):
         path (str): The label file.
         num_classes (int): Valid class ids are ``0 .. num_classes - 1``.
         ignore_index (int): The one other value allowed.
-        value_map (dict, optional): Values to replace before the check, e.g. ``{11: 255}``.
+        value_map (dict|numpy.ndarray, optional): Values to replace before the check, e.g. ``{11: 255}``, or a
+            256-entry lookup table applied to an 8-bit label (``table[label]``).
 
     Returns:
         np.ndarray: The label (H, W), in the file's integer type (uint8 for 8-bit PNGs).
@@ -126,7 +127,11 @@ def load_label(path, num_classes, ignore_index=255, value_map=None):
         raise UserError(f"cannot read label: {path}") from None
     if label.ndim != 2:
         raise UserError(f"{path}: a label must be a single-channel image, got shape {label.shape}")
-    if value_map:
+    if isinstance(value_map, np.ndarray):
+        if label.dtype != np.uint8:
+            raise UserError(f"{path}: expected an 8-bit label, got {label.dtype}")
+        label = value_map[label]
+    elif value_map:
         remapped = label.copy()
         for old, new in value_map.items():
             remapped[label == old] = new
