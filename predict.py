@@ -7,7 +7,7 @@ import paddle_models  # noqa: F401  (registers every component)
 from paddle_models.core import cli
 from paddle_models.core.checkpoint import load_model_weights
 from paddle_models.core.config import Builder, load_config
-from paddle_models.core.predict import predict
+from paddle_models.core.predict import check_custom_color, predict
 from paddleseg.cvlibs import manager
 
 
@@ -18,6 +18,10 @@ def parse_args(argv=None):
     parser.add_argument('--image_path', default=None, help='An image, a folder of images or a .txt list.')
     parser.add_argument('--save_dir', default='./output/result', help='Where results go.')
     cli.add_inference_args(parser, '--aug_pred')
+    parser.add_argument('--custom_color', nargs='+', type=int, default=None, metavar='V',
+                        help='Colours replacing the start of the palette, as flat R G B values: class 0 gets the '
+                             'first three, class 1 the next three, ... Default: test_config.custom_color, else the '
+                             "dataset's palette.")
     return parser.parse_args(argv)
 
 
@@ -40,11 +44,15 @@ def main(argv=None):
     cli.set_device(args.device)
     options = cli.inference_options(args, cfg.dic.get('test_config'), 'aug_pred')
     options['aug_pred'] = options.pop('aug_eval', False)
+    custom_color = args.custom_color or (cfg.dic.get('test_config') or {}).get('custom_color')
+    if custom_color is not None:
+        check_custom_color(custom_color, '--custom_color' if args.custom_color else
+                           f"{args.config}: test_config.custom_color")
     builder = Builder(cfg)
     model = builder.model()
     load_model_weights(model, args.model_path)
     return predict(model, args.image_path, builder.val_transforms(), args.save_dir, palette=dataset_palette(cfg),
-                   num_classes=cfg.dic['model'].get('num_classes'), **options)
+                   num_classes=cfg.dic['model'].get('num_classes'), custom_color=custom_color, **options)
 
 
 if __name__ == '__main__':

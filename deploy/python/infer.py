@@ -25,7 +25,8 @@ Behaviour worth knowing:
   1x3x100x100 .. 1x3x2000x3000); they are untested here (no GPU).
 * Memory optimisation (``enable_memory_optim``) is used for legacy programs (model.pdmodel) only: Paddle 3.3.1
   cannot create a predictor for a PIR program (model.json) with it.
-* ``--benchmark`` runs two warm-up batches first, then prints preprocess, inference and postprocess times.
+* ``--benchmark`` runs two warm-up batches first, then prints preprocess, inference and postprocess times, and
+  ``--model_name`` (PaddleSeg's flag: a name shown in the benchmark report) as its ``model`` line.
 * Errors the user must fix (missing config or image, bad deploy.yaml) print one line on stderr and exit 2.
 """
 import argparse
@@ -83,6 +84,8 @@ def parse_args(argv=None):
                         help='Use oneDNN on CPU. Default: on when deploy.yaml records a passed oneDNN check.')
     parser.add_argument('--benchmark', type=str2bool, nargs='?', const=True, default=False,
                         help='Print preprocess/inference/postprocess times. Default: False')
+    parser.add_argument('--model_name', default='',
+                        help='With --benchmark, the model name the report shows. Default: none')
     parser.add_argument('--with_argmax', action='store_true',
                         help='Accepted for compatibility: logits/probability outputs always get an argmax.')
     parser.add_argument('--print_detail', type=str2bool, nargs='?', const=True, default=True,
@@ -476,6 +479,8 @@ def _predict_all(args, cfg, items, tuned):
         n = len(items)
         print(f"benchmark: {n} image(s), {runs} run(s) of batch size <= {args.batch_size}, device {args.device}, "
               f"oneDNN {'on' if predictor.use_onednn else 'off'}, {args.cpu_threads} CPU thread(s)")
+        if args.model_name:
+            print(f"  model      : {args.model_name}")
         print(f"  preprocess : {1000 * timer['preprocess'] / n:9.2f} ms/image  (total {timer['preprocess']:.3f} s)")
         print(f"  inference  : {1000 * timer['inference'] / n:9.2f} ms/image  (total {timer['inference']:.3f} s)")
         print(f"  postprocess: {1000 * timer['postprocess'] / n:9.2f} ms/image  (total {timer['postprocess']:.3f} s)")

@@ -9,19 +9,36 @@ import paddle
 from paddle_models.errors import UserError
 
 
-def save_checkpoint(save_dir, name, model, optimizer=None, extra=None):
-    """Write ``save_dir/name/model.pdparams`` (+ ``model.pdopt``, + ``extra`` text files) atomically.
+EMA_FILE = 'ema_model.pdparams'
+
+
+def save_checkpoint(save_dir, name, model, optimizer=None, extra=None, ema=None, model_file='model.pdparams'):
+    """Write ``save_dir/name/model.pdparams`` (+ ``model.pdopt``, + ``ema_model.pdparams``, + ``extra`` text files)
+    atomically.
 
     Everything goes into a temporary folder beside the target first; the folder is renamed into place only when
     complete, so an interrupted save never leaves a half-written checkpoint under ``name``.
+
+    Args:
+        save_dir (str): The folder that holds the checkpoint folders.
+        name (str): The checkpoint folder's name (``iter_N``, ``best_model``, ``ema_best_model``).
+        model (nn.Layer): Whose weights go into ``model_file``.
+        optimizer: Its state goes into ``model.pdopt`` (for resuming); None leaves it out.
+        extra (dict): ``{file name: text}`` written beside the weights (e.g. ``score.txt``).
+        ema (ModelEMA): An exponential moving average of the weights, saved as ``ema_model.pdparams`` (PaddleSeg's
+            name) so that a resumed run continues the same average.
+        model_file (str): File name of ``model``'s weights; PaddleSeg names the best EMA weights
+            ``ema_best_model/ema_model.pdparams``.
     """
     os.makedirs(save_dir, exist_ok=True)
     target = os.path.join(save_dir, name)
     tmp = tempfile.mkdtemp(prefix=f'.{name}.tmp-', dir=save_dir)
     try:
-        paddle.save(model.state_dict(), os.path.join(tmp, 'model.pdparams'))
+        paddle.save(model.state_dict(), os.path.join(tmp, model_file))
         if optimizer is not None:
             paddle.save(portable_optimizer_state(model, optimizer), os.path.join(tmp, 'model.pdopt'))
+        if ema is not None:
+            paddle.save(ema.state_dict(), os.path.join(tmp, EMA_FILE))
         for filename, text in (extra or {}).items():
             with open(os.path.join(tmp, filename), 'w') as f:
                 f.write(text)
@@ -128,8 +145,13 @@ def checkpoint_iter(path):
     return int(match.group(1))
 
 
-def resume(model, optimizer, path):
-    """Load model and optimizer state (which holds the lr scheduler's) from ``path``; returns the iteration."""
+def resume(model, optimizer, path, ema=None):
+    """Load model and optimizer state (which holds the lr scheduler's) from ``path``; returns the iteration.
+
+    Args:
+        ema (ModelEMA): Takes ``path/ema_model.pdparams`` where the checkpoint has one; otherwise (a checkpoint of
+            a run without ``--use_ema``) it restarts from the resumed weights, as PaddleSeg's does on every resume.
+    """
     if not os.path.isdir(path):
         raise UserError(f"--resume_model not found: {path}")
     start_iter = checkpoint_iter(path)
@@ -138,4 +160,10 @@ def resume(model, optimizer, path):
         raise UserError(f"--resume_model {path} has no model.pdopt")
     load_model_weights(model, path, '--resume_model')
     load_optimizer_state(model, optimizer, paddle.load(opt_path))
+    if ema is not None:
+        ema_path = os.path.join(path, EMA_FILE)
+        if os.path.isfile(ema_path):
+            load_model_weights(ema.model, ema_path, '--resume_model')
+        else:
+            ema.reset(model)
     return start_iter

@@ -30,6 +30,31 @@ def add_inference_args(parser, aug_flag='--aug_eval'):
                         help='Window stride for --is_slide.')
 
 
+def add_data_format_arg(parser):
+    """PaddleSeg's ``--data_format`` (NCHW or NHWC); checked by ``check_data_format``."""
+    parser.add_argument('--data_format', default='NCHW',
+                        help='Input layout, NCHW (the only one our models run) or NHWC (an error). Default: NCHW.')
+
+
+def check_data_format(value):
+    """``--data_format``: NCHW passes; NHWC (which PaddleSeg supports for DeepLabV3P only) and anything else are a
+    UserError."""
+    if value == 'NHWC':
+        raise UserError("--data_format NHWC is not supported: our models run NCHW (use --data_format NCHW)")
+    if value != 'NCHW':
+        raise UserError(f"--data_format must be NCHW, got {value!r}")
+
+
+def str2bool(value):
+    """argparse type for PaddleSeg's boolean flags written with a value (``--auc_roc True``)."""
+    text = str(value).strip().lower()
+    if text in ('true', '1', 'yes', 'y', 'on'):
+        return True
+    if text in ('false', '0', 'no', 'n', 'off'):
+        return False
+    raise argparse.ArgumentTypeError(f"expected True or False, got {value!r}")
+
+
 def inference_options(args, test_config=None, aug_flag='aug_eval'):
     """Evaluation/prediction options: the config's ``test_config`` overridden by flags that were given."""
     options = {k: v for k, v in dict(test_config or {}).items()

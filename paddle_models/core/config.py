@@ -20,7 +20,7 @@ from paddle_models.errors import UserError
 TOP_LEVEL_KEYS = ('batch_size', 'iters', 'train_dataset', 'val_dataset', 'optimizer', 'lr_scheduler', 'loss',
                   'distill_loss', 'model', 'test_config', 'export', 'to_static_training')
 TEST_CONFIG_KEYS = ('aug_eval', 'scales', 'flip_horizontal', 'flip_vertical', 'is_slide', 'crop_size', 'stride',
-                    'auc_roc')
+                    'auc_roc', 'custom_color')
 LR_SCHEDULER_EXTRA_KEYS = ('warmup_iters', 'warmup_start_lr')
 
 # Which manager a component's `type` is looked up in, by the key that holds the component.

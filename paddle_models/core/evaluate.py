@@ -4,10 +4,12 @@ import time
 
 import numpy as np
 import paddle
+import paddle.nn.functional as F
 from tqdm import tqdm
 
 from paddle_models.core import logger
 from paddle_models.core.infer import aug_logits, predict_logits
+from paddle_models.core.metrics import auc_roc as auc_roc_metric
 from paddle_models.core.metrics import confusion_matrix, metrics_from_confusion
 from paddle_models.errors import UserError
 
@@ -22,12 +24,17 @@ def _as_batch(sample):
 
 def evaluate(model, dataset, num_classes=None, ignore_index=None, aug_eval=False, scales=1.0,
              flip_horizontal=False, flip_vertical=False, is_slide=False, crop_size=None, stride=None,
-             precision='fp32', amp_level='O1', print_detail=True, progress=True):
+             precision='fp32', amp_level='O1', print_detail=True, progress=True, auc_roc=False):
     """Evaluate ``model`` on ``dataset`` (val mode: images transformed, labels at original size).
+
+    Args:
+        auc_roc (bool): Also compute PaddleSeg's AUC-ROC metric (``val.py --auc_roc``, ``test_config.auc_roc``):
+            the softmax of each image's logits is kept for every labelled pixel (4 bytes per class per pixel
+            for the whole val set) and ranked at the end; see ``metrics.auc_roc``.
 
     Returns:
         dict: 'miou', 'class_iou', 'acc', 'class_precision', 'class_recall', 'kappa', 'mdice', 'class_dice',
-        'confusion_matrix', 'seconds'.
+        'confusion_matrix', 'seconds', and with ``auc_roc`` 'auc_roc'.
     """
     num_classes = num_classes or dataset.num_classes
     ignore_index = dataset.ignore_index if ignore_index is None else ignore_index
@@ -36,6 +43,7 @@ def evaluate(model, dataset, num_classes=None, ignore_index=None, aug_eval=False
     was_training = model.training
     model.eval()
     cm = np.zeros((num_classes, num_classes), dtype=np.int64)
+    kept_probs, kept_labels = [], []
     start = time.time()
     bar = tqdm(range(len(dataset)), desc='evaluate', unit='img', disable=not progress or paddle.distributed.get_rank() != 0)
     with paddle.no_grad():
@@ -54,14 +62,32 @@ def evaluate(model, dataset, num_classes=None, ignore_index=None, aug_eval=False
                 raise UserError(f"prediction size {pred.shape[-2:]} differs from label size {label.shape[-2:]} "
                                 f"for val sample {index}: check the val transforms")
             cm += confusion_matrix(pred, label, num_classes, ignore_index)
+            if auc_roc:
+                # as PaddleSeg: softmax over what inference returns (logits, or summed probabilities with aug_eval)
+                probs = F.softmax(logit.astype('float32'), axis=1).numpy()
+                probs = probs.transpose(0, 2, 3, 1).reshape(-1, probs.shape[1])
+                flat = label.reshape(-1)
+                keep = (flat != ignore_index) & (flat >= 0) & (flat < num_classes)
+                kept_probs.append(probs[keep])
+                kept_labels.append(flat[keep])
     if was_training:
         model.train()
     result = metrics_from_confusion(cm)
     result['confusion_matrix'] = cm
+    auc_text = ''
+    if auc_roc:
+        labels = np.concatenate(kept_labels) if kept_labels else np.zeros([0], np.int64)
+        probs = np.concatenate(kept_probs) if kept_probs else np.zeros([0, num_classes], np.float32)
+        result['auc_roc'], absent = auc_roc_metric(probs, labels, num_classes, ignore_index)
+        auc_text = f" Auc_roc: {result['auc_roc']:.4f}"
+        if absent and print_detail:
+            logger.warning(f"[EVAL] Auc_roc: class(es) {absent} never occur in the val labels; "
+                           + ("the AUC is undefined" if np.isnan(result['auc_roc']) else
+                              "the one-vs-rest mean leaves them out"))
     result['seconds'] = time.time() - start
     if print_detail:
         logger.info(f"[EVAL] #Images: {len(dataset)} mIoU: {result['miou']:.4f} Acc: {result['acc']:.4f} "
-                    f"Kappa: {result['kappa']:.4f} Dice: {result['mdice']:.4f}")
+                    f"Kappa: {result['kappa']:.4f} Dice: {result['mdice']:.4f}{auc_text}")
         logger.info(f"[EVAL] Class IoU: {np.round(result['class_iou'], 4).tolist()}")
         logger.info(f"[EVAL] Class Precision: {np.round(result['class_precision'], 4).tolist()}")
         logger.info(f"[EVAL] Class Recall: {np.round(result['class_recall'], 4).tolist()}")

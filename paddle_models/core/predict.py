@@ -29,6 +29,28 @@ def default_palette(num_classes):
     return palette
 
 
+def check_custom_color(values, what='--custom_color'):
+    """``values`` as a flat list of R, G, B integers (a multiple of 3, each 0..255, at most 256 colours), else a
+    UserError naming ``what``."""
+    values = list(values) if isinstance(values, (list, tuple)) else values
+    if not isinstance(values, list) or not values or len(values) % 3 or len(values) > 3 * 256 or \
+            any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not 0 <= v <= 255 for v in values):
+        raise UserError(f"{what} must be flat R G B values (a multiple of 3 integers in 0..255, at most 256 "
+                        f"colours), got {values!r}")
+    return [int(v) for v in values]
+
+
+def apply_custom_color(palette, custom_color):
+    """``palette`` (a list of RGB triples) with its first colours replaced by ``custom_color``, flat R G B values
+    (class 0 takes the first three), as PaddleSeg's ``--custom_color`` replaces the start of its colour map; a
+    palette shorter than the custom colours is extended."""
+    values = check_custom_color(custom_color)
+    flat = [int(c) for colour in palette for c in colour]
+    flat += [0] * max(len(values) - len(flat), 0)
+    flat[:len(values)] = values
+    return [tuple(flat[i:i + 3]) for i in range(0, len(flat), 3)]
+
+
 def list_images(image_path):
     """Images named by ``image_path``: one file, every image below a folder, or the lines of a .txt list.
 
@@ -77,9 +99,14 @@ def read_image(path):
 
 def predict(model, image_path, transforms, save_dir='output/result', palette=None, num_classes=None,
             aug_pred=False, scales=1.0, flip_horizontal=False, flip_vertical=False, is_slide=False,
-            crop_size=None, stride=None, progress=True):
+            crop_size=None, stride=None, progress=True, custom_color=None):
     """Predict every image of ``image_path`` and write ``save_dir/pseudo_color_prediction/NAME.png`` (palette PNG
     whose pixel values are class ids) and ``save_dir/added_prediction/NAME.jpg`` (overlay).
+
+    Args:
+        palette (list): RGB triples per class; default: ``default_palette``.
+        custom_color (list[int]): Flat R G B values replacing the palette's first colours in both outputs
+            (``predict.py --custom_color``, ``test_config.custom_color``).
 
     Returns:
         list[str]: the pseudo-colour PNG paths written.
@@ -90,6 +117,8 @@ def predict(model, image_path, transforms, save_dir='output/result', palette=Non
             raise UserError(f"cannot read image: {path}")
     compose = Compose(list(transforms))
     palette = palette or default_palette(num_classes or 256)
+    if custom_color:
+        palette = apply_custom_color(palette, custom_color)
     model.eval()
     written = []
     with paddle.no_grad():

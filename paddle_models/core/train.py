@@ -1,8 +1,11 @@
 """The training loop: iterations, losses over every model output, logging, periodic evaluation and checkpoints,
-resuming, VisualDL, mixed precision on GPU and data parallelism under ``paddle.distributed.launch``."""
+resuming, VisualDL, mixed precision on GPU, data parallelism under ``paddle.distributed.launch``, an exponential
+moving average of the weights (``--use_ema``), profiling (``--profiler_options``) and repeated epochs
+(``--repeats``)."""
 import collections
 import contextlib
 import math
+import os
 import random
 import shutil
 import threading
@@ -12,8 +15,10 @@ import numpy as np
 import paddle
 
 from paddle_models.core import logger
-from paddle_models.core.checkpoint import resume, save_checkpoint
+from paddle_models.core.checkpoint import EMA_FILE, resume, save_checkpoint
+from paddle_models.core.ema import ModelEMA
 from paddle_models.core.evaluate import evaluate
+from paddle_models.core.profiler import TrainProfiler, parse_profiler_options
 from paddle_models.errors import UserError
 
 
@@ -24,6 +29,47 @@ def set_seed(seed):
     random.seed(seed)
     np.random.seed(seed)
     paddle.seed(seed)
+
+
+class RepeatedDataset(paddle.io.Dataset):
+    """``dataset`` seen ``repeats`` times per epoch (``train.py --repeats``): index ``i`` is sample
+    ``i % len(dataset)``, as PaddleSeg's ``train_dataset.file_list *= repeats`` makes it. Other attributes
+    (``num_classes``, ``ignore_index``, ...) are the dataset's.
+
+    Args:
+        dataset: A map-style dataset.
+        repeats (int): How many times each sample appears in one epoch, >= 1.
+    """
+
+    def __init__(self, dataset, repeats):
+        if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+            raise UserError(f"--repeats must be a positive integer, got {repeats!r}")
+        self.dataset = dataset
+        self.repeats = repeats
+
+    def __len__(self):
+        return len(self.dataset) * self.repeats
+
+    def __getitem__(self, index):
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} samples")
+        return self.dataset[index % len(self.dataset)]
+
+    def __getattr__(self, name):
+        if name == 'dataset':  # not set yet (e.g. while unpickling in a worker)
+            raise AttributeError(name)
+        return getattr(self.dataset, name)
+
+
+def repeat_dataset(dataset, repeats):
+    """``dataset`` itself for ``repeats == 1``, else a ``RepeatedDataset``."""
+    if repeats == 1 and not isinstance(repeats, bool):
+        return dataset
+    return RepeatedDataset(dataset, repeats)
+
+
+EVAL_OPTIONS = ('aug_eval', 'scales', 'flip_horizontal', 'flip_vertical', 'is_slide', 'crop_size', 'stride',
+                'auc_roc')
 
 
 def collate_train(samples):
@@ -136,7 +182,8 @@ def _worker_init(seed):
 
 def train(model, train_dataset, losses, optimizer, save_dir='output', iters=10000, batch_size=2,
           val_dataset=None, resume_model=None, save_interval=1000, log_iters=10, num_workers=0, use_vdl=False,
-          keep_checkpoint_max=5, precision='fp32', amp_level='O1', test_config=None, do_eval=False, seed=None):
+          keep_checkpoint_max=5, precision='fp32', amp_level='O1', test_config=None, do_eval=False, seed=None,
+          use_ema=False, profiler_options=None):
     """Train ``model`` for ``iters`` iterations.
 
     Args:
@@ -149,18 +196,29 @@ def train(model, train_dataset, losses, optimizer, save_dir='output', iters=1000
         resume_model (str): An ``iter_N`` folder to continue from (same iteration and learning rate).
         keep_checkpoint_max (int): Most ``iter_N`` folders kept.
         precision (str): 'fp32' or 'fp16' (GPU only) with ``amp_level`` 'O1' or 'O2'.
-        test_config (dict): Evaluation options (aug_eval, scales, flips, is_slide, crop_size, stride).
+        test_config (dict): Evaluation options (aug_eval, scales, flips, is_slide, crop_size, stride, auc_roc).
         seed (int): Seed for data order and augmentation workers.
+        use_ema (bool): Keep an exponential moving average of the weights (``ModelEMA``, PaddleSeg's rule),
+            updated after every iteration; each ``iter_N`` checkpoint gets ``ema_model.pdparams`` (which a resumed
+            run continues from), evaluation (``do_eval``) also scores the average and keeps the best one in
+            ``ema_best_model/ema_model.pdparams``.
+        profiler_options (str): PaddleSeg's profiler option string (``TrainProfiler``); None: no profiling.
 
     Returns:
-        dict: 'last_iter', 'best_miou', 'best_iter', 'last_loss'.
+        dict: 'last_iter', 'best_miou', 'best_iter', 'last_loss', 'iters_per_epoch', and with ``use_ema``
+        'best_ema_miou', 'best_ema_iter'.
     """
+    if profiler_options is not None:
+        parse_profiler_options(profiler_options)  # a bad option string fails before anything is done
     world_size = paddle.distributed.get_world_size()
     rank = paddle.distributed.get_rank()
+    ema = ModelEMA(model) if use_ema else None
     start_iter = 0
     if resume_model:
-        start_iter = resume(model, optimizer, resume_model)
+        start_iter = resume(model, optimizer, resume_model, ema)
         logger.info(f"Resumed from {resume_model} at iter {start_iter}, lr {_current_lr(optimizer):.6g}")
+        if ema is not None and not os.path.isfile(os.path.join(resume_model, EMA_FILE)):
+            logger.warning(f"{resume_model} has no {EMA_FILE}: the weight average restarts from the resumed weights")
     if start_iter >= iters:
         raise UserError(f"--resume_model {resume_model} is at iter {start_iter}, not before --iters {iters}")
 
@@ -199,9 +257,11 @@ def train(model, train_dataset, losses, optimizer, save_dir='output', iters=1000
         from visualdl import LogWriter
         writer = LogWriter(save_dir)
 
-    test_config = dict(test_config or {})
+    test_config = {k: v for k, v in dict(test_config or {}).items() if k in EVAL_OPTIONS}
     kept = collections.deque()
     best_miou, best_iter, last_loss = -1.0, -1, None
+    best_ema_miou, best_ema_iter = -1.0, -1
+    stop = False
     last_good = None
     iteration = start_iter
     epoch = iteration // len(sampler)
@@ -210,9 +270,10 @@ def train(model, train_dataset, losses, optimizer, save_dir='output', iters=1000
     window = 0
     tic = time.time()
     logger.info(f"Training {type(model).__name__} for {iters} iters, batch {batch_size} x {world_size} device(s)")
+    profiler = TrainProfiler(profiler_options) if profiler_options is not None else None
     try:
         with _loader_errors():
-            while iteration < iters:
+            while iteration < iters and not stop:
                 batches.set_epoch(epoch)
                 for images, labels in loader:
                     reader_cost += time.time() - tic
@@ -237,6 +298,10 @@ def train(model, train_dataset, losses, optimizer, save_dir='output', iters=1000
                         scheduler.step()
                     optimizer.clear_grad()
                     last_loss = loss_value
+                    if profiler is not None and profiler.step():
+                        logger.info(f"Profiler finished (exit_on_finished): training stops at iter {iteration}")
+                        stop = True  # as PaddleSeg, which exits here
+                        break
                     batch_cost += time.time() - tic
                     window += 1
 
@@ -252,13 +317,13 @@ def train(model, train_dataset, losses, optimizer, save_dir='output', iters=1000
                             writer.add_scalar('Train/batch_cost', avg_batch, iteration)
                         reader_cost = batch_cost = 0.0
                         window = 0
+                    if ema is not None:
+                        ema.update(model, iteration)
 
                     if rank == 0 and (iteration % save_interval == 0 or iteration == iters):
                         if do_eval and val_dataset is not None:
                             result = evaluate(model, val_dataset, precision=precision, amp_level=amp_level,
-                                              **{k: v for k, v in test_config.items()
-                                                 if k in ('aug_eval', 'scales', 'flip_horizontal', 'flip_vertical',
-                                                          'is_slide', 'crop_size', 'stride')})
+                                              **test_config)
                             model.train()
                             if result['miou'] > best_miou:
                                 best_miou, best_iter = result['miou'], iteration
@@ -269,7 +334,20 @@ def train(model, train_dataset, losses, optimizer, save_dir='output', iters=1000
                             if writer is not None:
                                 writer.add_scalar('Evaluate/mIoU', result['miou'], iteration)
                                 writer.add_scalar('Evaluate/Acc', result['acc'], iteration)
-                        path = save_checkpoint(save_dir, f'iter_{iteration}', model, optimizer)
+                            if ema is not None:
+                                ema_result = evaluate(ema.model, val_dataset, precision=precision,
+                                                      amp_level=amp_level, **test_config)
+                                if ema_result['miou'] > best_ema_miou:
+                                    best_ema_miou, best_ema_iter = ema_result['miou'], iteration
+                                    save_checkpoint(save_dir, 'ema_best_model', ema.model, model_file=EMA_FILE,
+                                                    extra={'score.txt': f"iter: {iteration}\n"
+                                                                        f"miou: {best_ema_miou:.6f}\n"})
+                                logger.info(f"[EVAL] The EMA model with the best validation mIoU "
+                                            f"({best_ema_miou:.4f}) was saved at iter {best_ema_iter}.")
+                                if writer is not None:
+                                    writer.add_scalar('Evaluate/Ema_mIoU', ema_result['miou'], iteration)
+                                    writer.add_scalar('Evaluate/Ema_Acc', ema_result['acc'], iteration)
+                        path = save_checkpoint(save_dir, f'iter_{iteration}', model, optimizer, ema=ema)
                         last_good = path
                         kept.append(path)
                         while len(kept) > keep_checkpoint_max > 0:
@@ -279,6 +357,12 @@ def train(model, train_dataset, losses, optimizer, save_dir='output', iters=1000
                     tic = time.time()
                 epoch += 1
     finally:
+        if profiler is not None:
+            profiler.close()
         if writer is not None:
             writer.close()
-    return {'last_iter': iteration, 'best_miou': best_miou, 'best_iter': best_iter, 'last_loss': last_loss}
+    summary = {'last_iter': iteration, 'best_miou': best_miou, 'best_iter': best_iter, 'last_loss': last_loss,
+               'iters_per_epoch': len(sampler)}
+    if ema is not None:
+        summary.update(best_ema_miou=best_ema_miou, best_ema_iter=best_ema_iter)
+    return summary
