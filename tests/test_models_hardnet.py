@@ -167,10 +167,10 @@ def test_pretrained_errors(tmp_path):
         HarDNet(num_classes=3, pretrained=missing, **TINY)
     assert str(err.value) == f"pretrained weights not found: {missing}"
 
-    url = 'https://example.com/hardnet.pdparams'
+    url = 'ftp://example.com/hardnet.pdparams'  # http(s) URLs download: tests/test_weights_download.py
     with pytest.raises(UserError) as err:
         HarDNet(num_classes=3, pretrained=url, **TINY)
-    assert str(err.value) == f"pretrained must be a local .pdparams file (no downloads): {url}"
+    assert str(err.value) == f"pretrained must be a local .pdparams file or an http(s) URL: {url}"
 
     garbage = tmp_path / 'garbage.pdparams'
     garbage.write_bytes(b'not a pickle\n' * 3)

@@ -415,8 +415,8 @@ class MaxViT(nn.Layer):
         drop_path_rate (float): Stochastic depth, rising linearly over the blocks from 0 to this. Default: 0.1.
         num_classes (int): 0 (default): features only; > 0 adds the ImageNet classifier used by :meth:`classify`.
         in_channels (int): Input image channels. Default: 3.
-        pretrained (str|None): A local ``.pdparams`` file (e.g. from ``tools/convert_weights.py``); its classifier
-            is ignored when ``num_classes`` is 0. Default: None.
+        pretrained (str|None): A local ``.pdparams`` file or an http(s) URL (PaddleSeg's weight cache) (e.g. from
+            ``tools/convert_weights.py``); its classifier is ignored when ``num_classes`` is 0. Default: None.
 
     Attributes:
         feat_channels (list[int]): ``embed_dims``.

@@ -244,7 +244,8 @@ class MixVisionTransformer(nn.Layer):
         block_eps (float): LayerNorm epsilon inside the blocks. Default: 1e-6.
         stage_eps (float): Epsilon of the stage output LayerNorms ``norm1``..``norm4``. Default: 1e-6.
         embed_eps (float): Epsilon of the patch-embedding and reduction LayerNorms. Default: 1e-5.
-        pretrained (str|None): A local ``.pdparams`` file of this backbone. Default: None.
+        pretrained (str|None): A local ``.pdparams`` file or an http(s) URL (PaddleSeg's weight cache) of this backbone.
+            Default: None.
 
     Attributes:
         feat_channels (list[int]): ``embed_dims``.

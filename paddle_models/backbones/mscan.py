@@ -210,7 +210,8 @@ class MSCAN(nn.Layer):
         atten_kernel_sizes (list[int]): Strip lengths of MSCA. Default: [7, 11, 21].
         drop_rate (float): Dropout inside the MLPs. Default: 0.
         drop_path_rate (float): Stochastic depth, rising linearly from 0 to this value. Default: 0.1.
-        pretrained (str|None): A local ``.pdparams`` file of this backbone. Default: None.
+        pretrained (str|None): A local ``.pdparams`` file or an http(s) URL (PaddleSeg's weight cache) of this backbone.
+            Default: None.
 
     Attributes:
         feat_channels (list[int]): ``embed_dims``.

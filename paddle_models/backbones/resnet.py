@@ -69,9 +69,9 @@ class ResNet(nn.Layer):
         num_classes (int, optional): 0 (default) builds the feature extractor only; > 0 adds the classifier (global
             average pool + ``fc``) used by :meth:`classify`.
         in_channels (int, optional): Input channels. Default: 3.
-        pretrained (str, optional): A local ``.pdparams`` file with this network's keys (for example converted from
-            torchvision by :func:`convert_torchvision_weights`); its ``fc`` is ignored when ``num_classes`` is 0.
-            Default: None.
+        pretrained (str, optional): A local ``.pdparams`` file or an http(s) URL (PaddleSeg's weight cache) with this
+            network's keys (for example converted from torchvision by :func:`convert_torchvision_weights`); its ``fc``
+            is ignored when ``num_classes`` is 0. Default: None.
 
     Attributes:
         feat_channels (list[int]): [64, 128, 256, 512].

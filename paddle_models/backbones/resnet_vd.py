@@ -129,8 +129,8 @@ class ResNet_vd(nn.Layer):
             stage (and the third) instead of striding. Default: 8.
         multi_grid (tuple[int], optional): Dilation multiplier of each block of the last stage. Default: (1, 1, 1).
         in_channels (int, optional): Input channels. Default: 3.
-        pretrained (str, optional): A local ``.pdparams`` file with exactly this backbone's keys and shapes
-            (PaddleSeg's ResNet_vd ImageNet weights are such files). Default: None.
+        pretrained (str, optional): A local ``.pdparams`` file or an http(s) URL (PaddleSeg's weight cache) with exactly
+            this backbone's keys and shapes (PaddleSeg's ResNet_vd ImageNet weights are such files). Default: None.
         data_format (str, optional): Only 'NCHW' is supported. Default: 'NCHW'.
 
     Attributes:

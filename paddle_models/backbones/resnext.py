@@ -97,8 +97,9 @@ class ResNeXt(nn.Layer):
         num_classes (int): 0 (default) builds the feature extractor only; > 0 adds the ImageNet classifier
             (global average pool + ``fc``) used by :meth:`classify`.
         in_channels (int): Input image channels. Default: 3.
-        pretrained (str|None): A local ``.pdparams`` file (for example written by ``tools/convert_weights.py``).
-            Its classifier is ignored when ``num_classes`` is 0. Default: None.
+        pretrained (str|None): A local ``.pdparams`` file or an http(s) URL (PaddleSeg's weight cache) (for example
+            written by ``tools/convert_weights.py``). Its classifier is ignored when ``num_classes`` is 0. Default:
+            None.
 
     Attributes:
         feat_channels (list[int]): Channels of the four feature maps, [256, 512, 1024, 2048].

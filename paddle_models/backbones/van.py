@@ -193,8 +193,8 @@ class VAN(nn.Layer):
             (global average pool of the last stage + linear) used by :meth:`classify`.
         in_channels (int): Input image channels. Default: 3.
         layer_norm_eps (float): Epsilon of the stage LayerNorms. Default: 1e-6 (the release's).
-        pretrained (str|None): A local ``.pdparams`` file (e.g. from ``tools/convert_weights.py``); its classifier
-            is ignored when ``num_classes`` is 0. Default: None.
+        pretrained (str|None): A local ``.pdparams`` file or an http(s) URL (PaddleSeg's weight cache) (e.g. from
+            ``tools/convert_weights.py``); its classifier is ignored when ``num_classes`` is 0. Default: None.
 
     Attributes:
         feat_channels (list[int]): ``embed_dims``.

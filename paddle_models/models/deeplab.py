@@ -72,8 +72,8 @@ class DeepLabV3(nn.Layer):
             configs give it). Default: None.
         aspp_out_channels (int, optional): ASPP output channels. Default: 256.
         align_corners (bool, optional): ``align_corners`` of every bilinear upsampling. Default: False.
-        pretrained (str, optional): A local ``.pdparams`` file of the whole model (keys and shapes must match).
-            Default: None.
+        pretrained (str, optional): A local ``.pdparams`` file or an http(s) URL (PaddleSeg's weight cache) of the whole
+            model (keys and shapes must match). Default: None.
 
     forward(x) returns ``[logit]``, (N, num_classes, H, W). (The rates change no parameter shape: PaddleSeg weights
     load whatever the rates; they must equal the ones trained with for the same output.)

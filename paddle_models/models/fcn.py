@@ -50,7 +50,8 @@ class FCN(nn.Layer):
         backbone_indices (list[int]): One index: the backbone output the head reads. Default: (-1,).
         channels (int|None): Hidden channels of the head; None keeps the feature's channels. Default: None.
         align_corners (bool): ``align_corners`` of the final upsampling. Default: False.
-        pretrained (str|None): A local ``.pdparams`` file of the whole model (keys and shapes must match exactly).
+        pretrained (str|None): A local ``.pdparams`` file or an http(s) URL (PaddleSeg's weight cache) of the whole
+            model (keys and shapes must match exactly).
         bias (bool): Biases in the head's convs. Default: True.
 
     forward(x) returns ``[logit]`` of shape [N, num_classes, H, W].

@@ -24,6 +24,7 @@ import paddle.nn as nn
 from paddle_models.errors import UserError
 from paddle_models.layers import ConvBNReLU, resize
 from paddle_models.registry import register_model
+from paddle_models.weights import resolve_pretrained
 
 __all__ = ['HarDNet', 'HarDBlock', 'HarDNetEncoder', 'HarDNetDecoder', 'harmonic_links', 'harmonic_width',
            'load_pretrained']
@@ -222,8 +223,8 @@ class HarDNet(nn.Layer):
         gr (list[int], optional): HarDBlock growth rate per level (k in the paper). Default: (10, 16, 18, 24, 32).
         n_layers (list[int], optional): HarDBlock depth per level. Default: (4, 4, 8, 8, 8).
         align_corners (bool, optional): ``align_corners`` of every bilinear upsampling. Default: False.
-        pretrained (str, optional): A local ``.pdparams`` file whose keys and shapes match this model exactly.
-            Default: None.
+        pretrained (str, optional): A local ``.pdparams`` file or an http(s) URL (PaddleSeg's weight cache) whose keys
+            and shapes match this model exactly. Default: None.
 
     forward(x) returns ``[logit]``, logit of shape (N, num_classes, H, W) for an input of shape (N, C, H, W).
     H and W need not be multiples of 32; they must be at least ``2 ** len(ch_list) - 1`` (31 by default) so that
@@ -291,19 +292,19 @@ def _listed(keys, limit=3):
 
 
 def load_pretrained(model, path):
-    """Load a local ``.pdparams`` file into ``model``, requiring exactly the model's keys and shapes.
+    """Load a ``.pdparams`` file (local, or an http(s) URL resolved by ``weights.resolve_pretrained``) into
+    ``model``, requiring exactly the model's keys and shapes.
 
     Args:
         model (nn.Layer): The model to fill.
-        path (str): Path of the ``.pdparams`` file (a state dict saved with ``paddle.save``).
+        path (str): Path or URL of the ``.pdparams`` file (a state dict saved with ``paddle.save``).
 
     Raises:
-        UserError: The path is a URL, does not exist, cannot be read, or its keys or shapes differ from the model's.
+        UserError: The URL cannot be downloaded, the file does not exist or cannot be read, or its keys or shapes
+            differ from the model's.
     """
-    path = os.fspath(path)
+    path = resolve_pretrained(path)
     name = type(model).__name__
-    if '://' in path:
-        raise UserError(f"pretrained must be a local .pdparams file (no downloads): {path}")
     if not os.path.isfile(path):
         raise UserError(f"pretrained weights not found: {path}")
     try:

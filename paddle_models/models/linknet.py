@@ -86,8 +86,8 @@ class LinkNet(nn.Layer):
             ``stages()``, ``stem_channels``, ``feat_channels`` and ``strides``. Default: None, a ResNet-18 built with
             ``in_channels``.
         in_channels (int, optional): Input channels of the default encoder. Default: 3.
-        pretrained (str, optional): A local ``.pdparams`` file of the whole model. Default: None. (ImageNet
-            weights for the encoder go to the backbone's own ``pretrained``.)
+        pretrained (str, optional): A local ``.pdparams`` file or an http(s) URL (PaddleSeg's weight cache) of the whole
+            model. Default: None. (ImageNet weights for the encoder go to the backbone's own ``pretrained``.)
 
     forward(x) returns ``[logit]``, (N, num_classes, H, W).
     """

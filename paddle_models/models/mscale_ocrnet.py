@@ -86,7 +86,8 @@ class MscaleOCRNet(nn.Layer):
             Default: (0.5, 1.0, 2.0).
         ocr_mid_channels (int): Channels of the OCR representation (and the attention head's input). Default: 512.
         ocr_key_channels (int): Channels of the object attention. Default: 256.
-        pretrained (str|None): A local ``.pdparams`` file of the whole model. Default: None.
+        pretrained (str|None): A local ``.pdparams`` file or an http(s) URL (PaddleSeg's weight cache) of the whole
+            model. Default: None.
 
     forward(x): eval ``[fused]``; training ``[fused_aux, fused, pred_0.5, pred_1.0]``; all [N, K, H, W].
     """

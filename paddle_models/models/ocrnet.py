@@ -152,7 +152,8 @@ class OCRNet(nn.Layer):
         ocr_mid_channels (int): Channels of the pixel representation. Default: 512.
         ocr_key_channels (int): Channels of the attention. Default: 256.
         align_corners (bool): ``align_corners`` of the final upsampling. Default: False.
-        pretrained (str|None): A local ``.pdparams`` file of the whole model. Default: None.
+        pretrained (str|None): A local ``.pdparams`` file or an http(s) URL (PaddleSeg's weight cache) of the whole
+            model. Default: None.
 
     forward(x) returns ``[logit]`` in eval mode and ``[logit, soft_regions]`` in training mode (the auxiliary
     loss), each [N, num_classes, H, W].

@@ -94,8 +94,8 @@ class PSPNet(nn.Layer):
         enable_auxiliary_loss (bool, optional): Build the auxiliary head; in training mode the model then returns
             [main, auxiliary] (two loss entries, PaddleSeg uses coef [1, 0.4]). Default: True.
         align_corners (bool, optional): ``align_corners`` of every bilinear upsampling. Default: False.
-        pretrained (str, optional): A local ``.pdparams`` file of the whole model (keys and shapes must match).
-            Default: None.
+        pretrained (str, optional): A local ``.pdparams`` file or an http(s) URL (PaddleSeg's weight cache) of the whole
+            model (keys and shapes must match). Default: None.
 
     forward(x) returns ``[logit]`` in eval mode and ``[logit, aux_logit]`` in training mode (with the auxiliary
     head), each (N, num_classes, H, W).

@@ -75,7 +75,8 @@ class SegFormer(nn.Layer):
         embedding_dim (int): Decoder width (256 for B0/B1, 768 for B2-B5).
         align_corners (bool): ``align_corners`` of the bilinear upsampling. Default: False.
         dropout_prob (float): Dropout before the classifier. Default: 0.1.
-        pretrained (str|None): A local ``.pdparams`` file of the whole model. Default: None.
+        pretrained (str|None): A local ``.pdparams`` file or an http(s) URL (PaddleSeg's weight cache) of the whole
+            model. Default: None.
         head_style (str): 'mlp' (default: the paper's, PaddleSeg's and HuggingFace's all-MLP decoder) or 'mmseg'
             (mmseg's ``SegformerHead``: per-level 1x1 conv + BN + ReLU, levels concatenated c1..c4, then
             ``fusion_conv`` = 1x1 conv + BN + ReLU; parameters ``convs.{i}``, ``fusion_conv``, ``linear_pred``).

@@ -44,7 +44,8 @@ class SegNeXt(nn.Layer):
             keys, ``inference_bases``).
         num_classes (int): Output classes.
         backbone_indices (list[int]): Backbone levels the head reads. Default: [1, 2, 3].
-        pretrained (str|None): A local ``.pdparams`` file of the whole model. Default: None.
+        pretrained (str|None): A local ``.pdparams`` file or an http(s) URL (PaddleSeg's weight cache) of the whole
+            model. Default: None.
 
     forward(x) returns ``[logits]`` at the input resolution.
     """

@@ -98,7 +98,8 @@ class SemanticFPN(nn.Layer):
         channels (int): Channels of the scale heads. Default: 128.
         dropout_prob (float): Dropout before the classifier. Default: 0.1.
         align_corners (bool): ``align_corners`` of the bilinear upsampling. Default: False.
-        pretrained (str|None): A local ``.pdparams`` file of the whole model. Default: None.
+        pretrained (str|None): A local ``.pdparams`` file or an http(s) URL (PaddleSeg's weight cache) of the whole
+            model. Default: None.
 
     forward(x) returns ``[logit]`` with logit [N, num_classes, H, W].
     """

@@ -192,7 +192,8 @@ class UNet3Plus(nn.Layer):
         is_CGM (bool, optional): Classification-guided module (implies ``is_deepsup``). Default: False.
         filters (tuple[int], optional): Channels of the five encoder levels; each decoder branch has ``filters[0]``.
             Default: (64, 128, 256, 512, 1024).
-        pretrained (str, optional): A local ``.pdparams`` file of the whole model. Default: None.
+        pretrained (str, optional): A local ``.pdparams`` file or an http(s) URL (PaddleSeg's weight cache) of the whole
+            model. Default: None.
 
     forward(x) returns ``[d1]`` in eval mode; in training mode ``[d1, ..., d5]`` with deep supervision and
     ``[d1, ..., d5, cls_logits]`` with the CGM (``cls_logits`` (N, 2): "no foreground" / "foreground" before the

@@ -113,7 +113,8 @@ class UNetPlusPlus(nn.Layer):
         use_deconv (bool, optional): Upsample by 2x2 transposed convs instead of bilinear + 1x1 conv.
             Default: False.
         align_corners (bool, optional): ``align_corners`` of the bilinear upsampling. Default: False.
-        pretrained (str, optional): A local ``.pdparams`` file of the whole (unpruned) model. Default: None.
+        pretrained (str, optional): A local ``.pdparams`` file or an http(s) URL (PaddleSeg's weight cache) of the whole
+            (unpruned) model. Default: None.
         is_ds (bool, optional): Deep supervision: the output is the mean of the four level outputs; otherwise the
             output of level 4. Default: True.
         channels (tuple[int], optional): Channels of the five levels. Default: (32, 64, 128, 256, 512).

@@ -88,8 +88,8 @@ class UPerNet(nn.Layer):
             mode). Default: False.
         align_corners (bool): ``align_corners`` of every bilinear upsampling. Default: False.
         dropout_prob (float): Dropout before the classifiers. Default: 0.1.
-        pretrained (str|None): A local ``.pdparams`` file of the whole model (ours or PaddleSeg's UPerNet).
-            Default: None.
+        pretrained (str|None): A local ``.pdparams`` file or an http(s) URL (PaddleSeg's weight cache) of the whole
+            model (ours or PaddleSeg's UPerNet). Default: None.
 
     forward(x) returns ``[logit]`` (plus the auxiliary logit in training mode), each [N, num_classes, H, W].
     """
