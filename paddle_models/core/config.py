@@ -1,7 +1,8 @@
 """Loading PaddleSeg-format YAML configs, applying ``--opts`` overrides and building components from them.
 
-Parsing (``_base_`` inheritance) reuses ``paddleseg.cvlibs.config``; the checks are ours so that every mistake ends
-as one ``UserError`` line naming the file, key or value.
+``_base_`` inheritance merges files as PaddleSeg does (``paddleseg.cvlibs.config.merge_config_dicts``); the checks
+are ours so that every mistake ends as one ``UserError`` line naming the file, key or value: an empty file, a value
+of the wrong kind in ``--opts``, a batch size or iteration count that is not a positive integer, ...
 """
 import ast
 import copy
@@ -12,7 +13,7 @@ import os
 import paddle
 import yaml
 from paddleseg.cvlibs import manager
-from paddleseg.cvlibs.config import Config, parse_from_yaml
+from paddleseg.cvlibs.config import Config, merge_config_dicts
 
 from paddle_models.errors import UserError
 
@@ -22,6 +23,30 @@ TOP_LEVEL_KEYS = ('batch_size', 'iters', 'train_dataset', 'val_dataset', 'optimi
 TEST_CONFIG_KEYS = ('aug_eval', 'scales', 'flip_horizontal', 'flip_vertical', 'is_slide', 'crop_size', 'stride',
                     'auc_roc', 'custom_color')
 LR_SCHEDULER_EXTRA_KEYS = ('warmup_iters', 'warmup_start_lr')
+
+# Expected kinds of values at fixed places, where the config's own value would say too little (a YAML ``4`` does
+# not tell an int from a float) or is absent. Kinds: 'int', 'number' (int or float), 'bool', 'str', 'list',
+# 'numbers' (a list of numbers) and 'mapping'.
+_SECTION = frozenset({'mapping'})
+KNOWN_KINDS = {
+    ('batch_size',): frozenset({'int'}),
+    ('iters',): frozenset({'int'}),
+    ('to_static_training',): frozenset({'bool'}),
+    **{(key,): _SECTION for key in ('train_dataset', 'val_dataset', 'optimizer', 'lr_scheduler', 'loss',
+                                     'distill_loss', 'model', 'test_config', 'export')},
+    **{('test_config', key): frozenset({'bool'}) for key in ('aug_eval', 'flip_horizontal', 'flip_vertical',
+                                                            'is_slide', 'auc_roc')},
+    ('test_config', 'scales'): frozenset({'number', 'numbers'}),
+    ('test_config', 'crop_size'): frozenset({'numbers'}),
+    ('test_config', 'stride'): frozenset({'numbers'}),
+    ('test_config', 'custom_color'): frozenset({'numbers'}),
+    ('lr_scheduler', 'warmup_iters'): frozenset({'int'}),
+    ('lr_scheduler', 'warmup_start_lr'): frozenset({'number'}),
+}
+# Positive integers the training loop needs, and how to say so.
+POSITIVE_INT_KEYS = ('batch_size', 'iters')
+_KIND_WORDS = {'int': 'an int', 'number': 'a number', 'bool': 'true or false', 'str': 'a string',
+               'list': 'a list', 'numbers': 'a list of numbers', 'mapping': 'a mapping of keys to values'}
 
 # Which manager a component's `type` is looked up in, by the key that holds the component.
 _MANAGER_BY_KEY = {
@@ -62,6 +87,98 @@ def parse_value(text):
         return text
 
 
+def _is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _kinds_of(value):
+    """The kinds (see ``KNOWN_KINDS``) an existing value or a signature default stands for; empty for None. A list
+    of numbers stands for a number too (``crop_size: [512, 512]`` or ``crop_size: 512``)."""
+    if isinstance(value, bool):
+        return {'bool'}
+    if _is_number(value):
+        return {'number'}
+    if isinstance(value, str):
+        return {'str'}
+    if isinstance(value, (list, tuple)):  # PaddleSeg's "size or (w, h)" arguments also take a single number
+        return {'numbers', 'number'} if value and all(_is_number(v) for v in value) else {'list'}
+    if isinstance(value, dict):
+        return {'mapping'}
+    return set()
+
+
+def _fits(value, kind):
+    if kind == 'int':
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind == 'number':
+        return _is_number(value)
+    if kind == 'bool':
+        return isinstance(value, bool)
+    if kind == 'str':
+        return isinstance(value, str)
+    if kind == 'list':
+        return isinstance(value, (list, tuple))
+    if kind == 'numbers':
+        return isinstance(value, (list, tuple)) and all(_is_number(v) for v in value)
+    return isinstance(value, dict)
+
+
+def _signature_default(node, leaf):
+    """The default of argument ``leaf`` of the component (or paddle lr scheduler) that ``node`` configures:
+    (True, default) where there is one, else (False, None)."""
+    if not isinstance(node, dict) or 'type' not in node:
+        return False, None
+    cls = _component_class(node) or getattr(paddle.optimizer.lr, str(node.get('type')), None)
+    try:
+        param = inspect.signature(cls).parameters.get(leaf) if cls is not None else None
+    except (TypeError, ValueError):
+        return False, None
+    if param is None or param.default is inspect.Parameter.empty:
+        return False, None
+    return True, param.default
+
+
+def _typed_value(item, key, parts, text, value, node, leaf):
+    """``value`` (parsed from ``text``) checked against what the key holds: the kinds of ``KNOWN_KINDS``, else
+    those of the value already there and of the component argument's default. A key for a string takes the text
+    as written (``dataset_root=2024`` stays '2024'); None passes where a string, list, mapping or None could be
+    there.
+
+    Args:
+        item (str): The ``--opts`` item as given (``iters=abc``), for the message.
+        key (str): Its dotted key; ``parts`` the key split at dots (list indices as digits).
+        text (str): The value as written; ``value`` the same parsed by ``parse_value``.
+        node (dict|list): The section or list that holds the key; ``leaf`` the key's last part.
+
+    Returns:
+        The value to store.
+
+    Raises:
+        UserError: "--opts ITEM: KEY must be an int, got 'abc'" (the kinds the key takes, joined by "or").
+    """
+    generic = tuple('#' if p.isdigit() else p for p in parts)
+    has_old = isinstance(node, list) or leaf in node
+    old = node[int(leaf)] if isinstance(node, list) else node.get(leaf)
+    has_default, default = (False, None) if isinstance(node, list) else _signature_default(node, leaf)
+    if generic in KNOWN_KINDS:
+        kinds, none_ok = set(KNOWN_KINDS[generic]), False
+    else:
+        kinds = _kinds_of(old) | _kinds_of(default)
+        none_ok = (has_old and old is None) or (has_default and default is None)
+    if not kinds:
+        return value
+    if value is None:
+        if none_ok or kinds & {'str', 'list', 'numbers', 'mapping'}:
+            return None
+    elif any(_fits(value, kind) for kind in kinds):
+        return value
+    elif 'str' in kinds:
+        return text
+    order = ('int', 'number', 'bool', 'str', 'numbers', 'list', 'mapping')
+    words = [_KIND_WORDS[k] for k in order if k in kinds and not (k == 'list' and 'numbers' in kinds)]
+    raise UserError(f"--opts {item}: {key} must be {' or '.join(words)}, got {value!r}")
+
+
 def _component_class(cfg):
     """The registered class named by ``cfg['type']`` in any manager, or None."""
     for component_manager in _ALL_MANAGERS:
@@ -84,7 +201,8 @@ def apply_opts(dic, opts):
     """Apply ``--opts`` overrides ``['a.b=c', ...]`` to the config dict in place.
 
     A key must name something that exists, or an argument that the component at that place accepts
-    (e.g. ``model.pretrained=x.pdparams``). List items are addressed by index (``loss.coef.1=0.4``).
+    (e.g. ``model.pretrained=x.pdparams``). List items are addressed by index (``loss.coef.1=0.4``). The value must
+    be of the kind the key holds (``_typed_value``): ``iters=abc`` is an error naming the key and the kind.
     """
     for item in opts or []:
         if '=' not in item:
@@ -113,11 +231,11 @@ def apply_opts(dic, opts):
         if isinstance(node, list):
             if not leaf.isdigit() or int(leaf) >= len(node):
                 raise UserError(f"--opts key {key!r}: {leaf!r} is not an index of a list of {len(node)}")
-            node[int(leaf)] = value
+            node[int(leaf)] = _typed_value(item, key, parts, text, value, node, leaf)
             continue
         if leaf not in node:
             _check_new_key(key, parts, node)
-        node[leaf] = value
+        node[leaf] = _typed_value(item, key, parts, text, value, node, leaf)
     return dic
 
 
@@ -191,16 +309,7 @@ def load_config(path, opts=None, learning_rate=None, batch_size=None, iters=None
         raise UserError(f"config file not found: {path}")
     if not path.endswith(('.yml', '.yaml')):
         raise UserError(f"config file must be YAML (.yml or .yaml): {path}")
-    try:
-        dic = parse_from_yaml(path)
-    except yaml.YAMLError as err:
-        mark = getattr(err, 'problem_mark', None)
-        where = f" at line {mark.line + 1}" if mark is not None else ''
-        raise UserError(f"{path}: invalid YAML{where}: {getattr(err, 'problem', err)}") from None
-    except FileNotFoundError as err:
-        raise UserError(f"{path}: _base_ file not found: {err.filename}") from None
-    if not isinstance(dic, dict):
-        raise UserError(f"{path}: the config must be a mapping of keys to values")
+    dic = _read_yaml(path)
     dic = copy.deepcopy(dic)
     apply_opts(dic, opts)
     if learning_rate is not None:
@@ -209,6 +318,10 @@ def load_config(path, opts=None, learning_rate=None, batch_size=None, iters=None
         dic['batch_size'] = batch_size
     if iters is not None:
         dic['iters'] = iters
+    flags = {'batch_size': batch_size, 'iters': iters}
+    for key in POSITIVE_INT_KEYS:
+        if key in dic and (key in require or flags[key] is not None):
+            _check_positive_int(dic[key], key, path, flags[key] is not None, opts)
     for key in require:
         if key not in dic or dic[key] in (None, {}):
             raise UserError(f"{path}: no '{key}' section in the config")
@@ -219,6 +332,47 @@ def load_config(path, opts=None, learning_rate=None, batch_size=None, iters=None
     cfg.dic = dic
     cfg.path = path
     return cfg
+
+
+def _read_yaml(path, chain=()):
+    """The mapping of a YAML config with its ``_base_`` files merged in (as PaddleSeg's ``parse_from_yaml``), each
+    file checked: readable UTF-8 YAML, not empty, a mapping, its bases present and not including itself."""
+    try:
+        with open(path, 'r', encoding='utf-8') as f:
+            dic = yaml.load(f, Loader=yaml.FullLoader)
+    except yaml.YAMLError as err:
+        mark = getattr(err, 'problem_mark', None)
+        where = f" at line {mark.line + 1}" if mark is not None else ''
+        raise UserError(f"{path}: invalid YAML{where}: {getattr(err, 'problem', None) or err}") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not a UTF-8 text file") from None
+    except OSError as err:
+        raise UserError(f"{path}: cannot read the config ({err.strerror or err})") from None
+    if dic is None:
+        raise UserError(f"{path}: the config file is empty")
+    if not isinstance(dic, dict):
+        raise UserError(f"{path}: the config must be a mapping of keys to values, got {type(dic).__name__}")
+    bases = dic.pop('_base_', None)
+    for base in [bases] if isinstance(bases, str) else bases or []:
+        base_path = os.path.join(os.path.dirname(path), str(base))
+        if not os.path.isfile(base_path):
+            raise UserError(f"{path}: _base_ file not found: {base_path}")
+        if os.path.realpath(base_path) in chain + (os.path.realpath(path),):
+            raise UserError(f"{path}: _base_ {base_path} includes itself")
+        dic = merge_config_dicts(dic, _read_yaml(base_path, chain + (os.path.realpath(path),)))
+    return dic
+
+
+def _check_positive_int(value, key, path, from_flag, opts):
+    """``batch_size`` and ``iters`` must be integers >= 1; the message names where the value came from."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return
+    if from_flag:
+        where = f"--{key}"
+    else:
+        given = [item for item in opts or [] if item.split('=', 1)[0] == key]
+        where = f"--opts {given[-1]}: {key}" if given else f"{path}: {key}"
+    raise UserError(f"{where} must be a positive integer, got {value!r}")
 
 
 def _dataset_num_classes(dataset_cfg):

@@ -9,6 +9,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from paddle_models.core.infer import aug_logits, predict_logits
+from paddle_models import image_io
 from paddle_models.errors import UserError
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
@@ -90,18 +91,45 @@ def overlay(image_bgr, pred, palette, weight=0.6):
     return cv2.addWeighted(image_bgr, weight, colours, 1 - weight, 0)
 
 
-def read_image(path):
-    image = cv2.imread(path, cv2.IMREAD_COLOR)
-    if image is None:
-        raise UserError(f"cannot read image: {path}")
-    return image
+def read_image(path, max_pixels=None):
+    """An image as ``cv2.imread`` gives it (BGR uint8), checked to be complete and at most ``max_pixels`` first
+    (``paddle_models.image_io.read_image``)."""
+    return image_io.read_image(path, cv2.IMREAD_COLOR, max_pixels=max_pixels)
+
+
+def output_name(path, base):
+    """The name (no suffix) under which the results of image ``path`` are written below ``save_dir``.
+
+    It is the image's path under ``base`` (the folder or list file's folder of ``--image_path``) where the image
+    lies there; an image elsewhere (a list entry ``../x.jpg`` or ``/data/x.jpg``) keeps its absolute path without
+    the root and drive (``data/x``). So no name leads outside ``save_dir``.
+    """
+    image = os.path.abspath(path)
+    try:
+        name = os.path.relpath(image, os.path.abspath(base or os.curdir))
+    except ValueError:  # another drive (Windows)
+        name = os.pardir
+    if name == os.pardir or name.startswith(os.pardir + os.sep) or os.path.isabs(name):
+        name = os.path.splitdrive(image)[1].lstrip(os.sep + (os.altsep or ''))
+    return os.path.splitext(name)[0]
+
+
+def bytes_per_pixel(num_classes):
+    """Memory prediction needs per image pixel at least, before the model's own activations: the decoded image
+    (3 B), its float32 copy, the transformed copy and the input tensor (12 B each), the class scores at the image's
+    size (4 B per class) and the class map (4 B)."""
+    return 3 + 3 * 12 + 4 * (num_classes or 1) + 4
 
 
 def predict(model, image_path, transforms, save_dir='output/result', palette=None, num_classes=None,
             aug_pred=False, scales=1.0, flip_horizontal=False, flip_vertical=False, is_slide=False,
             crop_size=None, stride=None, progress=True, custom_color=None):
     """Predict every image of ``image_path`` and write ``save_dir/pseudo_color_prediction/NAME.png`` (palette PNG
-    whose pixel values are class ids) and ``save_dir/added_prediction/NAME.jpg`` (overlay).
+    whose pixel values are class ids) and ``save_dir/added_prediction/NAME.jpg`` (overlay); NAME is always inside
+    ``save_dir`` (``output_name``).
+
+    Every image is checked before anything is written: readable, complete (not truncated) and small enough for the
+    available memory (``bytes_per_pixel``); else a UserError names the image (and its size).
 
     Args:
         palette (list): RGB triples per class; default: ``default_palette``.
@@ -112,9 +140,12 @@ def predict(model, image_path, transforms, save_dir='output/result', palette=Non
         list[str]: the pseudo-colour PNG paths written.
     """
     images, base = list_images(image_path)
-    for path in images:  # fail before any output (or progress bar) on a file that is not an image
+    max_pixels = image_io.memory_pixel_limit(bytes_per_pixel(num_classes))
+    sizes = {}
+    for path in images:  # fail before any output (or progress bar) on a file that is not a complete image
         if not cv2.haveImageReader(path):
             raise UserError(f"cannot read image: {path}")
+        sizes[path] = image_io.check_image(path, max_pixels=max_pixels)
     compose = Compose(list(transforms))
     palette = palette or default_palette(num_classes or 256)
     if custom_color:
@@ -123,16 +154,22 @@ def predict(model, image_path, transforms, save_dir='output/result', palette=Non
     written = []
     with paddle.no_grad():
         for path in tqdm(images, desc='predict', unit='img', disable=not progress):
-            original = read_image(path)
-            data = compose({'img': original.astype('float32'), 'trans_info': []})
-            image = paddle.to_tensor(data['img'][np.newaxis])
-            if aug_pred:
-                logit = aug_logits(model, image, data['trans_info'], scales, flip_horizontal, flip_vertical,
-                                   is_slide, crop_size, stride)
-            else:
-                logit = predict_logits(model, image, data['trans_info'], is_slide, crop_size, stride)
-            pred = paddle.argmax(logit, axis=1).numpy()[0].astype(np.uint8)
-            name = os.path.splitext(os.path.relpath(path, base))[0]
+            width, height = sizes[path]
+            try:
+                original = read_image(path, max_pixels)
+                height, width = original.shape[:2]
+                data = compose({'img': original.astype('float32'), 'trans_info': []})
+                image = paddle.to_tensor(data['img'][np.newaxis])
+                if aug_pred:
+                    logit = aug_logits(model, image, data['trans_info'], scales, flip_horizontal, flip_vertical,
+                                       is_slide, crop_size, stride)
+                else:
+                    logit = predict_logits(model, image, data['trans_info'], is_slide, crop_size, stride)
+                pred = paddle.argmax(logit, axis=1).numpy()[0].astype(np.uint8)
+            except MemoryError:
+                size = f" is {width}x{height} pixels" if width and height else ''
+                raise UserError(f"image too large for memory: {path}{size}") from None
+            name = output_name(path, base)
             colour_path = os.path.join(save_dir, 'pseudo_color_prediction', name + '.png')
             overlay_path = os.path.join(save_dir, 'added_prediction', name + '.jpg')
             os.makedirs(os.path.dirname(colour_path), exist_ok=True)

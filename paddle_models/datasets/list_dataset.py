@@ -8,6 +8,7 @@ file, key or value at fault.
 :class:`Dataset` is registered under PaddleSeg's name ``Dataset``, so PaddleSeg YAML files written for the generic
 list-file dataset (``type: Dataset``) build this one and get the checks.
 """
+import io
 import os
 
 import cv2
@@ -19,6 +20,7 @@ import paddleseg.transforms.functional as seg_functional
 from paddleseg.transforms import Compose
 
 from ..errors import UserError
+from ..image_io import check_image, read_bytes, read_image
 from ..registry import register_dataset
 
 MODES = ('train', 'val', 'test')
@@ -92,15 +94,15 @@ def read_list_file(list_path, dataset_root, separator=' ', need_label=True, map_
 
 
 def load_image(path, img_channels=3):
-    """Read an image as PaddleSeg's ``Compose`` does (cv2, BGR, float32 HWC; HW for one channel).
+    """Read an image as PaddleSeg's ``Compose`` does (cv2, BGR, float32 HWC; HW for one channel), checked to be
+    complete first (``paddle_models.image_io``).
 
-    Raises UserError ``cannot read image: PATH`` when OpenCV cannot decode the file.
+    Raises UserError ``cannot read image: PATH`` when OpenCV cannot decode the file, ``cannot read image: PATH:
+    truncated JPEG file (...)`` when the file is cut short or corrupt, ``image too large for memory: PATH is WxH
+    pixels`` beyond OpenCV's decoding limit.
     """
     flag = cv2.IMREAD_GRAYSCALE if img_channels == 1 else cv2.IMREAD_COLOR
-    img = cv2.imread(path, flag)
-    if img is None:
-        raise UserError(f"cannot read image: {path}")
-    return img.astype('float32')
+    return read_image(path, flag).astype('float32')
 
 
 def load_label(path, num_classes, ignore_index=255, value_map=None):
@@ -117,13 +119,17 @@ def load_label(path, num_classes, ignore_index=255, value_map=None):
         np.ndarray: The label (H, W), in the file's integer type (uint8 for 8-bit PNGs).
 
     Raises:
-        UserError: ``cannot read label: PATH``; a label with more than one channel; a value outside the classes that
-            is not ``ignore_index`` (``PATH: label value 17 is out of range for 11 classes (ignore_index 255)``).
+        UserError: ``cannot read label: PATH``, with the reason where the file is truncated or corrupt (checked
+            before decoding, see ``paddle_models.image_io``); a label with more than one channel; a value outside
+            the classes that is not ``ignore_index`` (``PATH: label value 17 is out of range for 11 classes
+            (ignore_index 255)``).
     """
+    data = read_bytes(path, 'label')
+    check_image(path, 'label', data=data)
     try:
-        with Image.open(path) as image:
+        with Image.open(io.BytesIO(data)) as image:
             label = np.asarray(image)
-    except (OSError, ValueError, SyntaxError):
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
         raise UserError(f"cannot read label: {path}") from None
     if label.ndim != 2:
         raise UserError(f"{path}: a label must be a single-channel image, got shape {label.shape}")
