@@ -45,6 +45,8 @@ def main(argv=None):
     cli.check_data_format(args.data_format)
     if args.repeats < 1:
         raise cli.UserError(f"--repeats must be a positive integer, got {args.repeats}")
+    if args.seed is not None and not 0 <= args.seed < 2 ** 32:  # NumPy's range; negative seeds would crash
+        raise cli.UserError(f"--seed must be an integer in [0, 2**32), got {args.seed}")
     if args.profiler_options is not None:
         parse_profiler_options(args.profiler_options)
     cfg = load_config(args.config, args.opts, args.learning_rate, args.batch_size, args.iters,

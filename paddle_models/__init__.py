@@ -12,5 +12,8 @@ warnings.filterwarnings("ignore", message="No ccache found")  # printed by paddl
 import paddleseg  # noqa: F401  (PaddleSeg registers its own components first; ours then replace them)
 
 from . import layers, losses, datasets, transforms, backbones, models  # noqa: F401
+from .safe_load import guard_paddleseg
+
+guard_paddleseg()  # PaddleSeg's own models read their pretrained files without running code in them too
 
 __version__ = '0.1.0'

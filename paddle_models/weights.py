@@ -18,10 +18,10 @@ import zipfile
 import zlib
 
 import numpy as np
-import paddle
 from tqdm import tqdm
 
 from paddle_models.errors import UserError
+from paddle_models.safe_load import load_paddle_file
 
 
 def _first_line(exc):
@@ -309,17 +309,15 @@ def load_backbone_weights(model, path, head_prefixes=()):
         head_prefixes (tuple[str]): Key prefixes of the classifier.
 
     Raises:
-        UserError: The file is missing, unreadable or cannot be downloaded, or does not fit (the message names the
-            file and the key).
+        UserError: The file is missing, unreadable or cannot be downloaded, is not a complete ``paddle.save`` file
+            or holds anything else (read by ``safe_load.load_paddle_file``: no code in it runs), or does not fit
+            (the message names the file and the key).
     """
     path = resolve_pretrained(path)
     name = type(model).__name__
     if not os.path.isfile(path):
         raise UserError(f"{name}: pretrained weights not found: {path}")
-    try:
-        state = paddle.load(path)
-    except Exception as exc:  # noqa: BLE001  (any failure to read is the file's fault)
-        raise UserError(f"{name}: cannot read pretrained weights {path}: {_first_line(exc)}") from None
+    state = load_paddle_file(path, what=f"{name}: cannot read pretrained weights")
     if not isinstance(state, dict):
         raise UserError(f"{name}: pretrained weights {path} hold a {type(state).__name__}, not a dict of parameters")
     own = model.state_dict()

@@ -74,7 +74,8 @@ def test_checkpoints_rotated_and_complete(trained):
     kept = sorted(os.path.basename(p) for p in glob.glob(os.path.join(save_dir, 'iter_*')))
     assert kept == ['iter_600', 'iter_900']
     for name in kept:
-        assert sorted(os.listdir(os.path.join(save_dir, name))) == ['model.pdopt', 'model.pdparams']
+        assert sorted(os.listdir(os.path.join(save_dir, name))) == ['model.pdopt', 'model.pdparams',
+                                                                     'train_state.json']
     assert not [p for p in os.listdir(save_dir) if p.startswith('.')], 'temporary checkpoint folders left behind'
 
 

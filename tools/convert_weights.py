@@ -14,7 +14,8 @@ How it works (so that any model family can plug in its own checkpoints):
   constructor arguments the checkpoint implies (e.g. ``{'num_classes': 1000}``). ``--format`` picks the function;
   the formats an architecture offers are the ``convert_*_weights`` functions of its file.
 * The checkpoint is read without executing pickled code: ``.safetensors`` with the ``safetensors`` numpy API (no
-  PyTorch needed); ``.pth``/``.pt``/``.bin``/``.ckpt``/``.tar`` with ``torch.load(..., weights_only=True)``. A dict
+  PyTorch needed); ``.pth``/``.pt``/``.bin``/``.ckpt``/``.tar`` with ``torch.load(..., weights_only=True)``, whose
+  refusal of a pickled global (code the file would run) is one line naming the file and the global. A dict
   wrapping the weights under ``state_dict``/``model``/``module`` is unwrapped and a ``module.`` prefix (from
   DistributedDataParallel) is removed.
 * The converted tensors must fit the architecture built with ``build_kwargs`` exactly: every key present, no extra
@@ -31,6 +32,7 @@ import argparse
 import difflib
 import inspect
 import os
+import re
 import sys
 import tempfile
 import zlib  # noqa: F401  (before paddle: Paddle 2.6.2's bundled zlib)
@@ -132,8 +134,7 @@ def read_checkpoint(path):
         try:
             raw = torch.load(path, map_location='cpu', weights_only=True)
         except Exception as err:  # noqa: BLE001  (corrupt, or pickled objects weights_only refuses)
-            raise UserError(f"--input: {path} cannot be read with torch.load(weights_only=True) "
-                            f"({_first_line(err)})") from None
+            raise _torch_load_error(path, err) from None
     else:
         raise UserError(f"--input: {path}: unknown checkpoint type; expected .safetensors or one of "
                         f"{', '.join(TORCH_SUFFIXES)}")
@@ -145,6 +146,27 @@ def read_checkpoint(path):
     if not state:
         raise UserError(f"--input: {path} holds no tensors")
     return state
+
+
+# torch's weights_only refusal names the global as "GLOBAL posix.system" (wording varies between versions)
+_TORCH_GLOBAL = re.compile(r'\bGLOBAL ([A-Za-z_][\w.]*)')
+# lines of torch's weights_only message that explain the option rather than the file
+_TORCH_BOILERPLATE = ('Weights only load failed', 'Check the documentation', 'Please file an issue',
+                      'Re-running `torch.load`', 'In PyTorch 2.6')
+
+
+def _torch_load_error(path, err):
+    """The one-line UserError for a checkpoint ``torch.load(weights_only=True)`` failed on: the global it refused
+    (code the file would have run), else the first line of torch's message that is about the file."""
+    text = str(err)
+    refused = _TORCH_GLOBAL.search(text)
+    if refused:
+        return UserError(f"--input: {path}: refusing to load: it references {refused.group(1)}, which a weights file "
+                         f"never holds (loading it could run code)")
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    about_file = [line for line in lines if not line.startswith(_TORCH_BOILERPLATE)]
+    reason = about_file[0] if about_file else _first_line(err)
+    return UserError(f"--input: {path} cannot be read with torch.load(weights_only=True) ({reason})")
 
 
 def _first_line(err):

@@ -27,11 +27,15 @@ Behaviour worth knowing:
   cannot create a predictor for a PIR program (model.json) with it.
 * ``--benchmark`` runs two warm-up batches first, then prints preprocess, inference and postprocess times, and
   ``--model_name`` (PaddleSeg's flag: a name shown in the benchmark report) as its ``model`` line.
+* The program and params files are checked before Paddle Inference reads them: a truncated or corrupt
+  ``model.json``/``model.pdmodel``/``model.pdiparams`` is one line naming the file (Paddle's own error is a C++
+  message naming neither), as is any other failure to create the predictor from them.
 * Errors the user must fix (missing config or image, bad deploy.yaml) print one line on stderr and exit 2.
 """
 import argparse
 import codecs
 import logging
+import math
 import os
 import sys
 import time
@@ -204,6 +208,101 @@ class DeployConfig:
         return T.Compose(ops)
 
 
+# bytes per element of each VarType.Type code a .pdiparams tensor can have (Paddle's framework.proto)
+_PARAM_DTYPE_BYTES = {0: 1, 1: 2, 2: 4, 3: 8, 4: 2, 5: 4, 6: 8, 20: 1, 21: 1, 22: 2, 23: 8, 24: 16, 32: 1, 33: 1,
+                      36: 2, 37: 4, 38: 8}
+
+
+def _incomplete_params(path):
+    """Whether the ``.pdiparams`` file ``path`` ends inside a tensor or holds a broken tensor header.
+
+    The file is the exported parameters one after another, each as Paddle writes a DenseTensor: uint32 version,
+    uint64 LoD level count and per level a uint64 byte count plus that many bytes, uint32 version, int32 size of a
+    ``VarType.TensorDesc`` protobuf, the protobuf (data type, dims), then the raw data. Walking the headers finds a
+    truncated file without reading the data. A tensor of a data type not listed in ``_PARAM_DTYPE_BYTES`` ends the
+    walk (the rest is left to Paddle Inference).
+    """
+    from paddle.base.proto import framework_pb2
+
+    size = os.path.getsize(path)
+
+    def take(f, count):
+        data = f.read(count)
+        if len(data) != count:
+            raise EOFError
+        return data
+
+    try:
+        with open(path, 'rb') as f:
+            while f.tell() < size:
+                take(f, 4)  # version
+                for _ in range(int(np.frombuffer(take(f, 8), '<u8')[0])):  # LoD levels
+                    level_bytes = int(np.frombuffer(take(f, 8), '<u8')[0])
+                    if level_bytes > size - f.tell():
+                        return True
+                    f.seek(level_bytes, os.SEEK_CUR)
+                take(f, 4)  # version
+                desc_bytes = int(np.frombuffer(take(f, 4), '<i4')[0])
+                if not 0 <= desc_bytes <= size - f.tell():
+                    return True
+                desc = framework_pb2.VarType.TensorDesc()
+                desc.ParseFromString(take(f, desc_bytes))
+                if any(d < 0 for d in desc.dims):  # a saved parameter has concrete dims
+                    return True
+                if desc.data_type not in _PARAM_DTYPE_BYTES:
+                    return False
+                data_bytes = math.prod(desc.dims) * _PARAM_DTYPE_BYTES[desc.data_type]
+                if data_bytes > size - f.tell():
+                    return True
+                f.seek(data_bytes, os.SEEK_CUR)
+    except EOFError:
+        return True
+    except Exception:  # noqa: BLE001  (protobuf's DecodeError and the like: a broken header)
+        return True
+    return False
+
+
+def _incomplete_program(path):
+    """Whether the program file ``path`` does not parse: ``model.json`` (PIR) as JSON, ``model.pdmodel`` (legacy)
+    as a ``ProgramDesc`` protobuf."""
+    if path.endswith('.json'):
+        import json
+
+        try:
+            with open(path, 'rb') as f:
+                json.load(f)
+        except ValueError:  # JSONDecodeError, UnicodeDecodeError
+            return True
+        return False
+    from paddle.base.proto import framework_pb2
+
+    with open(path, 'rb') as f:
+        data = f.read()
+    try:
+        framework_pb2.ProgramDesc().ParseFromString(data)
+    except Exception:  # noqa: BLE001  (protobuf's DecodeError)
+        return True
+    return not data
+
+
+def check_model_files(cfg):
+    """Refuse a truncated or corrupt program or params file before Paddle Inference reads it (its own error is a
+    long C++ message that names neither file).
+
+    Args:
+        cfg (DeployConfig): Names the program (``model.json`` or ``model.pdmodel``) and ``.pdiparams`` files.
+
+    Raises:
+        UserError: One line naming the file that is not complete.
+    """
+    if _incomplete_program(cfg.model):
+        raise UserError(f"{cfg.model}: not a complete Paddle Inference program (truncated or corrupt); export the "
+                        f"model again")
+    if _incomplete_params(cfg.params):
+        raise UserError(f"{cfg.params}: not a complete Paddle Inference params file (truncated or corrupt); export "
+                        f"the model again")
+
+
 def color_map(num=256):
     """PaddleSeg's pseudo-colour palette: class i gets the PASCAL VOC colour of label i + 1 (bits of the label
     spread over the high bits of R, G and B). Returns a flat [r, g, b, ...] list of ``num`` colours."""
@@ -320,7 +419,12 @@ class Predictor:
     def _create(self, use_onednn):
         from paddle.inference import create_predictor
 
-        return create_predictor(self._config(use_onednn))
+        try:
+            return create_predictor(self._config(use_onednn))
+        except (RuntimeError, ValueError, OSError) as err:  # Paddle's C++ errors: a program/params it cannot load
+            reason = next((line.strip() for line in str(err).splitlines() if line.strip()), type(err).__name__)
+            raise UserError(f"Paddle Inference cannot load {self.cfg.model} with {self.cfg.params}: {reason}") \
+                from None
 
     def preprocess(self, path):
         return preprocess(self.transforms, path)
@@ -355,11 +459,90 @@ class Predictor:
         return output
 
 
+def incomplete_image(data):
+    """Why the image file ``data`` (bytes) is truncated or corrupt, or None: a JPEG must reach its end-of-image
+    marker, a PNG its IEND chunk (with matching CRCs on the critical chunks), an uncompressed BMP must hold the rows
+    its header announces. OpenCV decodes a truncated JPEG into a partly grey image with only a libjpeg warning, so
+    this is checked before decoding. (The same rules as ``paddle_models.image_io``, kept here because this runner
+    does not need paddle_models; tests/test_tools_bad_inputs.py checks that both agree.)"""
+    import struct
+    import zlib
+
+    n = len(data)
+    if data[:3] == b'\xff\xd8\xff':  # JPEG: follow the markers to EOI (0xFFD9)
+        array, scan_ends, pos = np.frombuffer(data, np.uint8), None, 2
+        while True:
+            pos = data.find(b'\xff', pos)
+            while 0 <= pos < n and data[pos] == 0xFF:
+                pos += 1
+            if pos < 0 or pos >= n:
+                return "truncated JPEG file (it ends before its end-of-image marker)"
+            marker, pos = data[pos], pos + 1
+            if marker == 0xD9:
+                return None
+            if marker == 0x00 or marker == 0x01 or 0xD0 <= marker <= 0xD8:
+                continue
+            if pos + 2 > n or pos + ((data[pos] << 8) | data[pos + 1]) > n:
+                return "truncated JPEG file (it ends inside a marker segment)"
+            if (data[pos] << 8) | data[pos + 1] < 2:
+                return f"corrupt JPEG file (marker 0x{marker:02X} at byte {pos - 2} has length " \
+                       f"{(data[pos] << 8) | data[pos + 1]})"
+            pos += (data[pos] << 8) | data[pos + 1]
+            if marker == 0xDA:  # entropy-coded data runs to a 0xFF not followed by 0x00, 0xFF or RST0-7
+                if scan_ends is None:
+                    ff = np.flatnonzero(array[:-1] == 0xFF)
+                    after = array[ff + 1]
+                    scan_ends = ff[(after != 0) & (after != 0xFF) & ((after < 0xD0) | (after > 0xD7))]
+                index = int(np.searchsorted(scan_ends, pos))
+                if index == len(scan_ends):
+                    return "truncated JPEG file (it ends inside the image data, before its end-of-image marker)"
+                pos = int(scan_ends[index])
+    if data[:8] == b'\x89PNG\r\n\x1a\n':  # PNG: follow the chunks to IEND
+        pos = 8
+        while True:
+            if pos + 8 > n:
+                return "truncated PNG file (it ends before its IEND chunk)"
+            length, kind = struct.unpack('>I4s', data[pos:pos + 8])
+            end, name = pos + 12 + length, kind.decode('latin-1')
+            if end > n:
+                return f"truncated PNG file (it ends inside chunk {name})"
+            if kind[:1].isupper() and zlib.crc32(memoryview(data)[pos + 4:end - 4]) != \
+                    struct.unpack('>I', data[end - 4:end])[0]:
+                return f"corrupt PNG file (chunk {name} at byte {pos} fails its CRC check)"
+            if kind == b'IEND':
+                return None
+            pos = end
+    if data[:2] == b'BM':  # uncompressed BMP: the rows the header announces
+        if n < 26 or (n < 34 and struct.unpack('<I', data[14:18])[0] >= 40):
+            return "truncated BMP file (it ends inside its header)"
+        offset, header_size = struct.unpack('<II', data[10:18])
+        if header_size == 12:
+            width, height, _, bits = struct.unpack('<HHHH', data[18:26])
+            compression = 0
+        elif header_size >= 40:
+            width, height, _, bits, compression = struct.unpack('<iiHHI', data[18:34])
+        else:
+            return None
+        needed = offset + (width * bits + 31) // 32 * 4 * abs(height)
+        if compression in (0, 3, 6) and width > 0 and bits in (1, 2, 4, 8, 16, 24, 32) and n < needed:
+            return f"truncated BMP file (it holds {n} of the {needed} bytes its header announces)"
+    return None
+
+
 def preprocess(transforms, path):
-    """CHW float32 input and the transforms' shape record for one image."""
+    """CHW float32 input and the transforms' shape record for one image, read as Compose reads it (cv2 with the
+    transforms' read flag) after checking that the file is complete."""
     import cv2
 
-    image = cv2.imread(path, transforms.read_flag)  # as Compose reads it; a failure gets a clear message
+    try:
+        with open(path, 'rb') as f:
+            data = f.read()
+    except OSError as err:
+        raise UserError(f"--image_path: cannot read image {path} ({err.strerror or err})") from None
+    problem = incomplete_image(data)
+    if problem:
+        raise UserError(f"--image_path: cannot read image {path}: {problem}")
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), transforms.read_flag) if data else None
     if image is None:
         raise UserError(f"--image_path: cannot read image {path}")
     data = transforms({'img': image.astype('float32')})
@@ -434,6 +617,7 @@ def run(args):
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')  # Paddle 3 warns about ccache on import
         import paddle
+    check_model_files(cfg)
 
     if args.device is None:
         args.device = 'gpu' if paddle.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0 else 'cpu'

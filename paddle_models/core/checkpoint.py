@@ -1,12 +1,15 @@
 """Checkpoints: written atomically (a temporary folder renamed into place), loaded strictly."""
+import contextlib
+import json
 import os
 import re
+import secrets
 import shutil
-import tempfile
 
 import paddle
 
 from paddle_models.errors import UserError
+from paddle_models.safe_load import load_paddle_file
 
 
 EMA_FILE = 'ema_model.pdparams'
@@ -16,23 +19,30 @@ def save_checkpoint(save_dir, name, model, optimizer=None, extra=None, ema=None,
     """Write ``save_dir/name/model.pdparams`` (+ ``model.pdopt``, + ``ema_model.pdparams``, + ``extra`` text files)
     atomically.
 
-    Everything goes into a temporary folder beside the target first; the folder is renamed into place only when
-    complete, so an interrupted save never leaves a half-written checkpoint under ``name``.
+    Everything goes into a temporary folder ``.<name>.tmp-<random>`` beside the target first; the folder is renamed
+    into place only when complete, so an interrupted save never leaves a half-written checkpoint under ``name``. An
+    existing ``name`` is moved aside (``.<name>.old-<random>``) for the rename and put back if the save fails; a save
+    that fails removes its temporary folder and raises the ``OSError``. Folders get the mode the user's umask gives
+    (files too, as ``open`` creates them).
 
     Args:
         save_dir (str): The folder that holds the checkpoint folders.
         name (str): The checkpoint folder's name (``iter_N``, ``best_model``, ``ema_best_model``).
         model (nn.Layer): Whose weights go into ``model_file``.
         optimizer: Its state goes into ``model.pdopt`` (for resuming); None leaves it out.
-        extra (dict): ``{file name: text}`` written beside the weights (e.g. ``score.txt``).
+        extra (dict): ``{file name: text}`` written beside the weights (e.g. ``score.txt``, ``train_state.json``).
         ema (ModelEMA): An exponential moving average of the weights, saved as ``ema_model.pdparams`` (PaddleSeg's
             name) so that a resumed run continues the same average.
         model_file (str): File name of ``model``'s weights; PaddleSeg names the best EMA weights
             ``ema_best_model/ema_model.pdparams``.
+
+    Returns:
+        str: The checkpoint folder ``save_dir/name``.
     """
     os.makedirs(save_dir, exist_ok=True)
     target = os.path.join(save_dir, name)
-    tmp = tempfile.mkdtemp(prefix=f'.{name}.tmp-', dir=save_dir)
+    tmp = _new_hidden_dir(save_dir, name, 'tmp')
+    old = None
     try:
         paddle.save(model.state_dict(), os.path.join(tmp, model_file))
         if optimizer is not None:
@@ -43,17 +53,203 @@ def save_checkpoint(save_dir, name, model, optimizer=None, extra=None, ema=None,
             with open(os.path.join(tmp, filename), 'w') as f:
                 f.write(text)
         if os.path.isdir(target):
-            old = tempfile.mkdtemp(prefix=f'.{name}.old-', dir=save_dir)
-            os.rmdir(old)
+            old = _hidden_name(save_dir, name, 'old')
             os.replace(target, old)
-            os.replace(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
+        os.replace(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None and not os.path.exists(target):
+            try:
+                os.replace(old, target)  # the previous checkpoint goes back where it was
+            except OSError:
+                pass  # left as .<name>.old-*: remove_stale_temp_folders puts it back at the next start
         raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
     return target
+
+
+# the names our engine saves under, and the probe of check_save_dir: only their hidden folders are ever removed
+_HIDDEN = re.compile(r'\.(iter_\d+|best_model|ema_best_model|probe)\.(tmp|old)-\w+')
+
+
+def _hidden_name(save_dir, name, kind):
+    """An unused path ``save_dir/.<name>.<kind>-<random hex>``."""
+    while True:
+        path = os.path.join(save_dir, f'.{name}.{kind}-{secrets.token_hex(4)}')
+        if not os.path.lexists(path):
+            return path
+
+
+def _new_hidden_dir(save_dir, name, kind):
+    """Create an empty folder ``save_dir/.<name>.<kind>-<random hex>`` and return its path.
+
+    ``os.mkdir`` gives it the mode the user's umask allows (``tempfile.mkdtemp`` would make it ``drwx------``, and
+    the checkpoint folder renamed from it would keep that mode).
+    """
+    while True:
+        try:
+            path = _hidden_name(save_dir, name, kind)
+            os.mkdir(path)
+            return path
+        except FileExistsError:
+            continue
+
+
+def remove_stale_temp_folders(save_dir):
+    """Clean up after saves that were killed (SIGKILL, power loss) in ``save_dir``.
+
+    A ``.<name>.tmp-*`` folder is a save that never completed: removed. A ``.<name>.old-*`` folder is a previous
+    checkpoint moved aside while a new one took its name: removed when ``<name>`` exists, renamed back to ``<name>``
+    when the kill came between the two renames. Only the names ``save_checkpoint`` and ``check_save_dir`` use are
+    touched.
+
+    Args:
+        save_dir (str): The folder a run is about to save into (need not exist).
+
+    Returns:
+        (list of removed folder paths, list of restored checkpoint paths)
+    """
+    removed, restored = [], []
+    if not os.path.isdir(save_dir):
+        return removed, restored
+    for entry in sorted(os.listdir(save_dir)):
+        match = _HIDDEN.fullmatch(entry)
+        path = os.path.join(save_dir, entry)
+        if not match or os.path.islink(path) or not os.path.isdir(path):
+            continue
+        target = os.path.join(save_dir, match.group(1))
+        if match.group(2) == 'old' and match.group(1) != 'probe' and not os.path.lexists(target):
+            os.replace(path, target)
+            restored.append(target)
+        else:
+            shutil.rmtree(path)
+            removed.append(path)
+    return removed, restored
+
+
+def iter_checkpoints(save_dir):
+    """The ``iter_N`` checkpoint folders in ``save_dir``, oldest (smallest N) first; [] if it does not exist."""
+    if not os.path.isdir(save_dir):
+        return []
+    found = []
+    for entry in os.listdir(save_dir):
+        match = re.fullmatch(r'iter_(\d+)', entry)
+        if match and os.path.isdir(os.path.join(save_dir, entry)):
+            found.append((int(match.group(1)), os.path.join(save_dir, entry)))
+    return [path for _, path in sorted(found)]
+
+
+def _blocking_file(path):
+    """The nearest ancestor of ``path`` (or ``path`` itself) that exists and is not a folder; None if none is."""
+    path = os.path.abspath(path)
+    while True:
+        if os.path.exists(path):
+            return None if os.path.isdir(path) else path
+        parent = os.path.dirname(path)
+        if parent == path:
+            return None
+        path = parent
+
+
+def check_save_dir(save_dir, need_bytes=0):
+    """Make sure checkpoints can be written in ``save_dir`` before training starts.
+
+    ``save_dir`` is created if missing; a probe folder with a small file (written, synced and removed, the way a
+    checkpoint is written) shows that it is writable, and ``shutil.disk_usage`` that about ``need_bytes`` are free.
+
+    Args:
+        save_dir (str): The run's ``--save_dir``.
+        need_bytes (int): About how much one checkpoint takes; 0 skips the free-space check.
+
+    Returns:
+        str: The topmost folder created here (``save_dir`` or one of its parents; absolute), None when ``save_dir``
+        existed: a run that fails before its first save removes what it created.
+
+    Raises:
+        UserError: one line naming ``save_dir`` (and the file in the way, or the free and needed space).
+    """
+    blocker = _blocking_file(save_dir)
+    if blocker == os.path.abspath(save_dir):
+        raise UserError(f"--save_dir {save_dir} is a file, not a folder")
+    if blocker is not None:
+        raise UserError(f"--save_dir {save_dir} cannot be created: {blocker} is a file, not a folder")
+    created = None
+    missing = os.path.abspath(save_dir)
+    while not os.path.isdir(missing):
+        created, missing = missing, os.path.dirname(missing)
+    try:
+        os.makedirs(save_dir, exist_ok=True)
+    except OSError as err:
+        raise UserError(f"--save_dir {save_dir} cannot be created: {err.strerror or err}") from None
+    try:
+        _probe_write(save_dir)
+        if need_bytes:
+            free = shutil.disk_usage(save_dir).free
+            if free < need_bytes:
+                raise UserError(f"--save_dir {save_dir} has {_megabytes(free)} free but a checkpoint needs about "
+                                f"{_megabytes(need_bytes)} (No space left on device)")
+    except UserError:
+        if created:
+            remove_empty_folders(save_dir, created)
+        raise
+    return created
+
+
+def _probe_write(save_dir):
+    """Write a small file in a probe folder of ``save_dir`` (synced to disk) and remove it; an ``OSError`` becomes a
+    ``UserError`` naming ``save_dir``."""
+    probe = None
+    try:
+        probe = _new_hidden_dir(save_dir, 'probe', 'tmp')
+        with open(os.path.join(probe, 'probe'), 'wb') as f:
+            f.write(b'\0' * 4096)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as err:
+        raise UserError(f"--save_dir {save_dir} is not writable: {err.strerror or err}") from None
+    finally:
+        if probe is not None:
+            shutil.rmtree(probe, ignore_errors=True)
+
+
+def remove_empty_folders(path, top):
+    """Remove folder ``path`` and its parents up to ``top`` (absolute) while they are empty: undoes the creation of
+    a save_dir by ``check_save_dir`` when a run fails before its first save."""
+    path = os.path.abspath(path)
+    with contextlib.suppress(OSError):  # not empty (or gone): stop there
+        while True:
+            os.rmdir(path)
+            if path == top or os.path.dirname(path) == path:
+                return
+            path = os.path.dirname(path)
+
+
+def _megabytes(size):
+    return f"{size / 2 ** 20:.1f} MB"
+
+
+TRAIN_STATE_FILE = 'train_state.json'
+
+
+def read_train_state(path):
+    """The ``train_state.json`` of checkpoint folder ``path`` as a dict (JSON: no code can run); None when the
+    checkpoint has none (an older checkpoint, or PaddleSeg's).
+
+    Raises:
+        UserError: the file is not a JSON object (naming it).
+    """
+    file = os.path.join(path, TRAIN_STATE_FILE)
+    if not os.path.isfile(file):
+        return None
+    try:
+        with open(file) as f:
+            state = json.load(f)
+    except (OSError, ValueError) as err:
+        raise UserError(f"--resume_model {file} is not readable JSON ({type(err).__name__})") from None
+    if not isinstance(state, dict):
+        raise UserError(f"--resume_model {file} does not hold a JSON object")
+    return state
 
 
 _STRUCTURED = '__structured_names__'
@@ -98,16 +294,15 @@ def _weights_file(path):
 
 
 def load_state_dict(path, what='--model_path'):
-    """Read a ``.pdparams`` file (or a checkpoint folder holding ``model.pdparams``)."""
+    """Read a ``.pdparams`` file (or a checkpoint folder holding ``model.pdparams``) with
+    ``safe_load.load_paddle_file``: no code in the file runs; a truncated, foreign or code-carrying file is a
+    one-line ``UserError`` that starts with ``what`` and the path."""
     if not path:
         raise UserError(f"{what} is required")
     path = _weights_file(path)
     if not os.path.isfile(path):
         raise UserError(f"{what} not found: {path}")
-    try:
-        state = paddle.load(path)
-    except Exception as err:  # a corrupt or foreign file
-        raise UserError(f"{what} {path} is not a readable Paddle weights file ({type(err).__name__})") from None
+    state = load_paddle_file(path, what)
     if not isinstance(state, dict):
         raise UserError(f"{what} {path} does not hold a state dict")
     return state
@@ -159,7 +354,7 @@ def resume(model, optimizer, path, ema=None):
     if not os.path.isfile(opt_path):
         raise UserError(f"--resume_model {path} has no model.pdopt")
     load_model_weights(model, path, '--resume_model')
-    load_optimizer_state(model, optimizer, paddle.load(opt_path))
+    load_optimizer_state(model, optimizer, load_paddle_file(opt_path, '--resume_model'))
     if ema is not None:
         ema_path = os.path.join(path, EMA_FILE)
         if os.path.isfile(ema_path):

@@ -4,22 +4,31 @@ moving average of the weights (``--use_ema``), profiling (``--profiler_options``
 (``--repeats``)."""
 import collections
 import contextlib
+import json
 import math
 import os
 import random
+import secrets
 import shutil
 import threading
 import time
+import warnings
 
 import numpy as np
 import paddle
 
 from paddle_models.core import logger
-from paddle_models.core.checkpoint import EMA_FILE, resume, save_checkpoint
+from paddle_models.core.checkpoint import (EMA_FILE, TRAIN_STATE_FILE, check_save_dir, iter_checkpoints,
+                                           read_train_state, remove_empty_folders, remove_stale_temp_folders, resume,
+                                           save_checkpoint)
 from paddle_models.core.ema import ModelEMA
 from paddle_models.core.evaluate import evaluate
 from paddle_models.core.profiler import TrainProfiler, parse_profiler_options
 from paddle_models.errors import UserError
+
+# Paddle's BatchNorm warns on its first training forward pass; an error later in the run would print it to stderr
+# above the one-line message
+warnings.filterwarnings('ignore', message='When training, we now always track global mean and variance')
 
 
 def set_seed(seed):
@@ -102,24 +111,177 @@ def loss_computation(outputs, label, losses):
     return paddle.add_n(parts) if len(parts) > 1 else parts[0], parts
 
 
-class _SkipFirstBatches(paddle.io.Sampler):
-    """A batch sampler that leaves out the first ``skip`` batches of its first epoch (resuming mid-epoch)."""
+# streams of random numbers derived from a run's seed: one per training iteration, one per sample read
+_STEP_STREAM, _SAMPLE_STREAM = 0, 1
+
+
+def _seed_words(*key):
+    """Six 32-bit words derived from the non-negative integers ``key`` by NumPy's ``SeedSequence`` (well mixed:
+    keys that differ in any place give unrelated words)."""
+    return np.random.SeedSequence([int(k) for k in key]).generate_state(6, dtype=np.uint32)
+
+
+def _reseed(words, paddle_too):
+    """Seed Python's and NumPy's global generators (and Paddle's, CPU and GPU, with ``paddle_too``) from ``words``.
+
+    Args:
+        words (ndarray): Six uint32 words from ``_seed_words``; each generator gets its own pair.
+        paddle_too (bool): Also seed Paddle's generators (dropout, ``paddle.rand`` in a forward pass).
+    """
+    np.random.seed(words[:2])
+    random.seed(int(words[2]) << 32 | int(words[3]))
+    if paddle_too:
+        paddle.seed(int(words[4]) << 31 | int(words[5]) >> 1)
+
+
+class _SeededSamples(paddle.io.Dataset):
+    """``dataset[index]`` read with Python's and NumPy's global generators (which PaddleSeg's random transforms use)
+    seeded from ``(seed, epoch, index)`` first.
+
+    A sample's augmentation then depends on nothing else: not on the samples read before it, not on which
+    data-loader worker reads it, not on whether the run was resumed. That is what makes a resumed run (which skips
+    the batches before its checkpoint) and ``--num_workers N`` repeat the uninterrupted single-process run.
+
+    Args:
+        dataset: A map-style dataset.
+        seed (int): The run's seed (non-negative).
+    """
+
+    def __init__(self, dataset, seed):
+        self.dataset = dataset
+        self.seed = seed
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, key):
+        epoch, index = key
+        _reseed(_seed_words(self.seed, _SAMPLE_STREAM, epoch, index), paddle_too=False)
+        return self.dataset[index]
+
+
+class _EpochBatches(paddle.io.Sampler):
+    """The batches of ``batch_sampler`` as lists of ``(epoch, index)`` for ``_SeededSamples``, leaving out the first
+    ``skip`` batches of the first epoch (resuming mid-epoch).
+
+    Args:
+        batch_sampler (DistributedBatchSampler): Its order is fixed by the epoch (``set_epoch``).
+        skip (int): Batches of the first epoch already trained on before the checkpoint.
+    """
 
     def __init__(self, batch_sampler, skip):
         self.batch_sampler = batch_sampler
         self.skip = skip
+        self.epoch = 0
 
     def set_epoch(self, epoch):
+        self.epoch = epoch
         self.batch_sampler.set_epoch(epoch)
 
     def __iter__(self):
-        for index, batch in enumerate(self.batch_sampler):
-            if index >= self.skip:
-                yield batch
+        epoch = self.epoch
+        for position, batch in enumerate(self.batch_sampler):
+            if position >= self.skip:
+                yield [(epoch, int(index)) for index in batch]
         self.skip = 0
 
     def __len__(self):
         return len(self.batch_sampler) - self.skip
+
+
+def _run_seed(seed, state, resume_model, expected):
+    """The seed that drives data augmentation and every iteration's random numbers.
+
+    Args:
+        seed (int): ``--seed`` (None: not given).
+        state (dict): The resumed checkpoint's ``train_state.json`` (None: not resuming, or a checkpoint without
+            one). Its seed wins over ``--seed``, so that the resumed run continues the original one exactly.
+        resume_model (str): The resumed checkpoint folder, for messages.
+        expected (dict): This run's ``iter``, ``batch_size``, ``world_size`` and ``samples``; a checkpoint written
+            with other values continues with a warning that the data order is not the original run's.
+
+    Returns:
+        int: ``state``'s seed, else ``seed``, else a random one (saved in every checkpoint all the same).
+    """
+    if state is None:
+        if resume_model:
+            logger.warning(f"{resume_model} has no {TRAIN_STATE_FILE} (an older or PaddleSeg checkpoint): weights, "
+                           f"optimizer and iteration continue, random augmentation does not repeat the original run")
+        return seed if seed is not None else secrets.randbits(63)
+    file = os.path.join(resume_model, TRAIN_STATE_FILE)
+    base = state.get('seed')
+    if isinstance(base, bool) or not isinstance(base, int) or base < 0:
+        raise UserError(f"--resume_model {file}: 'seed' must be a non-negative integer, got {base!r}")
+    if seed is not None and seed != base:
+        logger.warning(f"--seed {seed} is not the seed of {resume_model} ({base}): continuing with {base}")
+    differs = [f"{key} {state.get(key)!r} (now {value})" for key, value in expected.items() if state.get(key) != value]
+    if differs:
+        logger.warning(f"{file} was written with {', '.join(differs)}: the run goes on, but its data order and "
+                       f"augmentation do not continue the original run's")
+    return base
+
+
+def _best_so_far(state, save_dir, name, prefix):
+    """(mIoU, iter) of the best model that a resumed run goes on comparing against.
+
+    Args:
+        state (dict): The resumed checkpoint's ``train_state.json`` (None: a fresh start).
+        save_dir (str): This run's save_dir.
+        name (str): ``best_model`` or ``ema_best_model``: the record counts only when this folder is in
+            ``save_dir`` (resumed into another folder, the run starts a best model of its own).
+        prefix (str): The record's keys in ``state``: ``best_`` or ``best_ema_`` + ``miou``/``iter``.
+
+    Returns:
+        (float, int): The record, or (-1.0, -1) (none yet).
+    """
+    if state is None or not os.path.isdir(os.path.join(save_dir, name)):
+        return -1.0, -1
+    miou, at = state.get(prefix + 'miou'), state.get(prefix + 'iter')
+    if isinstance(miou, (int, float)) and isinstance(at, int) and not isinstance(miou, bool) \
+            and not isinstance(at, bool):
+        return float(miou), at
+    return -1.0, -1
+
+
+def _checkpoint_bytes(model, ema):
+    """About the size of one ``iter_N`` checkpoint: the weights, as much again for the optimizer's state (SGD's
+    momentum; Adam keeps twice that) and the weights once more with an EMA."""
+    weights = sum(int(np.prod(v.shape)) * v.element_size() for v in model.state_dict().values())
+    return weights * (3 if ema is not None else 2)
+
+
+def _save(save_dir, name, last_good, *args, **kwargs):
+    """``save_checkpoint``; a failed write (disk full, read-only file system, ...) stops training with a
+    ``UserError`` naming the last good checkpoint (the failed save leaves nothing behind and keeps what was there).
+
+    Args:
+        last_good (str): The newest complete ``iter_N`` checkpoint of this run (or the resumed one), or None.
+    """
+    try:
+        return save_checkpoint(save_dir, name, *args, **kwargs)
+    except OSError as err:
+        raise UserError(f"saving checkpoint {os.path.join(save_dir, name)} failed ({err.strerror or err}); "
+                        f"training stopped, last good checkpoint: {last_good or 'none was saved yet'}") from None
+
+
+def _prepare_save_dir(save_dir, need_bytes):
+    """Check ``save_dir`` (``check_save_dir``) and clean up after saves that were killed, logging what was done.
+
+    Returns:
+        str: The topmost folder created here, None if ``save_dir`` existed (``check_save_dir``).
+    """
+    created = check_save_dir(save_dir, need_bytes)
+    try:
+        removed, restored = remove_stale_temp_folders(save_dir)
+    except OSError as err:
+        raise UserError(f"--save_dir {save_dir}: cannot clean up unfinished checkpoint folders "
+                        f"({err.strerror or err})") from None
+    if removed:
+        logger.info(f"Removed {len(removed)} unfinished checkpoint folder(s) left by an interrupted save in "
+                    f"{save_dir}: {', '.join(os.path.basename(p) for p in removed)}")
+    for path in restored:
+        logger.warning(f"Put {path} back: a save replacing it was interrupted")
+    return created
 
 
 @contextlib.contextmanager
@@ -173,13 +335,6 @@ def _format_eta(seconds):
     return f"{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
-def _worker_init(seed):
-    def init(worker_id):
-        np.random.seed((seed or 0) + worker_id + 1)
-        random.seed((seed or 0) + worker_id + 1)
-    return init
-
-
 def train(model, train_dataset, losses, optimizer, save_dir='output', iters=10000, batch_size=2,
           val_dataset=None, resume_model=None, save_interval=1000, log_iters=10, num_workers=0, use_vdl=False,
           keep_checkpoint_max=5, precision='fp32', amp_level='O1', test_config=None, do_eval=False, seed=None,
@@ -193,11 +348,18 @@ def train(model, train_dataset, losses, optimizer, save_dir='output', iters=1000
         optimizer: A paddle optimizer whose learning rate is an ``LRScheduler`` (stepped every iteration).
         save_dir (str): Where ``iter_N/`` and ``best_model/`` checkpoints go.
         val_dataset: Evaluated every ``save_interval`` iterations when ``do_eval``.
-        resume_model (str): An ``iter_N`` folder to continue from (same iteration and learning rate).
-        keep_checkpoint_max (int): Most ``iter_N`` folders kept.
+        resume_model (str): An ``iter_N`` folder to continue from: weights, optimizer and learning rate, EMA, and
+            from its ``train_state.json`` the seed, the position in the data and the best mIoU so far, so that the
+            run goes on exactly as if it had not stopped (on CPU; see ``seed``).
+        keep_checkpoint_max (int): Most ``iter_N`` folders kept in ``save_dir``, counting those already there
+            (e.g. written before a resume); the oldest (smallest N) go first. 0: keep all.
         precision (str): 'fp32' or 'fp16' (GPU only) with ``amp_level`` 'O1' or 'O2'.
         test_config (dict): Evaluation options (aug_eval, scales, flips, is_slide, crop_size, stride, auc_roc).
-        seed (int): Seed for data order and augmentation workers.
+        seed (int): Seed of data augmentation and of every iteration's random numbers (None: a random one); a
+            resumed run takes its checkpoint's. Sample ``i`` of epoch ``e`` is augmented with Python's and NumPy's
+            generators seeded from ``(seed, e, i)``; iteration ``n`` starts with Python's, NumPy's and Paddle's
+            seeded from ``(seed, n, rank)``. So a resumed run and ``num_workers > 0`` repeat the uninterrupted
+            single-process run exactly (on CPU); ``train_state.json`` in each ``iter_N`` keeps the seed.
         use_ema (bool): Keep an exponential moving average of the weights (``ModelEMA``, PaddleSeg's rule),
             updated after every iteration; each ``iter_N`` checkpoint gets ``ema_model.pdparams`` (which a resumed
             run continues from), evaluation (``do_eval``) also scores the average and keeps the best one in
@@ -214,14 +376,15 @@ def train(model, train_dataset, losses, optimizer, save_dir='output', iters=1000
     rank = paddle.distributed.get_rank()
     ema = ModelEMA(model) if use_ema else None
     start_iter = 0
+    train_state = None
     if resume_model:
         start_iter = resume(model, optimizer, resume_model, ema)
+        train_state = read_train_state(resume_model)
         logger.info(f"Resumed from {resume_model} at iter {start_iter}, lr {_current_lr(optimizer):.6g}")
         if ema is not None and not os.path.isfile(os.path.join(resume_model, EMA_FILE)):
             logger.warning(f"{resume_model} has no {EMA_FILE}: the weight average restarts from the resumed weights")
     if start_iter >= iters:
         raise UserError(f"--resume_model {resume_model} is at iter {start_iter}, not before --iters {iters}")
-
     if precision == 'fp16':
         if amp_level == 'O2':
             model, optimizer = paddle.amp.decorate(models=model, optimizers=optimizer, level='O2',
@@ -242,27 +405,34 @@ def train(model, train_dataset, losses, optimizer, save_dir='output', iters=1000
     if len(sampler) == 0:
         raise UserError(f"train_dataset has {len(train_dataset)} samples, fewer than batch_size {batch_size}"
                         f" x {world_size} devices")
-    batches = _SkipFirstBatches(sampler, start_iter % len(sampler))
+    run_seed = _run_seed(seed, train_state, resume_model, {
+        'iter': start_iter, 'batch_size': batch_size, 'world_size': world_size, 'samples': len(train_dataset)})
+    samples = _SeededSamples(train_dataset, run_seed)
+    batches = _EpochBatches(sampler, start_iter % len(sampler))
     if num_workers > 0:
-        loader = paddle.io.DataLoader(train_dataset, batch_sampler=batches, num_workers=num_workers,
-                                      return_list=True, collate_fn=collate_train, worker_init_fn=_worker_init(seed),
-                                      persistent_workers=True)
+        loader = paddle.io.DataLoader(samples, batch_sampler=batches, num_workers=num_workers,
+                                      return_list=True, collate_fn=collate_train, persistent_workers=True)
     else:
         # in the main thread: paddle's single-process DataLoader reads in a helper thread and hangs when the
         # dataset raises (e.g. a bad label), instead of passing the error on
-        loader = _MainThreadLoader(train_dataset, batches)
+        loader = _MainThreadLoader(samples, batches)
 
+    kept = collections.deque()
+    created_save_dir = None
+    if rank == 0:
+        created_save_dir = _prepare_save_dir(save_dir, _checkpoint_bytes(model, ema))
+        kept.extend(iter_checkpoints(save_dir))
     writer = None
     if use_vdl and rank == 0:
         from visualdl import LogWriter
         writer = LogWriter(save_dir)
 
     test_config = {k: v for k, v in dict(test_config or {}).items() if k in EVAL_OPTIONS}
-    kept = collections.deque()
-    best_miou, best_iter, last_loss = -1.0, -1, None
-    best_ema_miou, best_ema_iter = -1.0, -1
+    last_loss = None
+    best_miou, best_iter = _best_so_far(train_state, save_dir, 'best_model', 'best_')
+    best_ema_miou, best_ema_iter = _best_so_far(train_state, save_dir, 'ema_best_model', 'best_ema_')
     stop = False
-    last_good = None
+    last_good = resume_model or None
     iteration = start_iter
     epoch = iteration // len(sampler)
     model.train()
@@ -278,6 +448,7 @@ def train(model, train_dataset, losses, optimizer, save_dir='output', iters=1000
                 for images, labels in loader:
                     reader_cost += time.time() - tic
                     iteration += 1
+                    _reseed(_seed_words(run_seed, _STEP_STREAM, iteration, rank), paddle_too=True)
                     with paddle.amp.auto_cast(enable=scaler is not None, level=amp_level):
                         outputs = train_model(images)
                         loss, _ = loss_computation(outputs, labels, losses)
@@ -327,8 +498,8 @@ def train(model, train_dataset, losses, optimizer, save_dir='output', iters=1000
                             model.train()
                             if result['miou'] > best_miou:
                                 best_miou, best_iter = result['miou'], iteration
-                                save_checkpoint(save_dir, 'best_model', model,
-                                                extra={'score.txt': f"iter: {iteration}\nmiou: {best_miou:.6f}\n"})
+                                _save(save_dir, 'best_model', last_good, model,
+                                      extra={'score.txt': f"iter: {iteration}\nmiou: {best_miou:.6f}\n"})
                             logger.info(f"[EVAL] The model with the best validation mIoU ({best_miou:.4f}) was saved "
                                         f"at iter {best_iter}.")
                             if writer is not None:
@@ -339,16 +510,23 @@ def train(model, train_dataset, losses, optimizer, save_dir='output', iters=1000
                                                       amp_level=amp_level, **test_config)
                                 if ema_result['miou'] > best_ema_miou:
                                     best_ema_miou, best_ema_iter = ema_result['miou'], iteration
-                                    save_checkpoint(save_dir, 'ema_best_model', ema.model, model_file=EMA_FILE,
-                                                    extra={'score.txt': f"iter: {iteration}\n"
-                                                                        f"miou: {best_ema_miou:.6f}\n"})
+                                    _save(save_dir, 'ema_best_model', last_good, ema.model, model_file=EMA_FILE,
+                                          extra={'score.txt': f"iter: {iteration}\nmiou: {best_ema_miou:.6f}\n"})
                                 logger.info(f"[EVAL] The EMA model with the best validation mIoU "
                                             f"({best_ema_miou:.4f}) was saved at iter {best_ema_iter}.")
                                 if writer is not None:
                                     writer.add_scalar('Evaluate/Ema_mIoU', ema_result['miou'], iteration)
                                     writer.add_scalar('Evaluate/Ema_Acc', ema_result['acc'], iteration)
-                        path = save_checkpoint(save_dir, f'iter_{iteration}', model, optimizer, ema=ema)
+                        state = {'format': 1, 'iter': iteration, 'seed': run_seed, 'batch_size': batch_size,
+                                 'world_size': world_size, 'samples': len(train_dataset),
+                                 'best_miou': float(best_miou), 'best_iter': best_iter}
+                        if ema is not None:
+                            state.update(best_ema_miou=float(best_ema_miou), best_ema_iter=best_ema_iter)
+                        path = _save(save_dir, f'iter_{iteration}', last_good, model, optimizer, ema=ema,
+                                     extra={TRAIN_STATE_FILE: json.dumps(state, indent=1) + '\n'})
                         last_good = path
+                        if path in kept:  # rewritten (resumed into the folder of a run that got further)
+                            kept.remove(path)
                         kept.append(path)
                         while len(kept) > keep_checkpoint_max > 0:
                             shutil.rmtree(kept.popleft(), ignore_errors=True)
@@ -356,6 +534,10 @@ def train(model, train_dataset, losses, optimizer, save_dir='output', iters=1000
                         break
                     tic = time.time()
                 epoch += 1
+    except BaseException:
+        if created_save_dir:  # a run that failed before its first save leaves nothing behind
+            remove_empty_folders(save_dir, created_save_dir)
+        raise
     finally:
         if profiler is not None:
             profiler.close()

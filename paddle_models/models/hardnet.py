@@ -24,6 +24,7 @@ import paddle.nn as nn
 from paddle_models.errors import UserError
 from paddle_models.layers import ConvBNReLU, resize
 from paddle_models.registry import register_model
+from paddle_models.safe_load import load_paddle_file
 from paddle_models.weights import resolve_pretrained
 
 __all__ = ['HarDNet', 'HarDBlock', 'HarDNetEncoder', 'HarDNetDecoder', 'harmonic_links', 'harmonic_width',
@@ -281,11 +282,6 @@ class HarDNet(nn.Layer):
         return [resize(logit, paddle.shape(x)[2:], align_corners=self.align_corners, final=True)]
 
 
-def _first_line(exc):
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
-
-
 def _listed(keys, limit=3):
     shown = ', '.join(keys[:limit])
     return shown + (f", ... ({len(keys)} in all)" if len(keys) > limit else '')
@@ -300,17 +296,15 @@ def load_pretrained(model, path):
         path (str): Path or URL of the ``.pdparams`` file (a state dict saved with ``paddle.save``).
 
     Raises:
-        UserError: The URL cannot be downloaded, the file does not exist or cannot be read, or its keys or shapes
-            differ from the model's.
+        UserError: The URL cannot be downloaded, the file does not exist or cannot be read, is not a complete
+            ``paddle.save`` file or holds anything else (read by ``safe_load.load_paddle_file``: no code in it runs),
+            or its keys or shapes differ from the model's.
     """
     path = resolve_pretrained(path)
     name = type(model).__name__
     if not os.path.isfile(path):
         raise UserError(f"pretrained weights not found: {path}")
-    try:
-        state = paddle.load(path)
-    except Exception as exc:  # noqa: BLE001  (any failure to unpickle is the file's fault)
-        raise UserError(f"cannot read pretrained weights {path}: {_first_line(exc)}") from None
+    state = load_paddle_file(path, what="cannot read pretrained weights")
     if not isinstance(state, dict):
         raise UserError(f"pretrained weights {path}: expected a dict of parameters, got {type(state).__name__}")
     state = {k: v for k, v in state.items() if k != 'StructuredToParameterName@@'}
