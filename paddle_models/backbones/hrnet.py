@@ -26,7 +26,7 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 
 from paddle_models.errors import UserError
-from paddle_models.layers import ConvBN, ConvBNReLU, resize
+from paddle_models.layers import ConvBN, ConvBNReLU, PolarizedSelfAttention, resize
 from paddle_models.registry import register_backbone, register_variant
 from paddle_models.weights import load_backbone_weights
 
@@ -75,18 +75,23 @@ class Bottleneck(nn.Layer):
 
 
 class BasicBlock(nn.Layer):
-    """Two 3x3 convs with an identity shortcut (the branch blocks of stages 2-4)."""
+    """Two 3x3 convs with an identity shortcut (the branch blocks of stages 2-4); with ``use_psa`` a polarized
+    self-attention (``deattn``) sits between the two convs, as in PaddleSeg."""
 
-    def __init__(self, in_channels, channels, has_se, padding):
+    def __init__(self, in_channels, channels, has_se, padding, use_psa=False):
         super().__init__()
         if in_channels != channels:
             raise ValueError(f"HRNet basic blocks keep their width, got {in_channels} -> {channels}")
         self.conv1 = ConvBNReLU(in_channels, channels, 3, padding=padding, bias_attr=False)
+        self.deattn = PolarizedSelfAttention(channels) if use_psa else None  # (registered here: PaddleSeg's order)
         self.conv2 = ConvBN(channels, channels, 3, padding=padding, bias_attr=False)
         self.se = SqueezeExcite(channels) if has_se else None
 
     def forward(self, x):
-        y = self.conv2(self.conv1(x))
+        y = self.conv1(x)
+        if self.deattn is not None:
+            y = self.deattn(y)
+        y = self.conv2(y)
         if self.se is not None:
             y = self.se(y)
         return F.relu(y + x)
@@ -124,13 +129,13 @@ class Transition(nn.Layer):
 class Branches(nn.Layer):
     """Per branch, a stack of basic blocks (``bb_{name}_branch_layer_{branch}_{block}``)."""
 
-    def __init__(self, num_blocks, channels, has_se, name, padding):
+    def __init__(self, num_blocks, channels, has_se, name, padding, use_psa):
         super().__init__()
         self.stacks = []
         for b, (depth, c) in enumerate(zip(num_blocks, channels)):
             stack = []
             for j in range(depth):
-                block = BasicBlock(c, c, has_se, padding)
+                block = BasicBlock(c, c, has_se, padding, use_psa)
                 self.add_sublayer(f"bb_{name}_branch_layer_{b + 1}_{j + 1}", block)
                 stack.append(block)
             self.stacks.append(stack)
@@ -202,9 +207,9 @@ class Fuse(nn.Layer):
 class HighResolutionModule(nn.Layer):
     """Branches (basic blocks) followed by the multi-resolution fusion."""
 
-    def __init__(self, num_blocks, channels, has_se, name, align_corners, padding):
+    def __init__(self, num_blocks, channels, has_se, name, align_corners, padding, use_psa):
         super().__init__()
-        self.branches_func = Branches(num_blocks, channels, has_se, name, padding)
+        self.branches_func = Branches(num_blocks, channels, has_se, name, padding, use_psa)
         self.fuse_func = Fuse(channels, name, align_corners, padding)
 
     def forward(self, xs):
@@ -214,11 +219,12 @@ class HighResolutionModule(nn.Layer):
 class Stage(nn.Layer):
     """``num_modules`` high-resolution modules named ``stage_{name}_{m}``."""
 
-    def __init__(self, num_modules, num_blocks, channels, has_se, name, align_corners, padding):
+    def __init__(self, num_modules, num_blocks, channels, has_se, name, align_corners, padding, use_psa):
         super().__init__()
         self.modules_ = []
         for m in range(num_modules):
-            module = HighResolutionModule(num_blocks, channels, has_se, f"{name}_{m + 1}", align_corners, padding)
+            module = HighResolutionModule(num_blocks, channels, has_se, f"{name}_{m + 1}", align_corners, padding,
+                                          use_psa)
             self.add_sublayer(f"stage_{name}_{m + 1}", module)
             self.modules_.append(module)
 
@@ -258,12 +264,12 @@ def _check_stage(stage, modules, blocks, channels, branches):
 
 class HRNet(nn.Layer):
     """HRNetV2 backbone (Wang et al., "Deep High-Resolution Representation Learning for Visual Recognition",
-    TPAMI 2020). Weight-compatible with PaddleSeg 2.8.0's ``HRNet`` (same arguments, names and shapes; PaddleSeg's
-    ``use_psa`` option is not offered).
+    TPAMI 2020). Weight-compatible with PaddleSeg 2.8.0's ``HRNet`` (same arguments, names and shapes).
 
     Args:
         in_channels (int): Channels of the input image. Default: 3.
-        pretrained (str|None): A local ``.pdparams`` file of this backbone. Default: None.
+        pretrained (str|None): A local ``.pdparams`` file or an http(s) URL (PaddleSeg's weight cache) of this backbone.
+            Default: None.
         stage1_num_modules (int): Must be 1 (stage 1 is a single stack of bottlenecks). Default: 1.
         stage1_num_blocks (list[int]): Bottlenecks of stage 1 (one entry). Default: (4,).
         stage1_num_channels (list[int]): Bottleneck width of stage 1 (one entry; the output has 4x). Default: (64,).
@@ -277,6 +283,9 @@ class HRNet(nn.Layer):
         align_corners (bool): ``align_corners`` of the bilinear upsampling. Default: False.
         padding_same (bool): 'same' padding for the 3x3 convs (PaddleSeg's default, asymmetric at stride 2);
             False pads 1 on every side (the original HRNet). Default: True.
+        use_psa (bool): A polarized self-attention (``paddle_models.layers.PolarizedSelfAttention``, parameters
+            ``...bb_st{n}_branch_layer_{b}_{k}.deattn.*``) after the first conv of every basic block of stages 2-4,
+            as PaddleSeg's ``mscale_ocrnet_hrnetv2_psa`` configs use; stage 1's bottlenecks have none. Default: False.
 
     forward(x) returns ``[feature]``: the four branches concatenated at 1/4 of the input resolution, with
     ``feat_channels[0] = sum(stage4_num_channels)`` channels.
@@ -299,10 +308,13 @@ class HRNet(nn.Layer):
                  stage4_num_channels=(18, 36, 72, 144),
                  has_se=False,
                  align_corners=False,
-                 padding_same=True):
+                 padding_same=True,
+                 use_psa=False):
         super().__init__()
         if isinstance(in_channels, bool) or not isinstance(in_channels, int) or in_channels < 1:
             raise UserError(f"HRNet: in_channels must be a positive integer, got {in_channels!r}")
+        if not isinstance(use_psa, bool):
+            raise UserError(f"HRNet: use_psa must be true or false, got {use_psa!r}")
         if stage1_num_modules != 1:
             raise UserError(f"HRNet: stage1_num_modules must be 1, got {stage1_num_modules!r}")
         s1_blocks, s1_channels = _check_stage(1, 1, stage1_num_blocks, stage1_num_channels, 1)
@@ -323,7 +335,7 @@ class HRNet(nn.Layer):
         self.stages = []
         for n, ((blocks, channels), count) in enumerate(zip(stages, modules), start=1):
             transition = Transition(previous, channels, f"tr{n}", padding)
-            stage = Stage(count, blocks, channels, has_se, f"st{n + 1}", align_corners, padding)
+            stage = Stage(count, blocks, channels, has_se, f"st{n + 1}", align_corners, padding, use_psa)
             self.add_sublayer(f"tr{n}", transition)
             self.add_sublayer(f"st{n + 1}", stage)
             self.transitions.append(transition)
@@ -375,7 +387,7 @@ def _variant(name):
     return register_variant(register_backbone, build, name,
                             (f"{name}: HRNetV2 with branch widths {list(widths)} (PaddleSeg-compatible).\n\n"
                              f"    Args:\n        **kwargs: Other ``HRNet`` arguments (in_channels, pretrained, "
-                             f"has_se, align_corners, padding_same).\n"))
+                             f"has_se, align_corners, padding_same, use_psa).\n"))
 
 
 HRNet_W18_Small_V1 = _variant('HRNet_W18_Small_V1')
