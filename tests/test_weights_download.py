@@ -17,6 +17,7 @@ import pytest
 from paddleseg.cvlibs import manager
 
 import paddle_models  # noqa: F401  (registers our components in PaddleSeg's manager)
+from conftest import REPO
 from paddle_models.errors import UserError
 from paddle_models.models.hardnet import HarDNet
 from paddle_models.weights import pretrained_cache_path, resolve_pretrained
@@ -407,3 +408,39 @@ def test_config_builder_downloads_backbone_weights(site, mit_weights, tmp_path):
     paddle.seed(21)
     model = Builder(load_config(str(config))).model()
     _assert_same_state(model.backbone, state)
+
+
+def test_train_py_downloads_a_paddleseg_configs_backbone_archive(site, mit_weights, tmp_path, camvid, capsys):
+    """PaddleSeg's SegFormer-B0 Cityscapes config, its backbone URL pointed at the local server (the config is
+    otherwise unchanged, through `_base_`): train.py downloads the archive into the empty cache, trains from those
+    weights, and a second run uses the cache with the server stopped."""
+    import train as train_tool
+    from dataset_layouts import make_cityscapes
+
+    shared = os.path.join(REPO, '..', 'shared', 'paddleseg-2.8.0-configs', 'configs', 'segformer',
+                          'segformer_b0_cityscapes_1024x1024_160k.yml')
+    if not os.path.isfile(shared):
+        if os.environ.get('CI') == 'true':
+            pytest.fail(f"PaddleSeg's configs not found: {shared}")
+        pytest.skip(f"PaddleSeg's configs not found: {shared}")
+    www, home, server = site
+    state, blob = mit_weights
+    _tar_gz(www / 'mix_vision_transformer_b0.tar.gz', {'mix_vision_transformer_b0/model.pdparams': blob})
+    config = tmp_path / 'segformer_local_weights.yml'
+    config.write_text(f"_base_: '{os.path.abspath(shared)}'\nmodel:\n  backbone:\n"
+                      f"    pretrained: {server.url('mix_vision_transformer_b0.tar.gz')}\n")
+    root = make_cityscapes(str(tmp_path / 'cityscapes'), camvid, counts=(2, 1))
+    opts = [f'train_dataset.dataset_root={root}', f'val_dataset.dataset_root={root}',
+            'train_dataset.transforms.1.crop_size=[64,64]']
+    for run in ('download', 'cached'):
+        train_tool.main(['--config', str(config), '--iters', '1', '--batch_size', '1', '--log_iters', '1',
+                         '--save_dir', str(tmp_path / run), '--device', 'cpu', '--opts', *opts])
+        if run == 'download':
+            assert server.requests == ['/mix_vision_transformer_b0.tar.gz']
+            server.stop()
+    out = capsys.readouterr()
+    assert out.err.count('downloading') == 1, out.err[-2000:]
+    cached = home / 'pretrained_model' / 'mix_vision_transformer_b0' / 'model.pdparams'
+    assert _cache_listing(home) == ['mix_vision_transformer_b0', 'mix_vision_transformer_b0/model.pdparams']
+    assert cached.read_bytes() == blob
+    assert '[TRAIN]' in out.out + out.err
