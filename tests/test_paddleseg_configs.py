@@ -144,14 +144,20 @@ def _overrides(path, roots):
     return dic, opts
 
 
-def _train_and_val(name, seg_home, data_roots, tmp_path, monkeypatch, capsys):
-    import train as train_tool
-    import val as val_tool
+def _prepare(name, seg_home, data_roots, monkeypatch):
+    """The config's path, its dict and --opts; its pretrained URLs put in the temporary cache (SEG_HOME)."""
     path = os.path.join(_configs_root(), name)
     home, fill = seg_home
     monkeypatch.setenv('SEG_HOME', str(home))
     dic, opts = _overrides(path, data_roots)
     fill(_urls(dic))
+    return path, dic, opts
+
+
+def _train_and_val(name, seg_home, data_roots, tmp_path, monkeypatch, capsys):
+    import train as train_tool
+    import val as val_tool
+    path, _, opts = _prepare(name, seg_home, data_roots, monkeypatch)
     save_dir = tmp_path / 'out'
     train_tool.main(['--config', path, '--iters', '2', '--log_iters', '1', '--save_interval', '2', '--save_dir',
                      str(save_dir), '--device', 'cpu', '--seed', '0', '--opts', *opts])
@@ -165,7 +171,6 @@ def _train_and_val(name, seg_home, data_roots, tmp_path, monkeypatch, capsys):
     assert 'mIoU' in log.out + log.err, (log.out + log.err)[-3000:]
     miou = metrics['miou'] if isinstance(metrics, dict) else metrics[0]
     assert 0.0 <= float(miou) <= 1.0
-    return path, opts, weights
 
 
 @pytest.mark.parametrize('name', CONFIGS or ['(configs missing)'])
@@ -178,11 +183,7 @@ def test_config_trains_and_evaluates(name, seg_home, data_roots, tmp_path, monke
 def test_config_exports_and_runs_in_paddle_inference_with_onednn(name, seg_home, data_roots, tmp_path,
                                                                    monkeypatch):
     import export as export_tool
-    path = os.path.join(_configs_root(), name)
-    home, fill = seg_home
-    monkeypatch.setenv('SEG_HOME', str(home))
-    dic, opts = _overrides(path, data_roots)
-    fill(_urls(dic))
+    path, dic, opts = _prepare(name, seg_home, data_roots, monkeypatch)
     save_dir = tmp_path / 'inference_model'
     opts += EXPORT_OPTS.get(name.split(os.sep)[0], [])
     info = export_tool.main(['--config', path, '--save_dir', str(save_dir), '--opts', *opts])

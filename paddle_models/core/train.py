@@ -264,6 +264,30 @@ def _save(save_dir, name, last_good, *args, **kwargs):
                         f"training stopped, last good checkpoint: {last_good or 'none was saved yet'}") from None
 
 
+def _evaluate_keep_best(net, best, val_dataset, test_config, precision, amp_level, iteration, save_dir, last_good,
+                        writer, ema=False):
+    """Evaluate ``net`` (the model, or with ``ema`` its moving average) and save it as ``best_model`` (or
+    ``ema_best_model``) when its mIoU beats ``best`` = (mIoU, iteration); log and write the scalars.
+
+    Returns:
+        tuple: The new (best mIoU, its iteration).
+    """
+    result = evaluate(net, val_dataset, precision=precision, amp_level=amp_level, **test_config)
+    best_miou, best_iter = best
+    if result['miou'] > best_miou:
+        best_miou, best_iter = result['miou'], iteration
+        _save(save_dir, 'ema_best_model' if ema else 'best_model', last_good, net,
+              **({'model_file': EMA_FILE} if ema else {}),
+              extra={'score.txt': f"iter: {iteration}\nmiou: {best_miou:.6f}\n"})
+    logger.info(f"[EVAL] The {'EMA ' if ema else ''}model with the best validation mIoU ({best_miou:.4f}) was saved "
+                f"at iter {best_iter}.")
+    if writer is not None:
+        prefix = 'Ema_' if ema else ''
+        writer.add_scalar(f'Evaluate/{prefix}mIoU', result['miou'], iteration)
+        writer.add_scalar(f'Evaluate/{prefix}Acc', result['acc'], iteration)
+    return best_miou, best_iter
+
+
 def _prepare_save_dir(save_dir, need_bytes):
     """Check ``save_dir`` (``check_save_dir``) and clean up after saves that were killed, logging what was done.
 
@@ -493,30 +517,14 @@ def train(model, train_dataset, losses, optimizer, save_dir='output', iters=1000
 
                     if rank == 0 and (iteration % save_interval == 0 or iteration == iters):
                         if do_eval and val_dataset is not None:
-                            result = evaluate(model, val_dataset, precision=precision, amp_level=amp_level,
-                                              **test_config)
+                            evaluation = dict(val_dataset=val_dataset, test_config=test_config, precision=precision,
+                                              amp_level=amp_level, iteration=iteration, save_dir=save_dir,
+                                              last_good=last_good, writer=writer)
+                            best_miou, best_iter = _evaluate_keep_best(model, (best_miou, best_iter), **evaluation)
                             model.train()
-                            if result['miou'] > best_miou:
-                                best_miou, best_iter = result['miou'], iteration
-                                _save(save_dir, 'best_model', last_good, model,
-                                      extra={'score.txt': f"iter: {iteration}\nmiou: {best_miou:.6f}\n"})
-                            logger.info(f"[EVAL] The model with the best validation mIoU ({best_miou:.4f}) was saved "
-                                        f"at iter {best_iter}.")
-                            if writer is not None:
-                                writer.add_scalar('Evaluate/mIoU', result['miou'], iteration)
-                                writer.add_scalar('Evaluate/Acc', result['acc'], iteration)
                             if ema is not None:
-                                ema_result = evaluate(ema.model, val_dataset, precision=precision,
-                                                      amp_level=amp_level, **test_config)
-                                if ema_result['miou'] > best_ema_miou:
-                                    best_ema_miou, best_ema_iter = ema_result['miou'], iteration
-                                    _save(save_dir, 'ema_best_model', last_good, ema.model, model_file=EMA_FILE,
-                                          extra={'score.txt': f"iter: {iteration}\nmiou: {best_ema_miou:.6f}\n"})
-                                logger.info(f"[EVAL] The EMA model with the best validation mIoU "
-                                            f"({best_ema_miou:.4f}) was saved at iter {best_ema_iter}.")
-                                if writer is not None:
-                                    writer.add_scalar('Evaluate/Ema_mIoU', ema_result['miou'], iteration)
-                                    writer.add_scalar('Evaluate/Ema_Acc', ema_result['acc'], iteration)
+                                best_ema_miou, best_ema_iter = _evaluate_keep_best(
+                                    ema.model, (best_ema_miou, best_ema_iter), ema=True, **evaluation)
                         state = {'format': 1, 'iter': iteration, 'seed': run_seed, 'batch_size': batch_size,
                                  'world_size': world_size, 'samples': len(train_dataset),
                                  'best_miou': float(best_miou), 'best_iter': best_iter}
