@@ -81,7 +81,9 @@ def _resolve(impl, name, kind):
     if impl == 'ours':
         import paddle_models  # noqa: F401  (registers our components)
         from paddleseg.cvlibs import manager
-        for component_manager in ((manager.BACKBONES,) if kind == 'backbone' else (manager.MODELS, manager.BACKBONES)):
+        # a nested component is a backbone, or a model that a wrapper takes (MultiScaleAttention's ``model``)
+        for component_manager in ((manager.BACKBONES, manager.MODELS) if kind == 'backbone'
+                                  else (manager.MODELS, manager.BACKBONES)):
             if name in component_manager.components_dict:
                 return component_manager.components_dict[name]
         raise UserError(f"unknown {kind} type {name!r}")

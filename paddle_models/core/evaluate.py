@@ -1,16 +1,19 @@
 """Evaluation: confusion-matrix metrics over a val dataset, with optional test-time augmentation and
-sliding-window inference."""
+sliding-window inference, and optionally a few val images with their prediction and label overlays in VisualDL."""
 import time
 
+import cv2
 import numpy as np
 import paddle
 import paddle.nn.functional as F
-from tqdm import tqdm
+from tqdm.auto import tqdm  # a widget bar in notebooks (with ipywidgets), a text bar elsewhere
 
+from paddle_models import image_io
 from paddle_models.core import logger
 from paddle_models.core.infer import aug_logits, predict_logits
 from paddle_models.core.metrics import auc_roc as auc_roc_metric
 from paddle_models.core.metrics import confusion_matrix, metrics_from_confusion
+from paddle_models.core.visualize import colour_overlay, dataset_info, draw_legend, full_palette, legend_entries
 from paddle_models.errors import UserError
 
 
@@ -22,12 +25,58 @@ def _as_batch(sample):
     return image, label
 
 
+def _original_image(dataset, index, sample, shape):
+    """Val sample ``index`` as an RGB uint8 image of the label's ``shape`` (H, W), for display.
+
+    It is read from its file where the dataset has a ``file_list`` (PaddleSeg's list datasets), generated where the
+    dataset generates its images (``SyntheticShapes``), else rebuilt from the transformed input by stretching each
+    channel to 0..255 (the colours then are those the network sees, normalized). A different size is resized.
+    """
+    image = None
+    file_list = getattr(dataset, 'file_list', None)
+    if file_list:
+        image = image_io.read_image(file_list[index][0])[..., ::-1]
+    elif callable(getattr(dataset, 'generate', None)):
+        image = np.asarray(dataset.generate(index)[0])
+    if image is None or image.ndim != 3 or image.shape[2] != 3:
+        chw = np.asarray(sample['img'], dtype=np.float32)
+        low = chw.min(axis=(1, 2), keepdims=True)
+        span = np.maximum(chw.max(axis=(1, 2), keepdims=True) - low, 1e-6)
+        image = ((chw - low) / span * 255).transpose(1, 2, 0)[..., :3]
+        if image.shape[2] == 1:
+            image = np.repeat(image, 3, axis=2)
+    image = np.ascontiguousarray(np.clip(image, 0, 255).astype(np.uint8))
+    if image.shape[:2] != tuple(shape):
+        image = cv2.resize(image, (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR)
+    return image
+
+
+def _log_images(writer, step, dataset, index, sample, pred, label, num_classes):
+    """Log val sample ``index`` to VisualDL: the image and its prediction and label overlays (see ``evaluate``)."""
+    image = _original_image(dataset, index, sample, label.shape)
+    palette, names = dataset_info(dataset)
+    palette = full_palette(palette, num_classes)
+    for kind, mask in (('prediction', pred), ('label', label)):
+        overlay = draw_legend(colour_overlay(image, mask, palette), legend_entries(mask, palette, names))
+        writer.add_image(f'Evaluate/{kind}_{index}', overlay, step)
+    writer.add_image(f'Evaluate/image_{index}', image, step)
+
+
 def evaluate(model, dataset, num_classes=None, ignore_index=None, aug_eval=False, scales=1.0,
              flip_horizontal=False, flip_vertical=False, is_slide=False, crop_size=None, stride=None,
-             precision='fp32', amp_level='O1', print_detail=True, progress=True, auc_roc=False):
+             precision='fp32', amp_level='O1', print_detail=True, progress=True, auc_roc=False, vdl_writer=None,
+             vdl_step=0, vdl_images=3):
     """Evaluate ``model`` on ``dataset`` (val mode: images transformed, labels at original size).
 
     Args:
+        vdl_writer (visualdl.LogWriter): Where training's ``--use_vdl`` writes; given, the first ``vdl_images``
+            val samples are logged as images at step ``vdl_step`` (the training iteration), so that VisualDL's
+            image tab shows how the predictions change from one evaluation to the next: ``Evaluate/image_N``
+            (sample N as read from its file, RGB), ``Evaluate/prediction_N`` and ``Evaluate/label_N`` (the image
+            with the predicted / true class colours blended in, the dataset's palette, and a legend of the
+            classes present). None (the default) logs nothing.
+        vdl_step (int): The step the images are logged at.
+        vdl_images (int): How many val samples to log (the first ones, so the same images every time).
         auc_roc (bool): Also compute PaddleSeg's AUC-ROC metric (``val.py --auc_roc``, ``test_config.auc_roc``):
             the softmax of each image's logits is kept for every labelled pixel (4 bytes per class per pixel
             for the whole val set) and ranked at the end; see ``metrics.auc_roc``.
@@ -62,6 +111,8 @@ def evaluate(model, dataset, num_classes=None, ignore_index=None, aug_eval=False
                 raise UserError(f"prediction size {pred.shape[-2:]} differs from label size {label.shape[-2:]} "
                                 f"for val sample {index}: check the val transforms")
             cm += confusion_matrix(pred, label, num_classes, ignore_index)
+            if vdl_writer is not None and index < vdl_images:
+                _log_images(vdl_writer, vdl_step, dataset, index, sample, pred[0], label[0], num_classes)
             if auc_roc:
                 # as PaddleSeg: softmax over what inference returns (logits, or summed probabilities with aug_eval)
                 probs = F.softmax(logit.astype('float32'), axis=1).numpy()

@@ -272,7 +272,8 @@ def _evaluate_keep_best(net, best, val_dataset, test_config, precision, amp_leve
     Returns:
         tuple: The new (best mIoU, its iteration).
     """
-    result = evaluate(net, val_dataset, precision=precision, amp_level=amp_level, **test_config)
+    result = evaluate(net, val_dataset, precision=precision, amp_level=amp_level,
+                      vdl_writer=None if ema else writer, vdl_step=iteration, **test_config)
     best_miou, best_iter = best
     if result['miou'] > best_miou:
         best_miou, best_iter = result['miou'], iteration

@@ -1,0 +1,384 @@
+"""The notebook API: build a model, load weights, predict arrays or files, train, evaluate, export and draw
+overlays, all from Python.
+
+    import paddle_models as pm
+    pm.train('configs/quickstart.yml', iters=500, do_eval=True, save_dir='output/qs')
+    seg = pm.Segmenter('configs/quickstart.yml', 'output/qs/best_model/model.pdparams')
+    mask = seg.predict(image)                  # H x W x 3 uint8 RGB array, or an image file
+    plt.imshow(pm.visualize(image, mask, dataset='SyntheticShapes'))
+
+``train``, ``evaluate`` and ``export`` run the command-line tools' own ``main`` (``train.py``, ``val.py``,
+``export.py`` of the repository) with the keyword arguments turned into the tools' flags, so the flags, their
+checks and the engine are the same as on the command line. Mistakes are ``paddle_models.errors.UserError`` with a
+one-line message naming the file, key, flag or value.
+"""
+import contextlib
+import importlib.util
+import io
+import os
+
+import numpy as np
+import paddle
+from paddleseg.cvlibs import manager
+from paddleseg.transforms import Compose
+
+from paddle_models import image_io
+from paddle_models.core import logger
+from paddle_models.core.checkpoint import load_model_weights
+from paddle_models.core.config import Builder, _closest, load_config
+from paddle_models.core.infer import aug_logits, predict_logits
+from paddle_models.core.visualize import (check_mask, check_rgb_image, colour_overlay, dataset_info, draw_legend,
+                                          full_palette, legend_entries)
+from paddle_models.errors import UserError
+
+__all__ = ['build_model', 'load_weights', 'Segmenter', 'train', 'evaluate', 'export', 'visualize']
+
+# the repository checkout that holds the command-line tools (the package's parent folder)
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# test_config keys that change how an image is predicted (the tools' --aug_eval, --is_slide, ... flags)
+_INFERENCE_KEYS = ('aug_eval', 'scales', 'flip_horizontal', 'flip_vertical', 'is_slide', 'crop_size', 'stride')
+
+
+class _NamedModel:
+    """The stand-in for a loaded config when a model is built from its registered name: ``Builder`` reads
+    ``dic`` and names ``path`` in its messages."""
+
+    def __init__(self, name):
+        self.dic = {}
+        self.path = f"build_model({name!r})"
+
+
+def _is_config_path(value):
+    return isinstance(value, os.PathLike) or (isinstance(value, str) and (
+        value.endswith(('.yml', '.yaml')) or os.sep in value or os.path.isfile(value)))
+
+
+def build_model(config_path_or_name, **overrides):
+    """Build a segmentation model from a YAML config or from a registered model name.
+
+    Args:
+        config_path_or_name (str): A PaddleSeg-format YAML file (its ``model`` section is built; ``_base_`` files
+            are merged as the tools do), or the name of a registered model or model builder (``'HarDNet'``,
+            ``'SegFormer_B0'``, ``'SegNeXt_T'``).
+        **overrides: Model arguments. With a config they replace the ``model`` section's keys of the same name
+            (``num_classes=5``); with a name they are the constructor's arguments. A dict with a ``type``
+            (``backbone={'type': 'ResNet18'}``) is built as a component, as in a config.
+
+    Returns:
+        paddle.nn.Layer: The model with fresh (or its config's pretrained) weights, in training mode as Paddle
+        builds layers.
+
+    Raises:
+        UserError: A config that cannot be read, a name that is no registered model (with the closest names), or
+            arguments the model does not take.
+    """
+    if _is_config_path(config_path_or_name):
+        cfg = load_config(os.fspath(config_path_or_name), require=('model',))
+        builder = Builder(cfg)
+        model_cfg = dict(cfg.dic['model'], **overrides)
+        return builder.build_component(model_cfg, 'model')
+    name = config_path_or_name
+    known = manager.MODELS.components_dict
+    if not isinstance(name, str) or name not in known:
+        raise UserError(f"build_model: {name!r} is neither a config file (.yml) nor a registered model"
+                        f"{_closest(str(name), known)}")
+    return Builder(_NamedModel(name)).build_component(dict(overrides, type=name), 'model')
+
+
+def load_weights(model, path):
+    """Load a ``.pdparams`` file (or a checkpoint folder holding ``model.pdparams``) into ``model`` strictly.
+
+    The file is read without running code in it (``paddle_models.core.checkpoint.load_model_weights``).
+
+    Args:
+        model (paddle.nn.Layer): The model, e.g. from ``build_model``.
+        path (str): The weights: ``output/best_model/model.pdparams`` or ``output/iter_500``.
+
+    Returns:
+        The same ``model``, for chaining.
+
+    Raises:
+        UserError: A missing or unreadable file, or keys / shapes that do not fit the model (the first named).
+    """
+    return load_model_weights(model, os.fspath(path), what='weights')
+
+
+def _read_rgb(image, what='image'):
+    """An image file (read as ``cv2.imread`` reads it, then flipped to RGB) or an array, as (H, W, 3) uint8 RGB."""
+    if isinstance(image, (str, os.PathLike)):
+        return np.ascontiguousarray(image_io.read_image(os.fspath(image))[..., ::-1])
+    return check_rgb_image(image, what)
+
+
+class Segmenter:
+    """A model with its weights and its config's val transforms, ready to predict images.
+
+    Args:
+        config (str): The YAML config the model was trained with: its ``model`` section is built, its
+            ``val_dataset.transforms`` preprocess every image (default: ``Normalize`` only), its ``test_config``
+            (``aug_eval``, ``scales``, flips, ``is_slide``/``crop_size``/``stride``) says how to predict, and its
+            dataset's ``PALETTE`` / ``CLASSES`` colour and name the classes in ``visualize``.
+        weights (str, optional): A ``.pdparams`` file or checkpoint folder. None keeps the initial weights (with
+            a warning: predictions are then meaningless, which is only useful to try the plumbing).
+        opts (list[str], optional): ``key=value`` overrides of the config, as the tools' ``--opts``.
+
+    Attributes:
+        model: The ``paddle.nn.Layer``, in eval mode.
+        num_classes (int): The model's number of classes.
+        palette (list): RGB colour per class id; class_names (list): name per class id.
+        ignore_index (int): The datasets' label value of unlabelled pixels (255 unless the config sets one).
+    """
+
+    def __init__(self, config, weights=None, opts=None):
+        cfg = load_config(os.fspath(config), opts, require=('model',))
+        self.config = cfg
+        builder = Builder(cfg)
+        self.model = builder.model()
+        if weights is not None:
+            load_weights(self.model, weights)
+        else:
+            logger.warning(f"Segmenter({config!r}): no weights given, the model keeps its initial weights")
+        self.model.eval()
+        self.transforms = Compose(builder.val_transforms())
+        test_config = cfg.dic.get('test_config') or {}
+        self.options = {k: v for k, v in test_config.items() if k in _INFERENCE_KEYS}
+        if self.options.get('is_slide') and (not self.options.get('crop_size') or not self.options.get('stride')):
+            raise UserError(f"{config}: test_config.is_slide needs test_config.crop_size and test_config.stride")
+        self.num_classes = cfg.dic['model'].get('num_classes') or 256
+        palette = names = None
+        sections = [cfg.dic.get(key) or {} for key in ('val_dataset', 'train_dataset')]
+        self.ignore_index = next((s['ignore_index'] for s in sections if 'ignore_index' in s), 255)
+        for section in sections:
+            if section.get('type') in manager.DATASETS.components_dict and palette is None and names is None:
+                palette, names = dataset_info(section['type'])
+        self.palette = [tuple(int(v) for v in c) for c in full_palette(palette, self.num_classes)]
+        self.class_names = names or [f'class {i}' for i in range(self.num_classes)]
+
+    def preprocess(self, image):
+        """The network input for one image: (C, H, W) float32 after the val transforms, and the transforms'
+        record of resizes and paddings (``trans_info``) that maps the output back to the image's size.
+
+        Args:
+            image: An image file (str or path), or an (H, W, 3) uint8 **RGB** array (as PIL, matplotlib and most
+                notebook code hold images). Files are read as the tools read them (``cv2.imread``, BGR) and arrays
+                are flipped to BGR, so that PaddleSeg's transforms (which turn BGR into RGB) see both alike: an
+                array and the same image saved to a lossless file give the same input.
+        """
+        bgr = _read_rgb(image)[..., ::-1]
+        data = self.transforms({'img': bgr.astype('float32'), 'trans_info': []})
+        return np.ascontiguousarray(data['img'], dtype='float32'), data['trans_info']
+
+    def _predict_inputs(self, inputs, trans_info):
+        """Class maps (N, H, W) int64 for a stacked batch of preprocessed images of one size."""
+        options = self.options
+        with paddle.no_grad():
+            x = paddle.to_tensor(np.stack(inputs))
+            if options.get('aug_eval'):
+                logit = aug_logits(self.model, x, trans_info, options.get('scales', 1.0),
+                                   options.get('flip_horizontal', False), options.get('flip_vertical', False),
+                                   options.get('is_slide', False), options.get('crop_size'), options.get('stride'))
+            else:
+                logit = predict_logits(self.model, x, trans_info, options.get('is_slide', False),
+                                       options.get('crop_size'), options.get('stride'))
+            return paddle.argmax(logit, axis=1).numpy().astype('int64')
+
+    def predict(self, image):
+        """The class map of one image.
+
+        Args:
+            image: An image file, or an (H, W, 3) uint8 RGB array (see ``preprocess``).
+
+        Returns:
+            ndarray: (H, W) int64 class ids, at the image's size.
+
+        Raises:
+            UserError: An unreadable or truncated file, or an array that is not (H, W, 3) uint8.
+        """
+        chw, trans_info = self.preprocess(image)
+        return self._predict_inputs([chw], trans_info)[0]
+
+    def predict_batch(self, images, batch_size=4):
+        """The class maps of several images, running up to ``batch_size`` images of the same size through the
+        model at once (images of other sizes run in their own batches).
+
+        Args:
+            images (list): Image files and/or (H, W, 3) uint8 RGB arrays.
+            batch_size (int): Most images per forward pass.
+
+        Returns:
+            list[ndarray]: (H, W) int64 class maps, in the order of ``images``.
+        """
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise UserError(f"predict_batch: batch_size must be a positive integer, got {batch_size!r}")
+        images = list(images)
+        results = [None] * len(images)
+        for start in range(0, len(images), batch_size):
+            groups = {}  # same input shape and same trans_info: one forward pass
+            for index in range(start, min(start + batch_size, len(images))):
+                chw, trans_info = self.preprocess(images[index])
+                key = (chw.shape, repr(trans_info))
+                groups.setdefault(key, (trans_info, [], []))
+                groups[key][1].append(index)
+                groups[key][2].append(chw)
+            for trans_info, indices, inputs in groups.values():
+                for index, mask in zip(indices, self._predict_inputs(inputs, trans_info)):
+                    results[index] = mask
+        return results
+
+    def visualize(self, image, mask=None, alpha=0.5, legend=True):
+        """``visualize`` with this config's palette and class names; ``mask`` None predicts it first."""
+        rgb = _read_rgb(image)
+        if mask is None:
+            mask = self.predict(rgb)
+        return visualize(rgb, mask, alpha=alpha, palette=self.palette, class_names=self.class_names,
+                         legend=legend, ignore_index=self.ignore_index)
+
+
+def visualize(image, mask, alpha=0.5, dataset=None, palette=None, class_names=None, legend=True, ignore_index=255):
+    """The image with its class map blended in, in the dataset's colours, and a legend of the classes shown.
+
+    Args:
+        image: An image file or an (H, W, 3) uint8 RGB array.
+        mask (ndarray): (H, W) integer class ids (``Segmenter.predict``'s output, or a label). Ids without a
+            colour (the ignore index 255) leave their pixels unchanged.
+        alpha (float): Opacity of the class colours: 0 shows the image only, 1 the colours only. Default 0.5.
+        dataset: Where the palette and class names come from: a registered dataset name (``'CamVid'``,
+            ``'SyntheticShapes'``), class or object. Default: none (PASCAL VOC's colour map, classes named
+            ``class N``).
+        palette (list): RGB colour per class id, replacing the dataset's (missing entries: the default colours).
+        class_names (list): Name per class id, replacing the dataset's.
+        legend (bool): Draw the legend: a white panel right of the overlay with a colour square and the name of
+            each class present in ``mask``. The panel widens the result, and where it needs more rows than the
+            image is tall it is extended with white below the overlay; ``out[:H, :W]`` is always the overlay.
+            False returns the (H, W, 3) overlay alone.
+        ignore_index (int): The label value of unlabelled pixels (PaddleSeg's 255): left uncoloured and out of
+            the legend.
+
+    Returns:
+        ndarray: uint8 RGB, (H, W, 3) without the legend, else (max(H, legend rows), W + panel width, 3). Ready for
+        ``plt.imshow`` or ``PIL.Image.fromarray``.
+
+    Raises:
+        UserError: A bad image, a mask that is not an integer array of the image's size, an alpha outside 0..1.
+    """
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 <= alpha <= 1:
+        raise UserError(f"visualize: alpha must be a number in [0, 1], got {alpha!r}")
+    rgb = _read_rgb(image)
+    mask = check_mask(mask, rgb.shape[:2])
+    mask = np.where(mask == ignore_index, -1, mask)  # never coloured, whatever the palette's length
+    own_palette, own_names = dataset_info(dataset)
+    colours = full_palette(palette if palette is not None else own_palette, int(mask.max(initial=-1)) + 1)
+    names = list(class_names) if class_names is not None else own_names
+    out = colour_overlay(rgb, mask, colours, alpha)
+    return draw_legend(out, legend_entries(mask, colours, names)) if legend else out
+
+
+# --- the command-line tools, from Python ------------------------------------------------------------------------
+
+def _tool_module(script):
+    """The repository's ``script`` (``train.py``, ...) imported as a module (it is a file, not a package
+    module), once."""
+    path = os.path.join(REPO, script)
+    name = f"_paddle_models_{script[:-3]}_tool"
+    module = _TOOLS.get(name)
+    if module is None:
+        if not os.path.isfile(path):
+            raise UserError(f"{script} not found in {REPO}: the API runs the repository's own tools, so "
+                            f"paddle_models must be used from its repository checkout")
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        _TOOLS[name] = module
+    return module
+
+
+_TOOLS = {}
+
+
+def flags_to_argv(flags):
+    """The command-line arguments that the keyword arguments ``flags`` stand for.
+
+    ``name=True`` is the switch ``--name``; ``False`` and None leave the flag out (the tool's default); a list or
+    tuple gives its items as separate values (``scales=[0.75, 1.0]`` is ``--scales 0.75 1.0``, ``opts=['a=b']``
+    is ``--opts a=b``); anything else is its ``str()``.
+    """
+    argv = []
+    for name, value in flags.items():
+        if value is None or value is False:
+            continue
+        flag = f"--{name}"
+        if value is True:
+            argv.append(flag)
+        elif isinstance(value, (list, tuple)):
+            argv += [flag] + [str(v) for v in value]
+        else:
+            argv += [flag, str(os.fspath(value) if isinstance(value, os.PathLike) else value)]
+    return argv
+
+
+def _run_tool(function, script, argv):
+    """Run ``script``'s ``main(argv)`` and return what it returns; a flag it does not know (argparse's exit) is a
+    UserError with argparse's message."""
+    module = _tool_module(script)
+    stderr = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(stderr):
+            module.parse_args(argv)  # argparse's checks first, with its message captured
+    except SystemExit:
+        lines = [line for line in stderr.getvalue().splitlines() if line.strip()]
+        message = lines[-1].split('error: ', 1)[-1] if lines else 'bad arguments'
+        raise UserError(f"{function}(): {message} (the keyword arguments are {script}'s flags: python {script} "
+                        f"--help)") from None
+    return module.main(argv)
+
+
+def train(config, **flags):
+    """Train as ``python train.py --config CONFIG --flag value ...`` does, in this process.
+
+    Args:
+        config (str): The YAML config.
+        **flags: ``train.py``'s flags as keyword arguments (see ``flags_to_argv``): ``iters=500``,
+            ``batch_size=8``, ``do_eval=True``, ``save_dir='output/run'``, ``save_interval=100``, ``seed=0``,
+            ``use_vdl=True``, ``opts=['model.num_classes=5']``, ...
+
+    Returns:
+        dict: The training summary: ``last_iter``, ``best_miou``, ``best_iter``, ``last_loss``, ...
+
+    Raises:
+        UserError: As the command line reports it (an unknown flag, a bad config or value).
+    """
+    return _run_tool('train', 'train.py', ['--config', os.fspath(config)] + flags_to_argv(flags))
+
+
+def evaluate(config, weights, **flags):
+    """Evaluate as ``python val.py --config CONFIG --model_path WEIGHTS ...`` does, in this process.
+
+    Args:
+        config (str): The YAML config (its ``val_dataset`` is evaluated).
+        weights (str): A ``.pdparams`` file or checkpoint folder (``--model_path``).
+        **flags: ``val.py``'s other flags: ``aug_eval=True``, ``scales=[0.75, 1.0]``, ``is_slide=True``,
+            ``crop_size=[256, 256]``, ``stride=[128, 128]``, ``auc_roc=True``, ``opts=[...]``.
+
+    Returns:
+        dict: ``miou``, ``class_iou``, ``acc``, ``kappa``, ``mdice``, ``confusion_matrix``, ... (see
+        ``paddle_models.core.evaluate.evaluate``).
+    """
+    argv = ['--config', os.fspath(config), '--model_path', os.fspath(weights)] + flags_to_argv(flags)
+    return _run_tool('evaluate', 'val.py', argv)
+
+
+def export(config, weights=None, save_dir='output/inference_model', **flags):
+    """Export for Paddle Inference as ``python export.py ...`` does, in this process.
+
+    Args:
+        config (str): The YAML config.
+        weights (str, optional): ``--model_path``; None exports the initial weights (with a warning).
+        save_dir (str): Where ``model.json`` / ``model.pdmodel``, ``model.pdiparams`` and ``deploy.yaml`` go.
+        **flags: ``export.py``'s other flags: ``input_shape=[1, 3, 512, 512]``, ``output_op='softmax'``, ...
+
+    Returns:
+        dict: ``model``, ``params``, ``deploy_yaml`` (paths), ``onednn`` (whether Paddle Inference ran the program
+        with oneDNN), ... (see ``paddle_models.core.export.export_model``).
+    """
+    flags = dict(flags, model_path=weights, save_dir=save_dir)
+    return _run_tool('export', 'export.py', ['--config', os.fspath(config)] + flags_to_argv(flags))

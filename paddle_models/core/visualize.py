@@ -1,0 +1,135 @@
+"""Colour overlays of class maps on images, with a legend of class names: what ``paddle_models.visualize`` returns
+and what evaluation logs to VisualDL (``train.py --use_vdl --do_eval``).
+
+Everything here works on RGB uint8 arrays (H, W, 3), the layout matplotlib, PIL and VisualDL expect. Images read
+with OpenCV are BGR and must be flipped first (``image[..., ::-1]``).
+"""
+import cv2
+import numpy as np
+from paddleseg.cvlibs import manager
+
+from paddle_models.core.predict import default_palette
+from paddle_models.errors import UserError
+
+# legend text: OpenCV's built-in Hershey font (no font files needed), black on white
+_FONT = cv2.FONT_HERSHEY_SIMPLEX
+_FONT_SCALE = 0.4
+_ROW = 16  # legend row height in pixels
+_SWATCH = 12  # side of a legend colour square in pixels
+_MARGIN = 4
+
+
+def dataset_info(dataset):
+    """The palette and class names a dataset declares (``PALETTE`` and ``CLASSES`` class attributes, as our
+    ``CamVid`` and ``SyntheticShapes`` have).
+
+    Args:
+        dataset: A registered dataset name (``'CamVid'``), a dataset class or a dataset object; None gives nothing.
+
+    Returns:
+        (list of RGB tuples or None, list of names or None)
+
+    Raises:
+        UserError: ``dataset`` is a string that names no registered dataset.
+    """
+    if dataset is None:
+        return None, None
+    if isinstance(dataset, str):
+        known = manager.DATASETS.components_dict
+        if dataset not in known:
+            raise UserError(f"dataset: unknown dataset {dataset!r} (registered: {', '.join(sorted(known))})")
+        dataset = known[dataset]
+    palette = getattr(dataset, 'PALETTE', None)
+    names = getattr(dataset, 'CLASSES', None)
+    return ([tuple(int(c) for c in colour) for colour in palette] if palette else None,
+            list(names) if names else None)
+
+
+def full_palette(palette, num_classes):
+    """``palette`` (RGB triples, may be None or short) extended with ``default_palette`` colours to at least
+    ``num_classes`` entries, as a (N, 3) uint8 array."""
+    colours = [tuple(c) for c in palette or []]
+    if len(colours) < num_classes:
+        colours += default_palette(num_classes)[len(colours):]
+    return np.asarray(colours, dtype=np.uint8).reshape(-1, 3)
+
+
+def check_rgb_image(image, what='image'):
+    """``image`` as an (H, W, 3) uint8 array; a UserError naming ``what`` for any other shape or dtype."""
+    array = np.asarray(image)
+    if array.ndim != 3 or array.shape[2] != 3 or array.dtype != np.uint8:
+        raise UserError(f"{what} must be an H x W x 3 uint8 RGB array, got shape {list(array.shape)} and dtype "
+                        f"{array.dtype}")
+    return array
+
+
+def check_mask(mask, shape, what='mask'):
+    """``mask`` as an (H, W) integer array of the image's ``shape`` (H, W); a UserError naming ``what`` otherwise."""
+    array = np.asarray(mask)
+    if array.ndim == 3 and array.shape[0] == 1:  # a label read with a leading channel axis
+        array = array[0]
+    if array.ndim != 2 or not np.issubdtype(array.dtype, np.integer):
+        raise UserError(f"{what} must be an H x W integer array of class ids, got shape {list(array.shape)} and "
+                        f"dtype {array.dtype}")
+    if tuple(array.shape) != tuple(shape):
+        raise UserError(f"{what} is {array.shape[0]}x{array.shape[1]} (HxW) but the image is {shape[0]}x{shape[1]}")
+    return array
+
+
+def colour_overlay(image, mask, palette, alpha=0.5):
+    """The image with each pixel blended with the colour of its class.
+
+    Args:
+        image (ndarray): (H, W, 3) uint8 RGB.
+        mask (ndarray): (H, W) integer class ids. Ids outside the palette (e.g. the ignore index 255) and negative
+            ids leave their pixels as in the image.
+        palette (ndarray): (N, 3) uint8 RGB colours, one per class id (``full_palette``).
+        alpha (float): Opacity of the class colours, 0 (image only) .. 1 (colours only).
+
+    Returns:
+        ndarray: (H, W, 3) uint8 RGB.
+    """
+    valid = (mask >= 0) & (mask < len(palette))
+    colours = palette[np.where(valid, mask, 0)].astype(np.float32)
+    blended = image.astype(np.float32) * (1.0 - alpha) + colours * alpha
+    out = np.where(valid[..., None], np.rint(blended), image.astype(np.float32))
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
+def legend_entries(mask, palette, class_names):
+    """(class id, name, RGB colour) for each class id present in ``mask`` that has a colour, in id order; classes
+    without a name are called ``class N``."""
+    ids = [int(i) for i in np.unique(mask) if 0 <= i < len(palette)]
+    names = list(class_names or [])
+    return [(i, names[i] if i < len(names) else f'class {i}', tuple(int(c) for c in palette[i])) for i in ids]
+
+
+def draw_legend(overlay, entries):
+    """``overlay`` with a white legend panel on its right: one row per entry, a colour square and the class name.
+
+    The overlay keeps its pixels in ``out[:H, :W]``; where the legend needs more rows than the image is tall, the
+    area below the overlay is white.
+
+    Args:
+        overlay (ndarray): (H, W, 3) uint8 RGB.
+        entries (list): ``legend_entries``.
+
+    Returns:
+        ndarray: (max(H, rows), W + panel width, 3) uint8 RGB.
+    """
+    if not entries:
+        return overlay
+    height, width = overlay.shape[:2]
+    text_width = max(cv2.getTextSize(name, _FONT, _FONT_SCALE, 1)[0][0] for _, name, _ in entries)
+    panel_width = _MARGIN + _SWATCH + _MARGIN + text_width + _MARGIN
+    out_height = max(height, _MARGIN + _ROW * len(entries))
+    out = np.full((out_height, width + panel_width, 3), 255, dtype=np.uint8)
+    out[:height, :width] = overlay
+    for row, (_, name, colour) in enumerate(entries):
+        top = _MARGIN + row * _ROW
+        x = width + _MARGIN
+        out[top:top + _SWATCH, x:x + _SWATCH] = colour
+        cv2.rectangle(out, (x, top), (x + _SWATCH - 1, top + _SWATCH - 1), (0, 0, 0), 1)
+        cv2.putText(out, name, (x + _SWATCH + _MARGIN, top + _SWATCH - 2), _FONT, _FONT_SCALE, (0, 0, 0), 1,
+                    cv2.LINE_AA)
+    return out
