@@ -3,9 +3,11 @@
 Importing the package registers every model, backbone, loss, dataset and transform in
 ``paddleseg.cvlibs.manager``; where PaddleSeg has a component of the same name, ours replaces it.
 """
-import zlib  # noqa: F401  (Paddle 2.6.2 bundles a zlib that crashes later zlib users unless the system one loads first)
+from .utils.compat import preload_zlib
 
-import warnings
+preload_zlib()  # before paddle: Paddle 2.6.2 bundles a zlib that breaks later zlib users (see utils/compat.py)
+
+import warnings  # noqa: E402
 
 warnings.filterwarnings("ignore", message="No ccache found")  # printed by paddle on import, not ours to fix
 

@@ -47,3 +47,25 @@ def register_variant(register, build, name, doc):
     build.__name__ = build.__qualname__ = name
     build.__doc__ = doc
     return register(build)
+
+
+CONVERTERS = {}
+"""{architecture name: {format: key-map function}}: the foreign checkpoints ``tools/convert_weights.py`` can convert.
+
+Filled by ``register_converter`` beside each model family, so renaming a function cannot silently drop a format."""
+
+
+def register_converter(fmt, *arch_names):
+    """Register the decorated key map ``fn(state, arch) -> (new_state, build_kwargs)`` as the ``fmt`` converter
+    (e.g. ``'timm'``, ``'hf'``) of every architecture in ``arch_names`` (registered backbone or model names)."""
+    if not arch_names:
+        raise TypeError("register_converter needs at least one architecture name")
+
+    def decorate(fn):
+        for arch in arch_names:
+            formats = CONVERTERS.setdefault(arch, {})
+            if fmt in formats and formats[fmt] is not fn:
+                raise ValueError(f"two {fmt!r} converters registered for {arch}")
+            formats[fmt] = fn
+        return fn
+    return decorate

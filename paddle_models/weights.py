@@ -296,43 +296,93 @@ def _move_into_cache(url, weights, cache):
         raise UserError(f"cannot store pretrained weights {url} at {cache}: {_first_line(exc)}") from None
 
 
-def load_backbone_weights(model, path, head_prefixes=()):
-    """Load a ``.pdparams`` file (local, or an http(s) URL resolved by ``resolve_pretrained``) into a backbone,
-    requiring every key of the model with its exact shape.
+# ----------------------------------------------------------------------------------------------------------------
+# Loading weight files strictly: one loader, one comparison
 
-    Keys in the file that start with one of ``head_prefixes`` (the ImageNet classifier) are ignored when the model
-    has no classifier; any other extra key, a missing key or a different shape is an error.
+_PADDLE_SAVE_MARKER = 'StructuredToParameterName@@'  # bookkeeping entry of paddle.save, not a parameter
+
+
+def _shape(value):
+    """The shape of a tensor or array as a list; a shape given as a list or tuple is returned as a list."""
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    return list(getattr(value, 'shape', []))
+
+
+def _listed(keys, limit=3):
+    return ', '.join(keys[:limit]) + (', ...' if len(keys) > limit else '')
+
+
+def _keys(count):
+    return f"{count} key{'' if count == 1 else 's'}"
+
+
+def check_fit(state, expected, source, target='the model', ignore_prefixes=()):
+    """Raise a one-line ``UserError`` unless ``state`` holds exactly the keys of ``expected`` with the same shapes.
+
+    The one comparison behind every strict load (pretrained weights, ``--model_path``/``--resume_model``, and the
+    converted checkpoints of ``tools/convert_weights.py``), so a file that does not fit reads the same everywhere:
+    ``<source> does not fit <target>: <what differs>``. Shape mismatches are reported first (a wrong
+    ``num_classes`` is the usual cause), then the keys missing from the file and those the model does not have.
 
     Args:
-        model (nn.Layer): The backbone.
-        path (str): The ``.pdparams`` file or its URL.
-        head_prefixes (tuple[str]): Key prefixes of the classifier.
+        state (dict): The file's tensors or arrays by key.
+        expected (dict): The model's tensors (e.g. ``model.state_dict()``) or shapes (lists) by key.
+        source (str): What the file is, for the message (e.g. ``"HarDNet: pretrained weights /p.pdparams"``).
+        target (str): What it should fit (``'the model'``, or an architecture name).
+        ignore_prefixes (tuple[str]): Keys of the file that start with one of these and that ``expected`` lacks
+            (an ImageNet classifier) are not an error.
+
+    Returns:
+        dict: ``state`` without the ignored keys (and without ``paddle.save``'s bookkeeping entry).
+    """
+    state = {k: v for k, v in state.items()
+             if k != _PADDLE_SAVE_MARKER and (k in expected or not k.startswith(tuple(ignore_prefixes)))}
+    mismatched = [k for k in expected if k in state and _shape(state[k]) != _shape(expected[k])]
+    if mismatched:
+        key = mismatched[0]
+        detail = (f"{key} has shape {_shape(state[key])} in the file but {_shape(expected[key])} in the model")
+        if len(mismatched) > 1:
+            detail = f"{len(mismatched)} shape mismatches, e.g. {detail}"
+        raise UserError(f"{source} does not fit {target}: {detail}")
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    problems = []
+    if missing:
+        problems.append(f"{_keys(len(missing))} missing from the file ({_listed(missing)})")
+    if unexpected:
+        problems.append(f"{_keys(len(unexpected))} not in the model ({_listed(unexpected)})")
+    if problems:
+        raise UserError(f"{source} does not fit {target}: " + '; '.join(problems))
+    return state
+
+
+def load_weights(model, path_or_url, skip_prefixes=()):
+    """Load a ``.pdparams`` file (local, or an http(s) URL resolved by ``resolve_pretrained``) into ``model``,
+    requiring exactly the model's keys with their shapes (``check_fit``).
+
+    Every backbone and model loads its ``pretrained`` argument through here.
+
+    Args:
+        model (nn.Layer): The backbone or model to fill.
+        path_or_url (str | os.PathLike): The ``.pdparams`` file or its URL.
+        skip_prefixes (tuple[str]): Key prefixes of parts the file may have and the model not (the ImageNet
+            classifier of a backbone file): such keys are ignored, any other difference is an error.
 
     Raises:
         UserError: The file is missing, unreadable or cannot be downloaded, is not a complete ``paddle.save`` file
             or holds anything else (read by ``safe_load.load_paddle_file``: no code in it runs), or does not fit
-            (the message names the file and the key).
+            (one line naming the model, the file and the key).
     """
-    path = resolve_pretrained(path)
+    path = resolve_pretrained(path_or_url)
     name = type(model).__name__
     if not os.path.isfile(path):
         raise UserError(f"{name}: pretrained weights not found: {path}")
     state = load_paddle_file(path, what=f"{name}: cannot read pretrained weights")
     if not isinstance(state, dict):
         raise UserError(f"{name}: pretrained weights {path} hold a {type(state).__name__}, not a dict of parameters")
-    own = model.state_dict()
-    state = {k: v for k, v in state.items() if k != 'StructuredToParameterName@@'}
-    for key, param in own.items():
-        if key not in state:
-            raise UserError(f"{name}: pretrained weights {path} lack {key}")
-        file_shape = list(getattr(state[key], 'shape', []))
-        if file_shape != list(param.shape):
-            raise UserError(f"{name}: pretrained weights {path} do not fit: {key} has shape {file_shape} in the "
-                            f"file, {list(param.shape)} in the model")
-    for key in state:
-        if key not in own and not key.startswith(tuple(head_prefixes)):
-            raise UserError(f"{name}: pretrained weights {path} hold {key}, which the model does not have")
-    model.set_state_dict({k: v for k, v in state.items() if k in own})
+    state = check_fit(state, model.state_dict(), f"{name}: pretrained weights {path}", ignore_prefixes=skip_prefixes)
+    model.set_state_dict(state)
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -1,13 +1,17 @@
 """Shared test fixtures."""
 import os
 import sys
-import zlib  # noqa: F401  (load the system zlib before Paddle 2.6.2's bundled one)
-
-import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
     sys.path.insert(0, REPO)  # the top-level tools (train.py, val.py, ...) are imported by tests
+
+from paddle_models.utils.compat import preload_zlib  # noqa: E402  (imports the package, which does it too)
+
+preload_zlib()  # before any test module imports paddle: Paddle 2.6.2 bundles a zlib that breaks the system one's users
+
+import pytest  # noqa: E402
+
 CAMVID_MINI = os.path.normpath(os.path.join(REPO, '..', 'shared', 'data', 'camvid_mini'))
 
 

@@ -1,7 +1,6 @@
 """HRNet backbones: every variant has PaddleSeg 2.8.0's parameter names, order and shapes; the backbone's features
 equal PaddleSeg's with both padding modes, squeeze-excitation and polarized self-attention (``use_psa``); pretrained
 files load strictly; bad arguments raise one-line UserErrors."""
-import zlib  # noqa: F401  (before paddle: Paddle 2.6.2's bundled zlib)
 
 import numpy as np
 import paddle
@@ -165,13 +164,14 @@ def test_pretrained_loads_strictly(tmp_path):
     paddle.save(state, path)
     with pytest.raises(UserError) as err:
         HRNet_W18_Small_V1(pretrained=path)
-    assert str(err.value) == f"HRNet: pretrained weights {path} lack conv_layer1_1._conv.weight"
+    assert str(err.value) == (f"HRNet: pretrained weights {path} does not fit the model: 1 key missing from the file "
+                              f"(conv_layer1_1._conv.weight)")
 
 
 @pytest.mark.parametrize('build, message', [
     (lambda: HRNet(stage3_num_channels=(18, 36)),
-     "HRNet: stage3_num_channels must be 3 positive integers, got (18, 36)"),
-    (lambda: HRNet(stage4_num_modules=0), "HRNet: stage4_num_modules must be a positive integer, got 0"),
+     "HRNet: stage3_num_channels must be a list of 3 integers >= 1, got [18, 36]"),
+    (lambda: HRNet(stage4_num_modules=0), "HRNet: stage4_num_modules must be an integer >= 1, got 0"),
     (lambda: HRNet(stage1_num_modules=2), "HRNet: stage1_num_modules must be 1, got 2"),
     (lambda: HRNet_W18_Small_V1(use_psa='yes'), "HRNet: use_psa must be true or false, got 'yes'"),
     (lambda: PolarizedSelfAttention(1), "PolarizedSelfAttention: channels must be an integer >= 2, got 1"),

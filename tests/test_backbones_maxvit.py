@@ -5,8 +5,9 @@ training inside UPerNet, export + infer.py with oneDNN (free and fixed input siz
 A whole-network comparison with timm's ``maxvit_tiny_tf_224`` was run by hand (features within 3e-6 relative);
 it is not a test because timm needs torchvision, which does not import beside the torch CI can install.
 """
+import contextlib
+import io
 import os
-import zlib  # noqa: F401  (before paddle: Paddle 2.6.2's bundled zlib)
 
 import numpy as np
 import paddle
@@ -154,6 +155,19 @@ def test_feature_shapes_at_any_size():
     np.testing.assert_allclose(both[1:], single, rtol=1e-4, atol=1e-5)
 
 
+def test_paddle_flops_counts_maxvit():
+    """paddle.flops (tools/benchmark.py's GFLOPs) hooks every layer call and reads its first input: the
+    relative-position bias is read as a method, so the count works and includes the qkv projections."""
+    model = MaxViT(**TINY)
+    model.eval()
+    with contextlib.redirect_stdout(io.StringIO()):
+        flops = paddle.flops(model, [1, 3, 64, 64], print_detail=False)
+    # a lower bound: the qkv projections alone, tokens x dim x 3 dim for the block and the grid attention of each
+    # stage (stage i runs at 1/(4 * 2**i) of the input side)
+    qkv = sum(64 * 64 // (16 * 4 ** i) * dim * 3 * dim * 2 for i, dim in enumerate(TINY["embed_dims"]))
+    assert flops > qkv
+
+
 def test_classifier_head():
     paddle.seed(0)
     model = MaxViT(num_classes=7, **TINY)
@@ -205,7 +219,7 @@ def test_export_with_a_fixed_input_size_runs_with_onednn(tmp_path):
 def test_bad_arguments_raise_user_errors():
     cases = [
         (dict(embed_dims=[64, 128, 256]),
-         "MaxViT: embed_dims must be a list of 4 positive integers, got [64, 128, 256]"),
+         "MaxViT: embed_dims must be a list of 4 integers >= 1, got [64, 128, 256]"),
         (dict(embed_dims=[64, 128, 256, 500]),
          "MaxViT: embed_dims [64, 128, 256, 500] must be multiples of dim_head 32"),
         (dict(window_size=0), "MaxViT: window_size must be an integer >= 1, got 0"),

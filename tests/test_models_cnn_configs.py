@@ -2,7 +2,6 @@
 entry per training output, and trains from the command line (train.py) on camvid_mini -- one iteration with small
 crops, the heaviest layers narrowed through --opts so that CI stays fast."""
 import os
-import zlib  # noqa: F401  (before paddle: Paddle 2.6.2's bundled zlib)
 
 import numpy as np
 import pytest

@@ -4,7 +4,6 @@ import json
 import os
 import subprocess
 import sys
-import zlib  # noqa: F401  (before paddle: Paddle 2.6.2's bundled zlib)
 
 import numpy as np
 import paddle

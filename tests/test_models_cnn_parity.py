@@ -1,7 +1,6 @@
 """Weight and output parity with PaddleSeg 2.8.0's own classes: PSPNet + ResNet50_vd, DeepLabV3 + ResNet50_vd,
 UNetPlusPlus and UNet3Plus. PaddleSeg's state_dict must load strictly into ours (same names, order and shapes), and
 the eval outputs must agree within 1e-5 (relative to the output's magnitude)."""
-import zlib  # noqa: F401  (before paddle: Paddle 2.6.2's bundled zlib)
 
 import numpy as np
 import paddle

@@ -1,7 +1,6 @@
 """A few training iterations of each CNN-family model at tiny sizes: every trainable parameter receives a gradient
 from the training outputs' losses, and the loss falls. UNet 3+ trains with the paper's recipe (deep supervision,
 CGM, hybrid loss focal + MS-SSIM + IoU per side output, BCE on the classification)."""
-import zlib  # noqa: F401  (before paddle: Paddle 2.6.2's bundled zlib)
 
 import numpy as np
 import paddle

@@ -1,6 +1,5 @@
 """UNet 3+: outputs per mode and option, the classification-guided module (gating by the argmax, classification
 logits as an extra training output), the full-scale skip wiring, any input size, argument errors."""
-import zlib  # noqa: F401  (before paddle: Paddle 2.6.2's bundled zlib)
 
 import numpy as np
 import paddle
@@ -117,9 +116,9 @@ def test_any_input_size():
 
 
 @pytest.mark.parametrize('kwargs, message', [
-    (dict(filters=(4, 8, 16)), "UNet3Plus: filters must list 5 positive integers, got (4, 8, 16)"),
-    (dict(num_classes=-1), "UNet3Plus: num_classes must be a positive integer, got -1"),
-    (dict(in_channels=0), "UNet3Plus: in_channels must be a positive integer, got 0"),
+    (dict(filters=(4, 8, 16)), "UNet3Plus: filters must be a list of 5 integers >= 1, got [4, 8, 16]"),
+    (dict(num_classes=-1), "UNet3Plus: num_classes must be an integer >= 1, got -1"),
+    (dict(in_channels=0), "UNet3Plus: in_channels must be an integer >= 1, got 0"),
 ])
 def test_bad_arguments(kwargs, message):
     with pytest.raises(UserError) as err:

@@ -3,7 +3,6 @@ import json
 import os
 import subprocess
 import sys
-import zlib  # noqa: F401  (before paddle: Paddle 2.6.2's bundled zlib)
 
 import numpy as np
 import paddle
@@ -165,7 +164,7 @@ def test_pretrained_errors(tmp_path):
     missing = str(tmp_path / 'nope.pdparams')
     with pytest.raises(UserError) as err:
         HarDNet(num_classes=3, pretrained=missing, **TINY)
-    assert str(err.value) == f"pretrained weights not found: {missing}"
+    assert str(err.value) == f"HarDNet: pretrained weights not found: {missing}"
 
     url = 'ftp://example.com/hardnet.pdparams'  # http(s) URLs download: tests/test_weights_download.py
     with pytest.raises(UserError) as err:
@@ -176,7 +175,7 @@ def test_pretrained_errors(tmp_path):
     garbage.write_bytes(b'not a pickle\n' * 3)
     with pytest.raises(UserError) as err:
         HarDNet(num_classes=3, pretrained=str(garbage), **TINY)
-    assert str(err.value).startswith(f"cannot read pretrained weights {garbage}: ")
+    assert str(err.value).startswith(f"HarDNet: cannot read pretrained weights {garbage}: ")
     assert '\n' not in str(err.value)
 
     other_classes = str(tmp_path / 'classes5.pdparams')
@@ -185,24 +184,34 @@ def test_pretrained_errors(tmp_path):
     width = five_classes.decoder.out_channels
     with pytest.raises(UserError) as err:
         HarDNet(num_classes=3, pretrained=other_classes, **TINY)
-    assert str(err.value) == (f"pretrained weights {other_classes} do not fit HarDNet: cls_head.weight has shape "
-                              f"[5, {width}, 1, 1] in the file, [3, {width}, 1, 1] in the model")
+    assert str(err.value) == (f"HarDNet: pretrained weights {other_classes} does not fit the model: 2 shape "
+                              f"mismatches, e.g. cls_head.weight has shape [5, {width}, 1, 1] in the file but "
+                              f"[3, {width}, 1, 1] in the model")
 
-    deeper = str(tmp_path / 'deeper.pdparams')
-    paddle.save(HarDNet(num_classes=3, **dict(TINY, n_layers=(2, 2, 5))).state_dict(), deeper)
+    state = HarDNet(num_classes=3, **TINY).state_dict()
+    keys = list(state)
+    extra = str(tmp_path / 'extra.pdparams')
+    paddle.save(dict(state, **{'aux.weight': paddle.zeros([2]), 'aux.bias': paddle.zeros([2])}), extra)
     with pytest.raises(UserError) as err:
-        HarDNet(num_classes=3, pretrained=deeper, **TINY)
-    assert str(err.value) == (f"pretrained weights {deeper} do not fit HarDNet: unexpected keys "
-                              "encoder.blks.6.layers.4._conv.weight, encoder.blks.6.layers.4._batch_norm.weight, "
-                              "encoder.blks.6.layers.4._batch_norm.bias, ... (5 in all)")
+        HarDNet(num_classes=3, pretrained=extra, **TINY)
+    assert str(err.value) == (f"HarDNet: pretrained weights {extra} does not fit the model: 2 keys not in the model "
+                              "(aux.weight, aux.bias)")
+
+    fewer = str(tmp_path / 'fewer.pdparams')
+    paddle.save({k: v for k, v in state.items() if k not in keys[:4]}, fewer)
+    with pytest.raises(UserError) as err:
+        HarDNet(num_classes=3, pretrained=fewer, **TINY)
+    assert str(err.value) == (f"HarDNet: pretrained weights {fewer} does not fit the model: 4 keys missing from the "
+                              f"file ({', '.join(keys[:3])}, ...)")
 
 
 @pytest.mark.parametrize('kwargs, message', [
-    (dict(gr=(4, 4)), "HarDNet: gr must have 3 entries, got 2: [4, 4]"),
-    (dict(stem_channels=(8, 8, 8)), "HarDNet: stem_channels must have 4 entries, got 3: [8, 8, 8]"),
-    (dict(n_layers=(2, 0, 4)), "HarDNet: n_layers must be a non-empty list of positive integers, got [2, 0, 4]"),
-    (dict(ch_list=[]), "HarDNet: ch_list must be a non-empty list of positive integers, got []"),
-    (dict(grmul='1.7'), "HarDNet: grmul must be a positive number, got '1.7'"),
+    (dict(gr=(4, 4)), "HarDNet: gr must be a list of 3 integers >= 1, got [4, 4]"),
+    (dict(stem_channels=(8, 8, 8)), "HarDNet: stem_channels must be a list of 4 integers >= 1, got [8, 8, 8]"),
+    (dict(n_layers=(2, 0, 4)), "HarDNet: n_layers must be a list of 3 integers >= 1, got [2, 0, 4]"),
+    (dict(ch_list=[]), "HarDNet: ch_list must be a list of integers >= 1, got []"),
+    (dict(grmul='1.7'), "HarDNet: grmul must be a number > 0, got '1.7'"),
+    (dict(grmul=0), "HarDNet: grmul must be a number > 0, got 0"),
 ])
 def test_bad_arguments(kwargs, message):
     with pytest.raises(UserError) as err:

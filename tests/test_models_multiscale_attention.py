@@ -3,7 +3,6 @@ combination of the base model's per-scale predictions (recomputed here from the 
 training returns [fused, per-scale...] and learns; the YAML config wraps a nested model; the export bakes the scales
 into the graph and runs in deploy/python/infer.py with oneDNN."""
 import os
-import zlib  # noqa: F401  (before paddle: Paddle 2.6.2's bundled zlib)
 
 import numpy as np
 import paddle

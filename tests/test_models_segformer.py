@@ -10,7 +10,6 @@ import importlib.util
 import os
 import subprocess
 import sys
-import zlib  # noqa: F401  (before paddle: Paddle 2.6.2's bundled zlib)
 
 import numpy as np
 import paddle
@@ -396,7 +395,7 @@ def test_mmseg_segformer_checkpoint_converts_with_mmseg_head(tmp_path):
     with pytest.raises(UserError, match=r'^mmseg checkpoint has no decode_head\.conv_seg\.weight: not a SegFormer'):
         convert_weights.convert('SegFormer_B0', 'mmseg', str(tmp_path / 'bare.safetensors'),
                                 str(tmp_path / 'x.pdparams'))
-    with pytest.raises(UserError, match=r"^SegFormer: head_style must be one of mlp, mmseg, got 'MLP'$"):
+    with pytest.raises(UserError, match=r"^SegFormer: head_style must be one of 'mlp', 'mmseg', got 'MLP'$"):
         SegFormer(3, MixVisionTransformer(depths=[1, 1, 1, 1]), head_style='MLP')
 
 
@@ -414,13 +413,13 @@ def test_camvid_config_builds():
 def test_bad_arguments_raise_user_errors():
     cases = [
         (lambda: MixVisionTransformer(depths=[2, 2, 2]),
-         "MixVisionTransformer: depths must be a list of 4 positive integers, got [2, 2, 2]"),
+         "MixVisionTransformer: depths must be a list of 4 integers >= 1, got [2, 2, 2]"),
         (lambda: MixVisionTransformer(embed_dims=[32, 64, 160, 250]),
          "MixVisionTransformer: width 250 is not divisible by num_heads 8"),
         (lambda: MixVisionTransformer(drop_path_rate=1.0),
          "MixVisionTransformer: drop_path_rate must be a number in [0, 1), got 1.0"),
         (lambda: SegFormer(0, MixVisionTransformer(depths=[1, 1, 1, 1])),
-         "SegFormer: num_classes must be a positive integer, got 0"),
+         "SegFormer: num_classes must be an integer >= 1, got 0"),
     ]
     for build, message in cases:
         with pytest.raises(UserError) as err:

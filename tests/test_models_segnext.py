@@ -5,7 +5,6 @@ deploy/python/infer.py with oneDNN (deterministic by default), the mmseg layout,
 import os
 import subprocess
 import sys
-import zlib  # noqa: F401  (before paddle: Paddle 2.6.2's bundled zlib)
 
 import numpy as np
 import paddle
@@ -17,7 +16,7 @@ from paddleseg.cvlibs import manager
 
 from conftest import REPO
 import paddle_models  # noqa: F401  (registers our components)
-from paddle_models.backbones import mscan as mscan_module
+from paddle_models.layers import mlp as mlp_module  # where ConvMlp calls sliced_conv_mlp
 from paddle_models.backbones.mscan import MSCAN, MSCAN_T
 from paddle_models.layers import conv_mlp
 from paddle_models.core.export import export_model
@@ -97,7 +96,7 @@ def test_deterministic_inference_mode():
     assert float(np.abs(fixed(x)[0].numpy() - fixed(x)[0].numpy()).max()) > 0
     with pytest.raises(UserError) as err:
         _tiny(inference_bases='seeded')
-    assert str(err.value) == "LightHamHead: inference_bases must be one of auto, fixed, random, got 'seeded'"
+    assert str(err.value) == "LightHamHead: inference_bases must be one of 'auto', 'fixed', 'random', got 'seeded'"
 
 
 def test_export_free_size_deterministic_and_infer_with_onednn(tmp_path, monkeypatch):
@@ -183,10 +182,10 @@ def test_ham_kwargs_must_be_upper_case():
                               "SPATIAL, MD_S, MD_D, MD_R, TRAIN_STEPS, EVAL_STEPS, INV_T, ETA, RAND_INIT")
     with pytest.raises(UserError) as err:
         _tiny(ham_kwargs=dict(MD_R=0))
-    assert str(err.value) == "LightHamHead: ham_kwargs MD_R must be a positive integer, got 0"
+    assert str(err.value) == "LightHamHead: ham_kwargs MD_R must be an integer >= 1, got 0"
     with pytest.raises(UserError) as err:
         MSCAN(depths=[1, 1, 1])
-    assert str(err.value) == "MSCAN: depths must be a list of 4 positive integers, got [1, 1, 1]"
+    assert str(err.value) == "MSCAN: depths must be a list of 4 integers >= 1, got [1, 1, 1]"
 
 
 def test_rand_init_false_keeps_saved_bases():
@@ -216,12 +215,12 @@ def test_camvid_config_builds_and_trains_a_step():
 def _count_sliced_mlps(monkeypatch):
     """Record the slice width of every sliced MLP forward (the traced ones included)."""
     seen = []
-    original = mscan_module.sliced_conv_mlp
+    original = mlp_module.sliced_conv_mlp
 
     def spy(x, fc1, dwconv, act, fc2, step):
         seen.append(step)
         return original(x, fc1, dwconv, act, fc2, step)
-    monkeypatch.setattr(mscan_module, 'sliced_conv_mlp', spy)
+    monkeypatch.setattr(mlp_module, 'sliced_conv_mlp', spy)
     return seen
 
 

@@ -1,6 +1,5 @@
 """UPerNet and Semantic FPN heads: UPerNet parity with PaddleSeg 2.8.0 (main and auxiliary outputs, PaddleSeg
 checkpoints load), any backbone / any input size, every parameter used, training, export + oneDNN, errors."""
-import zlib  # noqa: F401  (before paddle: Paddle 2.6.2's bundled zlib)
 
 import numpy as np
 import paddle
@@ -69,11 +68,13 @@ def test_upernet_loads_a_paddleseg_checkpoint(tmp_path):
     ours = UPerNet(3, _tiny_van(5), channels=16, enable_auxiliary_loss=True, pretrained=str(tmp_path / 'ps.pdparams'))
     for key, value in ours.state_dict().items():
         np.testing.assert_array_equal(value.numpy(), state[key].numpy())
+    wider = UPerNet(3, _tiny_van(5), channels=24).state_dict()
+    differ = sum(1 for k, v in wider.items() if list(v.shape) != list(state[k].shape))
     with pytest.raises(UserError) as err:
         UPerNet(3, _tiny_van(5), channels=24, pretrained=str(tmp_path / 'ps.pdparams'))
-    assert str(err.value) == (f"UPerNet: pretrained weights {tmp_path / 'ps.pdparams'} do not fit: "
-                              f"head.ppm.conv_bn_relu2._conv.weight has shape [16, 96, 3, 3] in the file, "
-                              f"[24, 96, 3, 3] in the model")
+    assert str(err.value) == (f"UPerNet: pretrained weights {tmp_path / 'ps.pdparams'} does not fit the model: "
+                              f"{differ} shape mismatches, e.g. head.ppm.conv_bn_relu2._conv.weight has shape "
+                              f"[16, 96, 3, 3] in the file but [24, 96, 3, 3] in the model")
 
 
 @pytest.mark.parametrize('model_cls', [UPerNet, SemanticFPN])
@@ -138,10 +139,14 @@ def test_upernet_export_and_infer_with_onednn(tmp_path):
 def test_bad_arguments_raise_user_errors():
     backbone = _tiny_van()
     cases = [
-        (UPerNet, dict(num_classes=0), "UPerNet: num_classes must be a positive integer, got 0"),
+        (UPerNet, dict(num_classes=0), "UPerNet: num_classes must be an integer >= 1, got 0"),
         (UPerNet, dict(num_classes=3, backbone_indices=(0, 5)),
-         "UPerNet: backbone_indices must pick at least 2 of the backbone's 4 outputs, got (0, 5)"),
-        (SemanticFPN, dict(num_classes=3, channels=-1), "SemanticFPN: channels must be a positive integer, got -1"),
+         "UPerNet: backbone_indices must be a list of at least 2 integers in [-4, 3] (the backbone has 4 outputs), "
+         "got [0, 5]"),
+        (SemanticFPN, dict(num_classes=3, backbone_indices=[2]),
+         "SemanticFPN: backbone_indices must be a list of at least 2 integers in [-4, 3] (the backbone has 4 "
+         "outputs), got [2]"),
+        (SemanticFPN, dict(num_classes=3, channels=-1), "SemanticFPN: channels must be an integer >= 1, got -1"),
         (SemanticFPN, dict(num_classes=3, backbone=paddle.nn.Conv2D(3, 3, 1)),
          "SemanticFPN: the backbone Conv2D has no feat_channels"),
     ]

@@ -13,7 +13,8 @@ import shlex
 import shutil
 import subprocess
 import sys
-import zlib  # noqa: F401  (before paddle: Paddle 2.6.2's bundled zlib)
+
+from conftest import REPO  # first: it loads the package, which preloads zlib before paddle (run as a script too)
 
 import numpy as np
 import paddle
@@ -21,7 +22,6 @@ import pytest
 import yaml
 from PIL import Image
 
-from conftest import REPO
 from test_core_train import TINY_HARDNET, tiny_config
 from test_tools_errors import assert_one_line_error, run_tool
 from paddle_models.errors import UserError
@@ -464,7 +464,7 @@ def test_every_tool_refuses_a_trojan_weight_file(tmp_path, hardnet_state, case):
         expected = refusal(f"--model_path {trojan}")
     elif case == 'train_pretrained':
         proc = run_tool(*train, '--opts', f'model.pretrained={trojan}')
-        expected = refusal(f"cannot read pretrained weights {trojan}")
+        expected = refusal(f"HarDNet: cannot read pretrained weights {trojan}")
     elif case == 'train_backbone_pretrained':
         train[2] = _linknet_config(tmp_path)
         proc = run_tool(*train, '--opts', f'model.backbone.pretrained={trojan}')

@@ -1,11 +1,11 @@
-"""tools/convert_weights.py: the command line, the key maps found in each model's file (torchvision/timm ResNeXt,
-official VAN, the plug-in protocol), reading without executing pickled code, and one-line errors that name the
-key and both shapes (nothing is written then)."""
+"""tools/convert_weights.py: the command line, the key maps registered beside each model (torchvision/timm ResNeXt,
+official VAN, the plug-in protocol, the --help listing), reading without executing pickled code, and one-line errors
+that name the key and both shapes (nothing is written then)."""
 import importlib.util
 import os
+import re
 import subprocess
 import sys
-import zlib  # noqa: F401  (before paddle: Paddle 2.6.2's bundled zlib)
 
 import numpy as np
 import paddle
@@ -16,6 +16,7 @@ from paddle_models.backbones import van as van_module
 from paddle_models.backbones.resnext import ResNeXt50_32x4d
 from paddle_models.backbones.van import VAN_B0
 from paddle_models.errors import UserError
+from paddle_models.registry import CONVERTERS, register_converter
 
 # safetensors is a requirement of tools/convert_weights.py (requirements.txt); absent only from environments that
 # never convert weights (the Paddle 2.6 smoke environment)
@@ -145,14 +146,15 @@ def test_shapes_keys_and_arguments_that_do_not_fit(van_official, tmp_path):
         return str(err.value)
 
     src = tmp_path / 'c.safetensors'
-    assert error('VAN_B1', 'official', state) == (f"{src}: patch_embed1.proj.weight has shape [32, 3, 7, 7] in the "
-                                                  f"checkpoint but [64, 3, 7, 7] in VAN_B1")
+    assert re.fullmatch(re.escape(f"{src} does not fit VAN_B1: ") + r"\d+ shape mismatches, e\.g\. " + re.escape(
+        "patch_embed1.proj.weight has shape [32, 3, 7, 7] in the file but [64, 3, 7, 7] in the model"),
+        error('VAN_B1', 'official', state))
     fewer = {k: v for k, v in state.items() if not k.startswith('norm4.')}
-    assert error('VAN_B0', 'official', fewer) == (f"{src}: 2 weights of VAN_B0 are not in the checkpoint: "
-                                                  f"norm4.weight, norm4.bias")
+    assert error('VAN_B0', 'official', fewer) == (f"{src} does not fit VAN_B0: 2 keys missing from the file "
+                                                  f"(norm4.weight, norm4.bias)")
     extra = dict(state, **{'aux.weight': np.zeros([2], 'float32'), 'aux.bias': np.zeros([2], 'float32')})
-    assert error('VAN_B0', 'official', extra) == (f"{src}: 2 checkpoint weights have no place in VAN_B0: "
-                                                  f"aux.bias, aux.weight")  # (safetensors sorts its keys)
+    assert error('VAN_B0', 'official', extra) == (f"{src} does not fit VAN_B0: 2 keys not in the model "
+                                                  f"(aux.bias, aux.weight)")  # (safetensors sorts its keys)
     # (the other suggestions depend on what else is registered)
     assert error('MaxVit_T', 'timm').startswith("--arch: unknown architecture 'MaxVit_T' (did you mean MaxViT_T, ")
     assert error('VAN_B0', 'timm') == "--format: VAN_B0 has no 'timm' key map (formats for VAN_B0: hf, official)"
@@ -179,21 +181,70 @@ def test_command_line_errors_are_one_line_with_exit_2(tmp_path):
         "error: --format: ResNeXt50_32x4d has no 'hf' key map (formats for ResNeXt50_32x4d: timm, torchvision)"]
 
 
-def test_other_families_plug_in_a_key_map_by_name(monkeypatch, van_official, tmp_path):
-    """A function ``convert_<format>_weights`` in the architecture's file is all a new checkpoint layout needs."""
+def test_other_families_plug_in_a_key_map_by_registering_it(monkeypatch, van_official, tmp_path):
+    """``@register_converter(format, *arch_names)`` beside the model is all a new checkpoint layout needs."""
     path, source = van_official
+    monkeypatch.setitem(CONVERTERS, 'VAN_B0', dict(CONVERTERS['VAN_B0']))  # undone after the test
 
-    def convert_prefixed_weights(state, arch):
+    @register_converter('prefixed', 'VAN_B0')
+    def strip_net_prefix(state, arch):
         stripped = {k[len('net.'):]: v for k, v in state.items()}
         return van_module.convert_official_weights(stripped, arch)
 
-    monkeypatch.setattr(van_module, 'convert_prefixed_weights', convert_prefixed_weights, raising=False)
-    assert sorted(convert_weights.key_maps(VAN_B0)) == ['hf', 'official', 'prefixed']
+    assert sorted(convert_weights.key_maps('VAN_B0')) == ['hf', 'official', 'prefixed']
+    assert 'prefixed' not in convert_weights.key_maps('VAN_B1')
     save_file({f'net.{k}': v for k, v in load_file(str(path)).items()}, str(tmp_path / 'p.safetensors'))
     info = convert_weights.convert('VAN_B0', 'prefixed', str(tmp_path / 'p.safetensors'), str(tmp_path / 'p.pdparams'))
     assert info['kwargs'] == {'num_classes': 10}
     converted = paddle.load(str(tmp_path / 'p.pdparams'))
     np.testing.assert_array_equal(converted['head.weight'].numpy(), source.head.weight.numpy())
+
+
+def test_formats_come_from_registration_not_function_names(monkeypatch, van_official, tmp_path):
+    """Renaming a registered key map keeps its format; a function merely named like one adds none."""
+    path, source = van_official
+    key_map = CONVERTERS['VAN_B0']['official']
+    monkeypatch.delattr(van_module, key_map.__name__)
+    monkeypatch.setattr(key_map, '__name__', 'map_release_keys')
+    monkeypatch.setattr(van_module, 'map_release_keys', key_map, raising=False)
+    monkeypatch.setattr(van_module, 'convert_timm_weights', van_module.map_release_keys, raising=False)
+    info = convert_weights.convert('VAN_B0', 'official', str(path), str(tmp_path / 'v.pdparams'))
+    assert info['tensors'] == len(source.state_dict())
+    with pytest.raises(UserError) as err:
+        convert_weights.convert('VAN_B0', 'timm', str(path), str(tmp_path / 't.pdparams'))
+    assert str(err.value) == "--format: VAN_B0 has no 'timm' key map (formats for VAN_B0: hf, official)"
+
+
+def test_an_architecture_without_converters_is_one_line(tmp_path):
+    with pytest.raises(UserError) as err:
+        convert_weights.convert('HarDNet', 'hf', str(tmp_path / 'x.pth'), str(tmp_path / 'x.pdparams'))
+    assert str(err.value) == ("--format: HarDNet has no 'hf' key map (formats for HarDNet: none; see --help for the "
+                              "architectures that have converters)")
+
+
+def test_a_family_name_asks_for_the_size_before_reading_the_checkpoint(tmp_path):
+    """`--arch SegFormer` (the family) cannot be built from a checkpoint's arguments: the error names the sizes."""
+    result = subprocess.run([sys.executable, TOOL, '--arch', 'SegFormer', '--format', 'hf', '--input',
+                             str(tmp_path / 'x.safetensors'), '--output', str(tmp_path / 'x.pdparams')],
+                            capture_output=True, text=True)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip() == ("error: --arch: SegFormer is a model family; name its size, one of SegFormer_B0, "
+                                     "SegFormer_B1, SegFormer_B2, SegFormer_B3, SegFormer_B4, SegFormer_B5 (the 'hf' "
+                                     "checkpoint must match it)")
+    assert not (tmp_path / 'x.pdparams').exists()
+
+
+def test_help_lists_every_architecture_and_its_formats(capsys):
+    with pytest.raises(SystemExit) as exited:
+        convert_weights.parse_args(['--help'])
+    assert exited.value.code == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert '  VAN_B0: hf, official' in lines and '  MaxViT_T: timm' in lines
+    assert '  ResNeXt50_32x4d: timm, torchvision' in lines
+    listed = {line.strip().split(': ')[0] for line in lines[lines.index(
+        'architectures and their checkpoint formats (--arch: --format):') + 1:]}
+    assert listed == {arch for arch, formats in CONVERTERS.items() if formats}
+    assert 'HarDNet' not in listed
 
 
 def test_timm_maxvit_checkpoint_without_classifier(tmp_path):

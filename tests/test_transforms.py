@@ -2,7 +2,6 @@
 category_max_ratio < 1) against coordinates encoded in the image, the max-ratio rule and PaddleSeg's own label crop;
 PaddleSeg's other transforms (which work) run with the configs' arguments on samples shaped as PaddleSeg's Dataset
 builds them, against hand-computed results."""
-import zlib  # noqa: F401  (before paddle, for Paddle 2.6.2)
 import os
 import random
 
@@ -178,12 +177,14 @@ def test_crop_then_normalize_values():
 
 
 @pytest.mark.parametrize('kwargs, text', [
-    ({'crop_size': 512}, "RandomPaddingCrop: crop_size must be a list of 2 positive integers, got 512"),
-    ({'crop_size': [512, 0]}, "RandomPaddingCrop: crop_size must be a list of 2 positive integers, got [512, 0]"),
+    ({'crop_size': 512}, "RandomPaddingCrop: crop_size must be a list of 2 integers >= 1, got 512"),
+    ({'crop_size': [512, 0]}, "RandomPaddingCrop: crop_size must be a list of 2 integers >= 1, got [512, 0]"),
+    ({'crop_size': (512, True)}, "RandomPaddingCrop: crop_size must be a list of 2 integers >= 1, got [512, True]"),
     ({'category_max_ratio': 0}, "RandomPaddingCrop: category_max_ratio must be a number > 0, got 0"),
-    ({'loop_times': 0}, "RandomPaddingCrop: loop_times must be a positive integer, got 0"),
-    ({'im_padding_value': 'grey'},
-     "RandomPaddingCrop: im_padding_value must be a number or a list of numbers, got 'grey'"),
+    ({'loop_times': 0}, "RandomPaddingCrop: loop_times must be an integer >= 1, got 0"),
+    ({'im_padding_value': 'grey'}, "RandomPaddingCrop: im_padding_value must be a number, got 'grey'"),
+    ({'im_padding_value': [127.5, 'grey', 0]},
+     "RandomPaddingCrop: im_padding_value must be a list of numbers, got [127.5, 'grey', 0]"),
     ({'label_padding_value': 2.5}, "RandomPaddingCrop: label_padding_value must be an integer, got 2.5"),
     ({'ignore_index': None}, "RandomPaddingCrop: ignore_index must be an integer, got None"),
 ])

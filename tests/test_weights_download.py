@@ -9,7 +9,6 @@ import os
 import tarfile
 import threading
 import zipfile
-import zlib  # noqa: F401  (before paddle: Paddle 2.6.2's bundled zlib)
 
 import numpy as np
 import paddle

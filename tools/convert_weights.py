@@ -8,11 +8,12 @@
 How it works (so that any model family can plug in its own checkpoints):
 
 * ``--arch`` names a registered backbone or model (``paddleseg.cvlibs.manager`` BACKBONES, then MODELS).
-* The key map is a function in the file that defines that architecture, found by name:
-  ``convert_<format>_weights(state, arch) -> (new_state, build_kwargs)``. ``state`` maps the checkpoint's keys to
-  numpy arrays; ``new_state`` maps our parameter names to numpy arrays in Paddle's layout; ``build_kwargs`` are the
-  constructor arguments the checkpoint implies (e.g. ``{'num_classes': 1000}``). ``--format`` picks the function;
-  the formats an architecture offers are the ``convert_*_weights`` functions of its file.
+* The key map is a function ``fn(state, arch) -> (new_state, build_kwargs)`` registered beside the architecture
+  with ``@paddle_models.registry.register_converter(format, *arch_names)``; ``--format`` picks it from the table
+  ``paddle_models.registry.CONVERTERS`` (``--help`` lists every architecture and its formats). ``state`` maps the
+  checkpoint's keys to numpy arrays; ``new_state`` maps our parameter names to numpy arrays in Paddle's layout;
+  ``build_kwargs`` are the constructor arguments the checkpoint implies (e.g. ``{'num_classes': 1000}``). A format
+  exists because it is registered, not because of a function's name, so renaming a function cannot drop one.
 * The checkpoint is read without executing pickled code: ``.safetensors`` with the ``safetensors`` numpy API (no
   PyTorch needed); ``.pth``/``.pt``/``.bin``/``.ckpt``/``.tar`` with ``torch.load(..., weights_only=True)``, whose
   refusal of a pickled global (code the file would run) is one line naming the file and the global. A dict
@@ -30,28 +31,29 @@ Load the result with the model's ``pretrained`` argument (a backbone ignores the
 """
 import argparse
 import difflib
-import inspect
 import os
 import re
 import sys
 import tempfile
-import zlib  # noqa: F401  (before paddle: Paddle 2.6.2's bundled zlib)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
-import paddle_models  # noqa: E402,F401  (registers every component; first: it silences paddle's import warnings)
+import paddle_models  # noqa: E402,F401  (registers every component and converter; first: it preloads zlib and
+#                                           silences paddle's import warnings)
 
 import numpy as np  # noqa: E402
 import paddle  # noqa: E402
 
+from paddle_models.core.cli import main_wrapper  # noqa: E402
 from paddle_models.errors import UserError  # noqa: E402
+from paddle_models.registry import CONVERTERS  # noqa: E402
+from paddle_models.weights import check_fit  # noqa: E402
 from paddleseg.cvlibs import manager  # noqa: E402
 
 TORCH_SUFFIXES = ('.pth', '.pt', '.bin', '.ckpt', '.tar')
 WRAPPER_KEYS = ('state_dict', 'model', 'module', 'model_state_dict')
-MAP_PREFIX, MAP_SUFFIX = 'convert_', '_weights'
 
 
 def find_arch(name):
@@ -65,23 +67,31 @@ def find_arch(name):
     raise UserError(f"--arch: unknown architecture {name!r}{hint}")
 
 
-def key_maps(component):
-    """{format: key-map function} defined in the file of ``component``."""
-    module = sys.modules.get(component.__module__)
-    maps = {}
-    for attr, value in vars(module).items() if module is not None else ():
-        if attr.startswith(MAP_PREFIX) and attr.endswith(MAP_SUFFIX) and inspect.isfunction(value):
-            maps[attr[len(MAP_PREFIX):-len(MAP_SUFFIX)]] = value
-    return maps
+def key_maps(arch):
+    """{format: key-map function} registered for ``arch`` (a registered name, or the component itself)."""
+    name = arch if isinstance(arch, str) else arch.__name__
+    return dict(CONVERTERS.get(name, {}))
 
 
 def find_key_map(arch, fmt):
+    """The registered component called ``arch`` and its ``fmt`` key map; a one-line UserError naming the formats
+    ``arch`` has otherwise."""
     component = find_arch(arch)
-    maps = key_maps(component)
+    maps = key_maps(arch)
     if fmt not in maps:
-        offered = ', '.join(sorted(maps)) or 'none'
+        sizes = sorted(name for name, formats in CONVERTERS.items() if name.startswith(arch + '_') and fmt in formats)
+        if sizes:  # a family name (SegFormer): the checkpoint fits one size of it, which the user names
+            raise UserError(f"--arch: {arch} is a model family; name its size, one of {', '.join(sizes)} "
+                            f"(the {fmt!r} checkpoint must match it)")
+        offered = ', '.join(sorted(maps)) or 'none; see --help for the architectures that have converters'
         raise UserError(f"--format: {arch} has no {fmt!r} key map (formats for {arch}: {offered})")
     return component, maps[fmt]
+
+
+def converters_listing():
+    """One line per architecture with converters, ``VAN_B0: hf, official``, sorted by name (for ``--help``)."""
+    return '\n'.join(f"  {arch}: {', '.join(sorted(formats))}" for arch, formats in sorted(CONVERTERS.items())
+                     if formats)
 
 
 def _to_numpy(value, key, path):
@@ -174,26 +184,6 @@ def _first_line(err):
     return lines[0] if lines else type(err).__name__
 
 
-def _listed(keys, limit=3):
-    shown = ', '.join(keys[:limit])
-    return shown + (f" ... ({len(keys)} in all)" if len(keys) > limit else '')
-
-
-def check_fit(converted, expected, arch, path):
-    """Raise a one-line UserError unless ``converted`` has exactly the keys and shapes of ``expected``."""
-    for key, shape in expected.items():
-        if key in converted and list(converted[key].shape) != shape:
-            raise UserError(f"{path}: {key} has shape {list(converted[key].shape)} in the checkpoint but "
-                            f"{shape} in {arch}")
-    missing = [k for k in expected if k not in converted]
-    unexpected = [k for k in converted if k not in expected]
-    if missing:
-        raise UserError(f"{path}: {len(missing)} weights of {arch} are not in the checkpoint: {_listed(missing)}")
-    if unexpected:
-        raise UserError(f"{path}: {len(unexpected)} checkpoint weights have no place in {arch}: "
-                        f"{_listed(unexpected)}")
-
-
 def convert(arch, fmt, input_path, output_path):
     """Convert ``input_path`` (format ``fmt``) for architecture ``arch`` and write ``output_path``.
 
@@ -210,7 +200,7 @@ def convert(arch, fmt, input_path, output_path):
     with paddle.LazyGuard():  # shapes only: no initialisation
         model = component(**kwargs)
     expected = {k: list(v.shape) for k, v in model.state_dict().items()}
-    check_fit(converted, expected, arch, os.fspath(input_path))
+    check_fit(converted, expected, os.fspath(input_path), arch)
 
     out_dir = os.path.dirname(os.path.abspath(output_path))
     try:
@@ -230,12 +220,15 @@ def convert(arch, fmt, input_path, output_path):
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description="Convert a PyTorch/safetensors checkpoint into .pdparams for one "
-                                                 "of the registered backbones or models.")
+    parser = argparse.ArgumentParser(
+        description="Convert a PyTorch/safetensors checkpoint into .pdparams for one of the registered backbones or "
+                    "models.",
+        epilog=f"architectures and their checkpoint formats (--arch: --format):\n{converters_listing() or '  none'}",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--arch', required=True, help='Registered name, e.g. VAN_B0, ResNeXt50_32x4d, MaxViT_T.')
     parser.add_argument('--format', required=True, dest='fmt',
-                        help="Checkpoint layout: the X of a convert_X_weights function in the arch's file "
-                             "(e.g. official, hf, torchvision, timm).")
+                        help="Checkpoint layout registered for the arch (e.g. official, hf, torchvision, timm; "
+                             "listed below).")
     parser.add_argument('--input', required=True, help='The checkpoint (.safetensors, .pth, .pt, .bin, .ckpt).')
     parser.add_argument('--output', required=True, help='The .pdparams file to write.')
     return parser.parse_args(argv)
@@ -250,8 +243,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    try:
-        main()
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    main_wrapper(main)

@@ -25,33 +25,22 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
+from paddle_models.backbones.variants import backbone_variant
 from paddle_models.errors import UserError
 from paddle_models.layers import ConvBN, ConvBNReLU, PolarizedSelfAttention, resize
-from paddle_models.registry import register_backbone, register_variant
-from paddle_models.weights import load_backbone_weights
+from paddle_models.layers.squeeze_excite import SqueezeExcite
+from paddle_models.utils.validate import check_bool, check_int, check_ints
+from paddle_models.weights import load_weights
 
 __all__ = ['HRNet', 'HRNET_VARIANTS', 'HRNet_W18_Small_V1', 'HRNet_W18_Small_V2', 'HRNet_W18', 'HRNet_W30',
            'HRNet_W32', 'HRNet_W40', 'HRNet_W44', 'HRNet_W48', 'HRNet_W60', 'HRNet_W64']
 
 
-class SqueezeExcite(nn.Layer):
-    """Channel gating: global average -> Linear (c/16) -> ReLU -> Linear (c) -> sigmoid -> scale the input.
-
-    Args:
-        channels (int): Channels of the input.
-        reduction (int): Bottleneck ratio. Default: 16.
-    """
-
-    def __init__(self, channels, reduction=16):
-        super().__init__()
-        hidden = int(channels / reduction)
-        self.squeeze = nn.Linear(channels, hidden)
-        self.excitation = nn.Linear(hidden, channels)
-
-    def forward(self, x):
-        w = paddle.flatten(F.adaptive_avg_pool2d(x, 1), 1)
-        w = F.sigmoid(self.excitation(F.relu(self.squeeze(w))))
-        return x * w.unsqueeze([2, 3])
+def _squeeze_excite(channels, reduction=16):
+    """PaddleSeg's HRNet gate: global average -> Linear (c/16) ``squeeze`` -> ReLU -> Linear (c) ``excitation``
+    -> sigmoid, scaling the input."""
+    return SqueezeExcite(channels, int(channels / reduction), act='relu', linear=True,
+                         names=('squeeze', 'excitation'))
 
 
 class Bottleneck(nn.Layer):
@@ -64,7 +53,7 @@ class Bottleneck(nn.Layer):
         self.conv2 = ConvBNReLU(width, width, 3, padding=padding, bias_attr=False)
         self.conv3 = ConvBN(width, out_channels, 1, bias_attr=False)
         self.conv_down = ConvBN(in_channels, out_channels, 1, bias_attr=False) if project else None
-        self.se = SqueezeExcite(out_channels) if has_se else None
+        self.se = _squeeze_excite(out_channels) if has_se else None
 
     def forward(self, x):
         y = self.conv3(self.conv2(self.conv1(x)))
@@ -85,7 +74,7 @@ class BasicBlock(nn.Layer):
         self.conv1 = ConvBNReLU(in_channels, channels, 3, padding=padding, bias_attr=False)
         self.deattn = PolarizedSelfAttention(channels) if use_psa else None  # (registered here: PaddleSeg's order)
         self.conv2 = ConvBN(channels, channels, 3, padding=padding, bias_attr=False)
-        self.se = SqueezeExcite(channels) if has_se else None
+        self.se = _squeeze_excite(channels) if has_se else None
 
     def forward(self, x):
         y = self.conv1(x)
@@ -252,14 +241,10 @@ class Stem1(nn.Layer):
 
 
 def _check_stage(stage, modules, blocks, channels, branches):
-    if isinstance(modules, bool) or not isinstance(modules, int) or modules < 1:
-        raise UserError(f"HRNet: stage{stage}_num_modules must be a positive integer, got {modules!r}")
-    for key, values in (('blocks', blocks), ('channels', channels)):
-        ok = (isinstance(values, (list, tuple)) and len(values) == branches and
-              all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in values))
-        if not ok:
-            raise UserError(f"HRNet: stage{stage}_num_{key} must be {branches} positive integers, got {values!r}")
-    return list(blocks), list(channels)
+    """(blocks, channels) of stage ``stage`` as lists of ``branches`` ints, after checking its module count."""
+    check_int('HRNet', f'stage{stage}_num_modules', modules)
+    return (check_ints('HRNet', f'stage{stage}_num_blocks', blocks, length=branches),
+            check_ints('HRNet', f'stage{stage}_num_channels', channels, length=branches))
 
 
 class HRNet(nn.Layer):
@@ -311,10 +296,8 @@ class HRNet(nn.Layer):
                  padding_same=True,
                  use_psa=False):
         super().__init__()
-        if isinstance(in_channels, bool) or not isinstance(in_channels, int) or in_channels < 1:
-            raise UserError(f"HRNet: in_channels must be a positive integer, got {in_channels!r}")
-        if not isinstance(use_psa, bool):
-            raise UserError(f"HRNet: use_psa must be true or false, got {use_psa!r}")
+        in_channels = check_int('HRNet', 'in_channels', in_channels)
+        use_psa = check_bool('HRNet', 'use_psa', use_psa)
         if stage1_num_modules != 1:
             raise UserError(f"HRNet: stage1_num_modules must be 1, got {stage1_num_modules!r}")
         s1_blocks, s1_channels = _check_stage(1, 1, stage1_num_blocks, stage1_num_channels, 1)
@@ -342,7 +325,7 @@ class HRNet(nn.Layer):
             self.stages.append(stage)
             previous = channels
         if pretrained:
-            load_backbone_weights(self, pretrained)
+            load_weights(self, pretrained)
 
     def forward_branches(self, x):
         """The four branch outputs of the last stage (strides 4, 8, 16, 32), before concatenation."""
@@ -378,16 +361,9 @@ def _variant(name):
         fixed[f'stage{n}_num_blocks'] = [blocks] * n
         fixed[f'stage{n}_num_channels'] = list(widths[:n])
 
-    def build(**kwargs):
-        clash = sorted(set(kwargs) & set(fixed))
-        if clash:
-            raise UserError(f"{name}: {clash[0]} is fixed by the variant; use HRNet to set it")
-        return HRNet(**fixed, **kwargs)
-
-    return register_variant(register_backbone, build, name,
-                            (f"{name}: HRNetV2 with branch widths {list(widths)} (PaddleSeg-compatible).\n\n"
-                             f"    Args:\n        **kwargs: Other ``HRNet`` arguments (in_channels, pretrained, "
-                             f"has_se, align_corners, padding_same, use_psa).\n"))
+    return backbone_variant(HRNet, name, f"{name}: HRNetV2 with branch widths {list(widths)} (PaddleSeg-compatible)."
+                            f"\n\n    Args:\n        **kwargs: Other ``HRNet`` arguments (in_channels, pretrained, "
+                            f"has_se, align_corners, padding_same, use_psa).\n", **fixed)
 
 
 HRNet_W18_Small_V1 = _variant('HRNet_W18_Small_V1')

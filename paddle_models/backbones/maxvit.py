@@ -31,21 +31,24 @@ stage's sides are multiples of 7 (224x224, 448x448, ...) nothing is padded and t
 one. This port does not carry over the bugs of the seed implementation (attention applied twice in its window
 block, a softmax ending its head).
 """
-import math
-
 import numpy as np
 import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
-from paddle_models.errors import UserError, positive_ints
-from paddle_models.layers.drop_path import DropPath
-from paddle_models.registry import register_backbone, register_variant
-
-from paddle_models.weights import load_backbone_weights, torch_layout_to_paddle
+from paddle_models.backbones.variants import backbone_variant
+from paddle_models.errors import UserError
+from paddle_models.layers.conv_init import fan_out_attr, zero_bias_attr
+from paddle_models.layers.drop_path import drop_path_or_identity, drop_path_rates
+from paddle_models.layers.mlp import Mlp
+from paddle_models.layers.squeeze_excite import SqueezeExcite
+from paddle_models.registry import register_converter
+from paddle_models.utils.spatial import spatial_size
+from paddle_models.utils.validate import check_int, check_ints, check_number
+from paddle_models.weights import load_weights, torch_layout_to_paddle
 
 __all__ = ['MaxViT', 'MaxViTBlock', 'MBConv', 'PartitionAttention', 'MaxViT_T', 'MaxViT_S', 'MaxViT_B', 'MaxViT_L',
-           'MAXVIT_SETTINGS', 'convert_timm_weights']
+           'MAXVIT_SETTINGS', 'MAXVIT_ARCHS', 'convert_timm_weights']
 
 # embed_dims, depths, stem width, head hidden size (timm maxvit_{tiny,small,base,large}_tf)
 MAXVIT_SETTINGS = {
@@ -54,6 +57,7 @@ MAXVIT_SETTINGS = {
     'b': ((96, 192, 384, 768), (2, 6, 14, 2), 64, 768),
     'l': ((128, 256, 512, 1024), (2, 6, 14, 2), 128, 1024),
 }
+MAXVIT_ARCHS = tuple(f'MaxViT_{key.upper()}' for key in MAXVIT_SETTINGS)  # the registered variants
 BN_EPS = 1e-3
 LN_EPS = 1e-5
 
@@ -69,29 +73,19 @@ def _gelu():
     return nn.GELU(approximate=True)
 
 
-def _conv_attr(kernel_size, out_channels, groups=1):
-    """EfficientNet-style init: N(0, 2 / fan_out), fan_out = k * k * out / groups."""
-    fan_out = kernel_size * kernel_size * out_channels // groups
-    return paddle.ParamAttr(initializer=nn.initializer.Normal(0.0, math.sqrt(2.0 / fan_out)))
-
-
-def _zero_bias():
-    return paddle.ParamAttr(initializer=nn.initializer.Constant(0.0))
-
-
 def _conv(in_channels, out_channels, kernel_size, stride=1, groups=1, bias=False):
     """Conv2D with TensorFlow 'SAME' padding: symmetric k // 2 at stride 1; at stride 2 Paddle's 'SAME' (total
     padding (ceil(n / s) - 1) * s + k - n, the smaller half first), as the release and timm's Conv2dSame."""
     padding = kernel_size // 2 if stride == 1 else 'SAME'
     return nn.Conv2D(in_channels, out_channels, kernel_size, stride=stride, padding=padding, groups=groups,
-                     weight_attr=_conv_attr(kernel_size, out_channels, groups),
-                     bias_attr=_zero_bias() if bias else False)
+                     weight_attr=fan_out_attr(kernel_size, out_channels, groups),
+                     bias_attr=zero_bias_attr() if bias else False)
 
 
 def _linear(in_features, out_features):
     return nn.Linear(in_features, out_features,
                      weight_attr=paddle.ParamAttr(initializer=nn.initializer.XavierUniform()),
-                     bias_attr=_zero_bias())
+                     bias_attr=zero_bias_attr())
 
 
 class Downsample(nn.Layer):
@@ -106,8 +100,8 @@ class Downsample(nn.Layer):
     def __init__(self, in_channels, out_channels):
         super().__init__()
         if in_channels != out_channels:
-            self.expand = nn.Conv2D(in_channels, out_channels, 1, weight_attr=_conv_attr(1, out_channels),
-                                    bias_attr=_zero_bias())
+            self.expand = nn.Conv2D(in_channels, out_channels, 1, weight_attr=fan_out_attr(1, out_channels),
+                                    bias_attr=zero_bias_attr())
         else:
             self.expand = nn.Identity()
 
@@ -116,25 +110,6 @@ class Downsample(nn.Layer):
         # the last window takes it -- TF 'SAME' pooling with the padding counted, without shape-dependent code.
         x = F.avg_pool2d(F.pad(x, [0, 1, 0, 1]), kernel_size=2, stride=2)
         return self.expand(x)
-
-
-class SqueezeExcite(nn.Layer):
-    """Squeeze-and-excitation: global average -> 1x1 conv -> SiLU -> 1x1 conv -> sigmoid, scaling the channels.
-
-    Args:
-        channels (int): Channels of the input.
-        reduced (int): Channels of the bottleneck.
-    """
-
-    def __init__(self, channels, reduced):
-        super().__init__()
-        self.fc1 = nn.Conv2D(channels, reduced, 1, weight_attr=_conv_attr(1, reduced), bias_attr=_zero_bias())
-        self.act = nn.Silu()
-        self.fc2 = nn.Conv2D(reduced, channels, 1, weight_attr=_conv_attr(1, channels), bias_attr=_zero_bias())
-
-    def forward(self, x):
-        scale = self.fc2(self.act(self.fc1(F.adaptive_avg_pool2d(x, 1))))
-        return x * F.sigmoid(scale)
 
 
 class MBConv(nn.Layer):
@@ -160,9 +135,10 @@ class MBConv(nn.Layer):
         self.conv2_kxk = _conv(mid, mid, 3, stride=stride, groups=mid)
         self.norm2 = nn.BatchNorm2D(mid, epsilon=BN_EPS)
         self.act2 = _gelu()
-        self.se = SqueezeExcite(mid, int(se_ratio * out_channels))
+        # timm's layout: 1x1 convs fc1/fc2, SiLU
+        self.se = SqueezeExcite(mid, int(se_ratio * out_channels), act='silu', fan_out_init=True)
         self.conv3_1x1 = _conv(mid, out_channels, 1, bias=True)
-        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.drop_path = drop_path_or_identity(drop_path)
 
     def forward(self, x):
         shortcut = self.shortcut(x)
@@ -196,7 +172,9 @@ class RelPosBias(nn.Layer):
         self.register_buffer('index', paddle.to_tensor(relative_position_index(size).reshape([-1])),
                              persistable=False)
 
-    def forward(self):
+    def bias(self):
+        """The (heads, s*s, s*s) bias. Called as a method, not through ``__call__``: a layer call without inputs
+        breaks forward hooks that read the first input (``paddle.flops``)."""
         heads = self.relative_position_bias_table.shape[0]
         table = self.relative_position_bias_table.reshape([heads, -1])
         area = self.size * self.size
@@ -230,33 +208,9 @@ class Attention(nn.Layer):
         # x: [windows, tokens, dim]
         qkv = self.qkv(x).reshape([0, 0, 3, self.num_heads, self.dim_head]).transpose([2, 0, 3, 1, 4])
         q, k, v = qkv[0], qkv[1], qkv[2]  # [windows, heads, tokens, dim_head]
-        attn = paddle.matmul(q * self.scale, k, transpose_y=True) + self.rel_pos().unsqueeze(0)
+        attn = paddle.matmul(q * self.scale, k, transpose_y=True) + self.rel_pos.bias().unsqueeze(0)
         out = paddle.matmul(F.softmax(attn, axis=-1), v)
         return self.proj(out.transpose([0, 2, 1, 3]).reshape([0, 0, -1]))
-
-
-class Mlp(nn.Layer):
-    """Linear -> GELU (tanh) -> linear.
-
-    Args:
-        dim (int): Input and output channels.
-        hidden (int): Hidden channels.
-    """
-
-    def __init__(self, dim, hidden):
-        super().__init__()
-        self.fc1 = _linear(dim, hidden)
-        self.act = _gelu()
-        self.fc2 = _linear(hidden, dim)
-
-    def forward(self, x):
-        return self.fc2(self.act(self.fc1(x)))
-
-
-def _spatial_dims(x):
-    """(H, W) of an NHWC tensor: python ints where known, int tensors where the static graph leaves them free."""
-    dynamic = paddle.shape(x) if any(d is None or d < 0 for d in x.shape[1:3]) else None
-    return tuple(int(x.shape[i]) if x.shape[i] is not None and x.shape[i] >= 0 else dynamic[i] for i in (1, 2))
 
 
 def _zero_pad_end(x, axis, amount):
@@ -280,7 +234,7 @@ def _partition_attention(attn, x, s, partition):
     not_to_static: the shape logic below (python ints in dygraph or at a fixed export size, shape tensors for a
     free size) must not be rewritten by dy2st into graph conditionals; the ops it builds are recorded as they are.
     """
-    h, w = _spatial_dims(x)
+    h, w = spatial_size(x, data_format='NHWC')
     if isinstance(h, int) and isinstance(w, int):
         hp, wp = -(-h // s) * s, -(-w // s) * s
         x = _zero_pad_end(_zero_pad_end(x, 1, hp - h), 2, wp - w)
@@ -328,9 +282,9 @@ class PartitionAttention(nn.Layer):
         self.size = size
         self.norm1 = nn.LayerNorm(dim, epsilon=LN_EPS)
         self.attn = Attention(dim, dim_head, size)
-        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.drop_path = drop_path_or_identity(drop_path)
         self.norm2 = nn.LayerNorm(dim, epsilon=LN_EPS)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), act=_gelu(), linear=_linear)
 
     def forward(self, x):
         x = x + self.drop_path(_partition_attention(self.attn, self.norm1(x), self.size, self.partition))
@@ -427,33 +381,30 @@ class MaxViT(nn.Layer):
     def __init__(self, embed_dims=(64, 128, 256, 512), depths=(2, 2, 5, 2), stem_width=64, head_hidden_size=512,
                  window_size=7, dim_head=32, drop_path_rate=0.1, num_classes=0, in_channels=3, pretrained=None):
         super().__init__()
-        embed_dims = positive_ints('MaxViT', 'embed_dims', embed_dims)
-        depths = positive_ints('MaxViT', 'depths', depths)
-        for key, value, minimum in (('stem_width', stem_width, 1), ('head_hidden_size', head_hidden_size, 1),
-                                    ('window_size', window_size, 1), ('dim_head', dim_head, 1),
-                                    ('num_classes', num_classes, 0), ('in_channels', in_channels, 1)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-                raise UserError(f"MaxViT: {key} must be an integer >= {minimum}, got {value!r}")
-        bad = [d for d in embed_dims if d % dim_head]
-        if bad:
+        embed_dims = check_ints('MaxViT', 'embed_dims', embed_dims, length=4)
+        depths = check_ints('MaxViT', 'depths', depths, length=4)
+        stem_width = check_int('MaxViT', 'stem_width', stem_width)
+        head_hidden_size = check_int('MaxViT', 'head_hidden_size', head_hidden_size)
+        window_size = check_int('MaxViT', 'window_size', window_size)
+        dim_head = check_int('MaxViT', 'dim_head', dim_head)
+        num_classes = check_int('MaxViT', 'num_classes', num_classes, minimum=0)
+        in_channels = check_int('MaxViT', 'in_channels', in_channels)
+        if any(d % dim_head for d in embed_dims):
             raise UserError(f"MaxViT: embed_dims {embed_dims} must be multiples of dim_head {dim_head}")
-        if isinstance(drop_path_rate, bool) or not isinstance(drop_path_rate, (int, float)) or \
-                not 0 <= drop_path_rate < 1:
-            raise UserError(f"MaxViT: drop_path_rate must be a number in [0, 1), got {drop_path_rate!r}")
+        drop_path_rate = check_number('MaxViT', 'drop_path_rate', drop_path_rate, minimum=0, maximum=1,
+                                      below_max=True)
         self.feat_channels = embed_dims
         self.num_classes = num_classes
         self.stem = Stem(in_channels, stem_width)
-        rates = np.linspace(0, drop_path_rate, sum(depths)).tolist()
-        stages, start, channels = [], 0, stem_width
-        for dim, depth in zip(embed_dims, depths):
-            stages.append(MaxViTStage(channels, dim, depth, window_size, dim_head, rates[start:start + depth]))
-            start += depth
+        stages, channels = [], stem_width
+        for dim, depth, rates in zip(embed_dims, depths, drop_path_rates(drop_path_rate, depths)):
+            stages.append(MaxViTStage(channels, dim, depth, window_size, dim_head, rates))
             channels = dim
         self.stages = nn.LayerList(stages)
         if num_classes > 0:
             self.head = NormMlpHead(embed_dims[-1], head_hidden_size, num_classes)
         if pretrained:
-            load_backbone_weights(self, pretrained, head_prefixes=('head.',))
+            load_weights(self, pretrained, skip_prefixes=('head.',))
 
     def forward(self, x):
         x = self.stem(x)
@@ -472,14 +423,11 @@ class MaxViT(nn.Layer):
 
 def _variant(key, name):
     dims, depths, stem, hidden = MAXVIT_SETTINGS[key]
-
-    def build(**kwargs):
-        return MaxViT(embed_dims=dims, depths=depths, stem_width=stem, head_hidden_size=hidden, **kwargs)
-
     timm_name = {'t': 'tiny', 's': 'small', 'b': 'base', 'l': 'large'}[key]
-    return register_variant(register_backbone, build, name,
-                            (f"{name.replace('_', '-')}: embed_dims {dims}, depths {depths}, stem {stem}, head hidden "
-                             f"{hidden} (timm maxvit_{timm_name}_tf_*). Keyword arguments go to :class:`MaxViT`."))
+    return backbone_variant(MaxViT, name, f"{name.replace('_', '-')}: embed_dims {dims}, depths {depths}, stem "
+                            f"{stem}, head hidden {hidden} (timm maxvit_{timm_name}_tf_*). Keyword arguments go to "
+                            f":class:`MaxViT`.", embed_dims=dims, depths=depths, stem_width=stem,
+                            head_hidden_size=hidden)
 
 
 MaxViT_T = _variant('t', 'MaxViT_T')
@@ -492,6 +440,7 @@ MaxViT_L = _variant('l', 'MaxViT_L')
 # Foreign checkpoints (used by tools/convert_weights.py)
 
 
+@register_converter('timm', *MAXVIT_ARCHS)
 def convert_timm_weights(state, arch=None):
     """Map a timm ``maxvit_{tiny,small,base,large}_tf_*`` state dict onto ours.
 

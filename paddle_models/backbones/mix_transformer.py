@@ -29,7 +29,6 @@ stage norms and 1e-5 in the patch embeddings and the reduction norm; HuggingFace
 mmseg uses 1e-6 everywhere. ``block_eps``, ``stage_eps`` and ``embed_eps`` select them; the converters return the
 ones their checkpoint was trained with.
 """
-import math
 import re
 
 import numpy as np
@@ -37,14 +36,19 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
-from paddle_models.errors import UserError, positive_ints
-from paddle_models.layers.drop_path import DropPath
-from paddle_models.registry import register_backbone, register_variant
-from paddle_models.weights import load_backbone_weights, torch_layout_to_paddle
+from paddle_models.backbones.variants import backbone_variant
+from paddle_models.errors import UserError
+from paddle_models.layers.conv_init import fan_out_conv
+from paddle_models.layers.drop_path import drop_path_or_identity
+from paddle_models.layers.stages import build_stages, stage_layers
+from paddle_models.registry import register_converter
+from paddle_models.utils.spatial import spatial_size  # noqa: F401  (also imported from here by models/segformer.py)
+from paddle_models.utils.validate import check_int, check_ints, check_number
+from paddle_models.weights import load_weights, torch_layout_to_paddle
 
 __all__ = ['MixVisionTransformer', 'MixVisionTransformer_B0', 'MixVisionTransformer_B1', 'MixVisionTransformer_B2',
            'MixVisionTransformer_B3', 'MixVisionTransformer_B4', 'MixVisionTransformer_B5', 'MIT_SETTINGS',
-           'spatial_size', 'convert_hf_weights', 'convert_mmseg_weights']
+           'MIT_ARCHS', 'spatial_size', 'convert_hf_weights', 'convert_mmseg_weights']
 
 # widths and depths of the six released sizes (heads [1, 2, 5, 8], MLP ratio 4, reductions [8, 4, 2, 1] for all)
 MIT_SETTINGS = {
@@ -56,18 +60,7 @@ MIT_SETTINGS = {
     'b5': ([64, 128, 320, 512], [3, 6, 40, 3]),
 }
 _HEADS, _MLP_RATIOS, _SR_RATIOS = [1, 2, 5, 8], [4, 4, 4, 4], [8, 4, 2, 1]
-
-
-@paddle.jit.not_to_static
-def spatial_size(x):
-    """(H, W) of an NCHW tensor: python ints where the shape is known, entries of ``paddle.shape(x)`` where a
-    traced graph leaves them free (so reshapes built from them do not bake the export size). Kept out of dy2st's
-    rewriting, which would turn the python shape test into a graph conditional."""
-    h, w = x.shape[2], x.shape[3]
-    if h is None or w is None or h < 0 or w < 0:
-        shape = paddle.shape(x)
-        return shape[2], shape[3]
-    return int(h), int(w)
+MIT_ARCHS = tuple(f'MixVisionTransformer_{name.upper()}' for name in MIT_SETTINGS)  # the registered variants
 
 
 def _linear(in_features, out_features, bias=True):
@@ -75,14 +68,6 @@ def _linear(in_features, out_features, bias=True):
     return nn.Linear(in_features, out_features,
                      weight_attr=paddle.ParamAttr(initializer=nn.initializer.TruncatedNormal(std=0.02)),
                      bias_attr=paddle.ParamAttr(initializer=nn.initializer.Constant(0.0)) if bias else False)
-
-
-def _conv(in_channels, out_channels, kernel_size, stride=1, padding=0, groups=1):
-    """Conv2D with bias, weights ~ N(0, 2 / fan_out) (fan_out = k * k * out / groups), zero bias."""
-    fan_out = kernel_size * kernel_size * out_channels // groups
-    return nn.Conv2D(in_channels, out_channels, kernel_size, stride=stride, padding=padding, groups=groups,
-                     weight_attr=paddle.ParamAttr(initializer=nn.initializer.Normal(0.0, math.sqrt(2.0 / fan_out))),
-                     bias_attr=paddle.ParamAttr(initializer=nn.initializer.Constant(0.0)))
 
 
 def _tokens(x):
@@ -110,7 +95,7 @@ class OverlapPatchEmbed(nn.Layer):
 
     def __init__(self, in_channels, embed_dim, patch_size, stride, epsilon=1e-5):
         super().__init__()
-        self.proj = _conv(in_channels, embed_dim, patch_size, stride=stride, padding=patch_size // 2)
+        self.proj = fan_out_conv(in_channels, embed_dim, patch_size, stride=stride, padding=patch_size // 2)
         self.norm = nn.LayerNorm(embed_dim, epsilon=epsilon)
 
     def forward(self, x):
@@ -147,7 +132,7 @@ class EfficientAttention(nn.Layer):
         self.attn_drop = nn.Dropout(attn_drop) if attn_drop > 0 else nn.Identity()
         self.proj_drop = nn.Dropout(proj_drop) if proj_drop > 0 else nn.Identity()
         if sr_ratio > 1:
-            self.sr = _conv(dim, dim, sr_ratio, stride=sr_ratio)
+            self.sr = fan_out_conv(dim, dim, sr_ratio, stride=sr_ratio)
             self.norm = nn.LayerNorm(dim, epsilon=epsilon)
 
     def forward(self, x, h, w):
@@ -169,7 +154,7 @@ class DWConv(nn.Layer):
     def __init__(self, dim):
         super().__init__()
         self.dim = dim
-        self.dwconv = _conv(dim, dim, 3, padding=1, groups=dim)
+        self.dwconv = fan_out_conv(dim, dim, 3, padding=1, groups=dim)
 
     def forward(self, x, h, w):
         return _tokens(self.dwconv(_map(x, self.dim, h, w)))
@@ -218,7 +203,7 @@ class MiTBlock(nn.Layer):
         self.norm1 = nn.LayerNorm(dim, epsilon=block_eps)
         self.attn = EfficientAttention(dim, num_heads, sr_ratio, epsilon=embed_eps, attn_drop=attn_drop,
                                        proj_drop=drop)
-        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.drop_path = drop_path_or_identity(drop_path)
         self.norm2 = nn.LayerNorm(dim, epsilon=block_eps)
         self.mlp = MixFFN(dim, int(dim * mlp_ratio), drop=drop)
 
@@ -257,52 +242,47 @@ class MixVisionTransformer(nn.Layer):
                  mlp_ratios=(4, 4, 4, 4), sr_ratios=(8, 4, 2, 1), in_channels=3, drop_rate=0.0, attn_drop_rate=0.0,
                  drop_path_rate=0.1, block_eps=1e-6, stage_eps=1e-6, embed_eps=1e-5, pretrained=None):
         super().__init__()
-        embed_dims = positive_ints('MixVisionTransformer', 'embed_dims', embed_dims)
-        depths = positive_ints('MixVisionTransformer', 'depths', depths)
-        num_heads = positive_ints('MixVisionTransformer', 'num_heads', num_heads)
-        mlp_ratios = positive_ints('MixVisionTransformer', 'mlp_ratios', mlp_ratios)
-        sr_ratios = positive_ints('MixVisionTransformer', 'sr_ratios', sr_ratios)
-        for key, value in (('drop_rate', drop_rate), ('attn_drop_rate', attn_drop_rate),
-                           ('drop_path_rate', drop_path_rate)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
-                raise UserError(f"MixVisionTransformer: {key} must be a number in [0, 1), got {value!r}")
+        owner = 'MixVisionTransformer'
+        embed_dims = check_ints(owner, 'embed_dims', embed_dims, length=4)
+        depths = check_ints(owner, 'depths', depths, length=4)
+        num_heads = check_ints(owner, 'num_heads', num_heads, length=4)
+        mlp_ratios = check_ints(owner, 'mlp_ratios', mlp_ratios, length=4)
+        sr_ratios = check_ints(owner, 'sr_ratios', sr_ratios, length=4)
+        in_channels = check_int(owner, 'in_channels', in_channels)
+        drop_rate, attn_drop_rate, drop_path_rate = (
+            check_number(owner, key, value, minimum=0, maximum=1, below_max=True)
+            for key, value in (('drop_rate', drop_rate), ('attn_drop_rate', attn_drop_rate),
+                               ('drop_path_rate', drop_path_rate)))
         self.feat_channels = embed_dims
         self.depths = depths
-        rates = np.linspace(0, drop_path_rate, sum(depths)).tolist()
-        start = 0
-        for i in range(4):
-            setattr(self, f'patch_embed{i + 1}', OverlapPatchEmbed(
-                in_channels if i == 0 else embed_dims[i - 1], embed_dims[i], patch_size=7 if i == 0 else 3,
-                stride=4 if i == 0 else 2, epsilon=embed_eps))
-            setattr(self, f'block{i + 1}', nn.LayerList([
-                MiTBlock(embed_dims[i], num_heads[i], mlp_ratios[i], sr_ratios[i], drop_path=rates[start + j],
-                         block_eps=block_eps, embed_eps=embed_eps, drop=drop_rate, attn_drop=attn_drop_rate)
-                for j in range(depths[i])]))
-            setattr(self, f'norm{i + 1}', nn.LayerNorm(embed_dims[i], epsilon=stage_eps))
-            start += depths[i]
+        build_stages(self, depths, drop_path_rate,
+                     embed=lambda i: OverlapPatchEmbed(in_channels if i == 0 else embed_dims[i - 1], embed_dims[i],
+                                                       patch_size=7 if i == 0 else 3, stride=4 if i == 0 else 2,
+                                                       epsilon=embed_eps),
+                     block=lambda i, rate: MiTBlock(embed_dims[i], num_heads[i], mlp_ratios[i], sr_ratios[i],
+                                                    drop_path=rate, block_eps=block_eps, embed_eps=embed_eps,
+                                                    drop=drop_rate, attn_drop=attn_drop_rate),
+                     norm=lambda i: nn.LayerNorm(embed_dims[i], epsilon=stage_eps))
         if pretrained:
-            load_backbone_weights(self, pretrained)
+            load_weights(self, pretrained)
 
     def forward(self, x):
         outs = []
-        for i in range(1, 5):
-            x, h, w = getattr(self, f'patch_embed{i}')(x)
-            for block in getattr(self, f'block{i}'):
+        for (embed, blocks, norm), channels in zip(stage_layers(self), self.feat_channels):
+            x, h, w = embed(x)
+            for block in blocks:
                 x = block(x, h, w)
-            x = _map(getattr(self, f'norm{i}')(x), self.feat_channels[i - 1], h, w)
+            x = _map(norm(x), channels, h, w)
             outs.append(x)
         return outs
 
 
 def _variant(name):
     dims, depths = MIT_SETTINGS[name]
-
-    def build(**kwargs):
-        return MixVisionTransformer(embed_dims=dims, depths=depths, **kwargs)
-
-    return register_variant(register_backbone, build, f'MixVisionTransformer_{name.upper()}',
-                            (f"MiT-{name.upper()}: embed_dims {dims}, depths {depths}, heads {_HEADS}, sr_ratios "
-                             f"{_SR_RATIOS}. Keyword arguments go to :class:`MixVisionTransformer`."))
+    return backbone_variant(MixVisionTransformer, f'MixVisionTransformer_{name.upper()}',
+                            f"MiT-{name.upper()}: embed_dims {dims}, depths {depths}, heads {_HEADS}, sr_ratios "
+                            f"{_SR_RATIOS}. Keyword arguments go to :class:`MixVisionTransformer`.",
+                            embed_dims=dims, depths=depths)
 
 
 MixVisionTransformer_B0 = _variant('b0')
@@ -334,10 +314,7 @@ def mit_from_hf(state, prefix='encoder.'):
     ``kv`` (keys first).
     """
     out, pending = {}, {}
-    for key, value in state.items():
-        if not key.startswith(prefix):
-            continue
-        key = key[len(prefix):]
+    for key, value in ((k[len(prefix):], v) for k, v in state.items() if k.startswith(prefix)):
         m = re.match(r'patch_embeddings\.(\d+)\.(proj|layer_norm)\.(weight|bias)$', key)
         if m:
             out[f"patch_embed{int(m[1]) + 1}.{'proj' if m[2] == 'proj' else 'norm'}.{m[3]}"] = value
@@ -370,6 +347,7 @@ def mit_from_hf(state, prefix='encoder.'):
     return torch_layout_to_paddle(out, linear_keys=linear)
 
 
+@register_converter('hf', *MIT_ARCHS)
 def convert_hf_weights(state, arch=None):
     """Map a HuggingFace ``SegformerModel`` (``encoder.*``) or the encoder of ``SegformerForSemanticSegmentation``
     / ``SegformerForImageClassification`` (``segformer.encoder.*``) onto our MiT; heads are left out.
@@ -386,10 +364,7 @@ def mit_from_mmseg(state, prefix='backbone.'):
     ``.1.{j}`` blocks with ``nn.MultiheadAttention`` and conv FFNs, ``.2`` stage norm). Keys outside ``prefix`` are
     left out; an empty prefix takes every key (mmseg's ImageNet ``mit_b*.pth`` files)."""
     out = {}
-    for key, value in state.items():
-        if not key.startswith(prefix):
-            continue
-        key = key[len(prefix):]
+    for key, value in ((k[len(prefix):], v) for k, v in state.items() if k.startswith(prefix)):
         value = np.asarray(value)
         m = re.match(r'layers\.(\d+)\.(\d+)\.(.*)$', key)
         if not m:
@@ -431,6 +406,7 @@ def mit_from_mmseg(state, prefix='backbone.'):
     return {k: np.ascontiguousarray(v) for k, v in out.items()}
 
 
+@register_converter('mmseg', *MIT_ARCHS)
 def convert_mmseg_weights(state, arch=None):
     """Map the MiT of an mmseg SegFormer checkpoint (``backbone.layers.*``) or mmseg's ImageNet ``mit_b*.pth``
     (``layers.*``) onto our MiT; the decode head is left out.

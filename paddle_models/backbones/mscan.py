@@ -23,21 +23,22 @@ Parameter names are PaddleSeg 2.8.0's (``patch_embed1.proj.0``, ``block1.0.attn.
 conv1_1``, ``conv_out``, ``mlp.dwconv``, ``layer_scale_1`` of shape [C, 1, 1], ``norm1``), so its checkpoints load
 unchanged; mmseg checkpoints convert with :func:`convert_mmseg_weights`.
 """
-import math
 import re
 
 import numpy as np
-import paddle
 import paddle.nn as nn
 
-from paddle_models.errors import UserError, positive_ints
-from paddle_models.layers.conv_mlp import hidden_slice, sliced_conv_mlp
-from paddle_models.layers.drop_path import DropPath
+from paddle_models.backbones.variants import backbone_variant
+from paddle_models.layers.conv_init import fan_out_conv
+from paddle_models.layers.large_kernel import ConvPatchEmbed, LayerScaleBlock, SpatialAttention
+from paddle_models.layers.mlp import ConvMlp
 from paddle_models.layers.norm import LayerNorm2d
-from paddle_models.registry import register_backbone, register_variant
-from paddle_models.weights import load_backbone_weights, torch_layout_to_paddle
+from paddle_models.layers.stages import build_stages, run_stages
+from paddle_models.registry import register_converter
+from paddle_models.utils.validate import check_int, check_ints, check_number
+from paddle_models.weights import load_weights, torch_layout_to_paddle
 
-__all__ = ['MSCAN', 'MSCAN_T', 'MSCAN_S', 'MSCAN_B', 'MSCAN_L', 'MSCAN_SETTINGS', 'mscan_from_mmseg',
+__all__ = ['MSCAN', 'MSCAN_T', 'MSCAN_S', 'MSCAN_B', 'MSCAN_L', 'MSCAN_SETTINGS', 'MSCAN_ARCHS', 'mscan_from_mmseg',
            'convert_mmseg_weights']
 
 # widths, depths, drop path rates of the released sizes (MLP ratios [8, 8, 4, 4] for all)
@@ -47,19 +48,11 @@ MSCAN_SETTINGS = {
     'b': ([64, 128, 320, 512], [3, 3, 12, 3], 0.1),
     'l': ([64, 128, 320, 512], [3, 5, 27, 3], 0.3),
 }
-
-
-def _conv(in_channels, out_channels, kernel_size, stride=1, padding=0, groups=1):
-    """Conv2D with bias, weights ~ N(0, 2 / fan_out) (fan_out = kh * kw * out / groups), zero bias."""
-    kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else kernel_size
-    fan_out = kh * kw * out_channels // groups
-    return nn.Conv2D(in_channels, out_channels, kernel_size, stride=stride, padding=padding, groups=groups,
-                     weight_attr=paddle.ParamAttr(initializer=nn.initializer.Normal(0.0, math.sqrt(2.0 / fan_out))),
-                     bias_attr=paddle.ParamAttr(initializer=nn.initializer.Constant(0.0)))
+MSCAN_ARCHS = tuple(f'MSCAN_{name.upper()}' for name in MSCAN_SETTINGS)  # the registered variants
 
 
 def _depthwise(dim, kh, kw):
-    return _conv(dim, dim, (kh, kw), padding=(kh // 2, kw // 2), groups=dim)
+    return fan_out_conv(dim, dim, (kh, kw), padding=(kh // 2, kw // 2), groups=dim)
 
 
 class StripBranch(nn.Layer):
@@ -85,9 +78,9 @@ class MultiScaleConvAttention(nn.Layer):
 
     def __init__(self, dim, kernel_sizes=(7, 11, 21)):
         super().__init__()
-        self.conv0 = _conv(dim, dim, 5, padding=2, groups=dim)
+        self.conv0 = fan_out_conv(dim, dim, 5, padding=2, groups=dim)
         self.dwconvs = nn.LayerList([StripBranch(dim, k, i + 1) for i, k in enumerate(kernel_sizes)])
-        self.conv_out = _conv(dim, dim, 1)
+        self.conv_out = fan_out_conv(dim, dim, 1)
 
     def forward(self, x):
         base = self.conv0(x)
@@ -97,58 +90,13 @@ class MultiScaleConvAttention(nn.Layer):
         return self.conv_out(attn) * x
 
 
-class SpatialAttention(nn.Layer):
-    """1x1 conv -> GELU -> MSCA -> 1x1 conv, plus the input.
+class MSCANBlock(LayerScaleBlock):
+    """BN -> spatial attention (1x1 conv -> GELU -> MSCA -> 1x1 conv, plus its input) and BN -> conv MLP, each
+    scaled per channel (layer scales of shape [C, 1, 1], 1e-2 at init), through stochastic depth, added to the
+    input.
 
-    Args:
-        dim (int): Channels.
-        kernel_sizes (list[int]): Strip lengths of MSCA.
-    """
-
-    def __init__(self, dim, kernel_sizes=(7, 11, 21)):
-        super().__init__()
-        self.proj_1 = _conv(dim, dim, 1)
-        self.activation = nn.GELU()
-        self.spatial_gating_unit = MultiScaleConvAttention(dim, kernel_sizes)
-        self.proj_2 = _conv(dim, dim, 1)
-
-    def forward(self, x):
-        return self.proj_2(self.spatial_gating_unit(self.activation(self.proj_1(x)))) + x
-
-
-class ConvMlp(nn.Layer):
-    """1x1 conv -> 3x3 depthwise conv -> GELU -> 1x1 conv.
-
-    Dynamic-graph eval forwards on large maps run the hidden channels in slices (same result, less memory, faster on
-    the CPU: :mod:`paddle_models.layers.conv_mlp`). Traced programs (export) keep one pass: under Paddle Inference
-    with oneDNN the sliced form ran slower and held more memory (MSCAN-S at 512x512: 406 against 346 ms, 1228 against
-    1078 MiB peak RSS; the slices' weights are computed tensors, so oneDNN cannot keep them reordered).
-
-    Args:
-        dim (int): Input and output channels.
-        hidden_dim (int): Hidden channels.
-        drop (float): Dropout after the activation and after fc2. Default: 0.
-    """
-
-    def __init__(self, dim, hidden_dim, drop=0.0):
-        super().__init__()
-        self.fc1 = _conv(dim, hidden_dim, 1)
-        self.dwconv = _depthwise(hidden_dim, 3, 3)
-        self.act = nn.GELU()
-        self.fc2 = _conv(hidden_dim, dim, 1)
-        self.drop = nn.Dropout(drop) if drop > 0 else nn.Identity()
-
-    def forward(self, x):
-        if not self.training and paddle.in_dynamic_mode():
-            step = hidden_slice(self.fc1.weight.shape[0], x.shape[2] * x.shape[3])
-            if step is not None:
-                return sliced_conv_mlp(x, self.fc1, self.dwconv, self.act, self.fc2, step)
-        return self.drop(self.fc2(self.drop(self.act(self.dwconv(self.fc1(x))))))
-
-
-class MSCANBlock(nn.Layer):
-    """BN -> spatial attention and BN -> conv MLP, each scaled per channel (layer scale 1e-2 at init), through
-    stochastic depth, added to the input.
+    The MLP slices its hidden channels in large dynamic-graph eval forwards (:class:`~paddle_models.layers.mlp.
+    ConvMlp`, ``sliced``): the same result with less memory; exported programs keep one pass.
 
     Args:
         dim (int): Channels.
@@ -159,18 +107,9 @@ class MSCANBlock(nn.Layer):
     """
 
     def __init__(self, dim, mlp_ratio, kernel_sizes=(7, 11, 21), drop_path=0.0, drop=0.0):
-        super().__init__()
-        self.norm1 = nn.BatchNorm2D(dim)
-        self.attn = SpatialAttention(dim, kernel_sizes)
-        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
-        self.norm2 = nn.BatchNorm2D(dim)
-        self.mlp = ConvMlp(dim, int(dim * mlp_ratio), drop)
-        self.layer_scale_1 = self.create_parameter([dim, 1, 1], default_initializer=nn.initializer.Constant(1e-2))
-        self.layer_scale_2 = self.create_parameter([dim, 1, 1], default_initializer=nn.initializer.Constant(1e-2))
-
-    def forward(self, x):
-        x = x + self.drop_path(self.layer_scale_1 * self.attn(self.norm1(x)))
-        return x + self.drop_path(self.layer_scale_2 * self.mlp(self.norm2(x)))
+        super().__init__(dim, lambda: SpatialAttention(dim, lambda: MultiScaleConvAttention(dim, kernel_sizes)),
+                         lambda: ConvMlp(dim, int(dim * mlp_ratio), drop, sliced=True), drop_path=drop_path,
+                         layer_scale_shape='C11')
 
 
 class StemConv(nn.Layer):
@@ -178,25 +117,13 @@ class StemConv(nn.Layer):
 
     def __init__(self, in_channels, out_channels):
         super().__init__()
-        self.proj = nn.Sequential(_conv(in_channels, out_channels // 2, 3, stride=2, padding=1),
+        self.proj = nn.Sequential(fan_out_conv(in_channels, out_channels // 2, 3, stride=2, padding=1),
                                   nn.BatchNorm2D(out_channels // 2), nn.GELU(),
-                                  _conv(out_channels // 2, out_channels, 3, stride=2, padding=1),
+                                  fan_out_conv(out_channels // 2, out_channels, 3, stride=2, padding=1),
                                   nn.BatchNorm2D(out_channels))
 
     def forward(self, x):
         return self.proj(x)
-
-
-class PatchEmbed(nn.Layer):
-    """3x3 stride-2 conv -> BN (stages 2-4)."""
-
-    def __init__(self, in_channels, out_channels):
-        super().__init__()
-        self.proj = _conv(in_channels, out_channels, 3, stride=2, padding=1)
-        self.norm = nn.BatchNorm2D(out_channels)
-
-    def forward(self, x):
-        return self.norm(self.proj(x))
 
 
 class MSCAN(nn.Layer):
@@ -222,50 +149,31 @@ class MSCAN(nn.Layer):
     def __init__(self, in_channels=3, embed_dims=(32, 64, 160, 256), depths=(3, 3, 5, 2), mlp_ratios=(8, 8, 4, 4),
                  atten_kernel_sizes=(7, 11, 21), drop_rate=0.0, drop_path_rate=0.1, pretrained=None):
         super().__init__()
-        embed_dims = positive_ints('MSCAN', 'embed_dims', embed_dims)
-        depths = positive_ints('MSCAN', 'depths', depths)
-        mlp_ratios = positive_ints('MSCAN', 'mlp_ratios', mlp_ratios)
-        kernels = positive_ints('MSCAN', 'atten_kernel_sizes', atten_kernel_sizes,
-                                length=len(atten_kernel_sizes)
-                                if isinstance(atten_kernel_sizes, (list, tuple)) and atten_kernel_sizes else 3)
-        for key, value in (('drop_rate', drop_rate), ('drop_path_rate', drop_path_rate)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
-                raise UserError(f"MSCAN: {key} must be a number in [0, 1), got {value!r}")
+        embed_dims = check_ints('MSCAN', 'embed_dims', embed_dims, length=4)
+        depths = check_ints('MSCAN', 'depths', depths, length=4)
+        mlp_ratios = check_ints('MSCAN', 'mlp_ratios', mlp_ratios, length=4)
+        kernels = check_ints('MSCAN', 'atten_kernel_sizes', atten_kernel_sizes)
+        in_channels = check_int('MSCAN', 'in_channels', in_channels)
+        drop_rate = check_number('MSCAN', 'drop_rate', drop_rate, minimum=0, maximum=1, below_max=True)
+        drop_path_rate = check_number('MSCAN', 'drop_path_rate', drop_path_rate, minimum=0, maximum=1, below_max=True)
         self.feat_channels = embed_dims
-        rates = np.linspace(0, drop_path_rate, sum(depths)).tolist()
-        start = 0
-        for i in range(4):
-            embed = StemConv(in_channels, embed_dims[0]) if i == 0 else PatchEmbed(embed_dims[i - 1], embed_dims[i])
-            setattr(self, f'patch_embed{i + 1}', embed)
-            setattr(self, f'block{i + 1}', nn.LayerList([
-                MSCANBlock(embed_dims[i], mlp_ratios[i], kernels, rates[start + j], drop_rate)
-                for j in range(depths[i])]))
-            setattr(self, f'norm{i + 1}', LayerNorm2d(embed_dims[i], epsilon=1e-5))
-            start += depths[i]
+        build_stages(self, depths, drop_path_rate,
+                     embed=lambda i: (StemConv(in_channels, embed_dims[0]) if i == 0 else
+                                      ConvPatchEmbed(embed_dims[i - 1], embed_dims[i])),
+                     block=lambda i, rate: MSCANBlock(embed_dims[i], mlp_ratios[i], kernels, rate, drop_rate),
+                     norm=lambda i: LayerNorm2d(embed_dims[i], epsilon=1e-5))
         if pretrained:
-            load_backbone_weights(self, pretrained)
+            load_weights(self, pretrained)
 
     def forward(self, x):
-        outs = []
-        for i in range(1, 5):
-            x = getattr(self, f'patch_embed{i}')(x)
-            for block in getattr(self, f'block{i}'):
-                x = block(x)
-            x = getattr(self, f'norm{i}')(x)
-            outs.append(x)
-        return outs
+        return run_stages(self, x)
 
 
 def _variant(name):
     dims, depths, rate = MSCAN_SETTINGS[name]
-
-    def build(**kwargs):
-        kwargs.setdefault('drop_path_rate', rate)
-        return MSCAN(embed_dims=dims, depths=depths, **kwargs)
-
-    return register_variant(register_backbone, build, f'MSCAN_{name.upper()}',
-                            (f"MSCAN-{name.upper()}: embed_dims {dims}, depths {depths}, drop path {rate}. Keyword "
-                             f"arguments go to :class:`MSCAN`."))
+    return backbone_variant(MSCAN, f'MSCAN_{name.upper()}', f"MSCAN-{name.upper()}: embed_dims {dims}, depths "
+                            f"{depths}, drop path {rate}. Keyword arguments go to :class:`MSCAN`.",
+                            defaults={'drop_path_rate': rate}, embed_dims=dims, depths=depths)
 
 
 MSCAN_T = _variant('t')
@@ -283,10 +191,7 @@ def mscan_from_mmseg(state, prefix='backbone.'):
     (i = 0..2) -> ``dwconvs.{i}.conv{i+1}_{j}``, ``conv3`` -> ``conv_out``, ``mlp.dwconv.dwconv`` -> ``mlp.dwconv``,
     layer scales [C] -> [C, 1, 1], BatchNorm statistics renamed. Keys outside ``prefix`` are left out."""
     out = {}
-    for key, value in state.items():
-        if not key.startswith(prefix):
-            continue
-        key = key[len(prefix):]
+    for key, value in ((k[len(prefix):], v) for k, v in state.items() if k.startswith(prefix)):
         m = re.search(r'spatial_gating_unit\.conv(\d)_(\d)\.', key)
         if m:
             key = key.replace(m[0], f'spatial_gating_unit.dwconvs.{m[1]}.conv{int(m[1]) + 1}_{m[2]}.')
@@ -299,6 +204,7 @@ def mscan_from_mmseg(state, prefix='backbone.'):
     return torch_layout_to_paddle(out)
 
 
+@register_converter('mmseg', *MSCAN_ARCHS)
 def convert_mmseg_weights(state, arch=None):
     """Map an mmseg MSCAN (``backbone.*`` of a SegNeXt checkpoint, or an ImageNet ``mscan_*.pth`` without prefix)
     onto our MSCAN; the decode head is left out.

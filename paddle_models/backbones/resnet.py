@@ -24,10 +24,11 @@ ResNet-18 has (2, 2, 2, 2) blocks per stage, ResNet-34 (3, 4, 6, 3). A basic blo
 import paddle
 import paddle.nn as nn
 
-from paddle_models.weights import load_backbone_weights, torch_layout_to_paddle
+from paddle_models.weights import load_weights, torch_layout_to_paddle
 from paddle_models.errors import UserError
 from paddle_models.layers.conv import batch_norm_2d
-from paddle_models.registry import register_backbone
+from paddle_models.registry import register_backbone, register_converter
+from paddle_models.utils.validate import check_choice, check_int
 
 __all__ = ['ResNet', 'ResNetBasicBlock', 'ResNet18', 'ResNet34', 'convert_torchvision_weights']
 
@@ -84,11 +85,9 @@ class ResNet(nn.Layer):
 
     def __init__(self, layers=18, num_classes=0, in_channels=3, pretrained=None):
         super().__init__()
-        if layers not in _DEPTHS:
-            raise UserError(f"ResNet: layers must be one of {sorted(_DEPTHS)}, got {layers!r}")
-        for key, value, minimum in (('num_classes', num_classes, 0), ('in_channels', in_channels, 1)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-                raise UserError(f"ResNet: {key} must be an integer >= {minimum}, got {value!r}")
+        layers = check_choice('ResNet', 'layers', layers, sorted(_DEPTHS))
+        num_classes = check_int('ResNet', 'num_classes', num_classes, minimum=0)
+        in_channels = check_int('ResNet', 'in_channels', in_channels)
         self.layers = layers
         self.num_classes = num_classes
         self.conv1 = nn.Conv2D(in_channels, 64, 7, stride=2, padding=3, bias_attr=False)
@@ -108,7 +107,7 @@ class ResNet(nn.Layer):
             self.avgpool = nn.AdaptiveAvgPool2D(1)
             self.fc = nn.Linear(channels, num_classes)
         if pretrained:
-            load_backbone_weights(self, pretrained, head_prefixes=('fc.',))
+            load_weights(self, pretrained, skip_prefixes=('fc.',))
 
     def stem(self, x):
         """7x7/2 conv -> BN -> ReLU -> 3x3/2 max pool: the input of ``layer1`` (1/4 of the input size)."""
@@ -145,6 +144,7 @@ def ResNet34(**kwargs):
     return ResNet(layers=34, **kwargs)
 
 
+@register_converter('torchvision', 'ResNet18', 'ResNet34')
 def convert_torchvision_weights(state, arch=None):
     """Map a torchvision ``resnet18`` / ``resnet34`` state dict onto :class:`ResNet`.
 

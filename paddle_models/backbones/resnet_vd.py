@@ -20,10 +20,10 @@ multi-grid, e.g. (1, 2, 4)). As in PaddleSeg, a block whose dilation is not 1 do
 """
 import paddle.nn as nn
 
-from paddle_models.weights import load_backbone_weights
-from paddle_models.errors import UserError
+from paddle_models.weights import load_weights
 from paddle_models.layers.conv import ConvBNAct
 from paddle_models.registry import register_backbone
+from paddle_models.utils.validate import check_choice, check_int, check_ints
 
 __all__ = ['ResNet_vd', 'ResNet18_vd', 'ResNet34_vd', 'ResNet50_vd', 'ResNet101_vd', 'ConvBNLayer',
            'BasicBlock', 'BottleneckBlock']
@@ -145,19 +145,15 @@ class ResNet_vd(nn.Layer):
     def __init__(self, layers=50, output_stride=8, multi_grid=(1, 1, 1), in_channels=3, pretrained=None,
                  data_format='NCHW'):
         super().__init__()
-        if layers not in _DEPTHS:
-            raise UserError(f"ResNet_vd: layers must be one of {sorted(_DEPTHS)}, got {layers!r}")
-        if output_stride not in _STAGE_DILATION:
-            raise UserError(f"ResNet_vd: output_stride must be 8, 16 or 32, got {output_stride!r}")
-        if data_format != 'NCHW':
-            raise UserError(f"ResNet_vd: data_format {data_format!r} is not supported; use 'NCHW'")
+        layers = check_choice('ResNet_vd', 'layers', layers, sorted(_DEPTHS))
+        output_stride = check_choice('ResNet_vd', 'output_stride', output_stride, (8, 16, 32))
+        check_choice('ResNet_vd', 'data_format', data_format, ('NCHW',))
         depth = _DEPTHS[layers]
-        if (not isinstance(multi_grid, (list, tuple)) or len(multi_grid) < depth[3]
-                or not all(isinstance(g, int) and not isinstance(g, bool) and g > 0 for g in multi_grid)):
-            raise UserError(f"ResNet_vd: multi_grid must list {depth[3]} positive integers (one per block of the "
-                            f"last stage), got {multi_grid!r}")
-        if isinstance(in_channels, bool) or not isinstance(in_channels, int) or in_channels <= 0:
-            raise UserError(f"ResNet_vd: in_channels must be a positive integer, got {in_channels!r}")
+        # one dilation multiplier per block of the last stage (extra entries are ignored, as in PaddleSeg)
+        grid = check_ints('ResNet_vd', 'multi_grid', multi_grid)
+        if len(grid) < depth[3]:
+            check_ints('ResNet_vd', 'multi_grid', multi_grid, length=depth[3])
+        in_channels = check_int('ResNet_vd', 'in_channels', in_channels)
 
         self.layers = layers
         self.output_stride = output_stride
@@ -196,7 +192,7 @@ class ResNet_vd(nn.Layer):
 
         self.pretrained = pretrained
         if pretrained:
-            load_backbone_weights(self, pretrained)
+            load_weights(self, pretrained)
 
     def forward(self, x):
         x = self.pool2d_max(self.conv1_3(self.conv1_2(self.conv1_1(x))))

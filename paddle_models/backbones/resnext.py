@@ -29,18 +29,19 @@ torchvision's ``replace_stride_with_dilation``: the first bottleneck of a dilate
 dilation, the following ones use the doubled one.
 """
 
-import numpy as np
 import paddle
 import paddle.nn as nn
 
 from paddle_models.errors import UserError
-from paddle_models.registry import register_backbone
-from paddle_models.weights import load_backbone_weights, torch_layout_to_paddle
+from paddle_models.registry import register_backbone, register_converter
+from paddle_models.utils.validate import check_choice, check_int
+from paddle_models.weights import load_weights, torch_layout_to_paddle
 
 __all__ = ['ResNeXt', 'ResNeXtBottleneck', 'ResNeXt50_32x4d', 'ResNeXt101_32x4d', 'ResNeXt101_64x4d',
-           'convert_torchvision_weights', 'convert_timm_weights', 'load_backbone_weights', 'torch_layout_to_paddle']
+           'convert_torchvision_weights', 'convert_timm_weights', 'torch_layout_to_paddle']
 
 _DEPTHS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
+RESNEXT_ARCHS = ('ResNeXt50_32x4d', 'ResNeXt101_32x4d', 'ResNeXt101_64x4d')  # the registered variants
 
 
 class ResNeXtBottleneck(nn.Layer):
@@ -79,12 +80,6 @@ class ResNeXtBottleneck(nn.Layer):
         return self.relu(y + shortcut)
 
 
-def _check_int(name, value, minimum=1):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise UserError(f"ResNeXt: {name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
 class ResNeXt(nn.Layer):
     """ResNeXt backbone (Xie et al., "Aggregated Residual Transformations for Deep Neural Networks", CVPR 2017).
 
@@ -111,14 +106,12 @@ class ResNeXt(nn.Layer):
     def __init__(self, depth=50, cardinality=32, width_per_group=4, output_stride=32, num_classes=0,
                  in_channels=3, pretrained=None):
         super().__init__()
-        if depth not in _DEPTHS:
-            raise UserError(f"ResNeXt: depth must be one of {sorted(_DEPTHS)}, got {depth!r}")
-        if output_stride not in (8, 16, 32):
-            raise UserError(f"ResNeXt: output_stride must be 8, 16 or 32, got {output_stride!r}")
-        cardinality = _check_int('cardinality', cardinality)
-        width_per_group = _check_int('width_per_group', width_per_group)
-        num_classes = _check_int('num_classes', num_classes, minimum=0)
-        in_channels = _check_int('in_channels', in_channels)
+        depth = check_choice('ResNeXt', 'depth', depth, sorted(_DEPTHS))
+        output_stride = check_choice('ResNeXt', 'output_stride', output_stride, (8, 16, 32))
+        cardinality = check_int('ResNeXt', 'cardinality', cardinality)
+        width_per_group = check_int('ResNeXt', 'width_per_group', width_per_group)
+        num_classes = check_int('ResNeXt', 'num_classes', num_classes, minimum=0)
+        in_channels = check_int('ResNeXt', 'in_channels', in_channels)
 
         self.depth = depth
         self.cardinality = cardinality
@@ -143,7 +136,7 @@ class ResNeXt(nn.Layer):
             self.avgpool = nn.AdaptiveAvgPool2D(1)
             self.fc = nn.Linear(self.feat_channels[-1], num_classes)
         if pretrained:
-            load_backbone_weights(self, pretrained, head_prefixes=('fc.',))
+            load_weights(self, pretrained, skip_prefixes=('fc.',))
 
     def _make_layer(self, planes, blocks, stride, dilate):
         previous_dilation = self._dilation
@@ -201,6 +194,7 @@ def ResNeXt101_64x4d(**kwargs):
 # Loading weights
 
 
+@register_converter('torchvision', *RESNEXT_ARCHS)
 def convert_torchvision_weights(state, arch=None):
     """Map a torchvision ResNeXt state dict (``resnext50_32x4d``, ``resnext101_64x4d`` ...) onto ours.
 
@@ -216,6 +210,7 @@ def convert_torchvision_weights(state, arch=None):
     return out, {'num_classes': num_classes}
 
 
+@register_converter('timm', *RESNEXT_ARCHS)
 def convert_timm_weights(state, arch=None):
     """Map a timm ResNeXt state dict (``resnext50_32x4d.*``, ``resnext101_32x4d.*``, ``resnext101_64x4d.*``) onto
     ours. timm's plain ResNeXt uses torchvision's names; its deep-stem variants (``resnext50d_32x4d``) do not fit

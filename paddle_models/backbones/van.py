@@ -20,22 +20,24 @@ Layer scales start at 1e-2. Parameter names follow the official release (``patch
 spatial_gating_unit.conv0``, ``norm1``, ``head`` ...), so its checkpoints convert by renaming BatchNorm statistics
 (:func:`convert_official_weights`); HuggingFace ``VanModel`` checkpoints convert with :func:`convert_hf_weights`.
 """
-import math
 import re
 
-import numpy as np
 import paddle
 import paddle.nn as nn
 
+from paddle_models.backbones.variants import backbone_variant
 from paddle_models.errors import UserError
-from paddle_models.layers.drop_path import DropPath
+from paddle_models.layers.conv_init import fan_out_conv
+from paddle_models.layers.large_kernel import ConvPatchEmbed, LayerScaleBlock, SpatialAttention
+from paddle_models.layers.mlp import ConvMlp
 from paddle_models.layers.norm import LayerNorm2d
-from paddle_models.registry import register_backbone, register_variant
-
-from paddle_models.weights import load_backbone_weights, torch_layout_to_paddle
+from paddle_models.layers.stages import build_stages, run_stages
+from paddle_models.registry import register_converter
+from paddle_models.utils.validate import check_int, check_ints, check_number, check_numbers
+from paddle_models.weights import load_weights, torch_layout_to_paddle
 
 __all__ = ['VAN', 'VANBlock', 'LargeKernelAttention', 'VAN_B0', 'VAN_B1', 'VAN_B2', 'VAN_B3', 'VAN_B4', 'VAN_B5',
-           'VAN_B6', 'VAN_SETTINGS', 'convert_official_weights', 'convert_hf_weights']
+           'VAN_B6', 'VAN_SETTINGS', 'VAN_ARCHS', 'convert_official_weights', 'convert_hf_weights']
 
 # widths, depths, MLP ratios of the official release
 VAN_SETTINGS = {
@@ -47,34 +49,7 @@ VAN_SETTINGS = {
     'b5': ([96, 192, 480, 768], [3, 3, 24, 3], [8, 8, 4, 4]),
     'b6': ([96, 192, 384, 768], [6, 6, 90, 6], [8, 8, 4, 4]),
 }
-
-
-def _conv(in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1):
-    """Conv2D with bias, weights ~ N(0, 2 / fan_out) where fan_out = k * k * out / groups (the release's init)."""
-    fan_out = kernel_size * kernel_size * out_channels // groups
-    return nn.Conv2D(in_channels, out_channels, kernel_size, stride=stride, padding=padding, dilation=dilation,
-                     groups=groups,
-                     weight_attr=paddle.ParamAttr(initializer=nn.initializer.Normal(0.0, math.sqrt(2.0 / fan_out))),
-                     bias_attr=paddle.ParamAttr(initializer=nn.initializer.Constant(0.0)))
-
-
-class OverlapPatchEmbed(nn.Layer):
-    """Strided convolution with overlapping windows (padding k // 2), then BatchNorm.
-
-    Args:
-        in_channels (int): Input channels.
-        embed_dim (int): Output channels.
-        patch_size (int): Kernel size (7 for the first stage, 3 after).
-        stride (int): Stride (4 for the first stage, 2 after).
-    """
-
-    def __init__(self, in_channels, embed_dim, patch_size, stride):
-        super().__init__()
-        self.proj = _conv(in_channels, embed_dim, patch_size, stride=stride, padding=patch_size // 2)
-        self.norm = nn.BatchNorm2D(embed_dim)
-
-    def forward(self, x):
-        return self.norm(self.proj(x))
+VAN_ARCHS = tuple(f'VAN_{name.upper()}' for name in VAN_SETTINGS)  # the registered variants the converters serve
 
 
 class LargeKernelAttention(nn.Layer):
@@ -87,65 +62,18 @@ class LargeKernelAttention(nn.Layer):
 
     def __init__(self, dim):
         super().__init__()
-        self.conv0 = _conv(dim, dim, 5, padding=2, groups=dim)
-        self.conv_spatial = _conv(dim, dim, 7, padding=9, dilation=3, groups=dim)
-        self.conv1 = _conv(dim, dim, 1)
+        self.conv0 = fan_out_conv(dim, dim, 5, padding=2, groups=dim)
+        self.conv_spatial = fan_out_conv(dim, dim, 7, padding=9, dilation=3, groups=dim)
+        self.conv1 = fan_out_conv(dim, dim, 1)
 
     def forward(self, x):
         return x * self.conv1(self.conv_spatial(self.conv0(x)))
 
 
-class SpatialAttention(nn.Layer):
-    """1x1 conv -> GELU -> LKA -> 1x1 conv, plus the input (the release's ``Attention``).
-
-    Args:
-        dim (int): Channels.
-    """
-
-    def __init__(self, dim):
-        super().__init__()
-        self.proj_1 = _conv(dim, dim, 1)
-        self.activation = nn.GELU()
-        self.spatial_gating_unit = LargeKernelAttention(dim)
-        self.proj_2 = _conv(dim, dim, 1)
-
-    def forward(self, x):
-        return self.proj_2(self.spatial_gating_unit(self.activation(self.proj_1(x)))) + x
-
-
-class DWConv(nn.Layer):
-    """3x3 depthwise conv, kept in its own layer for the release's parameter names (``mlp.dwconv.dwconv``)."""
-
-    def __init__(self, dim):
-        super().__init__()
-        self.dwconv = _conv(dim, dim, 3, padding=1, groups=dim)
-
-    def forward(self, x):
-        return self.dwconv(x)
-
-
-class ConvMlp(nn.Layer):
-    """1x1 conv -> 3x3 depthwise conv -> GELU -> 1x1 conv.
-
-    Args:
-        dim (int): Input and output channels.
-        hidden_dim (int): Hidden channels.
-    """
-
-    def __init__(self, dim, hidden_dim):
-        super().__init__()
-        self.fc1 = _conv(dim, hidden_dim, 1)
-        self.dwconv = DWConv(hidden_dim)
-        self.act = nn.GELU()
-        self.fc2 = _conv(hidden_dim, dim, 1)
-
-    def forward(self, x):
-        return self.fc2(self.act(self.dwconv(self.fc1(x))))
-
-
-class VANBlock(nn.Layer):
-    """A VAN block: BN -> spatial attention and BN -> conv MLP, each scaled per channel (layer scale, initialised
-    to 1e-2), passed through stochastic depth and added to the input.
+class VANBlock(LayerScaleBlock):
+    """A VAN block: BN -> spatial attention (1x1 conv -> GELU -> LKA -> 1x1 conv, plus its input) and BN -> conv
+    MLP, each scaled per channel (layer scales of shape [dim], initialised to 1e-2), passed through stochastic depth
+    and added to the input.
 
     Args:
         dim (int): Channels.
@@ -155,29 +83,9 @@ class VANBlock(nn.Layer):
     """
 
     def __init__(self, dim, mlp_ratio, drop_path=0.0, layer_scale_init=1e-2):
-        super().__init__()
-        self.norm1 = nn.BatchNorm2D(dim)
-        self.attn = SpatialAttention(dim)
-        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
-        self.norm2 = nn.BatchNorm2D(dim)
-        self.mlp = ConvMlp(dim, int(dim * mlp_ratio))
-        self.layer_scale_1 = self.create_parameter([dim], default_initializer=nn.initializer.Constant(layer_scale_init))
-        self.layer_scale_2 = self.create_parameter([dim], default_initializer=nn.initializer.Constant(layer_scale_init))
-
-    def forward(self, x):
-        x = x + self.drop_path(self.layer_scale_1.reshape([1, -1, 1, 1]) * self.attn(self.norm1(x)))
-        x = x + self.drop_path(self.layer_scale_2.reshape([1, -1, 1, 1]) * self.mlp(self.norm2(x)))
-        return x
-
-
-def _int_list(name, values, length=4, minimum=1, kind=int):
-    if not isinstance(values, (list, tuple)) or len(values) != length:
-        raise UserError(f"VAN: {name} must be a list of {length} numbers, got {values!r}")
-    for v in values:
-        if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or v < minimum or \
-                (kind is int and int(v) != v):
-            raise UserError(f"VAN: {name} must hold {kind.__name__}s >= {minimum}, got {list(values)!r}")
-    return [kind(v) for v in values]
+        super().__init__(dim, lambda: SpatialAttention(dim, lambda: LargeKernelAttention(dim)),
+                         lambda: ConvMlp(dim, int(dim * mlp_ratio), nested_dwconv=True), drop_path=drop_path,
+                         layer_scale_init=layer_scale_init, layer_scale_shape='C')
 
 
 class VAN(nn.Layer):
@@ -206,45 +114,28 @@ class VAN(nn.Layer):
     def __init__(self, embed_dims=(32, 64, 160, 256), depths=(3, 3, 5, 2), mlp_ratios=(8, 8, 4, 4),
                  drop_path_rate=0.1, num_classes=0, in_channels=3, layer_norm_eps=1e-6, pretrained=None):
         super().__init__()
-        embed_dims = _int_list('embed_dims', embed_dims)
-        depths = _int_list('depths', depths)
-        mlp_ratios = _int_list('mlp_ratios', mlp_ratios, minimum=0, kind=float)
-        if isinstance(drop_path_rate, bool) or not isinstance(drop_path_rate, (int, float)) or \
-                not 0 <= drop_path_rate < 1:
-            raise UserError(f"VAN: drop_path_rate must be a number in [0, 1), got {drop_path_rate!r}")
-        for key, value in (('num_classes', num_classes), ('in_channels', in_channels)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < (0 if key == 'num_classes' else 1):
-                raise UserError(f"VAN: {key} must be a {'non-negative' if key == 'num_classes' else 'positive'} "
-                                f"integer, got {value!r}")
+        embed_dims = check_ints('VAN', 'embed_dims', embed_dims, length=4)
+        depths = check_ints('VAN', 'depths', depths, length=4)
+        mlp_ratios = check_numbers('VAN', 'mlp_ratios', mlp_ratios, length=4, minimum=0)
+        drop_path_rate = check_number('VAN', 'drop_path_rate', drop_path_rate, minimum=0, maximum=1, below_max=True)
+        num_classes = check_int('VAN', 'num_classes', num_classes, minimum=0)
+        in_channels = check_int('VAN', 'in_channels', in_channels)
         self.feat_channels = embed_dims
         self.num_classes = num_classes
-        rates = np.linspace(0, drop_path_rate, sum(depths)).tolist()
-        start = 0
-        for i in range(4):
-            embed = OverlapPatchEmbed(in_channels if i == 0 else embed_dims[i - 1], embed_dims[i],
-                                      patch_size=7 if i == 0 else 3, stride=4 if i == 0 else 2)
-            blocks = nn.LayerList([VANBlock(embed_dims[i], mlp_ratios[i], rates[start + j])
-                                   for j in range(depths[i])])
-            start += depths[i]
-            setattr(self, f'patch_embed{i + 1}', embed)
-            setattr(self, f'block{i + 1}', blocks)
-            setattr(self, f'norm{i + 1}', LayerNorm2d(embed_dims[i], epsilon=layer_norm_eps))
+        build_stages(self, depths, drop_path_rate,
+                     embed=lambda i: ConvPatchEmbed(in_channels if i == 0 else embed_dims[i - 1], embed_dims[i],
+                                                    patch_size=7 if i == 0 else 3, stride=4 if i == 0 else 2),
+                     block=lambda i, rate: VANBlock(embed_dims[i], mlp_ratios[i], rate),
+                     norm=lambda i: LayerNorm2d(embed_dims[i], epsilon=layer_norm_eps))
         if num_classes > 0:
             self.head = nn.Linear(embed_dims[-1], num_classes,
                                   weight_attr=paddle.ParamAttr(initializer=nn.initializer.TruncatedNormal(std=0.02)),
                                   bias_attr=paddle.ParamAttr(initializer=nn.initializer.Constant(0.0)))
         if pretrained:
-            load_backbone_weights(self, pretrained, head_prefixes=('head.',))
+            load_weights(self, pretrained, skip_prefixes=('head.',))
 
     def forward(self, x):
-        outs = []
-        for i in range(1, 5):
-            x = getattr(self, f'patch_embed{i}')(x)
-            for block in getattr(self, f'block{i}'):
-                x = block(x)
-            x = getattr(self, f'norm{i}')(x)
-            outs.append(x)
-        return outs
+        return run_stages(self, x)
 
     def classify(self, x):
         """ImageNet logits [N, num_classes] (needs ``num_classes > 0``)."""
@@ -255,13 +146,9 @@ class VAN(nn.Layer):
 
 def _variant(name):
     dims, depths, ratios = VAN_SETTINGS[name]
-
-    def build(**kwargs):
-        return VAN(embed_dims=dims, depths=depths, mlp_ratios=ratios, **kwargs)
-
-    return register_variant(register_backbone, build, f'VAN_{name.upper()}',
-                            (f"VAN-{name.upper()}: embed_dims {dims}, depths {depths}, mlp_ratios {ratios}. Keyword "
-                             f"arguments go to :class:`VAN`."))
+    return backbone_variant(VAN, f'VAN_{name.upper()}', f"VAN-{name.upper()}: embed_dims {dims}, depths {depths}, "
+                            f"mlp_ratios {ratios}. Keyword arguments go to :class:`VAN`.",
+                            embed_dims=dims, depths=depths, mlp_ratios=ratios)
 
 
 VAN_B0 = _variant('b0')
@@ -281,6 +168,7 @@ def _head_kwargs(state):
     return {'num_classes': int(state['head.bias'].shape[0]) if 'head.bias' in state else 0}
 
 
+@register_converter('official', *VAN_ARCHS)
 def convert_official_weights(state, arch=None):
     """Map a checkpoint of the official release (``patch_embed1.proj.weight``, ``block1.0.attn.proj_1.weight``,
     ``norm1.weight``, ``head.weight`` ...) onto our VAN: BatchNorm statistics renamed, ``head.weight`` transposed.
@@ -319,6 +207,7 @@ _HF_LAYER_RENAMES = [
 ]
 
 
+@register_converter('hf', *VAN_ARCHS)
 def convert_hf_weights(state, arch=None):
     """Map a HuggingFace ``VanModel`` / ``VanForImageClassification`` state dict onto our VAN.
 

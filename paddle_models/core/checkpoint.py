@@ -10,6 +10,7 @@ import paddle
 
 from paddle_models.errors import UserError
 from paddle_models.safe_load import load_paddle_file
+from paddle_models.weights import check_fit
 
 
 EMA_FILE = 'ema_model.pdparams'
@@ -308,26 +309,10 @@ def load_state_dict(path, what='--model_path'):
     return state
 
 
-def check_state_dict(model, state, path):
-    """Raise ``UserError`` unless ``state`` has exactly the model's keys with the same shapes."""
-    own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    mismatched = [k for k in own if k in state and list(state[k].shape) != list(own[k].shape)]
-    if mismatched:
-        k = mismatched[0]
-        raise UserError(f"{path} does not fit the model: {len(mismatched)} shape mismatches, e.g. {k}: "
-                        f"file {list(state[k].shape)} vs model {list(own[k].shape)}")
-    if missing or unexpected:
-        example = f"missing {missing[0]}" if missing else f"unexpected {unexpected[0]}"
-        raise UserError(f"{path} does not fit the model: {len(missing)} missing and {len(unexpected)} "
-                        f"unexpected keys, e.g. {example}")
-
-
 def load_model_weights(model, path, what='--model_path'):
-    """Load weights into ``model`` strictly; a file whose keys or shapes don't fit is a ``UserError``."""
-    state = load_state_dict(path, what)
-    check_state_dict(model, state, _weights_file(path))
+    """Load weights into ``model`` strictly; a file whose keys or shapes don't fit is a one-line ``UserError``
+    (``weights.check_fit``, the comparison every strict load shares)."""
+    state = check_fit(load_state_dict(path, what), model.state_dict(), _weights_file(path))
     model.set_state_dict(state)
     return model
 

@@ -22,16 +22,17 @@ from paddleseg.transforms import Compose
 from ..errors import UserError
 from ..image_io import check_image, read_bytes, read_image
 from ..registry import register_dataset
+from ..utils.validate import check_bool, check_choice, check_int
 
 MODES = ('train', 'val', 'test')
 
 
-def check_mode(mode, allowed=MODES):
-    """Return ``mode`` lower-cased, or raise UserError when it is not one of ``allowed``."""
-    if not isinstance(mode, str) or mode.lower() not in allowed:
-        names = ', '.join(repr(m) for m in allowed[:-1]) + f" or {allowed[-1]!r}"
-        raise UserError(f"mode must be {names}, got {mode!r}")
-    return mode.lower()
+def check_mode(owner, mode, allowed=MODES):
+    """Return ``mode`` lower-cased (PaddleSeg accepts 'Train'), or raise UserError when it is not one of
+    ``allowed``: "<owner>: mode must be one of 'train', 'val', got 'test'"."""
+    if isinstance(mode, str) and mode.lower() in allowed:
+        return mode.lower()
+    return check_choice(owner, 'mode', mode, allowed)  # raises: ``mode`` is none of them
 
 
 def check_dataset_root(dataset_root):
@@ -210,19 +211,16 @@ class Dataset(paddleseg.datasets.Dataset):
 
     def _setup(self, mode, dataset_root, transforms, num_classes, img_channels, ignore_index, edge):
         """Check and store the arguments every list dataset shares."""
-        self.mode = check_mode(mode)
+        owner = type(self).__name__
+        self.mode = check_mode(owner, mode)
         self.dataset_root = check_dataset_root(dataset_root)
         if not isinstance(transforms, (list, tuple)):
             raise UserError(f"transforms must be a list of transforms, got {type(transforms).__name__}")
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-            raise UserError(f"num_classes must be a positive integer, got {num_classes!r}")
-        if img_channels not in (1, 3):
-            raise UserError(f"img_channels must be 1 or 3, got {img_channels!r}")
-        self.transforms = Compose(list(transforms), img_channels=img_channels)
-        self.num_classes = num_classes
-        self.img_channels = img_channels
-        self.ignore_index = ignore_index
-        self.edge = edge
+        self.num_classes = check_int(owner, 'num_classes', num_classes)
+        self.img_channels = check_choice(owner, 'img_channels', img_channels, (1, 3))
+        self.transforms = Compose(list(transforms), img_channels=self.img_channels)
+        self.ignore_index = check_int(owner, 'ignore_index', ignore_index, minimum=None)
+        self.edge = check_bool(owner, 'edge', edge)
         self.file_list = []
 
     def label_value_map(self, label_path):

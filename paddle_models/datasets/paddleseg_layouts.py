@@ -14,7 +14,7 @@ import numpy as np
 
 from ..errors import UserError
 from ..registry import register_dataset
-from .list_dataset import Dataset, read_list_file
+from .list_dataset import Dataset, check_mode, read_list_file
 
 
 def _require_dir(owner, path, layout):
@@ -40,9 +40,7 @@ class _NamedDataset(Dataset):
     def _setup_named(self, mode, dataset_root, transforms, edge):
         """Check the arguments, set up the shared state and return (class name, lower-cased mode)."""
         name = type(self).__name__
-        if not isinstance(mode, str) or mode.lower() not in self.MODES:
-            raise UserError(f"{name}: mode must be one of {', '.join(map(repr, self.MODES))}, got {mode!r}")
-        mode = mode.lower()
+        mode = check_mode(name, mode, self.MODES)
         if dataset_root is None or not os.path.isdir(str(dataset_root)):
             raise UserError(f"{name}: dataset_root not found: {dataset_root} (expected {self.LAYOUT})")
         if transforms is None:

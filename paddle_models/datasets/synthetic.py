@@ -11,6 +11,8 @@ from paddleseg.transforms import Compose
 
 from ..errors import UserError
 from ..registry import register_dataset
+from ..utils.validate import check_int
+from .list_dataset import check_mode
 
 _MODE_IDS = {'train': 0, 'val': 1}
 
@@ -40,17 +42,13 @@ class SyntheticShapes(paddle.io.Dataset):
     DEFAULT_NUM_SAMPLES = {'train': 400, 'val': 80}
 
     def __init__(self, mode='train', transforms=None, num_samples=None, image_size=64, seed=0, dataset_root=None):
-        if not isinstance(mode, str) or mode.lower() not in _MODE_IDS:
-            raise UserError(f"mode must be 'train' or 'val', got {mode!r}")
-        self.mode = mode.lower()
+        owner = type(self).__name__
+        self.mode = check_mode(owner, mode, tuple(_MODE_IDS))
         if num_samples is None:
             num_samples = self.DEFAULT_NUM_SAMPLES[self.mode]
-        if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
-            raise UserError(f"num_samples must be a positive integer, got {num_samples!r}")
-        if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 16:
-            raise UserError(f"image_size must be an integer >= 16, got {image_size!r}")
-        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2 ** 32:
-            raise UserError(f"seed must be an integer in [0, 2**32), got {seed!r}")
+        num_samples = check_int(owner, 'num_samples', num_samples)
+        image_size = check_int(owner, 'image_size', image_size, minimum=16)
+        seed = check_int(owner, 'seed', seed, minimum=0, maximum=2 ** 32 - 1)
         if transforms is None:
             transforms = []
         if not isinstance(transforms, (list, tuple)):

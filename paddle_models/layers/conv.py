@@ -52,8 +52,19 @@ class ConvBNAct(nn.Layer):
         self._batch_norm = batch_norm_2d(out_channels, kwargs.get('data_format', 'NCHW'))
         self._act = activation(act)
 
+    @property
+    def conv(self):
+        """The convolution (registered as ``_conv``, PaddleSeg's parameter name): for a caller that folds its
+        weight into another linear map, as SegFormer's decoder does."""
+        return self._conv
+
+    def norm_act(self, x):
+        """Normalisation and activation: the block after its convolution, for a caller that computed the
+        convolution another way."""
+        return self._act(self._batch_norm(x))
+
     def forward(self, x):
-        return self._act(self._batch_norm(self._conv(x)))
+        return self.norm_act(self._conv(x))
 
 
 def ConvBNReLU(in_channels, out_channels, kernel_size, padding='same', **kwargs):

@@ -1,14 +1,13 @@
 """Evaluating a convolutional MLP (1x1 conv -> depthwise conv -> activation -> 1x1 conv) a slice of its hidden
 channels at a time.
 
-The hidden map of such an MLP is the largest tensor of MSCAN-/VAN-style backbones (8x the block's width at stride 4:
-16 MiB for MSCAN-T, 32 MiB for MSCAN-S at 512x512), and a forward holds two of them at once (conv output and
-depthwise output). Computing the hidden channels in slices and summing the second 1x1 conv's partial products
-gives the same result with one slice's worth of hidden memory, and on the CPU it is also faster (the slices stay in
-cache). Measured in the dynamic graph at 2 threads, MSCAN-S's first-stage MLP (64 -> 512 channels, 128x128): 118 ms
-in one pass, 55 ms in 64-channel slices; MSCAN-T's (32 -> 256): 55 ms against 26 ms. Small maps gain nothing and pay
-per-op overhead, so slicing starts when a hidden map exceeds ``CHUNK_ELEMENTS`` elements per image. For the dynamic
-graph: in an exported program run by Paddle Inference with oneDNN the slices were slower (see MSCAN's ``ConvMlp``).
+The hidden map of such an MLP is the largest tensor of MSCAN-/VAN-style backbones (8x the block's width at stride
+4), and a forward holds two of them at once (conv output and depthwise output). Computing the hidden channels in
+slices and summing the second 1x1 conv's partial products gives the same result with one slice's worth of hidden
+memory, and in the dynamic graph on the CPU it is also faster (the slices stay in cache; docs/measurements.md has the figures).
+Small maps gain nothing and pay per-op overhead, so slicing starts when a hidden map exceeds ``CHUNK_ELEMENTS``
+elements per image. For the dynamic graph only: in an exported program run by Paddle Inference with oneDNN the
+slices were slower (see :class:`paddle_models.layers.mlp.ConvMlp`).
 """
 import contextlib
 

@@ -4,6 +4,7 @@ Reference:
     Gao Huang, Yu Sun, Zhuang Liu, Daniel Sedra, Kilian Q. Weinberger,
     "Deep Networks with Stochastic Depth", ECCV 2016. https://arxiv.org/abs/1603.09382
 """
+import numpy as np
 import paddle
 import paddle.nn as nn
 
@@ -49,3 +50,19 @@ class DropPath(nn.Layer):
 
     def extra_repr(self):
         return f"drop_prob={self.drop_prob}"
+
+
+def drop_path_or_identity(drop_prob):
+    """``DropPath(drop_prob)``, or ``nn.Identity()`` where ``drop_prob`` is 0 (nothing to drop, no extra op)."""
+    return DropPath(drop_prob) if drop_prob > 0 else nn.Identity()
+
+
+def drop_path_rates(drop_path_rate, depths):
+    """Per stage, the stochastic depth rates of its ``depths[i]`` blocks: rising linearly from 0 at the network's
+    first block to ``drop_path_rate`` at its last (the rule of the VAN, MSCAN, MiT and MaxViT releases)."""
+    rates = np.linspace(0, drop_path_rate, sum(depths)).tolist()
+    out, start = [], 0
+    for depth in depths:
+        out.append(rates[start:start + depth])
+        start += depth
+    return out

@@ -33,6 +33,8 @@ import paddle.nn.functional as F
 
 from paddle_models.errors import UserError
 from paddle_models.layers.resize import resize
+from paddle_models.utils.spatial import spatial_size
+from paddle_models.utils.validate import check_bool, check_choice, check_int
 
 __all__ = ['ConvGNAct', 'NMF2D', 'Hamburger', 'LightHamHead', 'HAM_KEYS', 'INFERENCE_BASES']
 
@@ -81,14 +83,11 @@ def check_ham_kwargs(ham_kwargs):
             raise UserError(f"LightHamHead: unknown ham_kwargs key {key!r}{hint}; known: {', '.join(HAM_KEYS)}")
     args = dict(HAM_KEYS, **ham_kwargs)
     for key in ('MD_S', 'MD_R', 'TRAIN_STEPS', 'EVAL_STEPS'):
-        value = args[key]
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise UserError(f"LightHamHead: ham_kwargs {key} must be a positive integer, got {value!r}")
+        args[key] = check_int('LightHamHead', f'ham_kwargs {key}', args[key])
     if args['SPATIAL'] is not True:
         raise UserError(f"LightHamHead: ham_kwargs SPATIAL={args['SPATIAL']!r} is not supported (only True, the "
                         f"released setting)")
-    if not isinstance(args['RAND_INIT'], bool):
-        raise UserError(f"LightHamHead: ham_kwargs RAND_INIT must be true or false, got {args['RAND_INIT']!r}")
+    check_bool('LightHamHead', 'ham_kwargs RAND_INIT', args['RAND_INIT'])
     return args
 
 
@@ -109,9 +108,7 @@ class NMF2D(nn.Layer):
     def __init__(self, channels, ham_kwargs=None, inference_bases='auto'):
         super().__init__()
         args = check_ham_kwargs(ham_kwargs)
-        if inference_bases not in INFERENCE_BASES:
-            raise UserError(f"LightHamHead: inference_bases must be one of {', '.join(INFERENCE_BASES)}, got "
-                            f"{inference_bases!r}")
+        check_choice('LightHamHead', 'inference_bases', inference_bases, INFERENCE_BASES)
         self.S, self.R = args['MD_S'], args['MD_R']
         if channels % self.S:
             raise UserError(f"LightHamHead: ham_channels {channels} are not divisible by MD_S {self.S}")
@@ -164,15 +161,6 @@ class NMF2D(nn.Layer):
 
 
 @paddle.jit.not_to_static
-def spatial_size(x):
-    """(H, W): python ints where known, shape-tensor entries where a traced graph leaves them free."""
-    h, w = x.shape[2], x.shape[3]
-    if h is None or w is None or h < 0 or w < 0:
-        shape = paddle.shape(x)
-        return shape[2], shape[3]
-    return int(h), int(w)
-
-
 class Hamburger(nn.Layer):
     """1x1 conv (bias) -> ReLU -> NMF -> 1x1 conv + GroupNorm, added to the input, ReLU.
 

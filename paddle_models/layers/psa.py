@@ -19,7 +19,7 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
-from paddle_models.errors import UserError
+from paddle_models.utils.validate import check_int
 
 __all__ = ['PolarizedSelfAttention']
 
@@ -40,8 +40,7 @@ class PolarizedSelfAttention(nn.Layer):
 
     def __init__(self, channels):
         super().__init__()
-        if isinstance(channels, bool) or not isinstance(channels, int) or channels < 2:
-            raise UserError(f"PolarizedSelfAttention: channels must be an integer >= 2, got {channels!r}")
+        channels = check_int('PolarizedSelfAttention', 'channels', channels, minimum=2)
         inner = channels // 2
         self.inner_channels = inner
         # channel mask

@@ -17,6 +17,7 @@ import paddle.nn as nn
 from paddle_models.errors import UserError
 from paddle_models.layers.conv import ConvBN, ConvBNReLU
 from paddle_models.layers.resize import resize
+from paddle_models.utils.validate import check_ints
 
 __all__ = ['PPModule', 'ASPPModule', 'AuxLayer', 'SeparableConvBNReLU']
 
@@ -39,9 +40,7 @@ class PPModule(nn.Layer):
 
     def __init__(self, in_channels, out_channels, bin_sizes, dim_reduction, align_corners):
         super().__init__()
-        bin_sizes = list(bin_sizes)
-        if not bin_sizes or not all(isinstance(b, int) and not isinstance(b, bool) and b > 0 for b in bin_sizes):
-            raise UserError(f"PPModule: bin_sizes must be a non-empty list of positive integers, got {bin_sizes!r}")
+        bin_sizes = check_ints('PPModule', 'bin_sizes', bin_sizes)
         self.bin_sizes = bin_sizes
         self.align_corners = align_corners
         branch_channels = in_channels // len(bin_sizes) if dim_reduction else in_channels
@@ -107,10 +106,7 @@ class ASPPModule(nn.Layer):
         super().__init__()
         if data_format != 'NCHW':
             raise UserError(f"ASPPModule: data_format {data_format!r} is not supported; use 'NCHW'")
-        ratios = list(aspp_ratios)
-        if not ratios or not all(isinstance(r, int) and not isinstance(r, bool) and r > 0 for r in ratios):
-            raise UserError(f"ASPPModule: aspp_ratios must be a non-empty list of positive integers, "
-                            f"got {aspp_ratios!r}")
+        ratios = check_ints('ASPPModule', 'aspp_ratios', aspp_ratios)
         self.align_corners = align_corners
         self.aspp_ratios = ratios
         self.aspp_blocks = nn.LayerList()

@@ -15,9 +15,8 @@ attribute). Inside :func:`portable_resize` the same resizing is built from ops o
   product ``x [N, C, out_h, in_w] @ cols^T``: it writes the output tensor itself, which Paddle Inference then reuses
   from run to run (after a reshape it holds the previous run's output while the next one is computed: one more
   output-sized buffer). Not for a resize whose result is added to something: oneDNN's matmul+add fusion turns that
-  4-D product into a ~10x slower kernel. Measured at 2 threads, Paddle Inference, a 150-channel map upsampled 4x to
-  512x512: the final form ~115 ms / ~190 ms with oneDNN off / on, against ~140 / ~215 ms for the GEMM + reshape
-  and ~540 / ~500 ms with gathers on both axes (``bilinear_interp``, which oneDNN rejects: ~115 ms without it).
+  4-D product into a far slower kernel. Under Paddle Inference the final form ran faster than the GEMM + reshape,
+  and both far faster than gathers on both axes, with oneDNN on or off (figures: docs/measurements.md).
 * bilinear with a fixed (python int) input height or width: that axis by gathering the two source rows/columns of
   each output one and blending them (``gather``, ``lerp``: O(output)); matrix products gave wrong results under
   oneDNN on the fixed lengths 1-6 of PSPNet's and DeepLabV3's pooled branches.
@@ -66,11 +65,6 @@ def portable_resize(enabled=True):
         _PORTABLE[0] = previous
 
 
-def is_portable():
-    """Whether :func:`resize` currently builds the portable graph."""
-    return _PORTABLE[0]
-
-
 def resize(x, size, mode='bilinear', align_corners=False, final=False):
     """Resize an NCHW tensor to ``size`` = (h, w).
 
@@ -96,11 +90,18 @@ def resize(x, size, mode='bilinear', align_corners=False, final=False):
     return F.interpolate(x, size=size, mode=mode, align_corners=align_corners)
 
 
+def resize_to_input(logits, x, align_corners=False):
+    """Each of ``logits`` upsampled (bilinear, ``final=True``) to the height and width of the model input ``x``:
+    the last step of every model that returns a list of logits."""
+    size = paddle.shape(x)[2:]
+    return [resize(logit, size, align_corners=align_corners, final=True) for logit in logits]
+
+
 def _matrix_resize_dygraph(x, size, align_corners):
     """Bilinear resizing in the dynamic graph as ``rows @ x @ cols^T`` (:func:`_matrix_rows`, then the final form of
     :func:`_matrix_columns`): two multithreaded matrix products, faster than the ``bilinear_interp`` kernel for a
-    model's final upsampling (a 150-class 128x128 map to 512x512 at 2 CPU threads: ~85 against ~97 ms), same values
-    (within 1e-6). The small matrices are built per call (under a millisecond), so nothing outlives the forward."""
+    model's final upsampling, same values (within float rounding). The small matrices are cheap to build, so they
+    are built per call and nothing outlives the forward."""
     out_h, out_w = (int(v) for v in _split_size(size))
     in_h, in_w = _lengths(x)
     return _matrix_columns(_matrix_rows(x, in_h, out_h, align_corners), in_w, out_w, align_corners, final=True)
@@ -247,7 +248,7 @@ def _matrix_rows(x, in_h, out_h, align_corners):
 def _matrix_columns(x, in_w, out_w, align_corners, final):
     """Columns by ``x @ cols^T`` (cols [out_w, in_w]): one 4-D product where ``final``, else a plain 2-D GEMM
     ``[N * C * H, in_w] @ [in_w, out_w]`` and a reshape (a 4-D product followed by an addition is fused by oneDNN
-    into a kernel ~10x slower; the plain GEMM also ran ~2x faster than the 4-D product under oneDNN elsewhere)."""
+    into a far slower kernel; the plain GEMM also ran faster than the 4-D product under oneDNN elsewhere)."""
     cols = _interpolation_matrix(in_w, out_w, align_corners, x.dtype)  # [out_w, in_w]
     if final:
         return paddle.matmul(x, cols, transpose_y=True)

@@ -11,6 +11,7 @@ import paddle.nn.functional as F
 
 from paddle_models.errors import UserError
 from paddle_models.registry import register_loss
+from paddle_models.utils.validate import check_int
 
 __all__ = ['ForegroundBCELoss', 'contains_foreground']
 
@@ -47,11 +48,8 @@ class ForegroundBCELoss(nn.Layer):
 
     def __init__(self, background_index=0, ignore_index=255):
         super().__init__()
-        if isinstance(background_index, bool) or not isinstance(background_index, int) or background_index < 0:
-            raise UserError(f"ForegroundBCELoss: background_index must be an integer >= 0, "
-                            f"got {background_index!r}")
-        self.background_index = background_index
-        self.ignore_index = ignore_index
+        self.background_index = check_int('ForegroundBCELoss', 'background_index', background_index, minimum=0)
+        self.ignore_index = check_int('ForegroundBCELoss', 'ignore_index', ignore_index, minimum=None)
 
     def forward(self, logit, label):
         """logit (N, 2) (or (N, 2, 1, 1)), label (N, H, W) int -> scalar loss."""

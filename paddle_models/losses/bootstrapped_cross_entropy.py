@@ -15,6 +15,7 @@ import paddle.nn.functional as F
 
 from paddle_models.errors import UserError
 from paddle_models.registry import register_loss
+from paddle_models.utils.validate import check_int, check_number, check_numbers
 
 __all__ = ['BootstrappedCrossEntropyLoss']
 
@@ -39,19 +40,12 @@ class BootstrappedCrossEntropyLoss(nn.Layer):
 
     def __init__(self, min_K, loss_th, weight=None, ignore_index=255):
         super().__init__()
-        if isinstance(min_K, bool) or not isinstance(min_K, int) or min_K < 1:
-            raise UserError(f"BootstrappedCrossEntropyLoss: min_K must be a positive integer, got {min_K!r}")
-        if isinstance(loss_th, bool) or not isinstance(loss_th, (int, float)):
-            raise UserError(f"BootstrappedCrossEntropyLoss: loss_th must be a number, got {loss_th!r}")
-        if weight is not None and (not isinstance(weight, (list, tuple)) or not weight or not all(
-                isinstance(w, (int, float)) and not isinstance(w, bool) for w in weight)):
-            raise UserError(f"BootstrappedCrossEntropyLoss: weight must be a list of numbers, got {weight!r}")
-        if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
-            raise UserError(f"BootstrappedCrossEntropyLoss: ignore_index must be an integer, got {ignore_index!r}")
-        self.K = min_K
-        self.threshold = float(loss_th)
-        self.weight = None if weight is None else paddle.to_tensor(weight, dtype='float32')
-        self.ignore_index = ignore_index
+        owner = 'BootstrappedCrossEntropyLoss'
+        self.K = check_int(owner, 'min_K', min_K)
+        self.threshold = check_number(owner, 'loss_th', loss_th)
+        self.weight = None if weight is None else paddle.to_tensor(check_numbers(owner, 'weight', weight),
+                                                                   dtype='float32')
+        self.ignore_index = check_int(owner, 'ignore_index', ignore_index, minimum=None)
 
     def _pixel_losses(self, logit, label):
         """(N, P) weighted cross entropy per pixel, 0 where the label is ignore_index."""

@@ -13,6 +13,7 @@ from paddle import nn
 
 from ..errors import UserError
 from ..registry import register_loss
+from ..utils.validate import check_bool, check_choice, check_int, check_number
 
 
 @register_loss
@@ -43,14 +44,12 @@ class CrossEntropyLoss(nn.Layer):
     def __init__(self, weight=None, ignore_index=255, top_k_percent_pixels=1.0, avg_non_ignore=True,
                  data_format='NCHW'):
         super().__init__()
-        if data_format not in ('NCHW', 'NHWC'):
-            raise UserError(f"CrossEntropyLoss: data_format must be 'NCHW' or 'NHWC', got {data_format!r}")
-        if not 0.0 < float(top_k_percent_pixels) <= 1.0:
-            raise UserError(f"CrossEntropyLoss: top_k_percent_pixels must be in (0, 1], got {top_k_percent_pixels!r}")
-        self.ignore_index = int(ignore_index)
-        self.top_k_percent_pixels = float(top_k_percent_pixels)
-        self.avg_non_ignore = bool(avg_non_ignore)
-        self.data_format = data_format
+        owner = 'CrossEntropyLoss'
+        self.data_format = check_choice(owner, 'data_format', data_format, ('NCHW', 'NHWC'))
+        self.top_k_percent_pixels = check_number(owner, 'top_k_percent_pixels', top_k_percent_pixels, minimum=0,
+                                                 maximum=1, above_min=True)
+        self.ignore_index = check_int(owner, 'ignore_index', ignore_index, minimum=None)
+        self.avg_non_ignore = check_bool(owner, 'avg_non_ignore', avg_non_ignore)
         if weight is None:
             self.weight = None
         else:

@@ -13,6 +13,7 @@ import paddle.nn.functional as F
 
 from paddle_models.errors import UserError
 from paddle_models.registry import register_loss
+from paddle_models.utils.validate import check_int, check_number, check_numbers
 
 __all__ = ['FocalLoss', 'one_hot_and_mask']
 
@@ -67,16 +68,12 @@ class FocalLoss(nn.Layer):
 
     def __init__(self, alpha=0.25, gamma=2.0, ignore_index=255):
         super().__init__()
-        if isinstance(alpha, (list, tuple)):
-            if not alpha or not all(isinstance(a, (int, float)) and 0 <= a <= 1 for a in alpha):
-                raise UserError(f"FocalLoss: alpha must be a number in [0, 1] or a list of them, got {alpha!r}")
-        elif isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 <= alpha <= 1:
-            raise UserError(f"FocalLoss: alpha must be a number in [0, 1] or a list of them, got {alpha!r}")
-        if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or gamma < 0:
-            raise UserError(f"FocalLoss: gamma must be a number >= 0, got {gamma!r}")
-        self.alpha = alpha
-        self.gamma = float(gamma)
-        self.ignore_index = ignore_index
+        if isinstance(alpha, (list, tuple)):  # one alpha per class
+            self.alpha = check_numbers('FocalLoss', 'alpha', alpha, minimum=0, maximum=1)
+        else:
+            self.alpha = check_number('FocalLoss', 'alpha', alpha, minimum=0, maximum=1)
+        self.gamma = check_number('FocalLoss', 'gamma', gamma, minimum=0)
+        self.ignore_index = check_int('FocalLoss', 'ignore_index', ignore_index, minimum=None)
         self.eps = 1e-10
 
     def forward(self, logit, label):

@@ -12,6 +12,7 @@ import paddle.nn.functional as F
 from paddle_models.errors import UserError
 from paddle_models.losses.focal import _check_logit, one_hot_and_mask
 from paddle_models.registry import register_loss
+from paddle_models.utils.validate import check_int, check_number
 
 __all__ = ['IoULoss']
 
@@ -31,10 +32,8 @@ class IoULoss(nn.Layer):
 
     def __init__(self, smooth=1.0, ignore_index=255):
         super().__init__()
-        if isinstance(smooth, bool) or not isinstance(smooth, (int, float)) or smooth < 0:
-            raise UserError(f"IoULoss: smooth must be a number >= 0, got {smooth!r}")
-        self.smooth = float(smooth)
-        self.ignore_index = ignore_index
+        self.smooth = check_number('IoULoss', 'smooth', smooth, minimum=0)
+        self.ignore_index = check_int('IoULoss', 'ignore_index', ignore_index, minimum=None)
 
     def forward(self, logit, label):
         """logit (N, C, H, W), label (N, H, W) int -> scalar loss."""

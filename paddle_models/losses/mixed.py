@@ -8,6 +8,7 @@ import paddle.nn as nn
 
 from paddle_models.errors import UserError
 from paddle_models.registry import register_loss
+from paddle_models.utils.validate import check_numbers
 
 __all__ = ['MixedLoss']
 
@@ -26,9 +27,7 @@ class MixedLoss(nn.Layer):
         super().__init__()
         if not isinstance(losses, (list, tuple)) or not losses or not all(callable(loss) for loss in losses):
             raise UserError(f"MixedLoss: losses must be a non-empty list of losses, got {losses!r}")
-        if (not isinstance(coef, (list, tuple))
-                or not all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in coef)):
-            raise UserError(f"MixedLoss: coef must be a list of numbers, got {coef!r}")
+        coef = check_numbers('MixedLoss', 'coef', coef)
         if len(coef) != len(losses):
             raise UserError(f"MixedLoss: coef has {len(coef)} entries but losses has {len(losses)}; give one coef "
                             f"per loss")

@@ -31,6 +31,7 @@ import paddle.nn.functional as F
 from paddle_models.errors import UserError
 from paddle_models.losses.focal import _check_logit, one_hot_and_mask
 from paddle_models.registry import register_loss
+from paddle_models.utils.validate import check_int, check_number, check_numbers
 
 __all__ = ['MSSSIMLoss', 'gaussian_window', 'ms_ssim']
 
@@ -99,17 +100,10 @@ class MSSSIMLoss(nn.Layer):
 
     def __init__(self, window_size=11, sigma=1.5, weights=MS_SSIM_WEIGHTS, ignore_index=255):
         super().__init__()
-        if isinstance(window_size, bool) or not isinstance(window_size, int) or window_size < 1:
-            raise UserError(f"MSSSIMLoss: window_size must be a positive integer, got {window_size!r}")
-        if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or sigma <= 0:
-            raise UserError(f"MSSSIMLoss: sigma must be a positive number, got {sigma!r}")
-        if (not isinstance(weights, (list, tuple)) or not weights
-                or not all(isinstance(w, (int, float)) and not isinstance(w, bool) and w >= 0 for w in weights)):
-            raise UserError(f"MSSSIMLoss: weights must be a non-empty list of numbers >= 0, got {weights!r}")
-        self.window_size = window_size
-        self.sigma = float(sigma)
-        self.weights = tuple(float(w) for w in weights)
-        self.ignore_index = ignore_index
+        self.window_size = check_int('MSSSIMLoss', 'window_size', window_size)
+        self.sigma = check_number('MSSSIMLoss', 'sigma', sigma, minimum=0, above_min=True)
+        self.weights = tuple(check_numbers('MSSSIMLoss', 'weights', weights, minimum=0))
+        self.ignore_index = check_int('MSSSIMLoss', 'ignore_index', ignore_index, minimum=None)
 
     def forward(self, logit, label):
         """logit (N, C, H, W), label (N, H, W) int -> scalar loss."""

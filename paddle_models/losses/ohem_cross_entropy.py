@@ -14,6 +14,7 @@ import paddle.nn.functional as F
 
 from paddle_models.errors import UserError
 from paddle_models.registry import register_loss
+from paddle_models.utils.validate import check_int, check_number
 
 __all__ = ['OhemCrossEntropyLoss']
 
@@ -41,15 +42,9 @@ class OhemCrossEntropyLoss(nn.Layer):
 
     def __init__(self, thresh=0.7, min_kept=10000, ignore_index=255):
         super().__init__()
-        if isinstance(thresh, bool) or not isinstance(thresh, (int, float)):
-            raise UserError(f"OhemCrossEntropyLoss: thresh must be a number, got {thresh!r}")
-        if isinstance(min_kept, bool) or not isinstance(min_kept, int) or min_kept < 0:
-            raise UserError(f"OhemCrossEntropyLoss: min_kept must be an integer >= 0, got {min_kept!r}")
-        if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
-            raise UserError(f"OhemCrossEntropyLoss: ignore_index must be an integer, got {ignore_index!r}")
-        self.thresh = float(thresh)
-        self.min_kept = min_kept
-        self.ignore_index = ignore_index
+        self.thresh = check_number('OhemCrossEntropyLoss', 'thresh', thresh)
+        self.min_kept = check_int('OhemCrossEntropyLoss', 'min_kept', min_kept, minimum=0)
+        self.ignore_index = check_int('OhemCrossEntropyLoss', 'ignore_index', ignore_index, minimum=None)
 
     def forward(self, logit, label):
         """logit (N, C, H, W) float, label (N, H, W) or (N, 1, H, W) int -> scalar loss."""

@@ -30,18 +30,13 @@ import paddle.nn.functional as F
 from paddle_models.errors import UserError
 from paddle_models.losses.focal import _check_logit, one_hot_and_mask
 from paddle_models.registry import register_loss
+from paddle_models.utils.validate import check_choice, check_int, check_number
 
 __all__ = ['RMILoss']
 
 CLIP_MIN = 1e-6     # added to the probabilities (as in the paper's code) so that no entry is exactly zero
 POS_ALPHA = 5e-4    # diagonal loading that keeps both matrices positive definite
 LOG_EPS = 1e-8      # inside log(diag(L)) of the Cholesky log-determinant
-
-
-def _int_choice(name, value, choices):
-    if isinstance(value, bool) or not isinstance(value, int) or value not in choices:
-        raise UserError(f"RMILoss: {name} must be one of {list(choices)}, got {value!r}")
-    return value
 
 
 @register_loss
@@ -68,25 +63,16 @@ class RMILoss(nn.Layer):
     def __init__(self, num_classes=19, rmi_radius=3, rmi_pool_way=0, rmi_pool_size=3, rmi_pool_stride=3,
                  loss_weight_lambda=0.5, ignore_index=255):
         super().__init__()
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-            raise UserError(f"RMILoss: num_classes must be a positive integer, got {num_classes!r}")
-        self.rmi_radius = _int_choice('rmi_radius', rmi_radius, range(1, 11))
-        self.rmi_pool_way = _int_choice('rmi_pool_way', rmi_pool_way, (0, 1, 2))
-        for name, value in (('rmi_pool_size', rmi_pool_size), ('rmi_pool_stride', rmi_pool_stride)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise UserError(f"RMILoss: {name} must be a positive integer, got {value!r}")
+        self.num_classes = check_int('RMILoss', 'num_classes', num_classes)
+        self.rmi_radius = rmi_radius = check_int('RMILoss', 'rmi_radius', rmi_radius, maximum=10)
+        self.rmi_pool_way = check_choice('RMILoss', 'rmi_pool_way', rmi_pool_way, (0, 1, 2))
+        self.rmi_pool_size = check_int('RMILoss', 'rmi_pool_size', rmi_pool_size)
+        self.rmi_pool_stride = check_int('RMILoss', 'rmi_pool_stride', rmi_pool_stride)
         if rmi_pool_size != rmi_pool_stride:
             raise UserError(f"RMILoss: rmi_pool_size ({rmi_pool_size}) must equal rmi_pool_stride "
                             f"({rmi_pool_stride})")
-        if isinstance(loss_weight_lambda, bool) or not isinstance(loss_weight_lambda, (int, float)):
-            raise UserError(f"RMILoss: loss_weight_lambda must be a number, got {loss_weight_lambda!r}")
-        if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
-            raise UserError(f"RMILoss: ignore_index must be an integer, got {ignore_index!r}")
-        self.num_classes = num_classes
-        self.rmi_pool_size = rmi_pool_size
-        self.rmi_pool_stride = rmi_pool_stride
-        self.weight_lambda = float(loss_weight_lambda)
-        self.ignore_index = ignore_index
+        self.weight_lambda = check_number('RMILoss', 'loss_weight_lambda', loss_weight_lambda)
+        self.ignore_index = check_int('RMILoss', 'ignore_index', ignore_index, minimum=None)
         self.half_d = rmi_radius * rmi_radius
 
     def forward(self, logits_4D, labels_4D, do_rmi=True):

@@ -15,15 +15,14 @@ Shape of the network::
                image pooling (global average -> 1x1 conv -> spread back); concat -> 1x1 conv -> dropout 0.1
     classifier 1x1 conv, upsampled (bilinear) to the input size
 """
-import paddle
 import paddle.nn as nn
 
-from paddle_models.weights import load_backbone_weights
-from paddle_models.errors import UserError
-from paddle_models.layers import resize
+from paddle_models.layers.resize import resize_to_input
+from paddle_models.layers.features import backbone_channels
 from paddle_models.layers.pyramid import ASPPModule
-from paddle_models.models.pspnet import backbone_channels
 from paddle_models.registry import register_model
+from paddle_models.utils.validate import check_int
+from paddle_models.weights import load_weights
 
 __all__ = ['DeepLabV3', 'DeepLabV3Head', 'ASPP_RATIOS']
 
@@ -69,7 +68,8 @@ class DeepLabV3(nn.Layer):
         aspp_ratios (tuple[int]|None, optional): ASPP dilation rates. None picks the paper's rates for the
             backbone's ``output_stride``: (1, 6, 12, 18) at 16, (1, 12, 24, 36) at 8 (and (1, 3, 6, 9) at 32); a
             backbone without ``output_stride`` gets (1, 6, 12, 18). An explicit value is used as given (PaddleSeg's
-            configs give it). Default: None.
+            configs give it). PaddleSeg's class defaults to (1, 6, 12, 18) at every stride, so Python code that
+            builds an OS-8 model relying on that default must pass it explicitly to get the same rates. Default: None.
         aspp_out_channels (int, optional): ASPP output channels. Default: 256.
         align_corners (bool, optional): ``align_corners`` of every bilinear upsampling. Default: False.
         pretrained (str, optional): A local ``.pdparams`` file or an http(s) URL (PaddleSeg's weight cache) of the whole
@@ -82,9 +82,8 @@ class DeepLabV3(nn.Layer):
     def __init__(self, num_classes, backbone, backbone_indices=(3,), aspp_ratios=None, aspp_out_channels=256,
                  align_corners=False, pretrained=None):
         super().__init__()
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes <= 0:
-            raise UserError(f"DeepLabV3: num_classes must be a positive integer, got {num_classes!r}")
-        channels = backbone_channels('DeepLabV3', backbone, backbone_indices, 1)
+        num_classes = check_int('DeepLabV3', 'num_classes', num_classes)
+        backbone_indices, channels = backbone_channels('DeepLabV3', backbone, backbone_indices, length=1)
         if aspp_ratios is None:
             aspp_ratios = ASPP_RATIOS.get(getattr(backbone, 'output_stride', 16), ASPP_RATIOS[16])
         self.backbone = backbone
@@ -95,9 +94,7 @@ class DeepLabV3(nn.Layer):
         self.align_corners = align_corners
         self.pretrained = pretrained
         if pretrained:
-            load_backbone_weights(self, pretrained)
+            load_weights(self, pretrained)
 
     def forward(self, x):
-        size = paddle.shape(x)[2:]
-        logits = self.head(self.backbone(x))
-        return [resize(logit, size, align_corners=self.align_corners, final=True) for logit in logits]
+        return resize_to_input(self.head(self.backbone(x)), x, self.align_corners)

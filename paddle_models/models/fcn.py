@@ -11,10 +11,11 @@ load unchanged.
 import paddle
 import paddle.nn as nn
 
-from paddle_models.errors import UserError
 from paddle_models.layers import ConvBNReLU, resize
-from paddle_models.models.hardnet import load_pretrained
+from paddle_models.layers.features import backbone_channels
 from paddle_models.registry import register_model
+from paddle_models.utils.validate import check_int
+from paddle_models.weights import load_weights
 
 __all__ = ['FCN', 'FCNHead']
 
@@ -64,26 +65,18 @@ class FCN(nn.Layer):
     def __init__(self, num_classes, backbone, backbone_indices=(-1,), channels=None, align_corners=False,
                  pretrained=None, bias=True):
         super().__init__()
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes <= 0:
-            raise UserError(f"FCN: num_classes must be a positive integer, got {num_classes!r}")
-        feat_channels = getattr(backbone, 'feat_channels', None)
-        if feat_channels is None:
-            raise UserError(f"FCN: the backbone {type(backbone).__name__} has no feat_channels")
-        indices = list(backbone_indices) if isinstance(backbone_indices, (list, tuple)) else []
-        if len(indices) != 1 or not isinstance(indices[0], int) or \
-                not -len(feat_channels) <= indices[0] < len(feat_channels):
-            raise UserError(f"FCN: backbone_indices must pick one of the backbone's {len(feat_channels)} outputs, "
-                            f"got {backbone_indices!r}")
-        if channels is not None and (isinstance(channels, bool) or not isinstance(channels, int) or channels <= 0):
-            raise UserError(f"FCN: channels must be a positive integer or null, got {channels!r}")
+        num_classes = check_int('FCN', 'num_classes', num_classes)
+        indices, in_channels = backbone_channels('FCN', backbone, backbone_indices, length=1, allow_negative=True)
+        if channels is not None:
+            channels = check_int('FCN', 'channels', channels)
         self.backbone = backbone
         self.backbone_indices = indices
         self.num_classes = num_classes
         self.align_corners = align_corners
-        self.head = FCNHead(num_classes, feat_channels[indices[0]], channels, bias)
+        self.head = FCNHead(num_classes, in_channels[0], channels, bias)
         self.feature_channels = self.head.out_channels
         if pretrained:
-            load_pretrained(self, pretrained)
+            load_weights(self, pretrained)
 
     def forward_features(self, x):
         """(logit before upsampling, the head's hidden feature map)."""

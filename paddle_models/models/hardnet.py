@@ -16,19 +16,15 @@ Shape of the network (defaults)::
               channels -> HarDBlock
     head      1x1 conv to num_classes, upsampled to the input size
 """
-import os
-
 import paddle
 import paddle.nn as nn
 
-from paddle_models.errors import UserError
 from paddle_models.layers import ConvBNReLU, resize
 from paddle_models.registry import register_model
-from paddle_models.safe_load import load_paddle_file
-from paddle_models.weights import resolve_pretrained
+from paddle_models.utils.validate import check_int, check_ints, check_number
+from paddle_models.weights import load_weights
 
-__all__ = ['HarDNet', 'HarDBlock', 'HarDNetEncoder', 'HarDNetDecoder', 'harmonic_links', 'harmonic_width',
-           'load_pretrained']
+__all__ = ['HarDNet', 'HarDBlock', 'HarDNetEncoder', 'HarDNetDecoder', 'harmonic_links', 'harmonic_width']
 
 
 def harmonic_links(layer):
@@ -198,17 +194,6 @@ class HarDNetDecoder(nn.Layer):
         return x
 
 
-def _positive_ints(name, values, count=None):
-    """``values`` as a list of positive ints; UserError naming ``name`` otherwise."""
-    if not isinstance(values, (list, tuple)) or not values:
-        raise UserError(f"HarDNet: {name} must be a non-empty list of positive integers, got {values!r}")
-    if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in values):
-        raise UserError(f"HarDNet: {name} must be a non-empty list of positive integers, got {list(values)!r}")
-    if count is not None and len(values) != count:
-        raise UserError(f"HarDNet: {name} must have {count} entries, got {len(values)}: {list(values)!r}")
-    return list(values)
-
-
 @register_model
 class HarDNet(nn.Layer):
     """FC-HarDNet-70 for semantic segmentation (Chao et al., "HarDNet: A Low Memory Traffic Network", ICCV 2019).
@@ -243,15 +228,13 @@ class HarDNet(nn.Layer):
                  align_corners=False,
                  pretrained=None):
         super().__init__()
-        for key, value in (('num_classes', num_classes), ('in_channels', in_channels)):
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise UserError(f"HarDNet: {key} must be a positive integer, got {value!r}")
-        stem_channels = _positive_ints('stem_channels', stem_channels, count=4)
-        ch_list = _positive_ints('ch_list', ch_list)
-        gr = _positive_ints('gr', gr, count=len(ch_list))
-        n_layers = _positive_ints('n_layers', n_layers, count=len(ch_list))
-        if isinstance(grmul, bool) or not isinstance(grmul, (int, float)) or grmul <= 0:
-            raise UserError(f"HarDNet: grmul must be a positive number, got {grmul!r}")
+        num_classes = check_int('HarDNet', 'num_classes', num_classes)
+        in_channels = check_int('HarDNet', 'in_channels', in_channels)
+        stem_channels = check_ints('HarDNet', 'stem_channels', stem_channels, length=4)
+        ch_list = check_ints('HarDNet', 'ch_list', ch_list)
+        gr = check_ints('HarDNet', 'gr', gr, length=len(ch_list))
+        n_layers = check_ints('HarDNet', 'n_layers', n_layers, length=len(ch_list))
+        grmul = check_number('HarDNet', 'grmul', grmul, minimum=0, above_min=True)
 
         self.num_classes = num_classes
         self.align_corners = align_corners
@@ -268,7 +251,7 @@ class HarDNet(nn.Layer):
         self.cls_head = nn.Conv2D(self.decoder.out_channels, num_classes, kernel_size=1)
         self.feature_channels = self.decoder.out_channels
         if pretrained:
-            load_pretrained(self, pretrained)
+            load_weights(self, pretrained)
 
     def forward_features(self, x):
         """(logit before the final upsampling, decoder output with ``feature_channels`` channels): the features
@@ -280,47 +263,3 @@ class HarDNet(nn.Layer):
     def forward(self, x):
         logit, _ = self.forward_features(x)
         return [resize(logit, paddle.shape(x)[2:], align_corners=self.align_corners, final=True)]
-
-
-def _listed(keys, limit=3):
-    shown = ', '.join(keys[:limit])
-    return shown + (f", ... ({len(keys)} in all)" if len(keys) > limit else '')
-
-
-def load_pretrained(model, path):
-    """Load a ``.pdparams`` file (local, or an http(s) URL resolved by ``weights.resolve_pretrained``) into
-    ``model``, requiring exactly the model's keys and shapes.
-
-    Args:
-        model (nn.Layer): The model to fill.
-        path (str): Path or URL of the ``.pdparams`` file (a state dict saved with ``paddle.save``).
-
-    Raises:
-        UserError: The URL cannot be downloaded, the file does not exist or cannot be read, is not a complete
-            ``paddle.save`` file or holds anything else (read by ``safe_load.load_paddle_file``: no code in it runs),
-            or its keys or shapes differ from the model's.
-    """
-    path = resolve_pretrained(path)
-    name = type(model).__name__
-    if not os.path.isfile(path):
-        raise UserError(f"pretrained weights not found: {path}")
-    state = load_paddle_file(path, what="cannot read pretrained weights")
-    if not isinstance(state, dict):
-        raise UserError(f"pretrained weights {path}: expected a dict of parameters, got {type(state).__name__}")
-    state = {k: v for k, v in state.items() if k != 'StructuredToParameterName@@'}
-    own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    problems = []
-    if missing:
-        problems.append(f"missing keys {_listed(missing)}")
-    if unexpected:
-        problems.append(f"unexpected keys {_listed(unexpected)}")
-    if problems:
-        raise UserError(f"pretrained weights {path} do not fit {name}: " + '; '.join(problems))
-    for key, param in own.items():
-        file_shape = list(getattr(state[key], 'shape', []))
-        if file_shape != list(param.shape):
-            raise UserError(f"pretrained weights {path} do not fit {name}: {key} has shape {file_shape} in the file, "
-                            f"{list(param.shape)} in the model")
-    model.set_state_dict(state)

@@ -4,11 +4,11 @@ Reference:
     Andrew Tao, Karan Sapra, Bryan Catanzaro, "Hierarchical Multi-Scale Attention for Semantic Segmentation",
     arXiv 2020. https://arxiv.org/abs/2005.10821
 
-The OCR head (see ``ocrnet.py``) runs on one backbone map; the attention head reads the OCR representation. Both
-the main and the auxiliary (soft region) logits are fused across scales with the same attention (``fuse_scales``
-of ``multiscale_attention.py``). Training uses scales 0.5 and 1.0 and returns ``[fused_aux, fused, pred_0.5,
-pred_1.0]`` (PaddleSeg's order, all at the input size); evaluation fuses ``mscale`` (default 0.5, 1.0, 2.0) and
-returns ``[fused]``.
+The OCR head (the blocks of ``layers/ocr.py``) runs on one backbone map; the attention head reads the OCR
+representation. Both the main and the auxiliary (soft region) logits are fused across scales with the same attention
+(``fuse_scales`` of ``layers/scale_attention.py``). Training uses scales 0.5 and 1.0 and returns ``[fused_aux,
+fused, pred_0.5, pred_1.0]`` (PaddleSeg's order, all at the input size); evaluation fuses ``mscale`` (default 0.5,
+1.0, 2.0) and returns ``[fused]``.
 
 Parameter names are PaddleSeg 2.8.0's ``MscaleOCRNet`` (``ocr.conv3x3_ocr``, ``ocr.ocr_distri_head.f_pixel.
 conv_bn_relu_1`` ..., ``scale_attn.conv_bn_re0`` ...), so its checkpoints load unchanged. For a generic wrapper
@@ -17,12 +17,13 @@ around any model, see ``MultiScaleAttention``.
 import paddle
 import paddle.nn as nn
 
-from paddle_models.errors import UserError
 from paddle_models.layers import ConvBNReLU, resize
-from paddle_models.models.hardnet import load_pretrained
-from paddle_models.models.multiscale_attention import AttentionHead, fuse_scales, output_scale, scaled_size
-from paddle_models.models.ocrnet import check_backbone_indices, check_positive, gather_regions, object_attention
+from paddle_models.layers.features import backbone_channels
+from paddle_models.layers.ocr import gather_regions, object_attention
+from paddle_models.layers.scale_attention import AttentionHead, check_scales, fuse_scales, output_scale, scaled_size
 from paddle_models.registry import register_model
+from paddle_models.utils.validate import check_int
+from paddle_models.weights import load_weights
 
 __all__ = ['MscaleOCRNet']
 
@@ -95,22 +96,18 @@ class MscaleOCRNet(nn.Layer):
     def __init__(self, num_classes, backbone, backbone_indices=(0,), mscale=(0.5, 1.0, 2.0), ocr_mid_channels=512,
                  ocr_key_channels=256, pretrained=None):
         super().__init__()
-        for key, value in (('num_classes', num_classes), ('ocr_mid_channels', ocr_mid_channels),
-                           ('ocr_key_channels', ocr_key_channels)):
-            check_positive('MscaleOCRNet', key, value)
-        self.backbone_indices, in_channels = check_backbone_indices('MscaleOCRNet', backbone, backbone_indices,
-                                                                    counts=(1,))
-        mscale = list(mscale or [])
-        if not all(isinstance(s, (int, float)) and not isinstance(s, bool) and s > 0 for s in mscale) or \
-                len(set(mscale)) != len(mscale):
-            raise UserError(f"MscaleOCRNet: mscale must be a list of distinct positive numbers, got {mscale!r}")
-        self.mscale = [float(s) for s in mscale]
+        num_classes = check_int('MscaleOCRNet', 'num_classes', num_classes)
+        ocr_mid_channels = check_int('MscaleOCRNet', 'ocr_mid_channels', ocr_mid_channels)
+        ocr_key_channels = check_int('MscaleOCRNet', 'ocr_key_channels', ocr_key_channels)
+        self.backbone_indices, in_channels = backbone_channels('MscaleOCRNet', backbone, backbone_indices, length=1,
+                                                               allow_negative=True)
+        self.mscale = check_scales('MscaleOCRNet', 'mscale', mscale, allow_empty=True)
         self.num_classes = num_classes
         self.backbone = backbone
         self.ocr = _MscaleOCRHead(num_classes, in_channels[0], ocr_mid_channels, ocr_key_channels)
         self.scale_attn = AttentionHead(ocr_mid_channels, 256)
         if pretrained:
-            load_pretrained(self, pretrained)
+            load_weights(self, pretrained)
 
     def _single_scale(self, x, with_attention):
         """(pred, aux, attention or None), all at x's size."""

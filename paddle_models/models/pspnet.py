@@ -15,34 +15,16 @@ Shape of the network::
                    (training only; its loss is the second entry of loss.types / loss.coef)
     output         each logit upsampled (bilinear) to the input size
 """
-import paddle
 import paddle.nn as nn
 
-from paddle_models.weights import load_backbone_weights
-from paddle_models.errors import UserError
-from paddle_models.layers import resize
+from paddle_models.layers.resize import resize_to_input
+from paddle_models.layers.features import backbone_channels
 from paddle_models.layers.pyramid import AuxLayer, PPModule
 from paddle_models.registry import register_model
+from paddle_models.utils.validate import check_int
+from paddle_models.weights import load_weights
 
-__all__ = ['PSPNet', 'PSPNetHead', 'backbone_channels']
-
-
-def backbone_channels(model_name, backbone, backbone_indices, count):
-    """Channels of the backbone features at ``backbone_indices`` (read from ``backbone.feat_channels``).
-
-    Raises:
-        UserError: ``backbone_indices`` does not hold ``count`` valid indices, or the backbone has no
-            ``feat_channels``.
-    """
-    channels = getattr(backbone, 'feat_channels', None)
-    if channels is None:
-        raise UserError(f"{model_name}: the backbone {type(backbone).__name__} has no feat_channels attribute")
-    indices = list(backbone_indices) if isinstance(backbone_indices, (list, tuple)) else None
-    if (indices is None or len(indices) != count
-            or not all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < len(channels) for i in indices)):
-        raise UserError(f"{model_name}: backbone_indices must be {count} indices into the backbone's "
-                        f"{len(channels)} feature maps, got {backbone_indices!r}")
-    return [channels[i] for i in indices]
+__all__ = ['PSPNet', 'PSPNetHead']
 
 
 class PSPNetHead(nn.Layer):
@@ -104,9 +86,8 @@ class PSPNet(nn.Layer):
     def __init__(self, num_classes, backbone, backbone_indices=(2, 3), pp_out_channels=1024, bin_sizes=(1, 2, 3, 6),
                  enable_auxiliary_loss=True, align_corners=False, pretrained=None):
         super().__init__()
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes <= 0:
-            raise UserError(f"PSPNet: num_classes must be a positive integer, got {num_classes!r}")
-        channels = backbone_channels('PSPNet', backbone, backbone_indices, 2)
+        num_classes = check_int('PSPNet', 'num_classes', num_classes)
+        backbone_indices, channels = backbone_channels('PSPNet', backbone, backbone_indices, length=2)
         self.backbone = backbone
         self.head = PSPNetHead(num_classes, backbone_indices, channels, pp_out_channels, bin_sizes,
                                enable_auxiliary_loss, align_corners)
@@ -114,9 +95,7 @@ class PSPNet(nn.Layer):
         self.align_corners = align_corners
         self.pretrained = pretrained
         if pretrained:
-            load_backbone_weights(self, pretrained)
+            load_weights(self, pretrained)
 
     def forward(self, x):
-        size = paddle.shape(x)[2:]
-        logits = self.head(self.backbone(x))
-        return [resize(logit, size, align_corners=self.align_corners, final=True) for logit in logits]
+        return resize_to_input(self.head(self.backbone(x)), x, self.align_corners)

@@ -14,8 +14,8 @@ How it is computed: the per-level linear layer, the bilinear upsampling and the 
 so ``fuse(concat(up(P_i c_i)))`` equals ``sum_i up((W_i P_i) c_i)``, where ``W_i`` is the slice of the fusion conv
 that reads level i. The forward does the latter: one 1x1 conv per level with the product matrix ``W_i P_i`` at the
 level's own resolution, upsampled and summed. Same function, same parameters (PaddleSeg's names and shapes), but no
-4 x embedding_dim concatenation at stride 4 and no (4E x E) conv over it: at 512x512, SegFormer-B0 needs ~4.3
-fewer GMACs. Results agree with the literal form to float rounding.
+4 x embedding_dim concatenation at stride 4 and no (4E x E) conv over it, so the decoder does far less work at
+stride 4. Results agree with the literal form to float rounding.
 
 Parameter names are PaddleSeg 2.8.0's (``backbone.*``, ``linear_c4.proj``, ``linear_fuse._conv``,
 ``linear_fuse._batch_norm``, ``linear_pred``). HuggingFace ``SegformerForSemanticSegmentation`` checkpoints
@@ -35,12 +35,13 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 
 from paddle_models.backbones import mix_transformer as _mit
-from paddle_models.backbones.mix_transformer import (HF_EPS, MIT_SETTINGS, MMSEG_EPS, mit_from_hf, mit_from_mmseg,
-                                                      spatial_size)
+from paddle_models.backbones.mix_transformer import HF_EPS, MIT_SETTINGS, MMSEG_EPS, mit_from_hf, mit_from_mmseg
 from paddle_models.errors import UserError
 from paddle_models.layers import ConvBNReLU, resize
-from paddle_models.registry import register_model, register_variant
-from paddle_models.weights import load_backbone_weights, torch_layout_to_paddle
+from paddle_models.registry import register_converter, register_model, register_variant
+from paddle_models.utils.spatial import spatial_size
+from paddle_models.utils.validate import check_choice, check_int
+from paddle_models.weights import load_weights, torch_layout_to_paddle
 
 __all__ = ['SegFormer', 'SegFormer_B0', 'SegFormer_B1', 'SegFormer_B2', 'SegFormer_B3', 'SegFormer_B4',
            'SegFormer_B5', 'HEAD_STYLES', 'convert_hf_weights', 'convert_mmseg_weights']
@@ -87,15 +88,12 @@ class SegFormer(nn.Layer):
     def __init__(self, num_classes, backbone, embedding_dim=256, align_corners=False, dropout_prob=0.1,
                  pretrained=None, head_style='mlp'):
         super().__init__()
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-            raise UserError(f"SegFormer: num_classes must be a positive integer, got {num_classes!r}")
-        if isinstance(embedding_dim, bool) or not isinstance(embedding_dim, int) or embedding_dim < 1:
-            raise UserError(f"SegFormer: embedding_dim must be a positive integer, got {embedding_dim!r}")
+        num_classes = check_int('SegFormer', 'num_classes', num_classes)
+        embedding_dim = check_int('SegFormer', 'embedding_dim', embedding_dim)
         channels = list(getattr(backbone, 'feat_channels', []))
         if len(channels) != 4:
             raise UserError(f"SegFormer: the backbone must have 4 feat_channels, got {channels!r}")
-        if head_style not in HEAD_STYLES:
-            raise UserError(f"SegFormer: head_style must be one of {', '.join(HEAD_STYLES)}, got {head_style!r}")
+        head_style = check_choice('SegFormer', 'head_style', head_style, HEAD_STYLES)
         self.backbone = backbone
         self.num_classes = num_classes
         self.embedding_dim = embedding_dim
@@ -113,12 +111,12 @@ class SegFormer(nn.Layer):
         self.dropout = nn.Dropout2D(dropout_prob) if dropout_prob > 0 else nn.Identity()
         self.linear_pred = nn.Conv2D(embedding_dim, num_classes, 1)
         if pretrained:
-            load_backbone_weights(self, pretrained)
+            load_weights(self, pretrained)
 
     def _level(self, feat, projection, slot):
         """(W_slot P) feat + W_slot b as one 1x1 conv, W_slot = the fusion conv's input channels of this level."""
         e = self.embedding_dim
-        fuse = self.linear_fuse._conv.weight.reshape([e, 4 * e])[:, slot * e:(slot + 1) * e]  # [E_out, E]
+        fuse = self.linear_fuse.conv.weight.reshape([e, 4 * e])[:, slot * e:(slot + 1) * e]  # [E_out, E]
         weight = paddle.matmul(fuse, projection.proj.weight, transpose_y=True)  # [E_out, C_i]
         bias = paddle.matmul(fuse, projection.proj.bias.reshape([e, 1])).reshape([e])
         return F.conv2d(feat, weight.reshape([e, -1, 1, 1]), bias)
@@ -142,7 +140,7 @@ class SegFormer(nn.Layer):
             for feat, projection, slot in ((c2, self.linear_c2, 2), (c3, self.linear_c3, 1),
                                            (c4, self.linear_c4, 0)):
                 y = y + resize(self._level(feat, projection, slot), size, align_corners=self.align_corners)
-            y = self.linear_fuse._act(self.linear_fuse._batch_norm(y))
+            y = self.linear_fuse.norm_act(y)
         logit = self.linear_pred(self.dropout(y))
         return [resize(logit, spatial_size(x), align_corners=self.align_corners, final=True)]
 
@@ -167,23 +165,37 @@ SegFormer_B2 = _variant('b2')
 SegFormer_B3 = _variant('b3')
 SegFormer_B4 = _variant('b4')
 SegFormer_B5 = _variant('b5')
+_ARCHS = ('SegFormer_B0', 'SegFormer_B1', 'SegFormer_B2', 'SegFormer_B3', 'SegFormer_B4', 'SegFormer_B5')
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # Foreign checkpoints (used by tools/convert_weights.py)
 
 
-def _hf_size(state):
-    """MiT size of a HuggingFace state dict from its widths and depths, or a one-line error."""
-    dims = [state.get(f'segformer.encoder.layer_norm.{i}.weight', np.zeros(0)).shape[0] for i in range(4)]
-    depths = [len({m[1] for k in state for m in [re.match(rf'segformer\.encoder\.block\.{i}\.(\d+)\.', k)] if m})
-              for i in range(4)]
+def _mit_size(checkpoint, dims, depths, arch):
+    """The MiT size (``'b0'`` ... ``'b5'``) with these encoder widths and depths; a one-line error naming the
+    checkpoint kind when none has them or when ``arch`` (a ``SegFormer_B*`` name, if given) is another size."""
     for name, (want_dims, want_depths) in MIT_SETTINGS.items():
         if dims == want_dims and depths == want_depths:
+            if arch and arch.startswith('SegFormer_') and arch != f'SegFormer_{name.upper()}':
+                raise UserError(f"{checkpoint} checkpoint is SegFormer_{name.upper()}, not {arch}")
             return name
-    raise UserError(f"HuggingFace checkpoint: encoder widths {dims} / depths {depths} match no MiT size B0-B5")
+    raise UserError(f"{checkpoint} checkpoint: encoder widths {dims} / depths {depths} match no MiT size B0-B5")
 
 
+def _stage_depths(state, pattern):
+    """Blocks per encoder stage: the distinct block numbers of the keys matching ``pattern`` (with ``{i}`` for the
+    stage and one group for the block number)."""
+    return [len({m[1] for k in state for m in [re.match(pattern.format(i=i), k)] if m}) for i in range(4)]
+
+
+def _hf_size(state, arch):
+    """MiT size of a HuggingFace state dict from its widths and depths (see ``_mit_size``)."""
+    dims = [state.get(f'segformer.encoder.layer_norm.{i}.weight', np.zeros(0)).shape[0] for i in range(4)]
+    return _mit_size('HuggingFace', dims, _stage_depths(state, r'segformer\.encoder\.block\.{i}\.(\d+)\.'), arch)
+
+
+@register_converter('hf', *_ARCHS)
 def convert_hf_weights(state, arch=None):
     """Map a HuggingFace ``SegformerForSemanticSegmentation`` state dict onto our SegFormer.
 
@@ -203,9 +215,7 @@ def convert_hf_weights(state, arch=None):
         raise UserError("HuggingFace checkpoint has no decode_head.classifier.weight: not a "
                         "SegformerForSemanticSegmentation state dict (for SegformerModel use --arch "
                         "MixVisionTransformer_B*)")
-    size = _hf_size(state)
-    if arch and arch.startswith('SegFormer_') and arch != f'SegFormer_{size.upper()}':
-        raise UserError(f"HuggingFace checkpoint is SegFormer_{size.upper()}, not {arch}")
+    _hf_size(state, arch)
     out = {'backbone.' + k: v for k, v in mit_from_hf(state, 'segformer.encoder.').items()}
     head = {}
     for key, value in state.items():
@@ -233,17 +243,13 @@ def convert_hf_weights(state, arch=None):
     return out, kwargs
 
 
-def _mmseg_size(state):
-    """MiT size of an mmseg SegFormer checkpoint from its widths and depths, or a one-line error."""
+def _mmseg_size(state, arch):
+    """MiT size of an mmseg SegFormer checkpoint from its widths and depths (see ``_mit_size``)."""
     dims = [state.get(f'backbone.layers.{i}.0.projection.weight', np.zeros(0)).shape[0] for i in range(4)]
-    depths = [len({m[1] for k in state for m in [re.match(rf'backbone\.layers\.{i}\.1\.(\d+)\.', k)] if m})
-              for i in range(4)]
-    for name, (want_dims, want_depths) in MIT_SETTINGS.items():
-        if dims == want_dims and depths == want_depths:
-            return name
-    raise UserError(f"mmseg checkpoint: encoder widths {dims} / depths {depths} match no MiT size B0-B5")
+    return _mit_size('mmseg', dims, _stage_depths(state, r'backbone\.layers\.{i}\.1\.(\d+)\.'), arch)
 
 
+@register_converter('mmseg', *_ARCHS)
 def convert_mmseg_weights(state, arch=None):
     """Map a whole mmseg SegFormer checkpoint (``backbone.layers.*`` MiT + ``decode_head.*`` SegformerHead) onto our
     SegFormer with ``head_style='mmseg'``.
@@ -264,9 +270,7 @@ def convert_mmseg_weights(state, arch=None):
         if key not in state:
             raise UserError(f"mmseg checkpoint has no {key}: not a SegFormer (SegformerHead) checkpoint (for a "
                             f"backbone use --arch MixVisionTransformer_B*)")
-    size = _mmseg_size(state)
-    if arch and arch.startswith('SegFormer_') and arch != f'SegFormer_{size.upper()}':
-        raise UserError(f"mmseg checkpoint is SegFormer_{size.upper()}, not {arch}")
+    _mmseg_size(state, arch)
     out = {'backbone.' + k: v for k, v in mit_from_mmseg(state, 'backbone.').items()}
     head = {}
     for key, value in state.items():

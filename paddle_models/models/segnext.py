@@ -21,10 +21,13 @@ import paddle.nn as nn
 from paddle_models.backbones import mscan as _mscan
 from paddle_models.backbones.mscan import mscan_from_mmseg
 from paddle_models.errors import UserError
-from paddle_models.layers.ham import LightHamHead, spatial_size
+from paddle_models.layers.features import backbone_channels
+from paddle_models.layers.ham import LightHamHead
 from paddle_models.layers.resize import resize
-from paddle_models.registry import register_model, register_variant
-from paddle_models.weights import load_backbone_weights, torch_layout_to_paddle
+from paddle_models.registry import register_converter, register_model, register_variant
+from paddle_models.utils.spatial import spatial_size
+from paddle_models.utils.validate import check_int
+from paddle_models.weights import load_weights, torch_layout_to_paddle
 
 __all__ = ['SegNeXt', 'SegNeXt_T', 'SegNeXt_S', 'SegNeXt_B', 'SegNeXt_L', 'DECODER_SETTINGS',
            'convert_mmseg_weights']
@@ -52,23 +55,19 @@ class SegNeXt(nn.Layer):
 
     def __init__(self, backbone, decoder_cfg, num_classes, backbone_indices=(1, 2, 3), pretrained=None):
         super().__init__()
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-            raise UserError(f"SegNeXt: num_classes must be a positive integer, got {num_classes!r}")
-        channels = list(getattr(backbone, 'feat_channels', []))
-        indices = list(backbone_indices)
-        if not indices or any(not isinstance(i, int) or not 0 <= i < len(channels) for i in indices):
-            raise UserError(f"SegNeXt: backbone_indices {indices!r} do not fit a backbone with {len(channels)} levels")
+        num_classes = check_int('SegNeXt', 'num_classes', num_classes)
+        indices, channels = backbone_channels('SegNeXt', backbone, backbone_indices)
         if not isinstance(decoder_cfg, dict):
             raise UserError(f"SegNeXt: decoder_cfg must be a mapping, got {decoder_cfg!r}")
         self.backbone = backbone
         self.backbone_indices = indices
         try:
-            self.decode_head = LightHamHead([channels[i] for i in indices], num_classes, **decoder_cfg)
+            self.decode_head = LightHamHead(channels, num_classes, **decoder_cfg)
         except TypeError as err:
             raise UserError(f"SegNeXt: bad decoder_cfg: {err}") from None
         self.align_corners = self.decode_head.align_corners
         if pretrained:
-            load_backbone_weights(self, pretrained)
+            load_weights(self, pretrained)
 
     def forward(self, x):
         feats = self.backbone(x)
@@ -96,6 +95,7 @@ SegNeXt_T = _variant('t')
 SegNeXt_S = _variant('s')
 SegNeXt_B = _variant('b')
 SegNeXt_L = _variant('l')
+_ARCHS = ('SegNeXt_T', 'SegNeXt_S', 'SegNeXt_B', 'SegNeXt_L')
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -113,6 +113,7 @@ _MMSEG_HEAD = [
 ]
 
 
+@register_converter('mmseg', *_ARCHS)
 def convert_mmseg_weights(state, arch=None):
     """Map an mmseg SegNeXt checkpoint (``backbone.*`` MSCAN + ``decode_head.*`` LightHamHead with ConvModule
     names ``conv``/``gn``) onto our SegNeXt.

@@ -18,10 +18,11 @@ Every upsampling resizes to the exact size of the next finer level, so inputs of
 import paddle
 import paddle.nn as nn
 
-from paddle_models.weights import load_backbone_weights
-from paddle_models.errors import UserError
 from paddle_models.layers import ConvBNReLU, resize
+from paddle_models.layers.features import backbone_channels
 from paddle_models.registry import register_model
+from paddle_models.utils.validate import check_int
+from paddle_models.weights import load_weights
 
 __all__ = ['SemanticFPN', 'FPNNeck', 'SemanticFPNHead']
 
@@ -107,24 +108,18 @@ class SemanticFPN(nn.Layer):
     def __init__(self, num_classes, backbone, backbone_indices=(0, 1, 2, 3), fpn_channels=256, channels=128,
                  dropout_prob=0.1, align_corners=False, pretrained=None):
         super().__init__()
-        for key, value in (('num_classes', num_classes), ('fpn_channels', fpn_channels), ('channels', channels)):
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise UserError(f"SemanticFPN: {key} must be a positive integer, got {value!r}")
-        feat_channels = getattr(backbone, 'feat_channels', None)
-        if feat_channels is None:
-            raise UserError(f"SemanticFPN: the backbone {type(backbone).__name__} has no feat_channels")
-        indices = list(backbone_indices)
-        if len(indices) < 2 or not all(isinstance(i, int) and -len(feat_channels) <= i < len(feat_channels)
-                                       for i in indices):
-            raise UserError(f"SemanticFPN: backbone_indices must pick at least 2 of the backbone's "
-                            f"{len(feat_channels)} outputs, got {backbone_indices!r}")
+        num_classes = check_int('SemanticFPN', 'num_classes', num_classes)
+        fpn_channels = check_int('SemanticFPN', 'fpn_channels', fpn_channels)
+        channels = check_int('SemanticFPN', 'channels', channels)
+        indices, in_channels = backbone_channels('SemanticFPN', backbone, backbone_indices, min_length=2,
+                                                 allow_negative=True)
         self.backbone = backbone
         self.backbone_indices = indices
         self.align_corners = align_corners
-        self.neck = FPNNeck([feat_channels[i] for i in indices], fpn_channels)
+        self.neck = FPNNeck(in_channels, fpn_channels)
         self.head = SemanticFPNHead(len(indices), fpn_channels, channels, num_classes, dropout_prob, align_corners)
         if pretrained:
-            load_backbone_weights(self, pretrained)
+            load_weights(self, pretrained)
 
     def forward(self, x):
         feats = self.backbone(x)

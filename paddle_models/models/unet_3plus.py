@@ -30,10 +30,10 @@ are multiples of 16 the two agree exactly.
 import paddle
 import paddle.nn as nn
 
-from paddle_models.weights import load_backbone_weights
-from paddle_models.errors import UserError
 from paddle_models.layers import batch_norm_2d, resize
 from paddle_models.registry import register_model
+from paddle_models.utils.validate import check_int, check_ints
+from paddle_models.weights import load_weights
 
 __all__ = ['UNet3Plus', 'UNet3PlusEncoder', 'UNet3PlusDecoder', 'UNet3PlusDeepSup', 'UnetConv2D', 'conv_bn_relu']
 
@@ -203,12 +203,9 @@ class UNet3Plus(nn.Layer):
     def __init__(self, in_channels=3, num_classes=2, is_batchnorm=True, is_deepsup=False, is_CGM=False,
                  filters=(64, 128, 256, 512, 1024), pretrained=None):
         super().__init__()
-        for key, value in (('num_classes', num_classes), ('in_channels', in_channels)):
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise UserError(f"UNet3Plus: {key} must be a positive integer, got {value!r}")
-        if (not isinstance(filters, (list, tuple)) or len(filters) != LEVELS
-                or not all(isinstance(c, int) and not isinstance(c, bool) and c > 0 for c in filters)):
-            raise UserError(f"UNet3Plus: filters must list {LEVELS} positive integers, got {filters!r}")
+        num_classes = check_int('UNet3Plus', 'num_classes', num_classes)
+        in_channels = check_int('UNet3Plus', 'in_channels', in_channels)
+        filters = check_ints('UNet3Plus', 'filters', filters, length=LEVELS)
         self.num_classes = num_classes
         self.is_deepsup = bool(is_deepsup or is_CGM)
         self.is_CGM = bool(is_CGM)
@@ -228,7 +225,7 @@ class UNet3Plus(nn.Layer):
             self.outconv1 = _conv(self.up_channels, num_classes, 3, padding=1)
 
         if pretrained:
-            load_backbone_weights(self, pretrained)
+            load_weights(self, pretrained)
 
     def classify(self, deepest):
         """CGM logits (N, 2) from X5 (dropout -> 1x1 conv -> global max pool; the sigmoid is left to the loss)."""

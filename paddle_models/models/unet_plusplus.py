@@ -25,10 +25,10 @@ ConvBNReLU. A 1x1 conv ``out_j`` on X(0, j) gives the output of level j (L1 ... 
 import paddle
 import paddle.nn as nn
 
-from paddle_models.weights import load_backbone_weights
-from paddle_models.errors import UserError
 from paddle_models.layers import batch_norm_2d, resize
 from paddle_models.registry import register_model
+from paddle_models.utils.validate import check_int, check_ints
+from paddle_models.weights import load_weights
 
 __all__ = ['UNetPlusPlus', 'DoubleConv', 'UpSampling']
 
@@ -94,12 +94,6 @@ class UpSampling(nn.Layer):
         return self.conv(paddle.concat([up] + list(same_level), axis=1))
 
 
-def _check_level(value, what):
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= LEVELS):
-        raise UserError(f"UNetPlusPlus: {what} must be None or an integer 1..{LEVELS}, got {value!r}")
-    return value
-
-
 @register_model
 class UNetPlusPlus(nn.Layer):
     """UNet++ (Zhou et al., "UNet++: A Nested U-Net Architecture for Medical Image Segmentation", DLMIA 2018).
@@ -130,16 +124,15 @@ class UNetPlusPlus(nn.Layer):
     def __init__(self, num_classes, in_channels=3, use_deconv=False, align_corners=False, pretrained=None,
                  is_ds=True, channels=(32, 64, 128, 256, 512), ds_outputs=False, prune_level=None):
         super().__init__()
-        for key, value in (('num_classes', num_classes), ('in_channels', in_channels)):
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise UserError(f"UNetPlusPlus: {key} must be a positive integer, got {value!r}")
-        if (not isinstance(channels, (list, tuple)) or len(channels) != LEVELS + 1
-                or not all(isinstance(c, int) and not isinstance(c, bool) and c > 0 for c in channels)):
-            raise UserError(f"UNetPlusPlus: channels must list {LEVELS + 1} positive integers, got {channels!r}")
+        num_classes = check_int('UNetPlusPlus', 'num_classes', num_classes)
+        in_channels = check_int('UNetPlusPlus', 'in_channels', in_channels)
+        channels = check_ints('UNetPlusPlus', 'channels', channels, length=LEVELS + 1)
+        if prune_level is not None:
+            prune_level = check_int('UNetPlusPlus', 'prune_level', prune_level, maximum=LEVELS)
         self.num_classes = num_classes
         self.is_ds = is_ds
         self.ds_outputs = ds_outputs
-        self.prune_level = _check_level(prune_level, 'prune_level')
+        self.prune_level = prune_level
         self.use_deconv = use_deconv
         self.channels = list(channels)
         self.levels = LEVELS
@@ -158,7 +151,7 @@ class UNetPlusPlus(nn.Layer):
             setattr(self, f'out_{j}', _conv(self.channels[0], num_classes, 1))
 
         if pretrained:
-            load_backbone_weights(self, pretrained)
+            load_weights(self, pretrained)
 
     def _nodes(self, x, depth):
         """Every node X(i, j) with i + j <= depth, as a dict {(i, j): tensor}."""

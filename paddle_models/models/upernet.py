@@ -22,10 +22,12 @@ that its forward never uses; it is left out here, and ignored when a PaddleSeg c
 import paddle
 import paddle.nn as nn
 
-from paddle_models.weights import load_backbone_weights
-from paddle_models.errors import UserError
 from paddle_models.layers import AuxLayer, ConvBNReLU, PPModule, resize
+from paddle_models.layers.resize import resize_to_input
+from paddle_models.layers.features import backbone_channels
 from paddle_models.registry import register_model
+from paddle_models.utils.validate import check_int
+from paddle_models.weights import load_weights
 
 __all__ = ['UPerNet', 'UPerNetHead']
 
@@ -97,27 +99,18 @@ class UPerNet(nn.Layer):
     def __init__(self, num_classes, backbone, backbone_indices=(0, 1, 2, 3), channels=512,
                  enable_auxiliary_loss=False, align_corners=False, dropout_prob=0.1, pretrained=None):
         super().__init__()
-        for key, value in (('num_classes', num_classes), ('channels', channels)):
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise UserError(f"UPerNet: {key} must be a positive integer, got {value!r}")
-        feat_channels = getattr(backbone, 'feat_channels', None)
-        if feat_channels is None:
-            raise UserError(f"UPerNet: the backbone {type(backbone).__name__} has no feat_channels")
-        indices = list(backbone_indices)
-        if len(indices) < 2 or not all(isinstance(i, int) and -len(feat_channels) <= i < len(feat_channels)
-                                       for i in indices):
-            raise UserError(f"UPerNet: backbone_indices must pick at least 2 of the backbone's "
-                            f"{len(feat_channels)} outputs, got {backbone_indices!r}")
+        num_classes = check_int('UPerNet', 'num_classes', num_classes)
+        channels = check_int('UPerNet', 'channels', channels)
+        indices, in_channels = backbone_channels('UPerNet', backbone, backbone_indices, min_length=2,
+                                                 allow_negative=True)
         self.backbone = backbone
         self.backbone_indices = indices
         self.align_corners = align_corners
-        self.head = UPerNetHead(num_classes, [feat_channels[i] for i in indices], channels, dropout_prob,
+        self.head = UPerNetHead(num_classes, in_channels, channels, dropout_prob,
                                 enable_auxiliary_loss, align_corners)
         if pretrained:
-            load_backbone_weights(self, pretrained, head_prefixes=('head.conv_last.',))
+            load_weights(self, pretrained, skip_prefixes=('head.conv_last.',))
 
     def forward(self, x):
         feats = self.backbone(x)
-        logits = self.head([feats[i] for i in self.backbone_indices])
-        size = paddle.shape(x)[2:]
-        return [resize(logit, size, align_corners=self.align_corners, final=True) for logit in logits]
+        return resize_to_input(self.head([feats[i] for i in self.backbone_indices]), x, self.align_corners)

@@ -11,14 +11,10 @@ The rejection rule is the one of mmsegmentation's ``RandomCrop(cat_max_ratio)`` 
 """
 import numpy as np
 
-from paddle_models.errors import UserError, positive_ints
 from paddle_models.registry import register_transform
+from paddle_models.utils.validate import check_int, check_ints, check_number, check_numbers
 
 __all__ = ['RandomPaddingCrop', 'pad_bottom_right']
-
-
-def _is_number(value):
-    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
 
 
 def pad_bottom_right(array, pad_height, pad_width, value):
@@ -65,26 +61,18 @@ class RandomPaddingCrop:
 
     def __init__(self, crop_size=(512, 512), im_padding_value=127.5, label_padding_value=255,
                  category_max_ratio=1.0, ignore_index=255, loop_times=10):
-        width, height = positive_ints('RandomPaddingCrop', 'crop_size', crop_size, length=2)
-        if not (_is_number(im_padding_value) or (isinstance(im_padding_value, (list, tuple)) and im_padding_value
-                                                 and all(_is_number(v) for v in im_padding_value))):
-            raise UserError(f"RandomPaddingCrop: im_padding_value must be a number or a list of numbers, got "
-                            f"{im_padding_value!r}")
-        if not isinstance(label_padding_value, (int, np.integer)) or isinstance(label_padding_value, bool):
-            raise UserError(f"RandomPaddingCrop: label_padding_value must be an integer, got {label_padding_value!r}")
-        if not _is_number(category_max_ratio) or category_max_ratio <= 0:
-            raise UserError(f"RandomPaddingCrop: category_max_ratio must be a number > 0, got "
-                            f"{category_max_ratio!r}")
-        if not isinstance(ignore_index, (int, np.integer)) or isinstance(ignore_index, bool):
-            raise UserError(f"RandomPaddingCrop: ignore_index must be an integer, got {ignore_index!r}")
-        if not isinstance(loop_times, (int, np.integer)) or isinstance(loop_times, bool) or loop_times < 1:
-            raise UserError(f"RandomPaddingCrop: loop_times must be a positive integer, got {loop_times!r}")
+        owner = 'RandomPaddingCrop'
+        width, height = check_ints(owner, 'crop_size', crop_size, length=2)
         self.crop_size = (height, width)  # stored (height, width), as PaddleSeg does
-        self.im_padding_value = im_padding_value
-        self.label_padding_value = int(label_padding_value)
-        self.category_max_ratio = float(category_max_ratio)
-        self.ignore_index = int(ignore_index)
-        self.loop_times = int(loop_times)
+        if isinstance(im_padding_value, (list, tuple)):  # one value per channel
+            self.im_padding_value = check_numbers(owner, 'im_padding_value', im_padding_value)
+        else:
+            self.im_padding_value = check_number(owner, 'im_padding_value', im_padding_value)
+        self.label_padding_value = check_int(owner, 'label_padding_value', label_padding_value, minimum=None)
+        self.category_max_ratio = check_number(owner, 'category_max_ratio', category_max_ratio, minimum=0,
+                                               above_min=True)
+        self.ignore_index = check_int(owner, 'ignore_index', ignore_index, minimum=None)
+        self.loop_times = check_int(owner, 'loop_times', loop_times)
 
     def _random_window(self, image_size):
         """(y0, x0) of a crop window in an image of ``image_size`` (height, width) at least as large as the crop.
