@@ -32,7 +32,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import zlib  # noqa: F401  (before paddle: Paddle 2.6.2's bundled zlib)
 
 TOOLS = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(TOOLS)
@@ -40,7 +39,8 @@ for path in (REPO, TOOLS):
     if path not in sys.path:
         sys.path.insert(0, path)
 
-import benchmark  # noqa: E402  (tools/benchmark.py)
+import benchmark  # noqa: E402  (tools/benchmark.py; imports the package, which preloads zlib before paddle)
+from paddle_models.core.cli import main_wrapper  # noqa: E402
 from paddle_models.errors import UserError  # noqa: E402
 
 CAMVID_CLASSES = 11
@@ -514,8 +514,4 @@ def _rerun_argv(argv):
 
 
 if __name__ == '__main__':
-    try:
-        main()
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    main_wrapper(main)

@@ -1,7 +1,6 @@
 """What the command-line tools share: flags, device selection and turning user errors into one line on stderr."""
 import argparse
 import os
-import re
 import sys
 
 import paddle
@@ -86,15 +85,6 @@ def set_device(device, precision='fp32'):
     return device
 
 
-def _user_message(err):
-    """The one-line message of a UserError, also when a DataLoader worker re-raised it with a traceback."""
-    text = str(err).strip()
-    found = re.findall(r'UserError: (.+)', text)
-    if found:
-        return found[-1].strip()
-    return text.splitlines()[-1] if text else type(err).__name__
-
-
 def _exit_now(code, message):
     """Print ``message`` and leave at once: data-loader worker processes left by an interrupted loop can block an
     ordinary interpreter exit (Paddle's loader shutdown waits on them), and everything worth keeping is on disk."""
@@ -108,17 +98,16 @@ def _exit_now(code, message):
 
 
 def main_wrapper(main):
-    """Run ``main()``; a UserError (also one re-raised by a data worker) becomes ``error: ...`` and exit code 2."""
+    """Run ``main()`` (every command-line tool's entry point); a UserError becomes ``error: <its one line>`` on stderr
+    and exit code 2, Ctrl-C exit code 130. A data-loader worker's UserError reaches here as the UserError itself
+    (the training loader carries it, see ``core/train.py``), so errors are told apart by type alone."""
     try:
         main()
     except UserError as err:
-        _exit_now(2, f"error: {_user_message(err)}")
+        text = str(err).strip()  # one line by contract; the last is the message should a wrapped reason add lines
+        _exit_now(2, f"error: {text.splitlines()[-1] if text else type(err).__name__}")
     except KeyboardInterrupt:
         _exit_now(130, "error: interrupted")
-    except Exception as err:  # a worker's UserError arrives wrapped in another exception type
-        if 'UserError' in str(err):
-            _exit_now(2, f"error: {_user_message(err)}")
-        raise
 
 
 def parser(description):

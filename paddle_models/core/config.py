@@ -411,6 +411,8 @@ class Builder:
         self.path = getattr(cfg, 'path', 'config')
 
     def build_component(self, cfg, where):
+        """The component ``cfg['type']`` built with the other keys as arguments, nested ``{'type': ...}`` mappings
+        (and lists of them) first; ``where`` is the dotted place in the config, named in messages."""
         cfg = copy.deepcopy(cfg)
         name = cfg.pop('type')
         cls = _component_class({'type': name})
@@ -440,19 +442,23 @@ class Builder:
         return section
 
     def model(self):
+        """The ``model`` section built."""
         return self.build_component(self._section('model'), 'model')
 
     def dataset(self, key):
+        """The dataset of section ``key`` (``train_dataset``, ``val_dataset``); an empty training set is an error."""
         dataset = self.build_component(self._section(key), key)
         if key == 'train_dataset' and len(dataset) == 0:
             raise UserError(f"{self.path}: {key} has no samples")
         return dataset
 
     def val_transforms(self):
+        """The validation transforms (``Normalize`` alone where the config has none), for prediction."""
         transforms = (self.dic.get('val_dataset') or {}).get('transforms') or [{'type': 'Normalize'}]
         return [self.build_component(t, f'val_dataset.transforms.{i}') for i, t in enumerate(transforms)]
 
     def losses(self, key='loss'):
+        """``{'types': [loss layers], 'coef': [floats]}``; one type with several coefs is used for every output."""
         loss_cfg = self._section(key)
         types, coef = loss_cfg.get('types'), loss_cfg.get('coef')
         if not isinstance(types, list) or not isinstance(coef, list) or not types or not coef:
@@ -465,6 +471,8 @@ class Builder:
                 'coef': [float(c) for c in coef]}
 
     def lr_scheduler(self):
+        """A ``paddle.optimizer.lr`` scheduler by name, as PaddleSeg builds it: ``PolynomialDecay`` decays over
+        ``iters`` (less the warm-up) unless ``decay_steps`` is given; ``warmup_iters`` wraps it in ``LinearWarmup``."""
         lr_cfg = copy.deepcopy(self._section('lr_scheduler'))
         name = lr_cfg.pop('type', None)
         warmup_iters = lr_cfg.pop('warmup_iters', 0)
@@ -485,6 +493,8 @@ class Builder:
         return scheduler
 
     def optimizer(self, model, lr_scheduler):
+        """The optimizer of ``model``'s parameters driven by ``lr_scheduler``; the lower-case names ``sgd``, ``adam``
+        and ``adamw`` are accepted, and SGD with a ``momentum`` builds ``Momentum``."""
         opt_cfg = copy.deepcopy(self._section('optimizer'))
         aliases = {'sgd': 'SGD', 'adam': 'Adam', 'adamw': 'AdamW'}
         opt_cfg['type'] = aliases.get(opt_cfg.get('type'), opt_cfg.get('type'))

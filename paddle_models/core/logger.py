@@ -13,6 +13,8 @@ def _rank():
 
 
 def log(level, message):
+    """Print ``<date time> [LEVEL] message`` on stdout, flushed at once so that it keeps its place among progress
+    bars and subprocess output; ranks other than 0 print nothing, so a multi-GPU run logs each line once."""
     if _rank() != 0:
         return
     stamp = time.strftime('%Y-%m-%d %H:%M:%S')
@@ -20,8 +22,10 @@ def log(level, message):
 
 
 def info(message):
+    """Log an ``[INFO]`` line (progress, results)."""
     log('INFO', message)
 
 
 def warning(message):
+    """Log a ``[WARNING]`` line: the run goes on, but not quite as asked (e.g. a resumed run without its seed)."""
     log('WARNING', message)

@@ -1,16 +1,19 @@
 """The training loop: iterations, losses over every model output, logging, periodic evaluation and checkpoints,
 resuming, VisualDL, mixed precision on GPU, data parallelism under ``paddle.distributed.launch``, an exponential
 moving average of the weights (``--use_ema``), profiling (``--profiler_options``) and repeated epochs
-(``--repeats``)."""
+(``--repeats``).
+
+``train`` is the list of its steps, the methods of ``_Run`` in order: resume, set up devices, build the loader, open
+the outputs (save_dir, VisualDL), set up evaluation, start, run the epochs (per iteration: ``step``, ``log``, the EMA
+update, ``evaluate_and_save``), close. Their order is fixed: an exactly resumed run must draw the same random numbers
+and write the same log lines and checkpoints as the uninterrupted one (docs/architecture.md walks through it)."""
 import collections
-import contextlib
 import json
 import math
 import os
 import random
 import secrets
 import shutil
-import threading
 import time
 import warnings
 
@@ -82,7 +85,11 @@ EVAL_OPTIONS = ('aug_eval', 'scales', 'flip_horizontal', 'flip_vertical', 'is_sl
 
 
 def collate_train(samples):
-    """Stack images and labels of training samples (dicts as PaddleSeg's datasets return them)."""
+    """Stack images and labels of training samples (dicts as PaddleSeg's datasets return them); a batch with a
+    sample that failed to read is ``(placeholder, _CarriedError)``, passed on to the main process."""
+    failed = [s for s in samples if isinstance(s, _CarriedError)]
+    if failed:
+        return np.zeros([1], dtype='float32'), failed[0]  # Paddle's loader needs at least one array in a batch
     images = np.stack([np.asarray(s['img'], dtype='float32') for s in samples])
     labels = np.stack([np.asarray(s['label']).astype('int64') for s in samples])
     if labels.ndim == 4:
@@ -157,7 +164,30 @@ class _SeededSamples(paddle.io.Dataset):
     def __getitem__(self, key):
         epoch, index = key
         _reseed(_seed_words(self.seed, _SAMPLE_STREAM, epoch, index), paddle_too=False)
-        return self.dataset[index]
+        try:
+            return self.dataset[index]
+        except UserError as err:  # carried to the main process as the object itself (see _CarriedError)
+            return _CarriedError(err)
+
+
+class _CarriedError:
+    """A sample whose reading raised a UserError, in place of the sample.
+
+    A DataLoader worker's exception reaches the main process only as a new exception built from its traceback text
+    (and Paddle's loader thread dies with it), so the worker returns the error as data instead: ``collate_train``
+    passes it on in the batch, pickled with its type and message, and ``_raise_carried`` raises it in the main
+    process, the same UserError with 0 workers or N."""
+
+    def __init__(self, error):
+        self.error = error
+
+
+def _raise_carried(loader):
+    """The batches of ``loader``; the UserError a sample carried (``_CarriedError``) is raised where it arrives."""
+    for images, labels in loader:
+        if isinstance(labels, _CarriedError):
+            raise labels.error
+        yield images, labels
 
 
 class _EpochBatches(paddle.io.Sampler):
@@ -250,22 +280,63 @@ def _checkpoint_bytes(model, ema):
     return weights * (3 if ema is not None else 2)
 
 
-def _save(save_dir, name, last_good, *args, **kwargs):
-    """``save_checkpoint``; a failed write (disk full, read-only file system, ...) stops training with a
-    ``UserError`` naming the last good checkpoint (the failed save leaves nothing behind and keeps what was there).
+class _Checkpoints:
+    """The checkpoints a run writes in ``save_dir``.
+
+    A failed write (disk full, read-only file system, ...) stops training with a ``UserError`` naming the last good
+    checkpoint (the failed save leaves nothing behind and keeps what was there); at most ``keep_max`` ``iter_N``
+    folders are kept, counting those already in ``save_dir``; a run that fails before its first save removes the
+    folders it created for ``save_dir``.
 
     Args:
-        last_good (str): The newest complete ``iter_N`` checkpoint of this run (or the resumed one), or None.
+        save_dir (str): Where the checkpoints go.
+        keep_max (int): Most ``iter_N`` folders kept (``keep_checkpoint_max``); the oldest go first. 0: keep all.
+        last_good (str): The checkpoint the run resumed from, or None.
     """
-    try:
-        return save_checkpoint(save_dir, name, *args, **kwargs)
-    except OSError as err:
-        raise UserError(f"saving checkpoint {os.path.join(save_dir, name)} failed ({err.strerror or err}); "
-                        f"training stopped, last good checkpoint: {last_good or 'none was saved yet'}") from None
+
+    def __init__(self, save_dir, keep_max, last_good):
+        self.save_dir = save_dir
+        self.keep_max = keep_max
+        self.last_good = last_good  # the newest complete iter_N checkpoint of this run (or the resumed one)
+        self.kept = collections.deque()  # iter_N folders in save_dir, oldest first
+        self.created = None  # the topmost folder created for save_dir (None: it existed)
+
+    def open(self, need_bytes):
+        """Check ``save_dir`` for room, clean up after killed saves and count the ``iter_N`` folders already there
+        (rank 0 only: the other ranks write nothing)."""
+        self.created = _prepare_save_dir(self.save_dir, need_bytes)
+        self.kept.extend(iter_checkpoints(self.save_dir))
+
+    def describe_last_good(self):
+        return self.last_good or 'none was saved yet'
+
+    def save(self, name, *args, **kwargs):
+        """``save_checkpoint`` into ``save_dir/name``; returns its path."""
+        try:
+            return save_checkpoint(self.save_dir, name, *args, **kwargs)
+        except OSError as err:
+            raise UserError(f"saving checkpoint {os.path.join(self.save_dir, name)} failed ({err.strerror or err}); "
+                            f"training stopped, last good checkpoint: {self.describe_last_good()}") from None
+
+    def save_iter(self, iteration, model, optimizer, ema, state):
+        """Save ``iter_N`` with ``train_state.json`` = ``state``, then drop the oldest beyond ``keep_max``."""
+        path = self.save(f'iter_{iteration}', model, optimizer, ema=ema,
+                         extra={TRAIN_STATE_FILE: json.dumps(state, indent=1) + '\n'})
+        self.last_good = path
+        if path in self.kept:  # rewritten (resumed into the folder of a run that got further)
+            self.kept.remove(path)
+        self.kept.append(path)
+        while len(self.kept) > self.keep_max > 0:
+            shutil.rmtree(self.kept.popleft(), ignore_errors=True)
+
+    def remove_if_unused(self):
+        """After a failure: a run that failed before its first save leaves nothing behind."""
+        if self.created:
+            remove_empty_folders(self.save_dir, self.created)
 
 
-def _evaluate_keep_best(net, best, val_dataset, test_config, precision, amp_level, iteration, save_dir, last_good,
-                        writer, ema=False):
+def _evaluate_keep_best(net, best, val_dataset, test_config, precision, amp_level, iteration, checkpoints, writer,
+                        ema=False):
     """Evaluate ``net`` (the model, or with ``ema`` its moving average) and save it as ``best_model`` (or
     ``ema_best_model``) when its mIoU beats ``best`` = (mIoU, iteration); log and write the scalars.
 
@@ -277,9 +348,9 @@ def _evaluate_keep_best(net, best, val_dataset, test_config, precision, amp_leve
     best_miou, best_iter = best
     if result['miou'] > best_miou:
         best_miou, best_iter = result['miou'], iteration
-        _save(save_dir, 'ema_best_model' if ema else 'best_model', last_good, net,
-              **({'model_file': EMA_FILE} if ema else {}),
-              extra={'score.txt': f"iter: {iteration}\nmiou: {best_miou:.6f}\n"})
+        checkpoints.save('ema_best_model' if ema else 'best_model', net,
+                         **({'model_file': EMA_FILE} if ema else {}),
+                         extra={'score.txt': f"iter: {iteration}\nmiou: {best_miou:.6f}\n"})
     logger.info(f"[EVAL] The {'EMA ' if ema else ''}model with the best validation mIoU ({best_miou:.4f}) was saved "
                 f"at iter {best_iter}.")
     if writer is not None:
@@ -309,35 +380,6 @@ def _prepare_save_dir(save_dir, need_bytes):
     return created
 
 
-@contextlib.contextmanager
-def _loader_errors():
-    """Pass a UserError raised inside a DataLoader worker on as the UserError itself.
-
-    Paddle's loader thread dies with the worker's exception (printing its traceback) and the main loop only sees
-    "blocking queue is killed"; here the thread's exception is kept (and not printed) and raised in its place.
-    """
-    caught = []
-    previous = threading.excepthook
-
-    def hook(args):
-        if isinstance(args.exc_value, UserError) or 'UserError' in str(args.exc_value):
-            caught.append(args.exc_value)
-        else:
-            previous(args)
-
-    threading.excepthook = hook
-    try:
-        yield
-    except (SystemError, RuntimeError):
-        if caught:
-            text = str(caught[-1])
-            lines = [line.split('UserError: ', 1)[1] for line in text.splitlines() if 'UserError: ' in line]
-            raise UserError(lines[-1].strip() if lines else text.strip().splitlines()[-1]) from None
-        raise
-    finally:
-        threading.excepthook = previous
-
-
 class _MainThreadLoader:
     """Batches of ``collate_train`` as tensors, read in the calling thread."""
 
@@ -348,6 +390,8 @@ class _MainThreadLoader:
     def __iter__(self):
         for indices in self.batch_sampler:
             images, labels = collate_train([self.dataset[i] for i in indices])
+            if isinstance(labels, _CarriedError):
+                raise labels.error
             yield paddle.to_tensor(images), paddle.to_tensor(labels)
 
 
@@ -358,6 +402,250 @@ def _current_lr(optimizer):
 def _format_eta(seconds):
     seconds = int(max(seconds, 0))
     return f"{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+class _Speed:
+    """Seconds spent waiting for batches (reader_cost) and on whole iterations (batch_cost), averaged over the
+    iterations since the last log line."""
+
+    def __init__(self):
+        self.reader_cost = self.batch_cost = 0.0
+        self.count = 0
+        self.tic = time.time()
+
+    def batch_read(self):
+        self.reader_cost += time.time() - self.tic
+
+    def step_done(self):
+        self.batch_cost += time.time() - self.tic
+        self.count += 1
+
+    def restart(self):
+        """The next iteration starts (waiting for its batch)."""
+        self.tic = time.time()
+
+    def averages(self):
+        """(batch_cost, reader_cost) per iteration since the last call, which starts a new window."""
+        batch_cost, reader_cost = self.batch_cost / self.count, self.reader_cost / self.count
+        self.reader_cost = self.batch_cost = 0.0
+        self.count = 0
+        return batch_cost, reader_cost
+
+
+class _Run:
+    """One call of ``train``: its settings and the state that changes as it goes (iteration, epoch, best mIoU
+    records, checkpoints). Each method is one step of ``train``, which calls them in the order they are written.
+
+    Args:
+        model, optimizer, losses, iters, batch_size, log_iters, save_interval: As for ``train``.
+    """
+
+    def __init__(self, model, optimizer, losses, iters, batch_size, log_iters, save_interval):
+        self.model = model
+        self.optimizer = optimizer
+        self.losses = losses
+        self.iters = iters
+        self.batch_size = batch_size
+        self.log_iters = log_iters
+        self.save_interval = save_interval
+        self.world_size = paddle.distributed.get_world_size()
+        self.rank = paddle.distributed.get_rank()
+
+    # preparing --------------------------------------------------------------------------------------------------
+
+    def resume(self, resume_model, use_ema):
+        """Create the EMA; with ``resume_model`` load weights, optimizer, learning rate and EMA and read
+        ``train_state.json`` (seed, best records). Sets ``ema``, ``start_iter`` and ``train_state``."""
+        self.ema = ModelEMA(self.model) if use_ema else None
+        self.start_iter = 0
+        self.train_state = None
+        if resume_model:
+            self.start_iter = resume(self.model, self.optimizer, resume_model, self.ema)
+            self.train_state = read_train_state(resume_model)
+            logger.info(f"Resumed from {resume_model} at iter {self.start_iter}, lr {_current_lr(self.optimizer):.6g}")
+            if self.ema is not None and not os.path.isfile(os.path.join(resume_model, EMA_FILE)):
+                logger.warning(f"{resume_model} has no {EMA_FILE}: the weight average restarts from the resumed "
+                               f"weights")
+        if self.start_iter >= self.iters:
+            raise UserError(f"--resume_model {resume_model} is at iter {self.start_iter}, not before --iters "
+                            f"{self.iters}")
+
+    def set_up_devices(self, precision, amp_level):
+        """Mixed precision (fp16: a loss scaler, with O2 the model and optimizer decorated), the learning-rate
+        scheduler to step, and ``paddle.DataParallel`` under the launcher (``train_model``)."""
+        self.precision, self.amp_level = precision, amp_level
+        self.scaler = None
+        if precision == 'fp16':
+            if amp_level == 'O2':
+                self.model, self.optimizer = paddle.amp.decorate(models=self.model, optimizers=self.optimizer,
+                                                                 level='O2', save_dtype='float32')
+            self.scaler = paddle.amp.GradScaler(init_loss_scaling=1024)
+        self.scheduler = getattr(self.optimizer, '_learning_rate', None)
+        if not isinstance(self.scheduler, paddle.optimizer.lr.LRScheduler):
+            self.scheduler = None
+        self.train_model = self.model
+        if self.world_size > 1:
+            paddle.distributed.init_parallel_env()
+            self.train_model = paddle.DataParallel(self.model)
+
+    def build_loader(self, train_dataset, num_workers, seed, resume_model):
+        """This rank's shuffled batches, each sample augmented from ``(run seed, epoch, index)`` (``_SeededSamples``),
+        starting after the batches a resumed run already trained on. Sets ``run_seed``, ``sampler``, ``batches``
+        and ``loader``."""
+        self.samples_count = len(train_dataset)
+        self.sampler = paddle.io.DistributedBatchSampler(train_dataset, batch_size=self.batch_size, shuffle=True,
+                                                         drop_last=True)
+        if len(self.sampler) == 0:
+            raise UserError(f"train_dataset has {len(train_dataset)} samples, fewer than batch_size "
+                            f"{self.batch_size} x {self.world_size} devices")
+        self.run_seed = _run_seed(seed, self.train_state, resume_model, {
+            'iter': self.start_iter, 'batch_size': self.batch_size, 'world_size': self.world_size,
+            'samples': len(train_dataset)})
+        samples = _SeededSamples(train_dataset, self.run_seed)
+        self.batches = _EpochBatches(self.sampler, self.start_iter % len(self.sampler))
+        if num_workers > 0:
+            self.loader = paddle.io.DataLoader(samples, batch_sampler=self.batches, num_workers=num_workers,
+                                               return_list=True, collate_fn=collate_train, persistent_workers=True)
+        else:
+            # in the main thread: paddle's single-process DataLoader reads in a helper thread and hangs when the
+            # dataset raises (e.g. a bad label), instead of passing the error on
+            self.loader = _MainThreadLoader(samples, self.batches)
+
+    def open_outputs(self, save_dir, keep_checkpoint_max, use_vdl, resume_model):
+        """Rank 0 checks ``save_dir`` and opens the VisualDL writer (``use_vdl``); other ranks write nothing."""
+        self.save_dir = save_dir
+        self.checkpoints = _Checkpoints(save_dir, keep_checkpoint_max, resume_model or None)
+        if self.rank == 0:
+            self.checkpoints.open(_checkpoint_bytes(self.model, self.ema))
+        self.writer = None
+        if use_vdl and self.rank == 0:
+            from visualdl import LogWriter
+            self.writer = LogWriter(save_dir)
+
+    def set_evaluation(self, val_dataset, test_config):
+        """What each evaluation runs (``val_dataset`` None: none) and the best mIoU so far: a resumed run goes on
+        comparing against its checkpoint's records."""
+        self.val_dataset = val_dataset
+        self.test_config = {k: v for k, v in dict(test_config or {}).items() if k in EVAL_OPTIONS}
+        self.best = _best_so_far(self.train_state, self.save_dir, 'best_model', 'best_')
+        self.best_ema = _best_so_far(self.train_state, self.save_dir, 'ema_best_model', 'best_ema_')
+
+    def start(self, profiler_options):
+        """The counters at the start (or resumed) iteration, the model in training mode, the profiler."""
+        self.last_loss = None
+        self.stopped = False
+        self.iteration = self.start_iter
+        self.epoch = self.iteration // len(self.sampler)
+        self.model.train()
+        self.speed = _Speed()
+        logger.info(f"Training {type(self.model).__name__} for {self.iters} iters, batch {self.batch_size} x "
+                    f"{self.world_size} device(s)")
+        self.profiler = TrainProfiler(profiler_options) if profiler_options is not None else None
+
+    # training ---------------------------------------------------------------------------------------------------
+
+    def run_epochs(self):
+        """Iterations, epoch after epoch, until ``iters`` (or the profiler's end, with ``exit_on_finished``)."""
+        while self.iteration < self.iters and not self.stopped:
+            self.batches.set_epoch(self.epoch)
+            for images, labels in _raise_carried(self.loader):
+                self.speed.batch_read()
+                self.iteration += 1
+                loss, lr = self.step(images, labels)
+                if self.profiler is not None and self.profiler.step():
+                    logger.info(f"Profiler finished (exit_on_finished): training stops at iter {self.iteration}")
+                    self.stopped = True  # as PaddleSeg, which exits here
+                    break
+                self.speed.step_done()
+                if self.rank == 0 and self._due(self.log_iters):
+                    self.log(loss, lr)
+                if self.ema is not None:
+                    self.ema.update(self.model, self.iteration)
+                if self.rank == 0 and self._due(self.save_interval):
+                    self.evaluate_and_save()
+                if self.iteration >= self.iters:
+                    break
+                self.speed.restart()
+            self.epoch += 1
+
+    def _due(self, interval):
+        return self.iteration % interval == 0 or self.iteration == self.iters
+
+    def step(self, images, labels):
+        """One iteration: its random numbers seeded from ``(run seed, iteration, rank)``, the forward pass and
+        losses, the backward pass, the optimizer and the learning-rate schedule. A loss that is not finite stops
+        training, naming the last good checkpoint.
+
+        Returns:
+            (float, float): The loss and the learning rate it was trained with.
+        """
+        _reseed(_seed_words(self.run_seed, _STEP_STREAM, self.iteration, self.rank), paddle_too=True)
+        with paddle.amp.auto_cast(enable=self.scaler is not None, level=self.amp_level):
+            outputs = self.train_model(images)
+            loss, _ = loss_computation(outputs, labels, self.losses)
+        loss_value = float(loss)
+        if not math.isfinite(loss_value):
+            raise UserError(f"loss became {loss_value} at iter {self.iteration}; training stopped, last good "
+                            f"checkpoint: {self.checkpoints.describe_last_good()}")
+        if self.scaler is not None:
+            scaled = self.scaler.scale(loss)
+            scaled.backward()
+            self.scaler.minimize(self.optimizer, scaled)
+        else:
+            loss.backward()
+            self.optimizer.step()
+        lr = _current_lr(self.optimizer)
+        if self.scheduler is not None:
+            self.scheduler.step()
+        self.optimizer.clear_grad()
+        self.last_loss = loss_value
+        return loss_value, lr
+
+    def log(self, loss, lr):
+        """The ``[TRAIN]`` line (and VisualDL's Train/ scalars) with the speed since the last one."""
+        batch_cost, reader_cost = self.speed.averages()
+        logger.info(f"[TRAIN] epoch: {self.epoch + 1}, iter: {self.iteration}/{self.iters}, loss: {loss:.4f}, "
+                    f"lr: {lr:.6f}, batch_cost: {batch_cost:.4f}, reader_cost: {reader_cost:.5f}, "
+                    f"ips: {self.batch_size * self.world_size / batch_cost:.2f} samples/sec | ETA "
+                    f"{_format_eta((self.iters - self.iteration) * batch_cost)}")
+        if self.writer is not None:
+            self.writer.add_scalar('Train/loss', loss, self.iteration)
+            self.writer.add_scalar('Train/lr', lr, self.iteration)
+            self.writer.add_scalar('Train/batch_cost', batch_cost, self.iteration)
+
+    def evaluate_and_save(self):
+        """Every ``save_interval`` iterations and at the end: evaluate the model (and its EMA), keeping the best,
+        then save ``iter_N`` with the ``train_state.json`` that lets a resumed run continue exactly."""
+        if self.val_dataset is not None:
+            evaluation = dict(val_dataset=self.val_dataset, test_config=self.test_config, precision=self.precision,
+                              amp_level=self.amp_level, iteration=self.iteration, checkpoints=self.checkpoints,
+                              writer=self.writer)
+            self.best = _evaluate_keep_best(self.model, self.best, **evaluation)
+            self.model.train()
+            if self.ema is not None:
+                self.best_ema = _evaluate_keep_best(self.ema.model, self.best_ema, ema=True, **evaluation)
+        state = {'format': 1, 'iter': self.iteration, 'seed': self.run_seed, 'batch_size': self.batch_size,
+                 'world_size': self.world_size, 'samples': self.samples_count,
+                 'best_miou': float(self.best[0]), 'best_iter': self.best[1]}
+        if self.ema is not None:
+            state.update(best_ema_miou=float(self.best_ema[0]), best_ema_iter=self.best_ema[1])
+        self.checkpoints.save_iter(self.iteration, self.model, self.optimizer, self.ema, state)
+
+    # finishing --------------------------------------------------------------------------------------------------
+
+    def close(self):
+        """Stop the profiler and close the VisualDL writer, after success or failure."""
+        if self.profiler is not None:
+            self.profiler.close()
+        if self.writer is not None:
+            self.writer.close()
+
+    def summary(self):
+        summary = {'last_iter': self.iteration, 'best_miou': self.best[0], 'best_iter': self.best[1],
+                   'last_loss': self.last_loss, 'iters_per_epoch': len(self.sampler)}
+        if self.ema is not None:
+            summary.update(best_ema_miou=self.best_ema[0], best_ema_iter=self.best_ema[1])
+        return summary
 
 
 def train(model, train_dataset, losses, optimizer, save_dir='output', iters=10000, batch_size=2,
@@ -397,163 +685,18 @@ def train(model, train_dataset, losses, optimizer, save_dir='output', iters=1000
     """
     if profiler_options is not None:
         parse_profiler_options(profiler_options)  # a bad option string fails before anything is done
-    world_size = paddle.distributed.get_world_size()
-    rank = paddle.distributed.get_rank()
-    ema = ModelEMA(model) if use_ema else None
-    start_iter = 0
-    train_state = None
-    if resume_model:
-        start_iter = resume(model, optimizer, resume_model, ema)
-        train_state = read_train_state(resume_model)
-        logger.info(f"Resumed from {resume_model} at iter {start_iter}, lr {_current_lr(optimizer):.6g}")
-        if ema is not None and not os.path.isfile(os.path.join(resume_model, EMA_FILE)):
-            logger.warning(f"{resume_model} has no {EMA_FILE}: the weight average restarts from the resumed weights")
-    if start_iter >= iters:
-        raise UserError(f"--resume_model {resume_model} is at iter {start_iter}, not before --iters {iters}")
-    if precision == 'fp16':
-        if amp_level == 'O2':
-            model, optimizer = paddle.amp.decorate(models=model, optimizers=optimizer, level='O2',
-                                                   save_dtype='float32')
-        scaler = paddle.amp.GradScaler(init_loss_scaling=1024)
-    else:
-        scaler = None
-
-    scheduler = getattr(optimizer, '_learning_rate', None)
-    if not isinstance(scheduler, paddle.optimizer.lr.LRScheduler):
-        scheduler = None
-    train_model = model
-    if world_size > 1:
-        paddle.distributed.init_parallel_env()
-        train_model = paddle.DataParallel(model)
-
-    sampler = paddle.io.DistributedBatchSampler(train_dataset, batch_size=batch_size, shuffle=True, drop_last=True)
-    if len(sampler) == 0:
-        raise UserError(f"train_dataset has {len(train_dataset)} samples, fewer than batch_size {batch_size}"
-                        f" x {world_size} devices")
-    run_seed = _run_seed(seed, train_state, resume_model, {
-        'iter': start_iter, 'batch_size': batch_size, 'world_size': world_size, 'samples': len(train_dataset)})
-    samples = _SeededSamples(train_dataset, run_seed)
-    batches = _EpochBatches(sampler, start_iter % len(sampler))
-    if num_workers > 0:
-        loader = paddle.io.DataLoader(samples, batch_sampler=batches, num_workers=num_workers,
-                                      return_list=True, collate_fn=collate_train, persistent_workers=True)
-    else:
-        # in the main thread: paddle's single-process DataLoader reads in a helper thread and hangs when the
-        # dataset raises (e.g. a bad label), instead of passing the error on
-        loader = _MainThreadLoader(samples, batches)
-
-    kept = collections.deque()
-    created_save_dir = None
-    if rank == 0:
-        created_save_dir = _prepare_save_dir(save_dir, _checkpoint_bytes(model, ema))
-        kept.extend(iter_checkpoints(save_dir))
-    writer = None
-    if use_vdl and rank == 0:
-        from visualdl import LogWriter
-        writer = LogWriter(save_dir)
-
-    test_config = {k: v for k, v in dict(test_config or {}).items() if k in EVAL_OPTIONS}
-    last_loss = None
-    best_miou, best_iter = _best_so_far(train_state, save_dir, 'best_model', 'best_')
-    best_ema_miou, best_ema_iter = _best_so_far(train_state, save_dir, 'ema_best_model', 'best_ema_')
-    stop = False
-    last_good = resume_model or None
-    iteration = start_iter
-    epoch = iteration // len(sampler)
-    model.train()
-    reader_cost = batch_cost = 0.0
-    window = 0
-    tic = time.time()
-    logger.info(f"Training {type(model).__name__} for {iters} iters, batch {batch_size} x {world_size} device(s)")
-    profiler = TrainProfiler(profiler_options) if profiler_options is not None else None
+    run = _Run(model, optimizer, losses, iters, batch_size, log_iters, save_interval)
+    run.resume(resume_model, use_ema)
+    run.set_up_devices(precision, amp_level)
+    run.build_loader(train_dataset, num_workers, seed, resume_model)
+    run.open_outputs(save_dir, keep_checkpoint_max, use_vdl, resume_model)
+    run.set_evaluation(val_dataset if do_eval else None, test_config)
+    run.start(profiler_options)
     try:
-        with _loader_errors():
-            while iteration < iters and not stop:
-                batches.set_epoch(epoch)
-                for images, labels in loader:
-                    reader_cost += time.time() - tic
-                    iteration += 1
-                    _reseed(_seed_words(run_seed, _STEP_STREAM, iteration, rank), paddle_too=True)
-                    with paddle.amp.auto_cast(enable=scaler is not None, level=amp_level):
-                        outputs = train_model(images)
-                        loss, _ = loss_computation(outputs, labels, losses)
-                    loss_value = float(loss)
-                    if not math.isfinite(loss_value):
-                        where = last_good or 'none was saved yet'
-                        raise UserError(f"loss became {loss_value} at iter {iteration}; training stopped, last good "
-                                        f"checkpoint: {where}")
-                    if scaler is not None:
-                        scaled = scaler.scale(loss)
-                        scaled.backward()
-                        scaler.minimize(optimizer, scaled)
-                    else:
-                        loss.backward()
-                        optimizer.step()
-                    lr = _current_lr(optimizer)
-                    if scheduler is not None:
-                        scheduler.step()
-                    optimizer.clear_grad()
-                    last_loss = loss_value
-                    if profiler is not None and profiler.step():
-                        logger.info(f"Profiler finished (exit_on_finished): training stops at iter {iteration}")
-                        stop = True  # as PaddleSeg, which exits here
-                        break
-                    batch_cost += time.time() - tic
-                    window += 1
-
-                    if rank == 0 and (iteration % log_iters == 0 or iteration == iters):
-                        avg_batch = batch_cost / window
-                        logger.info(f"[TRAIN] epoch: {epoch + 1}, iter: {iteration}/{iters}, loss: {loss_value:.4f}, "
-                                    f"lr: {lr:.6f}, batch_cost: {avg_batch:.4f}, reader_cost: {reader_cost / window:.5f},"
-                                    f" ips: {batch_size * world_size / avg_batch:.2f} samples/sec | ETA "
-                                    f"{_format_eta((iters - iteration) * avg_batch)}")
-                        if writer is not None:
-                            writer.add_scalar('Train/loss', loss_value, iteration)
-                            writer.add_scalar('Train/lr', lr, iteration)
-                            writer.add_scalar('Train/batch_cost', avg_batch, iteration)
-                        reader_cost = batch_cost = 0.0
-                        window = 0
-                    if ema is not None:
-                        ema.update(model, iteration)
-
-                    if rank == 0 and (iteration % save_interval == 0 or iteration == iters):
-                        if do_eval and val_dataset is not None:
-                            evaluation = dict(val_dataset=val_dataset, test_config=test_config, precision=precision,
-                                              amp_level=amp_level, iteration=iteration, save_dir=save_dir,
-                                              last_good=last_good, writer=writer)
-                            best_miou, best_iter = _evaluate_keep_best(model, (best_miou, best_iter), **evaluation)
-                            model.train()
-                            if ema is not None:
-                                best_ema_miou, best_ema_iter = _evaluate_keep_best(
-                                    ema.model, (best_ema_miou, best_ema_iter), ema=True, **evaluation)
-                        state = {'format': 1, 'iter': iteration, 'seed': run_seed, 'batch_size': batch_size,
-                                 'world_size': world_size, 'samples': len(train_dataset),
-                                 'best_miou': float(best_miou), 'best_iter': best_iter}
-                        if ema is not None:
-                            state.update(best_ema_miou=float(best_ema_miou), best_ema_iter=best_ema_iter)
-                        path = _save(save_dir, f'iter_{iteration}', last_good, model, optimizer, ema=ema,
-                                     extra={TRAIN_STATE_FILE: json.dumps(state, indent=1) + '\n'})
-                        last_good = path
-                        if path in kept:  # rewritten (resumed into the folder of a run that got further)
-                            kept.remove(path)
-                        kept.append(path)
-                        while len(kept) > keep_checkpoint_max > 0:
-                            shutil.rmtree(kept.popleft(), ignore_errors=True)
-                    if iteration >= iters:
-                        break
-                    tic = time.time()
-                epoch += 1
+        run.run_epochs()
     except BaseException:
-        if created_save_dir:  # a run that failed before its first save leaves nothing behind
-            remove_empty_folders(save_dir, created_save_dir)
+        run.checkpoints.remove_if_unused()
         raise
     finally:
-        if profiler is not None:
-            profiler.close()
-        if writer is not None:
-            writer.close()
-    summary = {'last_iter': iteration, 'best_miou': best_miou, 'best_iter': best_iter, 'last_loss': last_loss,
-               'iters_per_epoch': len(sampler)}
-    if ema is not None:
-        summary.update(best_ema_miou=best_ema_miou, best_ema_iter=best_ema_iter)
-    return summary
+        run.close()
+    return run.summary()
