@@ -4,7 +4,6 @@ import json
 import os
 import subprocess
 import sys
-import zlib  # noqa: F401  (before paddle: Paddle 2.6.2's bundled zlib)
 
 import numpy as np
 import paddle
@@ -34,6 +33,26 @@ def test_build_resolves_ours_and_paddleseg():
         benchmark.build({"type": "SegNeXt_T", "num_classes": 3}, 'paddleseg')
     assert str(err.value) == ("PaddleSeg 2.8.0 has no model 'SegNeXt_T' (builders that exist only here have no "
                               "PaddleSeg counterpart: benchmark a config)")
+
+
+def test_paddleseg_side_gets_only_its_own_arguments(capsys):
+    """UNet++'s ``ds_outputs`` exists only in ours: PaddleSeg's class is built without it, and the note says so."""
+    from paddleseg.models import UNetPlusPlus as ReferenceUNetPlusPlus
+    cfg = {"type": "UNetPlusPlus", "num_classes": 3, "in_channels": 3, "use_deconv": False, "align_corners": False,
+           "is_ds": True, "ds_outputs": True}
+    theirs = benchmark.build(cfg, 'paddleseg')
+    assert type(theirs) is ReferenceUNetPlusPlus
+    assert capsys.readouterr().err.strip() == "note: PaddleSeg's UNetPlusPlus takes no ds_outputs; built without"
+
+
+def test_config_with_base_file_is_merged(tmp_path):
+    """``--config`` reads a config the way train.py does: the model may come from a ``_base_`` file."""
+    (tmp_path / 'base.yml').write_text("model:\n  type: HarDNet\n  num_classes: 5\n")
+    (tmp_path / 'child.yml').write_text("_base_: base.yml\nbatch_size: 2\n")
+
+    class Args:
+        config, model_cfg, model, kwargs = str(tmp_path / 'child.yml'), None, None, None
+    assert benchmark._load_model_cfg(Args) == {'type': 'HarDNet', 'num_classes': 5}
 
 
 def test_command_line_measures_both_implementations(tmp_path):

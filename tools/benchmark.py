@@ -28,6 +28,7 @@ classes up in PaddleSeg's modules directly. Builder names that exist only here (
 counterpart: give a config.
 """
 import argparse
+import inspect
 import json
 import os
 import re
@@ -37,12 +38,12 @@ import subprocess
 import sys
 import tempfile
 import time
-import zlib  # noqa: F401  (before paddle: Paddle 2.6.2's bundled zlib)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
+from paddle_models.core.cli import main_wrapper  # noqa: E402  (the package first: it preloads zlib before paddle)
 from paddle_models.errors import UserError  # noqa: E402
 
 MEASUREMENTS = ('dynamic', 'infer', 'infer_onednn')
@@ -50,11 +51,10 @@ MEASUREMENTS = ('dynamic', 'infer', 'infer_onednn')
 
 def _load_model_cfg(args):
     if args.config:
-        import yaml
+        from paddle_models.core.config import load_config
         if not os.path.isfile(args.config):
             raise UserError(f"--config: {args.config} does not exist")
-        with open(args.config) as f:
-            cfg = yaml.safe_load(f) or {}
+        cfg = load_config(args.config, require=()).dic  # merges _base_ files, as train.py does
         if not isinstance(cfg.get('model'), dict) or 'type' not in cfg['model']:
             raise UserError(f"--config: {args.config} has no model with a type")
         return cfg['model']
@@ -107,7 +107,20 @@ def build(cfg, impl):
         cfg.pop('pretrained', None)
         if isinstance(cfg.get('decoder_cfg'), dict):  # an option only our LightHamHead has
             cfg['decoder_cfg'] = {k: v for k, v in cfg['decoder_cfg'].items() if k != 'inference_bases'}
+        cfg = _own_arguments(cls, cfg)
     return cls(**cfg)
+
+
+def _own_arguments(cls, cfg):
+    """``cfg`` without the keys PaddleSeg's ``cls`` does not take (options only our class has, such as UNet++'s
+    ``ds_outputs``), each dropped key reported on stderr so the comparison says what it leaves out."""
+    params = inspect.signature(cls).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return cfg
+    dropped = sorted(k for k in cfg if k not in params)
+    if dropped:
+        print(f"note: PaddleSeg's {cls.__name__} takes no {', '.join(dropped)}; built without", file=sys.stderr)
+    return {k: v for k, v in cfg.items() if k in params}
 
 
 def build_component(cfg, impl):
@@ -323,8 +336,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    try:
-        main()
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    main_wrapper(main)
