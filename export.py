@@ -1,7 +1,10 @@
-"""Export a trained model to a static graph for Paddle Inference, with deploy.yaml.
+"""Export a trained model to a static graph for Paddle Inference (or to ONNX with ``--format onnx``), with
+deploy.yaml.
 
     python export.py --config configs/quickstart.yml --model_path output/best_model/model.pdparams \
         --save_dir output/inference_model
+    python export.py --config configs/quickstart.yml --model_path output/best_model/model.pdparams \
+        --save_dir output/onnx_model --format onnx
     python deploy/python/infer.py --config output/inference_model/deploy.yaml --image_path some.jpg
 """
 import paddle_models  # noqa: F401  (registers every component)
@@ -20,6 +23,9 @@ def parse_args(argv=None):
                         help='Fixed input shape N C H W (default: any batch and spatial size).')
     parser.add_argument('--output_op', default='argmax', choices=['argmax', 'softmax', 'none'],
                         help='Operation appended to the model output.')
+    parser.add_argument('--format', default='paddle', choices=['paddle', 'onnx'],
+                        help='paddle: Paddle Inference program (default); onnx: model.onnx for ONNX Runtime '
+                             '(needs paddle2onnx and onnxruntime).')
     parser.add_argument('--without_argmax', action='store_true', help='Same as --output_op none (PaddleSeg 2.6).')
     parser.add_argument('--with_softmax', action='store_true', help='Same as --output_op softmax (PaddleSeg 2.6).')
     return parser.parse_args(argv)
@@ -40,7 +46,7 @@ def main(argv=None):
         logger.warning("No --model_path given: exporting the model with its initial weights.")
     transforms = (cfg.dic.get('val_dataset') or {}).get('transforms') or [{'type': 'Normalize'}]
     info = export_model(model, args.save_dir, input_shape=args.input_shape, output_op=output_op,
-                        transforms=transforms)
+                        transforms=transforms, fmt=args.format)
     logger.info(f"Exported to {args.save_dir}")
     return info
 

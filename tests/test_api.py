@@ -234,7 +234,7 @@ def test_visualize_draws_a_legend_of_the_classes_present():
 def test_visualize_default_palette_names_and_errors():
     image = _rgb_image(16)
     out = pm.visualize(image, np.full((16, 16), 2), alpha=1.0, legend=False)
-    assert tuple(out[0, 0]) == (0, 128, 0)  # PASCAL VOC's colour of class 2
+    assert tuple(out[0, 0]) == (128, 128, 0)  # PaddleSeg's colour of class 2 (VOC's of label 3, get_color_map_list)
     with pytest.raises(UserError) as err:
         pm.visualize(image, np.zeros((15, 16), np.int64))
     assert str(err.value) == "mask is 15x16 (HxW) but the image is 16x16"

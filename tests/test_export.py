@@ -10,7 +10,6 @@ import os
 import shutil
 import subprocess
 import sys
-import zlib  # noqa: F401  (before paddle: Paddle 2.6.2's bundled zlib)
 
 import numpy as np
 import paddle

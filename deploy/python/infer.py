@@ -1,4 +1,5 @@
-"""Run an exported segmentation model (deploy.yaml + program + params) with Paddle Inference.
+"""Run an exported segmentation model (deploy.yaml + program + params) with Paddle Inference, or an ONNX export
+(deploy.yaml + model.onnx) with ONNX Runtime.
 
 Standalone: needs paddle, numpy, opencv, PyYAML, Pillow and paddleseg (for the preprocessing transforms listed in
 deploy.yaml), not paddle_models. Flags follow PaddleSeg's ``deploy/python/infer.py``::
@@ -13,6 +14,12 @@ Behaviour worth knowing:
   under it is kept), pixel value = class id, colours = PaddleSeg's pseudo-colour map. The prediction is mapped back
   to the original image size through the resize/padding steps recorded by the transforms (nearest neighbour, as
   PaddleSeg's ``reverse_transform``); with transforms that keep the size it is the network output unchanged.
+  The palette is PaddleSeg's (``paddleseg.utils.visualize.get_color_map_list``), as predict.py's default.
+* Backend: ``Deploy.backend`` of deploy.yaml (``export.py`` writes it): ``paddle_inference`` (also when absent, as
+  in PaddleSeg's exports) or ``onnxruntime`` (``export.py --format onnx``: ``Deploy.model`` is ``model.onnx``, no
+  params). ONNX Runtime runs on the CPUExecutionProvider; with ``--device gpu`` on the CUDAExecutionProvider where
+  the installed onnxruntime has it (else the CPU, with a warning). The oneDNN and TensorRT flags are Paddle
+  Inference's and do not apply to it. Pre- and postprocessing are the same for both backends.
   Programs exported with ``output_op`` softmax or none get an argmax over the channel axis (``--with_argmax`` is
   accepted for compatibility; it is implied).
 * oneDNN on CPU: ``--enable_mkldnn`` left out means "on where it is known to work": on when deploy.yaml says the
@@ -20,6 +27,8 @@ Behaviour worth knowing:
   ``--enable_mkldnn True`` is overridden, with a warning giving the reason, when deploy.yaml records that oneDNN
   fails on the program; and if a oneDNN run fails anyway, the runner warns and retries without oneDNN. Paddle
   Inference enables oneDNN by default on CPU, so "off" calls ``disable_mkldnn()`` explicitly.
+* INT8: a deploy.yaml with ``Deploy.precision: int8`` (written by ``tools/quantize.py``) gets oneDNN's INT8
+  kernels (``enable_mkldnn_int8()``) whenever oneDNN is on; without oneDNN the quantized program runs in FP32.
 * ``--device`` defaults to gpu where Paddle is built with CUDA, else cpu. The GPU and TensorRT settings follow
   PaddleSeg's runner (TensorRT dynamic shapes for the input ``x``: auto-tuned with ``--enable_auto_tune``, else
   1x3x100x100 .. 1x3x2000x3000); they are untested here (no GPU).
@@ -64,7 +73,8 @@ def str2bool(value):
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description='Segment images with an exported model (Paddle Inference).')
+    parser = argparse.ArgumentParser(description='Segment images with an exported model (Paddle Inference or ONNX '
+                                                 'Runtime, as deploy.yaml says).')
     parser.add_argument('--config', dest='cfg', required=True, help='deploy.yaml written by the export.')
     parser.add_argument('--image_path', required=True,
                         help='An image, a folder of images, or a .txt list of image paths.')
@@ -140,8 +150,12 @@ def get_image_list(image_path):
     return items
 
 
+BACKENDS = ('paddle_inference', 'onnxruntime')
+
+
 class DeployConfig:
-    """deploy.yaml: program and params paths, preprocessing, export facts (output op, oneDNN check)."""
+    """deploy.yaml: program and params paths (or the ONNX model), backend, preprocessing, export facts (output op,
+    oneDNN check)."""
 
     def __init__(self, path):
         if not os.path.isfile(path):
@@ -156,7 +170,14 @@ class DeployConfig:
         self.path = path
         self.deploy = dic['Deploy']
         self.dir = os.path.dirname(os.path.abspath(path))
-        for key in ('model', 'params'):
+        backend = self.deploy.get('backend')
+        if backend is None:
+            model = self.deploy.get('model')
+            backend = 'onnxruntime' if isinstance(model, str) and model.endswith('.onnx') else 'paddle_inference'
+        if backend not in BACKENDS:
+            raise UserError(f"--config: {path}: Deploy.backend {backend!r} is not one of {', '.join(BACKENDS)}")
+        self.backend = backend
+        for key in ('model', 'params') if backend == 'paddle_inference' else ('model',):
             if not isinstance(self.deploy.get(key), str):
                 raise UserError(f"--config: {path}: Deploy.{key} is missing")
             if not os.path.isfile(os.path.join(self.dir, self.deploy[key])):
@@ -173,7 +194,7 @@ class DeployConfig:
 
     @property
     def params(self):
-        return os.path.join(self.dir, self.deploy['params'])
+        return os.path.join(self.dir, self.deploy['params']) if self.deploy.get('params') else None
 
     @property
     def onednn_known(self):
@@ -304,14 +325,12 @@ def check_model_files(cfg):
 
 
 def color_map(num=256):
-    """PaddleSeg's pseudo-colour palette: class i gets the PASCAL VOC colour of label i + 1 (bits of the label
-    spread over the high bits of R, G and B). Returns a flat [r, g, b, ...] list of ``num`` colours."""
-    labels = np.arange(1, num + 1)
-    rgb = np.zeros((num, 3), dtype=np.int64)
-    for bit in range(8):
-        for channel in range(3):
-            rgb[:, channel] |= ((labels >> (3 * bit + channel)) & 1) << (7 - bit)
-    return rgb.astype(np.uint8).reshape(-1).tolist()
+    """PaddleSeg's pseudo-colour palette (``paddleseg.utils.visualize.get_color_map_list``, the one predict.py
+    uses too): class i gets the PASCAL VOC colour of label i + 1. Returns a flat [r, g, b, ...] list of ``num``
+    colours."""
+    from paddleseg.utils.visualize import get_color_map_list
+
+    return list(get_color_map_list(num))
 
 
 def nearest_resize(label, size):
@@ -386,6 +405,9 @@ class Predictor:
             if use_onednn:
                 config.set_mkldnn_cache_capacity(10)  # cache primitives for up to 10 input shapes
                 config.enable_mkldnn()
+                if self.cfg.deploy.get('precision') == 'int8':  # a tools/quantize.py export: INT8 oneDNN kernels
+                    logger.info("oneDNN INT8: on (deploy.yaml records precision: int8)")
+                    config.enable_mkldnn_int8()
             else:
                 config.disable_mkldnn()  # on by default in Paddle Inference
             config.set_cpu_math_library_num_threads(self.args.cpu_threads)
@@ -457,6 +479,51 @@ class Predictor:
             raise RuntimeError(f"unexpected model output shape {list(output.shape)}; expected [N, H, W] or "
                                f"[N, C, H, W]")
         return output
+
+
+class OnnxPredictor:
+    """ONNX Runtime session on the export's ``model.onnx``, with the same pre/postprocessing as ``Predictor``."""
+
+    use_onednn = False
+
+    def __init__(self, args, cfg):
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise UserError(f"--config: {cfg.path} names an ONNX model, which needs onnxruntime: "
+                            f"pip install onnxruntime") from None
+        self.args = args
+        self.cfg = cfg
+        self.transforms = cfg.build_transforms()
+        providers = ['CPUExecutionProvider']
+        if args.device == 'gpu':
+            if 'CUDAExecutionProvider' in ort.get_available_providers():
+                providers.insert(0, 'CUDAExecutionProvider')
+            else:
+                logger.warning("--device gpu: this onnxruntime has no CUDAExecutionProvider (install "
+                               "onnxruntime-gpu); running on the CPU")
+        for flag, value in (('--use_trt', args.use_trt), ('--enable_mkldnn', args.enable_mkldnn)):
+            if value:
+                logger.warning("%s applies to Paddle Inference only; ignored for the ONNX model", flag)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = args.cpu_threads
+        options.log_severity_level = 1 if args.print_detail else 3
+        try:
+            self.session = ort.InferenceSession(cfg.model, options, providers=providers)
+        except Exception as err:  # noqa: BLE001  (ONNX Runtime's load errors: a truncated or foreign file)
+            reason = next((line.strip() for line in str(err).splitlines() if line.strip()), type(err).__name__)
+            raise UserError(f"{cfg.model}: ONNX Runtime cannot load it ({reason}); export the model again") \
+                from None
+        self.input_name = self.session.get_inputs()[0].name
+        logger.info("ONNX Runtime: providers %s", ', '.join(self.session.get_providers()))
+
+    def preprocess(self, path):
+        return preprocess(self.transforms, path)
+
+    def infer(self, batch):
+        return self.session.run(None, {self.input_name: np.ascontiguousarray(batch, dtype=np.float32)})[0]
+
+    postprocess = staticmethod(Predictor.postprocess)
 
 
 def incomplete_image(data):
@@ -614,6 +681,17 @@ def run(args):
     cfg = DeployConfig(args.cfg)
     items = get_image_list(args.image_path)
 
+    if cfg.backend == 'onnxruntime':
+        if args.device is None:
+            try:
+                import onnxruntime as ort
+                cuda = 'CUDAExecutionProvider' in ort.get_available_providers()
+            except ImportError:
+                cuda = False
+            args.device = 'gpu' if cuda else 'cpu'
+        logger.info("device: %s; ONNX model %s", args.device, cfg.model)
+        return _predict_all(args, cfg, items, False)
+
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')  # Paddle 3 warns about ccache on import
         import paddle
@@ -636,7 +714,7 @@ def run(args):
 
 
 def _predict_all(args, cfg, items, tuned):
-    predictor = Predictor(args, cfg, tuned)
+    predictor = OnnxPredictor(args, cfg) if cfg.backend == 'onnxruntime' else Predictor(args, cfg, tuned)
     os.makedirs(args.save_dir, exist_ok=True)
     palette = color_map(256)
     timer = {'preprocess': 0.0, 'inference': 0.0, 'postprocess': 0.0}
@@ -661,8 +739,10 @@ def _predict_all(args, cfg, items, tuned):
 
     if args.benchmark:
         n = len(items)
+        engine = 'ONNX Runtime' if cfg.backend == 'onnxruntime' else \
+            f"oneDNN {'on' if predictor.use_onednn else 'off'}"
         print(f"benchmark: {n} image(s), {runs} run(s) of batch size <= {args.batch_size}, device {args.device}, "
-              f"oneDNN {'on' if predictor.use_onednn else 'off'}, {args.cpu_threads} CPU thread(s)")
+              f"{engine}, {args.cpu_threads} CPU thread(s)")
         if args.model_name:
             print(f"  model      : {args.model_name}")
         print(f"  preprocess : {1000 * timer['preprocess'] / n:9.2f} ms/image  (total {timer['preprocess']:.3f} s)")

@@ -1,5 +1,6 @@
 """Evaluation: confusion-matrix metrics over a val dataset, with optional test-time augmentation and
-sliding-window inference, and optionally a few val images with their prediction and label overlays in VisualDL."""
+sliding-window inference, and optionally a few val images with their prediction and label overlays in VisualDL;
+also of an exported model (``evaluate_inference_model``, ``val.py --inference_model``) with the same metrics."""
 import time
 
 import cv2
@@ -10,7 +11,7 @@ from tqdm.auto import tqdm  # a widget bar in notebooks (with ipywidgets), a tex
 
 from paddle_models import image_io
 from paddle_models.core import logger
-from paddle_models.core.infer import aug_logits, predict_logits
+from paddle_models.core.infer import aug_logits, predict_logits, undo_transforms
 from paddle_models.core.metrics import auc_roc as auc_roc_metric
 from paddle_models.core.metrics import confusion_matrix, metrics_from_confusion
 from paddle_models.core.visualize import colour_overlay, dataset_info, draw_legend, full_palette, legend_entries
@@ -85,28 +86,80 @@ def evaluate(model, dataset, num_classes=None, ignore_index=None, aug_eval=False
         dict: 'miou', 'class_iou', 'acc', 'class_precision', 'class_recall', 'kappa', 'mdice', 'class_dice',
         'confusion_matrix', 'seconds', and with ``auc_roc`` 'auc_roc'.
     """
-    num_classes = num_classes or dataset.num_classes
-    ignore_index = dataset.ignore_index if ignore_index is None else ignore_index
     if is_slide and (not crop_size or not stride):
         raise UserError("--is_slide needs --crop_size W H and --stride W H")
     was_training = model.training
     model.eval()
+
+    def infer(image, trans_info):
+        with paddle.amp.auto_cast(enable=precision == 'fp16', level=amp_level):
+            if aug_eval:
+                return aug_logits(model, image, trans_info, scales, flip_horizontal, flip_vertical, is_slide,
+                                  crop_size, stride)
+            return predict_logits(model, image, trans_info, is_slide, crop_size, stride)
+
+    try:
+        return _evaluate_loop(infer, dataset, num_classes, ignore_index, print_detail, progress, auc_roc, vdl_writer,
+                              vdl_step, vdl_images)
+    finally:
+        if was_training:
+            model.train()
+
+
+def evaluate_inference_model(runner, dataset, num_classes=None, ignore_index=None, print_detail=True,
+                             progress=True, auc_roc=False):
+    """Evaluate an exported model (``paddle_models.core.inference.InferenceModel``: Paddle Inference FP32/INT8 or
+    ONNX Runtime) on ``dataset`` with the metrics and printout of ``evaluate``, batch 1.
+
+    Each val sample (transformed by the dataset's own val transforms, as ``evaluate`` does) runs through
+    ``runner``; logits or probabilities ([N, C, H, W]) are mapped back to the label size as the dynamic evaluation
+    maps its logits (bilinear, ``undo_transforms``) and then argmaxed; class ids from an ``argmax`` export
+    ([N, H, W]) are mapped back by nearest neighbour (as deploy/python/infer.py does).
+
+    Args:
+        auc_roc (bool): Also the AUC-ROC (softmax of the exported logits or probabilities); an export with
+            ``output_op: argmax`` has no scores for it (UserError).
+
+    Returns:
+        dict: as ``evaluate``.
+    """
+    if auc_roc and runner.output_op == 'argmax':
+        raise UserError(f"--auc_roc needs class scores, but {runner.deploy_path} exports class ids (output_op: "
+                        f"argmax); export with --output_op none or softmax")
+
+    def infer(image, trans_info):
+        out = np.asarray(runner(image.numpy()))
+        if out.ndim == 3:  # class ids [N, H, W]
+            ids = paddle.to_tensor(out.astype('int64')[:, np.newaxis])
+            return undo_transforms(ids, trans_info)
+        if out.ndim != 4:
+            raise UserError(f"{runner.model_file}: output of shape {list(out.shape)}; expected class ids "
+                            f"[N, H, W] or scores [N, C, H, W]")
+        return undo_transforms(paddle.to_tensor(out.astype('float32')), trans_info)
+
+    return _evaluate_loop(infer, dataset, num_classes, ignore_index, print_detail, progress, auc_roc)
+
+
+def _evaluate_loop(infer, dataset, num_classes=None, ignore_index=None, print_detail=True, progress=True,
+                   auc_roc=False, vdl_writer=None, vdl_step=0, vdl_images=3):
+    """The confusion matrix of ``infer(image, trans_info)`` (scores [N, C, H, W], or class ids [N, 1, H, W] as an
+    integer tensor) over ``dataset``, its metrics, and the [EVAL] printout."""
+    num_classes = num_classes or dataset.num_classes
+    ignore_index = dataset.ignore_index if ignore_index is None else ignore_index
     cm = np.zeros((num_classes, num_classes), dtype=np.int64)
     kept_probs, kept_labels = [], []
     start = time.time()
-    bar = tqdm(range(len(dataset)), desc='evaluate', unit='img', disable=not progress or paddle.distributed.get_rank() != 0)
+    bar = tqdm(range(len(dataset)), desc='evaluate', unit='img',
+               disable=not progress or paddle.distributed.get_rank() != 0)
     with paddle.no_grad():
         for index in bar:
             sample = dataset[index]
             image, label = _as_batch(sample)
-            trans_info = sample.get('trans_info')
-            with paddle.amp.auto_cast(enable=precision == 'fp16', level=amp_level):
-                if aug_eval:
-                    logit = aug_logits(model, image, trans_info, scales, flip_horizontal, flip_vertical,
-                                       is_slide, crop_size, stride)
-                else:
-                    logit = predict_logits(model, image, trans_info, is_slide, crop_size, stride)
-            pred = paddle.argmax(logit, axis=1).numpy()
+            logit = infer(image, sample.get('trans_info'))
+            if logit.dtype in (paddle.int32, paddle.int64):
+                pred = logit[:, 0].numpy()
+            else:
+                pred = paddle.argmax(logit, axis=1).numpy()
             if pred.shape[-2:] != label.shape[-2:]:
                 raise UserError(f"prediction size {pred.shape[-2:]} differs from label size {label.shape[-2:]} "
                                 f"for val sample {index}: check the val transforms")
@@ -121,8 +174,6 @@ def evaluate(model, dataset, num_classes=None, ignore_index=None, aug_eval=False
                 keep = (flat != ignore_index) & (flat >= 0) & (flat < num_classes)
                 kept_probs.append(probs[keep])
                 kept_labels.append(flat[keep])
-    if was_training:
-        model.train()
     result = metrics_from_confusion(cm)
     result['confusion_matrix'] = cm
     auc_text = ''

@@ -37,19 +37,35 @@ Tracing uses dy2st's AST mode (``full_graph=True``; with the default SOT mode Pa
 full_graph=True, then you can assign input spec"). Its limits show up as export errors in model code, e.g. a default argument naming a module global
 (``def f(self, x, depth=LEVELS)``) raises "NameError: name 'LEVELS' is not defined" in the converted code.
 
-What it buys: FC-HarDNet-70 (19 classes) exported this way, 1x3x512x512, 2 CPU threads, Paddle 3.3.1: 1274 ms
-without oneDNN, 349 ms with it, identical argmax. The portable resize costs nothing measurable (the same model
-traced with ``bilinear_interp``: 1334 ms without oneDNN).
+What it buys: on the CPU, oneDNN runs these convolutional networks several times faster than Paddle
+Inference's plain kernels with the same argmax, and the portable resize costs nothing measurable next to
+``bilinear_interp`` (figures: README, "Export and Paddle Inference").
 
 Both Paddle versions enable oneDNN by default in ``paddle.inference.Config`` on CPU: a plain-CPU run must call
 ``disable_mkldnn()``.
+
+ONNX (``fmt='onnx'``, ``export.py --format onnx``): the model is traced as above but with Paddle's own resize ops
+(``portable=False``: paddle2onnx 2.1.0 has no converter for the portable resize's ``lerp``, while
+``bilinear_interp``/``nearest_interp`` become ONNX ``Resize``), saved to a scratch folder, converted by paddle2onnx
+(opset 11 or higher as the ops need) to ``model.onnx``, and checked: ONNX Runtime (CPU) runs it once on a random
+input and its output must match Paddle Inference's (plain CPU kernels) on the traced program within 1e-4 relative
+(max |onnx - paddle| / max |paddle|; for argmax outputs at most 1% of the pixels may differ). ``deploy.yaml``
+then names ``model: model.onnx`` and ``backend: onnxruntime`` (Paddle exports: ``backend: paddle_inference``) and
+has no ``params``. paddle2onnx aborts the whole process (SIGABRT) on an op it cannot convert, so the conversion
+runs in a child Python process; when it fails, the error names the ops missing from paddle2onnx's own list
+(``get_all_supported_operators_pir``), else the specific reason paddle2onnx printed (e.g. "[OP: pd_op.pool2d]
+Adaptive only support static input shape."). ``F.gelu(approximate=True)`` is traced from elementary ops
+(``_onnx_exact_gelu``).
 """
+import contextlib
 import copy
 import logging
 import math
 import os
 import re
 import shutil
+import subprocess
+import sys
 import tempfile
 
 import numpy as np
@@ -64,8 +80,13 @@ from paddle_models.layers.resize import portable_resize
 logger = logging.getLogger(__name__)
 
 OUTPUT_OPS = ('argmax', 'softmax', 'none')
+FORMATS = ('paddle', 'onnx')
 SAVE_NAME = 'model'
 DEPLOY_FILE = 'deploy.yaml'
+ONNX_FILE = SAVE_NAME + '.onnx'
+ONNX_OPSET = 11  # the first opset whose Resize has the modes bilinear_interp and nearest_interp need
+# the versions requirements.txt pins (named in the error when they are missing)
+ONNX_REQUIREMENTS = 'paddle2onnx==2.1.0 onnxruntime==1.32.0'
 # spatial size of the random input of the oneDNN check where the export leaves it free
 CHECK_HW = (64, 96)
 # ops known to break Paddle Inference's oneDNN executor under PIR (see the module docstring)
@@ -96,8 +117,10 @@ class _ExportModel(nn.Layer):
         return out
 
 
-def export_model(model, save_dir, input_shape=None, output_op='argmax', transforms=None, portable=True):
-    """Export ``model`` for Paddle Inference into ``save_dir`` and check it with oneDNN.
+def export_model(model, save_dir, input_shape=None, output_op='argmax', transforms=None, portable=True,
+                 fmt='paddle', keep_program=False):
+    """Export ``model`` for Paddle Inference into ``save_dir`` and check it with oneDNN (``fmt='paddle'``), or to
+    ONNX and check it with ONNX Runtime (``fmt='onnx'``, see the module docstring).
 
     The model is traced with ``paddle.jit.to_static`` (full graph) for an input of ``input_shape`` — by default
     [None, 3, None, None], a free batch and spatial size — inside ``portable_resize()`` (unless ``portable`` is
@@ -118,18 +141,31 @@ def export_model(model, save_dir, input_shape=None, output_op='argmax', transfor
         output_op (str): 'argmax', 'softmax' or 'none', as PaddleSeg's export. Default: 'argmax'.
         transforms (list|None): The validation transforms config (list of dicts with a 'type'), written to
             deploy.yaml for the runner's preprocessing. None writes an empty list (with a warning).
-        portable (bool): Trace inside ``portable_resize()``. Default: True.
+        portable (bool): Trace inside ``portable_resize()`` (Paddle format only). Default: True.
+        fmt (str): 'paddle' (Paddle Inference program) or 'onnx' (``model.onnx``). Default: 'paddle'.
+        keep_program (bool): With ``fmt='onnx'``, keep the Paddle program the ONNX model was converted from in
+            ``save_dir/paddle`` (model.json/.pdmodel + model.pdiparams), e.g. to compare ONNX Runtime with Paddle
+            Inference on the very same graph. Default: False.
 
     Returns:
         dict: ``save_dir``, ``model`` (program file), ``params``, ``deploy_yaml`` (absolute paths),
         ``program_format`` ('pir' or 'legacy'), ``input_shape``, ``output_op``, ``onednn`` (bool: the oneDNN check
-        passed) and ``onednn_error`` (None or the reason).
+        passed) and ``onednn_error`` (None or the reason). With ``fmt='onnx'``: ``save_dir``, ``model``
+        (model.onnx), ``params`` (None), ``deploy_yaml``, ``program_format`` ('onnx'), ``input_shape``,
+        ``output_op``, ``opset``, ``check_error`` (max |onnx - paddle| / max |paddle|, or for argmax the
+        fraction of differing pixels) and ``paddle_program`` (the kept program's folder, or None).
 
     Raises:
-        UserError: A bad ``output_op``, ``input_shape``, ``transforms`` or ``save_dir``.
+        UserError: A bad ``output_op``, ``input_shape``, ``transforms``, ``save_dir`` or ``fmt``; for ONNX also
+            paddle2onnx/onnxruntime missing, an op paddle2onnx cannot convert, or an ONNX Runtime run that fails
+            or does not match the dynamic model.
     """
+    if fmt not in FORMATS:
+        raise UserError(f"format: unknown value {fmt!r}; expected one of {', '.join(FORMATS)}")
     if output_op not in OUTPUT_OPS:
         raise UserError(f"output_op: unknown value {output_op!r}; expected one of {', '.join(OUTPUT_OPS)}")
+    if fmt == 'onnx':
+        _check_onnx_packages()
     shape = _check_input_shape(input_shape)
     transforms = _check_transforms(transforms)
     save_dir = os.path.abspath(os.fspath(save_dir))
@@ -148,6 +184,10 @@ def export_model(model, save_dir, input_shape=None, output_op='argmax', transfor
     try:
         os.environ['PADDLESEG_EXPORT_STAGE'] = 'True'  # PaddleSeg models read it to drop training-only branches
         model.eval()
+        if fmt == 'onnx':
+            info = _export_onnx(model, tmp_dir, shape, output_op, transforms, keep_program)
+            replace_dir(tmp_dir, save_dir)
+            return _onnx_result(info, save_dir, shape, output_op)
         op_names = _save_program(model, tmp_dir, shape, output_op, portable)
         program_file = _program_file(tmp_dir)
         params_file = SAVE_NAME + '.pdiparams'
@@ -160,6 +200,7 @@ def export_model(model, save_dir, input_shape=None, output_op='argmax', transfor
         deploy = {
             'model': program_file,
             'params': params_file,
+            'backend': 'paddle_inference',
             'transforms': transforms,
             'input_shape': shape,
             'output_op': output_op,
@@ -170,7 +211,7 @@ def export_model(model, save_dir, input_shape=None, output_op='argmax', transfor
             deploy['mkldnn_error'] = onednn_error
         with open(os.path.join(tmp_dir, DEPLOY_FILE), 'w', encoding='utf-8') as f:
             yaml.safe_dump({'Deploy': deploy}, f, default_flow_style=False, sort_keys=False)
-        _replace_dir(tmp_dir, save_dir)
+        replace_dir(tmp_dir, save_dir)
     except BaseException:
         shutil.rmtree(tmp_dir, ignore_errors=True)
         _remove_empty(new_parents)
@@ -200,6 +241,228 @@ def export_model(model, save_dir, input_shape=None, output_op='argmax', transfor
         'output_op': output_op,
         'onednn': onednn_error is None,
         'onednn_error': onednn_error,
+    }
+
+
+# paddle2onnx's name (get_all_supported_operators_pir) of PIR ops whose name differs; used to name the ops it lacks
+_P2O_NAMES = {
+    'add': 'elementwise_add', 'subtract': 'elementwise_sub', 'multiply': 'elementwise_mul',
+    'divide': 'elementwise_div', 'maximum': 'elementwise_max', 'minimum': 'elementwise_min',
+    'floor_divide': 'elementwise_floordiv', 'remainder': 'elementwise_mod', 'elementwise_pow': 'elementwise_pow',
+    'argmax': 'arg_max', 'argmin': 'arg_min', 'matmul': 'matmul_v2', 'flatten': 'flatten_contiguous_range',
+    'hardswish': 'hard_swish', 'hardsigmoid': 'hard_sigmoid', 'arange': 'range', 'expand': 'expand_v2',
+    'unsqueeze': 'unsqueeze2', 'mean': 'reduce_mean', 'max': 'reduce_max', 'min': 'reduce_min', 'sum': 'reduce_sum',
+    'prod': 'reduce_prod', 'all': 'reduce_all', 'any': 'reduce_any', 'topk': 'top_k_v2', 'swish': 'swish',
+    'nonzero': 'where_index', 'combine': 'builtin_combine', 'split_with_num': 'split_with_num',
+}
+# ops of every saved program that are no computation (feeds, fetches, parameters)
+_P2O_IGNORED = {'data', 'feed', 'fetch', 'parameter', 'shadow_output', 'set_parameter', 'constant'}
+
+# run in a child interpreter: paddle2onnx aborts its process (SIGABRT) on an op it cannot convert
+# (C stdio unbuffered: with verbose=True paddle2onnx names the op that stops it on stdout just before aborting)
+_CONVERT_SCRIPT = r"""
+import ctypes, json, sys
+try:
+    libc = ctypes.CDLL(None)
+    libc.setvbuf(ctypes.c_void_p.in_dll(libc, 'stdout'), None, 2, 0)
+except Exception:
+    pass
+import paddle2onnx
+program, params, out, opset = sys.argv[1:5]
+data = paddle2onnx.export(program, params, save_file=None, opset_version=int(opset), auto_upgrade_opset=True,
+                          enable_onnx_checker=True, enable_optimize=True, verbose=True)
+with open(out, 'wb') as f:
+    f.write(data)
+import onnx
+model = onnx.load_model_from_string(data)
+print(json.dumps({'opset': max((o.version for o in model.opset_import if o.domain in ('', 'ai.onnx')),
+                               default=None)}))
+"""
+
+
+def _check_onnx_packages():
+    """A UserError naming what to install where paddle2onnx or onnxruntime is missing."""
+    import importlib.util
+
+    missing = [name for name in ('paddle2onnx', 'onnxruntime') if importlib.util.find_spec(name) is None]
+    if missing:
+        raise UserError(f"--format onnx needs {' and '.join(missing)}, which "
+                        f"{'is' if len(missing) == 1 else 'are'} not installed: "
+                        f"pip install {ONNX_REQUIREMENTS}")
+
+
+def onnx_session(path, threads=1, providers=None):
+    """An ONNX Runtime session on ``path`` (CPU by default) with ONNX Runtime's own warnings silenced."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.log_severity_level = 3  # errors only: paddle2onnx leaves unused initializers ORT warns about
+    return ort.InferenceSession(path, options, providers=providers or ['CPUExecutionProvider'])
+
+
+def _unconvertible_ops(op_names):
+    """The ops of a traced program that paddle2onnx's list of converters lacks (best effort, to name them)."""
+    try:
+        from paddle2onnx import paddle2onnx_cpp2py_export as p2o
+
+        supported = set(p2o.get_all_supported_operators_pir())
+    except Exception:  # noqa: BLE001  (only used to name the culprit)
+        return []
+    missing = set()
+    for full_name in op_names:
+        name = full_name.split('.', 1)[-1]
+        base = name[:-1] if name.endswith('_') and not name.endswith('__') else name
+        if base in _P2O_IGNORED or full_name.startswith('builtin.') and base in ('parameter', 'shadow_output'):
+            continue
+        candidates = {name, base, _P2O_NAMES.get(base, base), f'builtin_{base}', f'elementwise_{base}',
+                      f'reduce_{base}'}
+        if not candidates & supported:
+            missing.add(base)
+    return sorted(missing)
+
+
+_P2O_GENERIC = ('There are unsupported features', 'Due to the unsupported operators')
+
+
+def _child_error(text):
+    """The informative line of the conversion child's output: paddle2onnx's specific [ERROR] lines (e.g.
+    "[OP: pd_op.pool2d] Adaptive only support static input shape."), else the last error line."""
+    lines = [' '.join(line.split()) for line in text.splitlines() if line.strip()]
+    specific = [line.replace('[ERROR][Paddle2ONNX] ', '') for line in lines
+                if '[ERROR]' in line and not any(g in line for g in _P2O_GENERIC)]
+    specific += [line.split('including', 1)[1].strip() for line in lines if 'not supported yet, including' in line
+                 and line.split('including', 1)[1].strip()]
+    if specific:
+        return '; '.join(dict.fromkeys(specific))[:400]
+    for marker in ('Failed to convert PaddlePaddle model', '[ERROR]', 'Error:', 'Error '):
+        hits = [line for line in lines if marker in line]
+        if hits:
+            return hits[-1][:400]
+    return lines[-1][:400] if lines else 'no message'
+
+
+def _convert_onnx(program, params, out, op_names):
+    """Convert the saved program to ``out`` with paddle2onnx in a child process; returns the opset written."""
+    import json
+
+    env = dict(os.environ, GLOG_minloglevel='2')
+    result = subprocess.run([sys.executable, '-c', _CONVERT_SCRIPT, program, params, out, str(ONNX_OPSET)],
+                            capture_output=True, text=True, env=env)
+    if result.returncode != 0 or not os.path.isfile(out):
+        culprits = _unconvertible_ops(op_names)
+        if culprits:
+            reason = f"it has no converter for op(s) {', '.join(culprits)}"
+        else:
+            reason = _child_error(result.stdout + '\n' + result.stderr)
+            if 'Adaptive only support static input shape' in reason:
+                reason += (" (adaptive pooling: export with a fixed --input_shape N C H W whose pooled feature map "
+                           "divides by the pooling bins)")
+        raise UserError(f"ONNX export: paddle2onnx cannot convert the model: {reason}")
+    lines = [line for line in result.stdout.splitlines() if line.startswith('{')]
+    try:
+        return json.loads(lines[-1])['opset']
+    except (IndexError, ValueError, KeyError):
+        return None
+
+
+@contextlib.contextmanager
+def _onnx_exact_gelu():
+    """While tracing for ONNX, ``F.gelu(x, approximate=True)`` (the tanh form, e.g. MaxViT's) is built from
+    elementary ops: paddle2onnx 2.1.0 converts Paddle's ``gelu`` op to the erf form whatever its ``approximate``
+    attribute says, which moves MaxViT-T's logits by about 1e-3 (relative) from Paddle's."""
+    original = F.gelu
+
+    def gelu(x, approximate=False, name=None):
+        if approximate is True or approximate == 'tanh':
+            return 0.5 * x * (1.0 + paddle.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x * x * x)))
+        return original(x, approximate, name)
+
+    F.gelu = gelu
+    try:
+        yield
+    finally:
+        F.gelu = original
+
+
+def _export_onnx(model, tmp_dir, shape, output_op, transforms, keep_program=False):
+    """Trace, convert to ``tmp_dir/model.onnx``, check ONNX Runtime against Paddle Inference on the traced program,
+    write deploy.yaml.
+
+    The reference is the traced program rather than the dynamic model because the two may differ by design: e.g.
+    SegNeXt's Hamburger head starts from random bases in dynamic-graph eval and from fixed ones when traced
+    (``paddle_models.layers.ham``). The dynamic model and the traced program agree as the Paddle export's tests
+    check."""
+    scratch = os.path.join(tmp_dir, 'paddle') if keep_program else tempfile.mkdtemp(prefix='.paddle-', dir=tmp_dir)
+    os.makedirs(scratch, exist_ok=True)
+    with _onnx_exact_gelu():
+        op_names = _save_program(model, scratch, shape, output_op, portable=False)
+    program = os.path.join(scratch, _program_file(scratch))
+    params = os.path.join(scratch, SAVE_NAME + '.pdiparams')
+    onnx_path = os.path.join(tmp_dir, ONNX_FILE)
+    opset = _convert_onnx(program, params, onnx_path, op_names)
+
+    data = _check_input(shape)
+    want = _run_plain(program, params, data)
+    if not keep_program:
+        shutil.rmtree(scratch)
+    try:
+        session = onnx_session(onnx_path)
+        got = session.run(None, {session.get_inputs()[0].name: data})[0]
+    except Exception as err:  # noqa: BLE001  (ONNX Runtime's errors: one line)
+        reason = re.sub(r'^\[ONNXRuntimeError\] : \d+ : \w+ : ', '', ' '.join(str(err).split()))
+        reason = re.sub(r'/onnxruntime_src/\S+ ', '', reason)[:400]  # the C++ source location
+        raise UserError(f"ONNX export: ONNX Runtime cannot run the converted model on an input of shape "
+                        f"{list(data.shape)}: {reason}") from None
+    error = _compare(got, want, output_op)
+    limit = 0.01 if output_op == 'argmax' else 1e-4
+    if error is None or not error <= limit:
+        what = 'shape ' + str(list(got.shape)) if error is None else \
+            (f"{error:.1%} of the pixels" if output_op == 'argmax' else f"max |onnx - paddle| / max |paddle| = "
+                                                                         f"{error:.3g}")
+        raise UserError(f"ONNX export: ONNX Runtime's output differs from Paddle Inference's on the traced "
+                        f"program ({what}; Paddle's shape is {list(want.shape)})")
+    deploy = {
+        'model': ONNX_FILE,
+        'backend': 'onnxruntime',
+        'transforms': transforms,
+        'input_shape': shape,
+        'output_op': output_op,
+        'output_dtype': 'int32' if output_op == 'argmax' else 'float32',
+        'opset': opset,
+    }
+    with open(os.path.join(tmp_dir, DEPLOY_FILE), 'w', encoding='utf-8') as f:
+        yaml.safe_dump({'Deploy': deploy}, f, default_flow_style=False, sort_keys=False)
+    return {'opset': opset, 'check_error': error, 'keep_program': keep_program}
+
+
+def _compare(got, want, output_op):
+    """None for different shapes; else for argmax the fraction of differing pixels, otherwise
+    max |got - want| / max |want| (relative to the largest magnitude of the reference)."""
+    if got.shape != want.shape:
+        return None
+    if output_op == 'argmax':
+        return float(np.mean(got != want)) if want.size else 0.0
+    if not want.size:
+        return 0.0
+    diff = float(np.max(np.abs(got.astype('float64') - want)))
+    return diff / max(float(np.max(np.abs(want))), 1e-12)
+
+
+def _onnx_result(info, save_dir, shape, output_op):
+    logger.info("exported %s (%s, opset %s); ONNX Runtime matches Paddle Inference", save_dir, ONNX_FILE,
+                info['opset'])
+    return {
+        'save_dir': save_dir,
+        'model': os.path.join(save_dir, ONNX_FILE),
+        'params': None,
+        'deploy_yaml': os.path.join(save_dir, DEPLOY_FILE),
+        'program_format': 'onnx',
+        'input_shape': shape,
+        'output_op': output_op,
+        'opset': info['opset'],
+        'check_error': info['check_error'],
+        'paddle_program': os.path.join(save_dir, 'paddle') if info['keep_program'] else None,
     }
 
 
@@ -378,7 +641,7 @@ def _remove_empty(dirs):
             return
 
 
-def _replace_dir(new_dir, save_dir):
+def replace_dir(new_dir, save_dir):
     """Move ``new_dir`` to ``save_dir``; a previous ``save_dir`` is removed only once the new one is in place."""
     if not os.path.exists(save_dir):
         os.rename(new_dir, save_dir)

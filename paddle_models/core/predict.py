@@ -5,6 +5,7 @@ import cv2
 import numpy as np
 import paddle
 from paddleseg.transforms import Compose
+from paddleseg.utils.visualize import get_color_map_list
 from PIL import Image
 from tqdm import tqdm
 
@@ -16,18 +17,11 @@ IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
 
 
 def default_palette(num_classes):
-    """A distinct RGB colour per class (the bit-interleaved colour map used by PASCAL VOC)."""
-    palette = []
-    for index in range(num_classes):
-        r = g = b = 0
-        value = index
-        for bit in range(8):
-            r |= ((value >> 0) & 1) << (7 - bit)
-            g |= ((value >> 1) & 1) << (7 - bit)
-            b |= ((value >> 2) & 1) << (7 - bit)
-            value >>= 3
-        palette.append((r, g, b))
-    return palette
+    """PaddleSeg's colour per class (``paddleseg.utils.visualize.get_color_map_list``: class i gets the PASCAL VOC
+    colour of label i + 1), as RGB triples. deploy/python/infer.py colours with the same map, so a class has one
+    colour whether predicted from the weights or from the exported model."""
+    flat = get_color_map_list(num_classes)
+    return [tuple(flat[i:i + 3]) for i in range(0, 3 * num_classes, 3)]
 
 
 def check_custom_color(values, what='--custom_color'):

@@ -32,10 +32,11 @@ import paddle
 import paddle.nn as nn
 
 from paddle_models.backbones.resnet import ResNet
-from paddle_models.weights import load_backbone_weights
 from paddle_models.errors import UserError
 from paddle_models.layers import batch_norm_2d
 from paddle_models.registry import register_model
+from paddle_models.utils.validate import check_int
+from paddle_models.weights import load_weights
 
 __all__ = ['LinkNet', 'LinkNetDecoderBlock', 'crop_to']
 
@@ -48,6 +49,14 @@ def crop_to(x, reference):
 
 def _bn_relu(channels):
     return [batch_norm_2d(channels), nn.ReLU()]
+
+
+def _crop(x, size):
+    """``x`` cropped to the spatial ``size`` (h, w). The transposed convs are built with output_padding =
+    stride - 1 (their largest output) and cropped: the same values as passing ``output_size`` (output padding only
+    adds rows and columns at the end), in a form that converts to ONNX (paddle2onnx 2.1.0 drops a run-time
+    ``output_size``)."""
+    return x[:, :, :size[0], :size[1]]
 
 
 class LinkNetDecoderBlock(nn.Layer):
@@ -63,14 +72,15 @@ class LinkNetDecoderBlock(nn.Layer):
         super().__init__()
         inner = max(in_channels // 4, 1)
         self.conv1 = nn.Sequential(nn.Conv2D(in_channels, inner, 1, bias_attr=False), *_bn_relu(inner))
-        self.full_conv = nn.Sequential(nn.Conv2DTranspose(inner, inner, 3, stride=stride, padding=1, bias_attr=False),
+        self.full_conv = nn.Sequential(nn.Conv2DTranspose(inner, inner, 3, stride=stride, padding=1,
+                                                          output_padding=stride - 1, bias_attr=False),
                                        *_bn_relu(inner))
         self.conv2 = nn.Sequential(nn.Conv2D(inner, out_channels, 1, bias_attr=False), *_bn_relu(out_channels))
 
     def forward(self, x, size):
         """``size``: the output's (h, w) -- that of the tensor it is added to (stride * input size, or one less
         where the encoder rounded an odd size up)."""
-        y = self.full_conv[0](self.conv1(x), output_size=size)
+        y = _crop(self.full_conv[0](self.conv1(x)), size)
         return self.conv2(self.full_conv[2](self.full_conv[1](y)))
 
 
@@ -94,8 +104,7 @@ class LinkNet(nn.Layer):
 
     def __init__(self, num_classes, backbone=None, in_channels=3, pretrained=None):
         super().__init__()
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes <= 0:
-            raise UserError(f"LinkNet: num_classes must be a positive integer, got {num_classes!r}")
+        num_classes = check_int('LinkNet', 'num_classes', num_classes)
         if backbone is None:
             backbone = ResNet(layers=18, in_channels=in_channels)
         missing = [a for a in ('conv1', 'bn1', 'relu', 'maxpool', 'stages', 'stem_channels', 'feat_channels',
@@ -112,14 +121,14 @@ class LinkNet(nn.Layer):
         first = inputs[0]
         half = max(first // 2, 1)
         self.final = nn.Sequential(
-            nn.Conv2DTranspose(first, half, 3, stride=2, padding=1, bias_attr=False),
+            nn.Conv2DTranspose(first, half, 3, stride=2, padding=1, output_padding=1, bias_attr=False),
             *_bn_relu(half),
             nn.Conv2D(half, half, 3, padding=1, bias_attr=False),
             *_bn_relu(half),
             nn.Conv2DTranspose(half, num_classes, 2, stride=2))
         self.pretrained = pretrained
         if pretrained:
-            load_backbone_weights(self, pretrained)
+            load_weights(self, pretrained)
 
     def forward(self, x):
         backbone = self.backbone
@@ -130,7 +139,7 @@ class LinkNet(nn.Layer):
         y = skips[-1]
         for index in reversed(range(len(self.decoders))):
             y = self.decoders[index](y, paddle.shape(skips[index])[2:]) + skips[index]
-        y = self.final[0](y, output_size=paddle.shape(half)[2:])
+        y = _crop(self.final[0](y), paddle.shape(half)[2:])
         for index in range(1, len(self.final)):
             y = self.final[index](y)
         return [crop_to(y, x)]

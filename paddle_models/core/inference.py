@@ -1,0 +1,153 @@
+"""Run an exported model (a folder written by ``export.py``) from Python, for ``val.py --inference_model``.
+
+The folder's ``deploy.yaml`` says what it holds: ``backend: paddle_inference`` (also where the key is absent, as in
+PaddleSeg's own exports: a ``model.json``/``model.pdmodel`` program with ``model.pdiparams``, FP32 or quantized
+INT8) or ``backend: onnxruntime`` (``export.py --format onnx``: ``model.onnx``). ``InferenceModel`` runs either on a
+preprocessed batch [N, C, H, W] float32 and returns the program's first output as a NumPy array: int32 class ids
+[N, H, W] for ``output_op: argmax``, else float32 logits or probabilities [N, C, H, W].
+
+deploy/python/infer.py does the same for image files; it stays standalone (no paddle_models import), so the
+reading of deploy.yaml is written again here, with errors naming the ``--inference_model`` folder.
+
+Paddle Inference runs on the CPU with oneDNN where the export's oneDNN check passed (``enable_mkldnn: true``), as
+infer.py does by default, and on the GPU where Paddle's current device is one. ONNX Runtime uses the
+CPUExecutionProvider, plus CUDA where the installed onnxruntime has it and Paddle's device is a GPU.
+"""
+import os
+
+import numpy as np
+import paddle
+import yaml
+
+from paddle_models.errors import UserError
+
+DEPLOY_FILE = 'deploy.yaml'
+BACKENDS = ('paddle_inference', 'onnxruntime')
+
+
+class InferenceModel:
+    """An exported model loaded from ``model_dir`` (see the module docstring).
+
+    Args:
+        model_dir (str): The export folder (holding deploy.yaml).
+        threads (int|None): CPU threads. Default: min(10, CPU count).
+        what (str): How errors name the folder. Default: '--inference_model'.
+
+    Attributes:
+        backend (str): 'paddle_inference' or 'onnxruntime'.
+        output_op (str|None): deploy.yaml's ``output_op`` ('argmax', 'softmax', 'none'; None where absent).
+        transforms (list): deploy.yaml's preprocessing transforms config.
+        model_file (str): The program or ONNX file.
+    """
+
+    def __init__(self, model_dir, threads=None, what='--inference_model'):
+        self.what = what
+        self.dir = os.path.abspath(os.fspath(model_dir))
+        self.threads = threads or min(10, os.cpu_count() or 1)
+        deploy = self._read_deploy()
+        self.deploy = deploy
+        backend = deploy.get('backend')
+        if backend is None:
+            backend = 'onnxruntime' if str(deploy.get('model', '')).endswith('.onnx') else 'paddle_inference'
+        if backend not in BACKENDS:
+            raise UserError(f"{what}: {self.deploy_path}: Deploy.backend {backend!r} is not one of "
+                            f"{', '.join(BACKENDS)}")
+        self.backend = backend
+        self.output_op = deploy.get('output_op')
+        self.transforms = deploy.get('transforms') or []
+        self.model_file = self._file('model')
+        if backend == 'onnxruntime':
+            self._session = self._onnx_session()
+            self._input = self._session.get_inputs()[0].name
+        else:
+            self.params_file = self._file('params')
+            self._predictor = self._paddle_predictor()
+
+    @property
+    def deploy_path(self):
+        return os.path.join(self.dir, DEPLOY_FILE)
+
+    def _read_deploy(self):
+        if not os.path.isdir(self.dir):
+            raise UserError(f"{self.what}: {self.dir} is not a folder (expected an export folder with "
+                            f"{DEPLOY_FILE})")
+        if not os.path.isfile(self.deploy_path):
+            raise UserError(f"{self.what}: {self.deploy_path} does not exist (not an export folder: export.py "
+                            f"writes it)")
+        try:
+            with open(self.deploy_path, 'r', encoding='utf-8') as f:
+                dic = yaml.safe_load(f)
+        except (yaml.YAMLError, UnicodeDecodeError) as err:
+            raise UserError(f"{self.what}: {self.deploy_path} is not valid YAML: {' '.join(str(err).split())}") \
+                from None
+        if not isinstance(dic, dict) or not isinstance(dic.get('Deploy'), dict):
+            raise UserError(f"{self.what}: {self.deploy_path} has no 'Deploy' section")
+        return dic['Deploy']
+
+    def _file(self, key):
+        name = self.deploy.get(key)
+        if not isinstance(name, str) or not name:
+            raise UserError(f"{self.what}: {self.deploy_path}: Deploy.{key} is missing")
+        path = os.path.join(self.dir, name)
+        if not os.path.isfile(path):
+            raise UserError(f"{self.what}: {self.deploy_path}: Deploy.{key} file {path} does not exist")
+        return path
+
+    def _onnx_session(self):
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise UserError(f"{self.what}: {self.model_file} is an ONNX model, which needs onnxruntime: "
+                            f"pip install onnxruntime") from None
+        providers = ['CPUExecutionProvider']
+        if paddle.device.get_device().startswith('gpu') and \
+                'CUDAExecutionProvider' in ort.get_available_providers():
+            providers.insert(0, 'CUDAExecutionProvider')
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self.threads
+        options.log_severity_level = 3
+        try:
+            return ort.InferenceSession(self.model_file, options, providers=providers)
+        except Exception as err:  # noqa: BLE001  (ONNX Runtime's load errors)
+            raise UserError(f"{self.what}: ONNX Runtime cannot load {self.model_file}: {_first_line(err)}") \
+                from None
+
+    def _paddle_predictor(self):
+        from paddle.inference import Config, create_predictor
+
+        config = Config(self.model_file, self.params_file)
+        config.disable_glog_info()
+        if not self.model_file.endswith('.json'):
+            config.enable_memory_optim()  # Paddle 3.3.1 refuses it for PIR programs (see infer.py)
+        if paddle.device.get_device().startswith('gpu'):
+            config.enable_use_gpu(100, 0)
+        else:
+            config.disable_gpu()
+            if self.deploy.get('enable_mkldnn') is True:
+                config.enable_mkldnn()
+                if self.deploy.get('precision') == 'int8':  # tools/quantize.py: run it with oneDNN's INT8 kernels
+                    config.enable_mkldnn_int8()
+            else:
+                config.disable_mkldnn()  # on by default in Paddle Inference
+            config.set_cpu_math_library_num_threads(self.threads)
+        try:
+            return create_predictor(config)
+        except (RuntimeError, ValueError, OSError) as err:
+            raise UserError(f"{self.what}: Paddle Inference cannot load {self.model_file} with "
+                            f"{self.params_file}: {_first_line(err)}") from None
+
+    def __call__(self, batch):
+        """The first output for ``batch`` ([N, C, H, W], converted to contiguous float32)."""
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        if self.backend == 'onnxruntime':
+            return self._session.run(None, {self._input: batch})[0]
+        predictor = self._predictor
+        handle = predictor.get_input_handle(predictor.get_input_names()[0])
+        handle.reshape(list(batch.shape))
+        handle.copy_from_cpu(batch)
+        predictor.run()
+        return predictor.get_output_handle(predictor.get_output_names()[0]).copy_to_cpu()
+
+
+def _first_line(err):
+    return next((line.strip() for line in str(err).splitlines() if line.strip()), type(err).__name__)[:400]

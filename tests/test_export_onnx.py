@@ -1,0 +1,255 @@
+"""ONNX export (``export.py --format onnx``) and running it with deploy/python/infer.py.
+
+Every config in configs/ is exported to ONNX at 1x3x64x64 with random weights and ``output_op: none``, keeping the
+Paddle program the ONNX model was converted from (``keep_program=True``); ONNX Runtime's logits must match Paddle
+Inference's (plain CPU kernels) on that same program within 1e-4, relative error measured as
+max |onnx - paddle| / max |paddle| over the whole logits tensor. A config that does not convert fails its test.
+Not marked paddle26: the ONNX path is tested on Paddle 3.x (PIR programs) only.
+"""
+import glob
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import paddle
+import pytest
+import yaml
+from PIL import Image
+
+from conftest import REPO, camvid_root
+from paddle_models.core import export as export_module
+from paddle_models.core.config import Builder, load_config
+from paddle_models.core.export import export_model
+from paddle_models.errors import UserError
+from paddle_models.models.hardnet import HarDNet
+
+CONFIGS = sorted(glob.glob(os.path.join(REPO, 'configs', '*.yml')))
+INPUT_SHAPE = [1, 3, 64, 64]
+# paddle2onnx turns adaptive pooling into AveragePool with kernel and stride input // output, so the pooled map must
+# divide by every bin (1, 2, 3, 6 in UPerNet's and PSPNet's pyramids): MaxViT's 1/32 map needs 192 x 192, PSPNet's
+# 1/8 map 48 x 48
+INPUT_SIZES = {'maxvit_t_upernet_camvid': 192, 'pspnet': 48}
+INFER = os.path.join(REPO, 'deploy', 'python', 'infer.py')
+TINY = dict(stem_channels=(8, 8, 8, 8), ch_list=(8, 12, 16), gr=(4, 4, 6), n_layers=(2, 2, 4))
+TRANSFORMS = [{'type': 'Normalize', 'mean': [0.5, 0.5, 0.5], 'std': [0.5, 0.5, 0.5]}]
+
+
+@pytest.fixture(scope='module')
+def onnx_export(tmp_path_factory):
+    """config name -> export info (or the exception export raised), exported once per module on first use."""
+    root = tmp_path_factory.mktemp('onnx')
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            paddle.seed(0)
+            try:
+                cfg = load_config(os.path.join(REPO, 'configs', name + '.yml'), require=('model',))
+                model = Builder(cfg).model()
+                cache[name] = export_model(model, str(root / name), input_shape=_input_shape(name),
+                                           output_op='none',
+                                           transforms=TRANSFORMS, fmt='onnx', keep_program=True)
+            except Exception as err:  # noqa: BLE001  (reported by the test of that config)
+                cache[name] = err
+        return cache[name]
+
+    return get
+
+
+def _input_shape(name):
+    size = INPUT_SIZES.get(name, INPUT_SHAPE[2])
+    return INPUT_SHAPE[:2] + [size, size]
+
+
+def _paddle_inference(program_dir, data):
+    from paddle.inference import Config, create_predictor
+
+    program = next(os.path.join(program_dir, n) for n in ('model.json', 'model.pdmodel')
+                   if os.path.isfile(os.path.join(program_dir, n)))
+    config = Config(program, os.path.join(program_dir, 'model.pdiparams'))
+    config.disable_gpu()
+    config.disable_glog_info()
+    config.disable_mkldnn()
+    config.set_cpu_math_library_num_threads(1)
+    predictor = create_predictor(config)
+    handle = predictor.get_input_handle(predictor.get_input_names()[0])
+    handle.reshape(list(data.shape))
+    handle.copy_from_cpu(data)
+    predictor.run()
+    return predictor.get_output_handle(predictor.get_output_names()[0]).copy_to_cpu()
+
+
+def _onnx_runtime(path, data):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(path, options, providers=['CPUExecutionProvider'])
+    return session.run(None, {session.get_inputs()[0].name: data})[0]
+
+
+# Known, open (issue 13): paddle2onnx 2.1.0 writes an empty `sizes` input for one of MultiScaleAttention's Resize
+# nodes ("Number of elements of input 'sizes' (0) must be same as rank of input 'X' (4)"); strict, so the test fails
+# once the conversion works and the mark must go
+KNOWN_FAILURES = {'multiscale_attention_hardnet_camvid': "paddle2onnx 2.1.0 writes an empty Resize 'sizes' input"}
+
+
+@pytest.mark.parametrize('config', [
+    pytest.param(name, marks=pytest.mark.xfail(reason=KNOWN_FAILURES[name], strict=True))
+    if name in KNOWN_FAILURES else name
+    for name in (os.path.basename(p)[:-4] for p in CONFIGS)])
+def test_config_exports_to_onnx_and_matches_paddle_inference(onnx_export, config):
+    info = onnx_export(config)
+    if isinstance(info, Exception):
+        pytest.fail(f"{config}: ONNX export failed: {type(info).__name__}: {info}")
+    with open(info['deploy_yaml'], encoding='utf-8') as f:
+        deploy = yaml.safe_load(f)['Deploy']
+    assert (deploy['model'], deploy['backend'], deploy['output_op']) == ('model.onnx', 'onnxruntime', 'none')
+    shape = _input_shape(config)
+    assert 'params' not in deploy and deploy['input_shape'] == shape
+    num_classes = load_config(os.path.join(REPO, 'configs', config + '.yml'), require=('model',)) \
+        .dic['model']['num_classes']
+
+    data = np.random.default_rng(1).standard_normal(shape).astype('float32')
+    want = _paddle_inference(info['paddle_program'], data)
+    got = _onnx_runtime(info['model'], data)
+    assert want.shape == got.shape == (1, num_classes) + tuple(shape[2:])
+    assert np.abs(want).max() > 0
+    relative = float(np.abs(got.astype('float64') - want).max() / np.abs(want).max())
+    assert relative <= 1e-4, f"{config}: max |onnx - paddle| / max |paddle| = {relative:.3g}"
+
+
+def _tiny_hardnet(seed=0):
+    paddle.seed(seed)
+    model = HarDNet(num_classes=5, **TINY)
+    model.eval()
+    return model
+
+
+@pytest.fixture(scope='module')
+def tiny_onnx(tmp_path_factory):
+    """A tiny HarDNet exported to ONNX with a free input size and argmax output (the default)."""
+    model = _tiny_hardnet()
+    save_dir = tmp_path_factory.mktemp('tiny') / 'onnx_model'
+    return model, export_model(model, str(save_dir), transforms=TRANSFORMS, fmt='onnx')
+
+
+def test_onnx_export_writes_model_and_deploy_yaml_only(tiny_onnx):
+    model, info = tiny_onnx
+    assert sorted(os.listdir(info['save_dir'])) == ['deploy.yaml', 'model.onnx']
+    with open(info['deploy_yaml'], encoding='utf-8') as f:
+        deploy = yaml.safe_load(f)['Deploy']
+    assert deploy['model'] == 'model.onnx' and deploy['backend'] == 'onnxruntime'
+    assert (deploy['output_op'], deploy['output_dtype'], deploy['input_shape']) == ('argmax', 'int32',
+                                                                                    [None, 3, None, None])
+    assert deploy['transforms'] == TRANSFORMS and deploy['opset'] >= 11
+    # a free input size: two sizes run and match the dynamic model's argmax
+    for shape in ([1, 3, 64, 64], [2, 3, 48, 80]):
+        data = np.random.default_rng(2).standard_normal(shape).astype('float32')
+        with paddle.no_grad():
+            logits = model(paddle.to_tensor(data))[0].numpy()
+        got = _onnx_runtime(info['model'], data)
+        assert got.shape == (shape[0],) + tuple(shape[2:])
+        assert np.mean(got != logits.argmax(1)) <= 1e-3
+
+
+def test_export_cli_onnx_and_infer_matches_paddle_results(tmp_path):
+    """export.py --format onnx and --format paddle of the same weights; infer.py gives the same PNGs for both, with
+    PaddleSeg's palette."""
+    model = _tiny_hardnet(3)
+    weights = tmp_path / 'model.pdparams'
+    paddle.save(model.state_dict(), str(weights))
+    config = tmp_path / 'tiny.yml'
+    config.write_text(yaml.safe_dump({
+        'model': dict(type='HarDNet', num_classes=5, **{k: list(v) for k, v in TINY.items()}),
+        'val_dataset': {'type': 'SyntheticShapes', 'image_size': 64, 'mode': 'val', 'transforms': TRANSFORMS}}))
+    images = sorted(glob.glob(os.path.join(camvid_root(), 'images', 'val', '*')))[:2]
+    image_dir = tmp_path / 'images'
+    image_dir.mkdir()
+    for path in images:
+        shutil.copy(path, image_dir)
+    outputs = {}
+    for fmt in ('paddle', 'onnx'):
+        save_dir = tmp_path / f'export_{fmt}'
+        result = subprocess.run([sys.executable, 'export.py', '--config', str(config), '--model_path', str(weights),
+                                 '--save_dir', str(save_dir), '--format', fmt, '--device', 'cpu'],
+                                capture_output=True, text=True, cwd=REPO, timeout=600)
+        assert result.returncode == 0, result.stderr
+        out_dir = tmp_path / f'out_{fmt}'
+        result = subprocess.run([sys.executable, INFER, '--config', str(save_dir / 'deploy.yaml'), '--image_path',
+                                 str(image_dir), '--save_dir', str(out_dir), '--device', 'cpu', '--print_detail',
+                                 'False', '--benchmark', 'True'], capture_output=True, text=True, cwd=REPO,
+                                timeout=300)
+        assert result.returncode == 0, result.stderr
+        if fmt == 'onnx':
+            assert 'ONNX Runtime' in result.stdout and 'ONNX Runtime: providers CPUExecutionProvider' in \
+                result.stderr
+        outputs[fmt] = {name: Image.open(out_dir / name) for name in sorted(os.listdir(out_dir))}
+    assert sorted(outputs['onnx']) == sorted(outputs['paddle']) == \
+        sorted(os.path.splitext(os.path.basename(p))[0] + '.png' for p in images)
+    from paddleseg.utils.visualize import get_color_map_list
+    for name, png in outputs['onnx'].items():
+        ref = np.asarray(outputs['paddle'][name])
+        assert png.size == outputs['paddle'][name].size and len(np.unique(ref)) > 1
+        assert np.mean(np.asarray(png) != ref) <= 1e-3
+        assert png.getpalette()[:3 * 5] == get_color_map_list(256)[:3 * 5]
+
+
+def test_infer_refuses_a_broken_onnx_model_in_one_line(tiny_onnx, tmp_path):
+    _, info = tiny_onnx
+    broken = tmp_path / 'broken'
+    shutil.copytree(info['save_dir'], broken)
+    data = (broken / 'model.onnx').read_bytes()
+    (broken / 'model.onnx').write_bytes(data[:len(data) // 2])
+    image = sorted(glob.glob(os.path.join(camvid_root(), 'images', 'val', '*')))[0]
+    result = subprocess.run([sys.executable, INFER, '--config', str(broken / 'deploy.yaml'), '--image_path', image,
+                             '--save_dir', str(tmp_path / 'out'), '--device', 'cpu'],
+                            capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.startswith('error:')]
+    assert len(lines) == 1 and str(broken / 'model.onnx') in lines[0] and 'ONNX Runtime cannot load it' in lines[0]
+    assert 'Traceback' not in result.stderr
+
+
+def test_unconvertible_op_is_a_user_error_naming_it_and_leaves_nothing(tmp_path):
+    """The portable resize (lerp) has no paddle2onnx converter: tracing with it must fail naming the op."""
+    model = _tiny_hardnet()
+    save_dir = tmp_path / 'out'
+    with pytest.raises(UserError) as err:
+        scratch = tmp_path / 'scratch'
+        scratch.mkdir()
+        ops = export_module._save_program(model, str(scratch), [1, 3, 64, 64], 'none', portable=True)
+        export_module._convert_onnx(str(scratch / 'model.json'), str(scratch / 'model.pdiparams'),
+                                    str(save_dir / 'model.onnx'), ops)
+    assert str(err.value) == "ONNX export: paddle2onnx cannot convert the model: it has no converter for op(s) lerp"
+    assert not save_dir.exists()
+
+
+def test_failed_onnx_check_leaves_nothing_behind(tmp_path, monkeypatch):
+    model = _tiny_hardnet()
+    save_dir = tmp_path / 'sub' / 'out'
+    monkeypatch.setattr(export_module, '_compare', lambda got, want, op: 0.5)
+    with pytest.raises(UserError) as err:
+        export_model(model, str(save_dir), input_shape=[1, 3, 64, 64], transforms=TRANSFORMS, fmt='onnx')
+    assert str(err.value) == ("ONNX export: ONNX Runtime's output differs from Paddle Inference's on the traced "
+                              "program (50.0% of the pixels; Paddle's shape is [1, 64, 64])")
+    assert not (tmp_path / 'sub').exists()
+
+
+def test_missing_onnx_packages_and_bad_format_are_user_errors(tmp_path, monkeypatch):
+    import importlib.util
+
+    model = _tiny_hardnet()
+    with pytest.raises(UserError) as err:
+        export_model(model, str(tmp_path / 'out'), fmt='tflite')
+    assert str(err.value) == "format: unknown value 'tflite'; expected one of paddle, onnx"
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, 'find_spec', lambda name, *a: None if name == 'paddle2onnx' else
+                        real(name, *a))
+    with pytest.raises(UserError) as err:
+        export_model(model, str(tmp_path / 'out'), fmt='onnx')
+    assert str(err.value) == ("--format onnx needs paddle2onnx, which is not installed: pip install "
+                              "paddle2onnx==2.1.0 onnxruntime==1.32.0")
+    assert not (tmp_path / 'out').exists()

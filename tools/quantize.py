@@ -1,0 +1,356 @@
+"""Post-training INT8 quantization of a trained model, for Paddle Inference with oneDNN on the CPU.
+
+    python tools/quantize.py --config configs/hardnet.yml --model_path output/best_model/model.pdparams \
+        --save_dir output/int8 [--calib_images 32]
+    python deploy/python/infer.py --config output/int8/deploy.yaml --image_path img.jpg
+
+What it does:
+
+1. Exports the model as a *legacy* static program (``model.pdmodel``): Paddle 3.x's PIR programs have no oneDNN
+   INT8 passes (only the legacy IR has ``quant_dequant_onednn_pass`` / ``cpu_quantize_pass``), so this tool runs
+   with ``FLAGS_enable_pir_api=0``, which must be set before Paddle is imported (the command line does it; a caller
+   that has imported Paddle with PIR on gets the work done in a subprocess). Under that flag Paddle 3.3.1 cannot
+   trace ops that exist only as PIR/dynamic kernels (``argmax``, ``floor``), so the model is traced with
+   ``output_op`` 'none' (logits) and with Paddle's own ``bilinear_interp`` / ``nearest_interp`` instead of the
+   portable resize (oneDNN runs those ops in legacy programs); the argmax is appended to the quantized program
+   afterwards as the legacy ``arg_max`` op, so the output is int32 class ids as with ``export.py``.
+2. Calibrates on ``--calib_images`` images of the config's ``train_dataset`` (evenly spread over it), read through
+   the validation transforms (no random augmentation), batch 1, with ``PostTrainingQuantization`` (``--algo``,
+   default hist: of KL, avg, mse and hist it kept the INT8 class maps of a trained HarDNet closest to the FP32
+   ones; weights per output channel). Quantized ops: ``conv2d`` and ``depthwise_conv2d`` (the layers oneDNN
+   runs in INT8); the program is saved in the ONNX-style quantize/dequantize format that Paddle Inference turns
+   into oneDNN INT8 kernels with ``Config.enable_mkldnn_int8()``.
+3. Checks the result: the FP32 program (oneDNN) and the INT8 program (oneDNN INT8) run on the first calibration
+   image; the share of pixels with the same class is logged and recorded in deploy.yaml.
+4. Writes ``model.pdmodel``, ``model.pdiparams`` and ``deploy.yaml`` (as ``export.py`` writes it, plus
+   ``precision: int8`` and a ``quantization`` record) into a temporary folder beside ``--save_dir`` that replaces
+   ``--save_dir`` only at the end: a failure leaves nothing half-written, and a previous export there intact.
+
+What stays FP32: oneDNN's INT8 passes quantize convolutions (with their fused batch norm and activation), and
+pool2d/concat between them; ``bilinear_interp``, ``conv2d_transpose`` (LinkNet's decoder) and the residual additions
+run in FP32 behind dequantize/quantize reorders, so models with many of them gain less. Running concat/pool2d in
+INT8 too (Paddle's default, used here) is faster but moves a little more of the class map than convolutions alone
+(``Config.enable_mkldnn_int8({'conv2d', 'depthwise_conv2d'})``).
+
+``deploy/python/infer.py`` reads ``precision: int8`` and turns oneDNN INT8 on. Without oneDNN (``--enable_mkldnn
+False``, GPU) the same program still runs, in FP32 with simulated quantization.
+"""
+import os
+import sys
+
+if __name__ == '__main__':  # before anything imports Paddle: legacy programs, see the module docstring
+    os.environ['FLAGS_enable_pir_api'] = '0'
+
+import argparse  # noqa: E402
+import logging  # noqa: E402
+import shutil  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO not in sys.path:
+    sys.path.insert(0, REPO)
+
+import paddle_models  # noqa: E402,F401  (first: preloads zlib before paddle, registers every component)
+
+import numpy as np  # noqa: E402
+import yaml  # noqa: E402
+
+from paddle_models.errors import UserError  # noqa: E402
+
+logger = logging.getLogger('quantize')
+
+ALGOS = ('KL', 'hist', 'avg', 'mse', 'abs_max')
+QUANTIZED_OPS = ('conv2d', 'depthwise_conv2d')
+DEPLOY_FILE = 'deploy.yaml'
+PROGRAM_FILE, PARAMS_FILE = 'model.pdmodel', 'model.pdiparams'
+# agreement of the FP32 and INT8 class maps on the check image below which a warning is logged
+WARN_AGREEMENT = 0.9
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description='Post-training INT8 quantization for Paddle Inference with oneDNN (CPU).')
+    parser.add_argument('--config', required=True, help='The PaddleSeg-format YAML config of the model.')
+    parser.add_argument('--model_path', required=True, help='Trained weights (.pdparams or a checkpoint folder).')
+    parser.add_argument('--save_dir', default='./output/inference_model_int8',
+                        help='Folder for the quantized program and deploy.yaml. Default: ./output/inference_model_int8')
+    parser.add_argument('--calib_images', type=int, default=32,
+                        help='Training images used for calibration (batch 1). Default: 32')
+    parser.add_argument('--algo', default='hist', choices=ALGOS,
+                        help='How activation ranges are chosen from the calibration data (hist: the 99.999%% '
+                             'quantile of each activation\'s absolute values). Default: hist')
+    parser.add_argument('--opts', nargs='+', default=None, metavar='KEY=VALUE',
+                        help='Override config keys, e.g. --opts train_dataset.dataset_root=data/camvid')
+    return parser.parse_args(argv)
+
+
+def check_args(args):
+    """The flags' own problems as one-line UserErrors, before anything heavy is loaded."""
+    if args.calib_images < 1:
+        raise UserError(f"--calib_images must be >= 1, got {args.calib_images}")
+    if not os.path.isfile(args.config):
+        raise UserError(f"--config: {args.config} does not exist")
+    if not os.path.exists(args.model_path):
+        raise UserError(f"--model_path: {args.model_path} does not exist")
+    check_save_dir(args.save_dir)
+
+
+def check_save_dir(save_dir):
+    """``save_dir`` must be new, empty or hold a previous export (a deploy.yaml), and its nearest existing folder
+    writable."""
+    save_dir = os.path.abspath(save_dir)
+    if os.path.exists(save_dir) and not os.path.isdir(save_dir):
+        raise UserError(f"--save_dir: {save_dir} exists and is not a folder")
+    if os.path.isdir(save_dir) and os.listdir(save_dir) and not os.path.isfile(os.path.join(save_dir, DEPLOY_FILE)):
+        raise UserError(f"--save_dir: {save_dir} is not empty and holds no previous export ({DEPLOY_FILE}); "
+                        f"choose a new folder")
+    parent = os.path.dirname(save_dir)
+    existing = parent
+    while existing and not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise UserError(f"--save_dir: {existing} (a parent of {save_dir}) is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"--save_dir: cannot write in {existing} (permission denied)")
+
+
+def legacy_mode():
+    """Whether this process builds legacy static programs (Paddle imported with ``FLAGS_enable_pir_api=0``, or a
+    Paddle without PIR)."""
+    import paddle
+
+    use_pir = getattr(paddle.framework, 'use_pir_api', None)
+    return use_pir is None or not use_pir()
+
+
+def calibration_indices(size, count):
+    """``count`` sample indices spread evenly over a dataset of ``size`` samples (all of them when it has fewer)."""
+    if count >= size:
+        return list(range(size))
+    return sorted(set(np.linspace(0, size - 1, count).round().astype(int).tolist()))
+
+
+def calibration_dataset(builder, cfg):
+    """The config's ``train_dataset`` read through the validation transforms (no random augmentation)."""
+    train_cfg = cfg.dic.get('train_dataset')
+    if not isinstance(train_cfg, dict) or 'type' not in train_cfg:
+        raise UserError(f"{cfg.path}: no 'train_dataset' section to calibrate on")
+    transforms = (cfg.dic.get('val_dataset') or {}).get('transforms') or [{'type': 'Normalize'}]
+    dataset = builder.build_component(dict(train_cfg, transforms=transforms), 'train_dataset')
+    if len(dataset) == 0:
+        raise UserError(f"{cfg.path}: train_dataset has no samples to calibrate on")
+    return dataset, transforms
+
+
+def _predictor(program, params, int8, threads=1):
+    from paddle.inference import Config, create_predictor
+
+    config = Config(program, params)
+    config.disable_gpu()
+    config.disable_glog_info()
+    config.set_cpu_math_library_num_threads(threads)
+    config.switch_ir_optim(True)
+    config.enable_mkldnn()
+    if int8:
+        config.enable_mkldnn_int8()
+    return create_predictor(config)
+
+
+def _run(predictor, data):
+    handle = predictor.get_input_handle(predictor.get_input_names()[0])
+    handle.reshape(list(data.shape))
+    handle.copy_from_cpu(data)
+    predictor.run()
+    return predictor.get_output_handle(predictor.get_output_names()[0]).copy_to_cpu()
+
+
+def append_argmax(src_dir, dst_dir, executor):
+    """Copy the program in ``src_dir`` to ``dst_dir`` with ``arg_max(axis=1, dtype=int32)`` appended to its output,
+    as ``export.py``'s default ``output_op`` 'argmax' (Paddle 3.3.1 cannot trace ``paddle.argmax`` into a legacy
+    program, but its legacy ``arg_max`` op runs: class ids straight from Paddle Inference, no logits copied out)."""
+    import paddle
+
+    scope = paddle.static.Scope()
+    with paddle.static.scope_guard(scope):
+        program, feeds, fetches = paddle.static.load_inference_model(os.path.join(src_dir, 'model'), executor)
+        block = program.global_block()
+        logits = fetches[0]
+        ids = block.create_var(name='class_ids', dtype='int32', shape=[logits.shape[0], *logits.shape[2:]])
+        block.append_op(type='arg_max', inputs={'X': [logits]}, outputs={'Out': [ids]},
+                        attrs={'axis': 1, 'keepdims': False, 'flatten': False,
+                               'dtype': int(paddle.base.core.VarDesc.VarType.INT32)})
+        paddle.static.save_inference_model(os.path.join(dst_dir, 'model'), [block.var(name) for name in feeds],
+                                           [ids], executor, program=program)
+
+
+def check_agreement(fp32_dir, int8_dir, data):
+    """Share of pixels where the FP32 program (oneDNN; logits) and the INT8 program (oneDNN INT8; class ids) pick
+    the same class."""
+    fp32 = _run(_predictor(os.path.join(fp32_dir, PROGRAM_FILE), os.path.join(fp32_dir, PARAMS_FILE), False), data)
+    try:
+        int8 = _run(_predictor(os.path.join(int8_dir, PROGRAM_FILE), os.path.join(int8_dir, PARAMS_FILE), True), data)
+    except Exception as err:  # noqa: BLE001  (Paddle's C++ errors; named in the message)
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        raise RuntimeError(f"the quantized program does not run with oneDNN INT8: {lines[-1] if lines else err}") \
+            from err
+    return float(np.mean(np.argmax(fp32, axis=1) == int8))
+
+
+def quantize(args):
+    """Export, calibrate, quantize and write ``args.save_dir`` (this process must be in legacy mode)."""
+    import paddle
+    from paddle.static.quantization import PostTrainingQuantization
+    from tqdm import tqdm
+
+    from paddle_models.core.checkpoint import load_model_weights
+    from paddle_models.core.config import Builder, load_config
+    from paddle_models.core.export import export_model, replace_dir
+
+    cfg = load_config(args.config, args.opts, require=('model',))
+    paddle.set_device('cpu')
+    builder = Builder(cfg)
+    dataset, transforms = calibration_dataset(builder, cfg)
+    indices = calibration_indices(len(dataset), args.calib_images)
+    if len(indices) < args.calib_images:
+        logger.warning("--calib_images %d: train_dataset has only %d images; calibrating on all of them",
+                       args.calib_images, len(indices))
+    model = builder.model()
+    load_model_weights(model, args.model_path)
+
+    save_dir = os.path.abspath(args.save_dir)
+    parent = os.path.dirname(save_dir)
+    new_parents = []
+    path = parent
+    while path and not os.path.exists(path):
+        new_parents.append(path)
+        path = os.path.dirname(path)
+    os.makedirs(parent, exist_ok=True)
+    tmp_dir = tempfile.mkdtemp(prefix=f'.{os.path.basename(save_dir)}.tmp-', dir=parent)
+    try:
+        fp32_dir = os.path.join(tmp_dir, 'fp32')
+        try:
+            info = export_model(model, fp32_dir, output_op='none', transforms=transforms, portable=False)
+        except (TypeError, NotImplementedError, ValueError, AttributeError) as err:  # dy2st's legacy-mode limits
+            lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+            raise UserError(f"{cfg.path}: model {cfg.dic['model'].get('type')} cannot be quantized: tracing it as "
+                            f"a legacy program (FLAGS_enable_pir_api=0) failed: "
+                            f"{lines[-1] if lines else type(err).__name__}") from None
+        if info['program_format'] != 'legacy':
+            raise RuntimeError("the export wrote a PIR program; run this tool with FLAGS_enable_pir_api=0")
+
+        images = []  # read once (with a progress bar), reused by the calibration's second pass (KL, hist)
+
+        def loader():
+            if len(images) < len(indices):
+                images.clear()
+                for index in tqdm(indices, desc='calibration images', unit='img', file=sys.stderr):
+                    images.append(np.ascontiguousarray(dataset[index]['img'], dtype='float32')[np.newaxis])
+                    yield {'x': images[-1]}
+            else:
+                for image in images:
+                    yield {'x': image}
+
+        paddle.enable_static()
+        try:
+            executor = paddle.static.Executor(paddle.CPUPlace())
+            ptq = PostTrainingQuantization(
+                executor=executor, model_dir=fp32_dir, model_filename=PROGRAM_FILE, params_filename=PARAMS_FILE,
+                data_loader=loader, batch_nums=len(indices), algo=args.algo,
+                quantizable_op_type=list(QUANTIZED_OPS), weight_quantize_type='channel_wise_abs_max',
+                onnx_format=True)
+            ptq.quantize()
+            quant_dir = os.path.join(tmp_dir, 'quant')
+            ptq.save_quantized_model(quant_dir, model_filename=PROGRAM_FILE, params_filename=PARAMS_FILE)
+            append_argmax(quant_dir, tmp_dir, executor)
+        finally:
+            paddle.disable_static()
+        shutil.rmtree(quant_dir)
+
+        agreement = check_agreement(fp32_dir, tmp_dir, images[0])
+        level = logging.WARNING if agreement < WARN_AGREEMENT else logging.INFO
+        logger.log(level, "INT8 and FP32 agree on %.1f%% of the pixels of calibration image %d",
+                   100 * agreement, indices[0])
+
+        with open(os.path.join(fp32_dir, DEPLOY_FILE), encoding='utf-8') as f:
+            deploy = yaml.safe_load(f)['Deploy']
+        deploy.update({
+            'model': PROGRAM_FILE,
+            'params': PARAMS_FILE,
+            'output_op': 'argmax',
+            'output_dtype': 'int32',
+            'precision': 'int8',
+            'enable_mkldnn': True,
+            'quantization': {
+                'method': 'post-training',
+                'algo': args.algo,
+                'calib_images': len(indices),
+                'quantized_ops': list(QUANTIZED_OPS),
+                'check_agreement': round(agreement, 4),
+            },
+        })
+        deploy.pop('mkldnn_error', None)
+        with open(os.path.join(tmp_dir, DEPLOY_FILE), 'w', encoding='utf-8') as f:
+            yaml.safe_dump({'Deploy': deploy}, f, default_flow_style=False, sort_keys=False)
+        shutil.rmtree(fp32_dir)
+        replace_dir(tmp_dir, save_dir)
+    except BaseException:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        for path in new_parents:  # the folders made for save_dir, deepest first, where still empty
+            try:
+                os.rmdir(path)
+            except OSError:
+                break
+        raise
+    logger.info("wrote the INT8 program to %s; run it with deploy/python/infer.py --config %s", save_dir,
+                os.path.join(save_dir, DEPLOY_FILE))
+    return {'save_dir': save_dir, 'deploy_yaml': os.path.join(save_dir, DEPLOY_FILE), 'agreement': agreement,
+            'calib_images': len(indices)}
+
+
+def _in_subprocess(argv):
+    """Run this tool in a fresh interpreter with ``FLAGS_enable_pir_api=0`` (the caller imported Paddle with PIR
+    on); its output passes through, and its one-line error comes back as a UserError."""
+    env = dict(os.environ, FLAGS_enable_pir_api='0')
+    proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), *argv], env=env, stderr=subprocess.PIPE)
+    last = b''
+    for chunk in iter(lambda: proc.stderr.read1(4096), b''):
+        if hasattr(sys.stderr, 'buffer'):
+            sys.stderr.buffer.write(chunk)
+            sys.stderr.buffer.flush()
+        else:  # a replaced stderr (pytest's capture, a notebook)
+            sys.stderr.write(chunk.decode(errors='replace'))
+        last = (last + chunk)[-4096:]
+    code = proc.wait()
+    lines = [line for line in last.decode(errors='replace').splitlines() if line.strip()]
+    if code == 2 and lines and lines[-1].startswith('error: '):
+        raise UserError(lines[-1][len('error: '):])
+    if code != 0:
+        raise RuntimeError(f"tools/quantize.py failed in its subprocess (exit code {code})"
+                           + (f": {lines[-1]}" if lines else ""))
+    return None
+
+
+def main(argv=None):
+    """Command-line entry: returns what :func:`quantize` returns (None when the work ran in a subprocess)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    check_args(args)
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter('%(asctime)s %(levelname)s %(name)s: %(message)s'))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+    if not legacy_mode():
+        return _in_subprocess(argv)
+    return quantize(args)
+
+
+if __name__ == '__main__':
+    try:
+        main()
+    except UserError as err:
+        text = str(err).strip()
+        print(f"error: {text.splitlines()[-1] if text else type(err).__name__}", file=sys.stderr)
+        sys.exit(2)
