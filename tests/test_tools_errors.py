@@ -57,7 +57,7 @@ def test_fp16_on_cpu(tmp_path):
 def test_model_path_missing_or_not_fitting(tmp_path):
     config = tiny_config(tmp_path)
     proc = run_tool('val.py', '--config', config)
-    assert_one_line_error(proc, "--model_path is required: the weights to evaluate")
+    assert_one_line_error(proc, "--model_path is required: the weights to evaluate (or --inference_model DIR)")
     proc = run_tool('val.py', '--config', config, '--model_path', tmp_path / 'none.pdparams')
     assert_one_line_error(proc, f"--model_path not found: {tmp_path / 'none.pdparams'}")
     import paddle
