@@ -8,7 +8,6 @@ from paddle_models.core import cli
 from paddle_models.core.checkpoint import load_model_weights
 from paddle_models.core.config import Builder, load_config
 from paddle_models.core.predict import check_custom_color, predict
-from paddleseg.cvlibs import manager
 
 
 def parse_args(argv=None):
@@ -20,18 +19,9 @@ def parse_args(argv=None):
     cli.add_inference_args(parser, '--aug_pred')
     parser.add_argument('--custom_color', nargs='+', type=int, default=None, metavar='V',
                         help='Colours replacing the start of the palette, as flat R G B values: class 0 gets the '
-                             'first three, class 1 the next three, ... Default: test_config.custom_color, else the '
-                             "dataset's palette.")
+                             'first three, class 1 the next three, ... Default: test_config.custom_color, else '
+                             "PaddleSeg's palette (the one deploy/python/infer.py uses).")
     return parser.parse_args(argv)
-
-
-def dataset_palette(cfg):
-    """The palette of the config's dataset class, if it has one."""
-    for key in ('val_dataset', 'train_dataset'):
-        cls = manager.DATASETS.components_dict.get((cfg.dic.get(key) or {}).get('type'))
-        if getattr(cls, 'PALETTE', None):
-            return [tuple(c) for c in cls.PALETTE]
-    return None
 
 
 def main(argv=None):
@@ -51,7 +41,7 @@ def main(argv=None):
     builder = Builder(cfg)
     model = builder.model()
     load_model_weights(model, args.model_path)
-    return predict(model, args.image_path, builder.val_transforms(), args.save_dir, palette=dataset_palette(cfg),
+    return predict(model, args.image_path, builder.val_transforms(), args.save_dir,
                    num_classes=cfg.dic['model'].get('num_classes'), custom_color=custom_color, **options)
 
 

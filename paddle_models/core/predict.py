@@ -1,4 +1,4 @@
-"""Prediction on image files: pseudo-colour label PNGs and overlays with the dataset's palette."""
+"""Prediction on image files: pseudo-colour label PNGs and overlays in PaddleSeg's palette (the one deploy/python/infer.py writes)."""
 import os
 
 import cv2
