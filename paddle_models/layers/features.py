@@ -10,10 +10,6 @@ from paddle_models.utils.validate import check_backbone_indices
 __all__ = ['backbone_channels']
 
 
-def _is_int(value):
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def backbone_channels(owner, backbone, backbone_indices, length=None, min_length=1, allow_negative=False):
     """The validated ``backbone_indices`` and the channels of the backbone maps they pick.
 
@@ -37,22 +33,6 @@ def backbone_channels(owner, backbone, backbone_indices, length=None, min_length
     channels = getattr(backbone, 'feat_channels', None)
     if channels is None:
         raise UserError(f"{owner}: the backbone {type(backbone).__name__} has no feat_channels")
-    count = len(channels)
-    if not allow_negative and min_length == 1 and (length is None or isinstance(length, int)):
-        indices = check_backbone_indices(owner, backbone_indices, count, length)
-        return indices, [channels[i] for i in indices]
-    lengths = (length,) if isinstance(length, int) else length
-    lowest = -count if allow_negative else 0
-    ok = (isinstance(backbone_indices, (list, tuple)) and len(backbone_indices) >= min_length
-          and (lengths is None or len(backbone_indices) in lengths)
-          and all(_is_int(i) and lowest <= i < count for i in backbone_indices))
-    if not ok:
-        if lengths is not None:
-            words = f" of {' or '.join(str(n) for n in lengths)}"
-        else:
-            words = f" of at least {min_length}" if min_length > 1 else ' of'
-        shown = list(backbone_indices) if isinstance(backbone_indices, tuple) else backbone_indices
-        raise UserError(f"{owner}: backbone_indices must be a list{words} integers in [{lowest}, {count - 1}] "
-                        f"(the backbone has {count} outputs), got {shown!r}")
-    indices = [i % count for i in backbone_indices]
+    indices = check_backbone_indices(owner, backbone_indices, len(channels), length, min_length=min_length,
+                                     allow_negative=allow_negative)
     return indices, [channels[i] for i in indices]

@@ -96,12 +96,28 @@ def check_choice(owner, name, value, choices):
     raise UserError(f"{owner}: {name} must be one of {listed}, got {value!r}")
 
 
-def check_backbone_indices(owner, indices, num_features, length=None, name='backbone_indices'):
-    """``indices`` as a list of ints, each a valid index into a backbone's ``num_features`` outputs (0-based;
-    negative indices are refused so a config reads the same to every model), ``length`` entries when given."""
-    if not isinstance(indices, (list, tuple)) or not indices or (length is not None and len(indices) != length) or \
-            not all(_is_int(i) and 0 <= i < num_features for i in indices):
+def check_backbone_indices(owner, indices, num_features, length=None, name='backbone_indices', min_length=1,
+                           allow_negative=False):
+    """``indices`` as a list of ints, each a valid index into a backbone's ``num_features`` outputs.
+
+    Args:
+        length (int | tuple[int] | None): The number of indices required (a tuple: any of those counts); None takes
+            any count of at least ``min_length``.
+        min_length (int): The fewest indices accepted when ``length`` is None.
+        allow_negative (bool): Accept Python's negative indices (``-1`` = the last output), as some PaddleSeg configs
+            give them; they are returned as the equivalent non-negative indices. Otherwise negatives are refused, so
+            a config reads the same to every model.
+    """
+    lengths = (length,) if isinstance(length, numbers.Integral) else length
+    lowest = -num_features if allow_negative else 0
+    if not isinstance(indices, (list, tuple)) or len(indices) < max(min_length, 1) or \
+            (lengths is not None and len(indices) not in lengths) or \
+            not all(_is_int(i) and lowest <= i < num_features for i in indices):
+        if lengths is not None:
+            words = f" of {' or '.join(str(n) for n in lengths)}"
+        else:
+            words = f" of at least {min_length}" if min_length > 1 else ' of'
         shown = list(indices) if isinstance(indices, tuple) else indices
-        raise UserError(f"{owner}: {name} must be a list{_length_words(length)} integers in [0, {num_features - 1}] "
+        raise UserError(f"{owner}: {name} must be a list{words} integers in [{lowest}, {num_features - 1}] "
                         f"(the backbone has {num_features} outputs), got {shown!r}")
-    return [int(i) for i in indices]
+    return [int(i) % num_features for i in indices]
