@@ -311,3 +311,97 @@ def test_bad_arguments_raise_user_errors(model, tmp_path):
     assert str(err.value) == (f"save_dir: {busy} is not empty and holds no previous export (deploy.yaml); "
                               f"choose a new folder")
     assert sorted(os.listdir(tmp_path)) == ['busy'] and os.listdir(busy) == ['notes.txt']
+
+
+@pytest.mark.paddle26
+def test_plain_cpu_run_only_where_onednn_fails_or_deviates_from_the_dynamic_graph(model, tmp_path, monkeypatch):
+    """The check runs the program with oneDNN and compares it with the dynamic graph; the plain-CPU run (slow to
+    start on big programs) happens only where oneDNN fails or deviates, and then decides; a failing plain run
+    still fails the export."""
+    calls = []
+    real_predict, real_reference = export_module._predict, export_module._dynamic_output
+
+    def spy(program, params, data, onednn):
+        calls.append(onednn)
+        return real_predict(program, params, data, onednn)
+
+    monkeypatch.setattr(export_module, '_predict', spy)
+    import traceback
+    from paddle.jit.dy2static import convert_call_func
+    from paddle.nn.layer import layers
+    patched = (traceback.extract_stack, convert_call_func.is_unsupported, getattr(layers, 'name_struct', None))
+    info = export_model(model, str(tmp_path / 'agree'), transforms=TRANSFORMS)
+    assert info['onednn'] is True and calls == [True]
+    # the tracing shortcuts (_fast_tracing) are undone after the export
+    assert (traceback.extract_stack, convert_call_func.is_unsupported, getattr(layers, 'name_struct', None)) == patched
+
+    # a reference oneDNN deviates from (every class id shifted): the plain run decides, and oneDNN matches it
+    calls.clear()
+    monkeypatch.setattr(export_module, '_dynamic_output',
+                        lambda m, data, op: (real_reference(m, data, op) + 1) % NUM_CLASSES)
+    info = export_model(model, str(tmp_path / 'deviate'), transforms=TRANSFORMS)
+    assert info['onednn'] is True and calls == [True, False]
+    monkeypatch.setattr(export_module, '_dynamic_output', real_reference)
+
+    def onednn_fails(program, params, data, onednn):
+        calls.append(onednn)
+        if onednn:
+            raise RuntimeError('oneDNN kernel missing')
+        return real_predict(program, params, data, onednn)
+
+    calls.clear()
+    monkeypatch.setattr(export_module, '_predict', onednn_fails)
+    info = export_model(model, str(tmp_path / 'fails'), transforms=TRANSFORMS)
+    assert calls == [True, False] * 2  # the program with folded batch norms, then the unfolded one
+    assert info['onednn'] is False and info['onednn_error'] == 'oneDNN run failed (oneDNN kernel missing)'
+    with open(info['deploy_yaml']) as f:
+        deploy = yaml.safe_load(f)['Deploy']
+    assert deploy['enable_mkldnn'] is False and deploy['mkldnn_error'] == info['onednn_error']
+
+    def nothing_runs(program, params, data, onednn):
+        raise RuntimeError('no kernel for op foo' if not onednn else 'oneDNN kernel missing')
+
+    monkeypatch.setattr(export_module, '_predict', nothing_runs)
+    with pytest.raises(RuntimeError, match=r'does not run in Paddle Inference \(CPU, no oneDNN\) on an input of '
+                                           r'shape \[1, 3, 64, 96\]: no kernel for op foo'):
+        export_model(model, str(tmp_path / 'broken'), transforms=TRANSFORMS)
+    assert not (tmp_path / 'broken').exists()
+
+
+@pytest.mark.paddle26
+def test_batch_norms_are_folded_into_the_convolutions(exported, model, images):
+    """The exported program computes every ConvBNAct block as one convolution (folded batch norm; Paddle Inference
+    then has no conv + batch norm pairs to fold at load) and still matches the dynamic model (the other tests);
+    the model itself keeps its batch norms."""
+    from paddle_models.layers.conv import ConvBNAct
+    blocks = [layer for layer in model.sublayers() if isinstance(layer, ConvBNAct)]
+    assert blocks and not any(hasattr(layer, '_folded_conv') or getattr(layer.forward, '__func__', None) is
+                              export_module._folded_forward for layer in blocks)
+    if IS_PIR:
+        with open(exported['model'], encoding='utf-8') as f:
+            program = f.read()
+        assert '"1.conv2d"' in program and 'batch_norm' not in program
+    batch = _preprocess(images[0])[None]
+    _assert_same_argmax(_predict(exported, batch, True), _logits(model, batch))
+
+
+@pytest.mark.paddle26
+def test_unfolded_export_where_onednn_fails_on_the_folded_program(model, tmp_path, monkeypatch):
+    """A oneDNN check that fails on the program with folded batch norms makes the export trace and check the model
+    unfolded, whose program is then saved (with its batch norms)."""
+    real_check, checks = export_module._check_program, []
+
+    def fail_first(program, *args):
+        checks.append(program)
+        return 'oneDNN output differs from the plain CPU run on 2.0% of the pixels' if len(checks) == 1 else \
+            real_check(program, *args)
+
+    monkeypatch.setattr(export_module, '_check_program', fail_first)
+    info = export_model(model, str(tmp_path / 'out'), transforms=TRANSFORMS)
+    assert len(checks) == 2 and info['onednn'] is True
+    assert sorted(os.listdir(tmp_path / 'out')) == sorted(['deploy.yaml', os.path.basename(info['model']),
+                                                           'model.pdiparams'] + ([] if IS_PIR else
+                                                                                 ['model.pdiparams.info']))
+    if IS_PIR:
+        with open(info['model'], encoding='utf-8') as f:
+            assert 'batch_norm' in f.read()

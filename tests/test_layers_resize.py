@@ -6,7 +6,7 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 import pytest
 
-from paddle_models.layers.resize import _MATRIX_FORM, _PORTABLE, portable_resize, resize
+from paddle_models.layers.resize import _MATRIX_FORM, _MEMO, _PORTABLE, portable_resize, resize, same_size, size_of
 
 pytestmark = pytest.mark.paddle26  # fast, and the static-graph forms differ between Paddle 2.6 and 3.x
 
@@ -222,3 +222,48 @@ def test_final_resize_ends_in_the_matrix_product(align_corners):
         last[final] = ops[-1]
     if _MATRIX_FORM:
         assert last == {False: 'pd_op.reshape', True: 'pd_op.matmul'}, last
+
+
+class _Shared(nn.Layer):
+    """Three resizes to the input's size: of a pooled map, of a tensor ``same_size`` ties to it, and of one with no
+    such tie."""
+
+    def forward(self, x):
+        small = F.avg_pool2d(x, 2)
+        tied = same_size(small * 3.0, small)
+        size = size_of(x)
+        return resize(small, size) + resize(tied, size) + resize(small + 1.0, size, final=True)
+
+
+def _shared_reference(x):
+    small = F.avg_pool2d(x, 2)
+    size = list(x.shape[2:])
+    return sum(F.interpolate(t, size=size, mode='bilinear') for t in (small, small * 3.0, small + 1.0))
+
+
+def test_resizes_between_the_same_sizes_share_their_matrices_within_a_trace():
+    """Within one trace, resizes whose input and output lengths come from the same traced values (the same size
+    tensor, tensors tied by same_size) build their interpolation matrices once (one abs op per matrix); a tensor
+    with no tie gets its own. Values stay F.interpolate's; nothing is kept after the context."""
+    paddle.seed(7)
+    spec = [paddle.static.InputSpec([None, 3, None, None], 'float32')]
+    with portable_resize():
+        static = paddle.jit.to_static(_Shared(), input_spec=spec, full_graph=True)
+        for hw in [(10, 14), (9, 7)]:
+            x = paddle.randn([2, 3, *hw])
+            np.testing.assert_allclose(static(x).numpy(), _shared_reference(x).numpy(), rtol=0, atol=1e-5)
+        ops = _op_names(static)
+    assert not _MEMO
+    if _MATRIX_FORM:
+        assert ops.count('pd_op.abs') == 4, ops  # rows + columns for small/tied, and again for the untied one
+        assert ops.count('pd_op.shape64') == 3, ops  # x, small and the untied tensor: one shape op each
+
+
+def test_same_size_and_size_of_in_the_dynamic_graph():
+    x = paddle.randn([1, 2, 5, 6])
+    y = x * 2.0
+    with portable_resize():
+        assert same_size(y, x) is y
+        assert size_of(x).numpy().tolist() == [5, 6]
+    assert not _MEMO
+    assert size_of(x).numpy().tolist() == [5, 6]

@@ -28,6 +28,7 @@ import paddle.nn.functional as F
 from paddle_models.backbones.variants import backbone_variant
 from paddle_models.errors import UserError
 from paddle_models.layers import ConvBN, ConvBNReLU, PolarizedSelfAttention, resize
+from paddle_models.layers.resize import same_size, size_of
 from paddle_models.layers.squeeze_excite import SqueezeExcite
 from paddle_models.utils.validate import check_bool, check_int, check_ints
 from paddle_models.weights import load_weights
@@ -177,13 +178,13 @@ class Fuse(nn.Layer):
         outs = []
         for i, row in enumerate(self.paths):
             total = xs[i]
-            size = paddle.shape(xs[i])[2:]
+            size = size_of(xs[i])
             for j, path in enumerate(row):
                 if path is None:
                     continue
                 kind, op = path
-                if kind == 'up':
-                    y = resize(op(xs[j]), size, align_corners=self.align_corners)
+                if kind == 'up':  # a 1x1 conv keeps xs[j]'s size (same_size: shared resize matrices in exports)
+                    y = resize(same_size(op(xs[j]), xs[j]), size, align_corners=self.align_corners)
                 else:
                     y = xs[j]
                     for layer in op:
@@ -202,7 +203,10 @@ class HighResolutionModule(nn.Layer):
         self.fuse_func = Fuse(channels, name, align_corners, padding)
 
     def forward(self, xs):
-        return self.fuse_func(self.branches_func(xs))
+        # every branch keeps its size through the blocks and the fusion: telling the export's resize so lets all
+        # fusions between the same two branches share one pair of interpolation matrices
+        ys = [same_size(y, x) for y, x in zip(self.branches_func(xs), xs)]
+        return [same_size(out, y) for out, y in zip(self.fuse_func(ys), ys)]
 
 
 class Stage(nn.Layer):
@@ -336,7 +340,7 @@ class HRNet(nn.Layer):
 
     def forward(self, x):
         xs = self.forward_branches(x)
-        size = paddle.shape(xs[0])[2:]
+        size = size_of(xs[0])
         ups = [resize(b, size, align_corners=self.align_corners) for b in xs[1:]]
         return [paddle.concat([xs[0]] + ups, axis=1)]
 

@@ -31,7 +31,20 @@ Paddle Inference with oneDNN on and off, outputs compared):
 Paddle 2.6.2 (legacy program, oneDNN): the same list runs, ``bilinear_interp`` included; but ``nearest_interp``
 runs with results that differ from the plain CPU kernel (different source-index rounding), and elementwise ops on
 constant 0-D tensors fail ("could not create a primitive descriptor for an eltwise forward propagation
-primitive"). The check below therefore also compares the oneDNN output with the plain CPU output.
+primitive"). The check below therefore compares the oneDNN output with a reference, not just runs it.
+
+The check (``_check_program``): the saved program runs once with oneDNN on a small random input and its output is
+compared with the dynamic graph's on the same input (cheap). Only when the oneDNN run fails or deviates does the
+program also run on the plain CPU kernels (``disable_mkldnn``): that run must succeed or the export fails, and the
+oneDNN output is then judged against it (so a program whose traced form differs from the dynamic model by design
+still passes when oneDNN agrees with the plain kernels). The plain run is skipped otherwise because Paddle
+Inference's first run of a large program (its dependency analysis grows faster than linearly with the op count) is
+the slowest step of exporting a big model; a deploy with oneDNN never uses the plain kernels.
+
+Tracing cost: dy2st re-converts every layer instance's ``forward``, re-checks every call against its list of
+Paddle functions and records each op's full Python call stack; on a model of thousands of layer calls
+(MscaleOCRNet on HRNet-W48) that was most of the export. ``_fast_tracing`` shares those conversions and checks per
+function and keeps the innermost frames of each call stack, for the duration of the trace only (same program).
 
 Tracing uses dy2st's AST mode (``full_graph=True``; with the default SOT mode Paddle 3.3.1 warns "You can set
 full_graph=True, then you can assign input spec"). Its limits show up as export errors in model code, e.g. a default argument naming a module global
@@ -59,6 +72,7 @@ Adaptive only support static input shape."). ``F.gelu(approximate=True)`` is tra
 """
 import contextlib
 import copy
+import inspect
 import logging
 import math
 import os
@@ -67,6 +81,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import traceback
 
 import numpy as np
 import paddle
@@ -128,9 +143,11 @@ def export_model(model, save_dir, input_shape=None, output_op='argmax', transfor
     Everything is written into a temporary folder beside ``save_dir`` that replaces ``save_dir`` only at the end,
     so a failure leaves nothing half-written (and a previous export in ``save_dir`` intact).
 
-    Then the saved program runs once in Paddle Inference on a small random input, without and with oneDNN. A
-    failing plain-CPU run fails the export (RuntimeError). A failing or deviating oneDNN run is recorded in
-    deploy.yaml (``enable_mkldnn: false`` and ``mkldnn_error``) and logged as a warning naming the cause.
+    Then the saved program runs once in Paddle Inference with oneDNN on a small random input, compared with the
+    dynamic graph's output; only where that fails or deviates does it also run without oneDNN (see the module
+    docstring). A failing plain-CPU run fails the export (RuntimeError). A failing or deviating oneDNN run is
+    recorded in deploy.yaml (``enable_mkldnn: false`` and ``mkldnn_error``) and logged as a warning naming the
+    cause.
 
     Args:
         model (nn.Layer): Segmentation model returning a list of logits (PaddleSeg convention). Its train/eval
@@ -188,14 +205,23 @@ def export_model(model, save_dir, input_shape=None, output_op='argmax', transfor
             info = _export_onnx(model, tmp_dir, shape, output_op, transforms, keep_program)
             replace_dir(tmp_dir, save_dir)
             return _onnx_result(info, save_dir, shape, output_op)
-        op_names = _save_program(model, tmp_dir, shape, output_op, portable)
-        program_file = _program_file(tmp_dir)
-        params_file = SAVE_NAME + '.pdiparams'
-
         check_input = _check_input(shape)
-        program_path, params_path = os.path.join(tmp_dir, program_file), os.path.join(tmp_dir, params_file)
-        plain = _run_plain(program_path, params_path, check_input)
-        onednn_error = _check_onednn(program_path, params_path, check_input, plain, output_op, op_names)
+        params_file = SAVE_NAME + '.pdiparams'
+        reference = _dynamic_output(model, check_input, output_op)
+        traced = _fold_batch_norms(model, check_input)
+        while True:
+            op_names = _save_program(traced, tmp_dir, shape, output_op, portable)
+            program_file = _program_file(tmp_dir)
+            program_path, params_path = os.path.join(tmp_dir, program_file), os.path.join(tmp_dir, params_file)
+            onednn_error = _check_program(program_path, params_path, check_input, reference, output_op, op_names)
+            if onednn_error is None or traced is model:
+                break
+            # oneDNN has gone wrong on some folded programs (MultiScaleAttention on HarDNet): the unfolded one decides
+            logger.info("oneDNN fails on the program with folded batch norms (%s); exporting it unfolded",
+                        onednn_error)
+            for name in os.listdir(tmp_dir):
+                os.remove(os.path.join(tmp_dir, name))
+            traced = model
 
         deploy = {
             'model': program_file,
@@ -537,7 +563,7 @@ def _save_program(model, out_dir, shape, output_op, portable):
     wrapped.eval()
     spec = [paddle.static.InputSpec(shape=list(shape), dtype='float32', name='x')]  # it rewrites the list
     static = paddle.jit.to_static(wrapped, input_spec=spec, full_graph=True)
-    with portable_resize(portable):
+    with portable_resize(portable), _fast_tracing():
         paddle.jit.save(static, os.path.join(out_dir, SAVE_NAME))
         try:
             program = static.forward.concrete_program.main_program
@@ -545,6 +571,169 @@ def _save_program(model, out_dir, shape, output_op, portable):
             return [op.name() if callable(getattr(op, 'name', None)) else op.type for op in ops]
         except Exception:  # noqa: BLE001  (only used to name a culprit op in a message)
             return []
+
+
+@contextlib.contextmanager
+def _fast_tracing():
+    """Two of dy2st's costs that grow with the model, removed for the duration of one trace (same program):
+
+    * dy2st converts each called ``forward`` into a static function and caches it in a ``WeakKeyDictionary``
+      keyed by the *bound* method, which dies right after the call: every layer instance's call converts its
+      class's ``forward`` again (parse, write and import a module). Here conversions of a method are shared per
+      underlying function (``__func__``): the converted function is unbound (dy2st binds the instance afterwards)
+      and made from the function's own source, globals and closure, so it is the same for every instance.
+    * ``Layer.__call__`` wraps each call in ``paddle.base.framework.name_struct``, which under PIR lists all ops of
+      the program before and after the call (quadratic in the op count) to tag the new ones with a
+      ``struct_name`` attribute that only auto-parallel reads. Here the tag is not written.
+
+    * dy2st's ``is_unsupported(func)`` (asked for every call it converts) rebuilds the list of all functions of
+      the modules it never converts on each call; its answer depends on ``func`` alone (for a bound method, on
+      its function), so it is asked once per function here.
+    * Paddle records the Python call stack of every op it creates (``traceback.extract_stack``, called from C++),
+      for error messages; here only the innermost 12 frames, which hold the model line that created the op.
+
+    The patches touch private Paddle objects; where they are missing (another Paddle version) tracing runs as
+    Paddle does it. All are restored on exit."""
+    restore = []
+    try:
+        from paddle.jit.dy2static import convert_call_func
+
+        original_unsupported = convert_call_func.is_unsupported
+        answers = {}
+
+        def is_unsupported(func):
+            # a bound method's answer is its function's (the check reads its code's file; no bound method is
+            # one of the listed module functions), whatever the instance
+            key = ('method', func.__func__) if inspect.ismethod(func) else ('callable', func)
+            try:
+                return answers[key]
+            except (KeyError, TypeError):
+                answer = original_unsupported(func)
+                try:
+                    answers[key] = answer
+                except TypeError:  # unhashable callable
+                    pass
+                return answer
+
+        convert_call_func.is_unsupported = is_unsupported
+        restore.append(lambda: setattr(convert_call_func, 'is_unsupported', original_unsupported))
+    except (ImportError, AttributeError):
+        pass
+    original_extract = traceback.extract_stack
+
+    def extract_stack(f=None, limit=None):
+        return original_extract(f, limit=12 if limit is None else limit)
+
+    traceback.extract_stack = extract_stack
+    restore.append(lambda: setattr(traceback, 'extract_stack', original_extract))
+    try:
+        from paddle.jit.dy2static import program_translator
+
+        cache = program_translator._FUNCTION_CACHE
+        original = cache.convert_with_cache
+        converted = {}
+
+        def convert_with_cache(func):
+            if not inspect.ismethod(func):
+                return original(func)
+            hit = converted.get(func.__func__)
+            if hit is None:
+                hit = converted[func.__func__] = original(func)
+            return hit
+
+        cache.convert_with_cache = convert_with_cache
+        restore.append(lambda: delattr(cache, 'convert_with_cache'))
+    except (ImportError, AttributeError):
+        pass
+    try:
+        from paddle.nn.layer import layers
+
+        original_struct = layers.name_struct
+
+        @contextlib.contextmanager
+        def name_struct(prefix=None):
+            yield
+
+        layers.name_struct = name_struct
+        restore.append(lambda: setattr(layers, 'name_struct', original_struct))
+    except (ImportError, AttributeError):
+        pass
+    try:
+        yield
+    finally:
+        for undo in reversed(restore):
+            undo()
+
+
+def _folded_forward(self, x):
+    """``ConvBNAct.forward`` of a block whose batch norm :func:`_fold_batch_norms` folded into ``_folded_conv``."""
+    return self._act(self._folded_conv(x))
+
+
+def _fold_batch_norms(model, check_input):
+    """A copy of ``model`` (eval) in which every ``ConvBNAct`` block (``paddle_models.layers``: Conv2D ->
+    BatchNorm2D -> activation, NCHW) computes its convolution and batch norm as one convolution with folded weights
+    (``w * g / sqrt(var + eps)``, bias ``(b - mean) * g / sqrt(var + eps) + beta``), or ``model`` itself where it has
+    no such block.
+
+    Why: Paddle Inference's oneDNN passes fold each conv + batch norm pair when the predictor is created (a fuse
+    pass, then constant folding that runs each pair's arithmetic as a small program); on a model with about a
+    thousand of them (MscaleOCRNet on HRNet-W48) that is half of ``create_predictor``. Folded once here, the
+    program holds conv2d + bias, which the same passes fuse as before. Only the block's own ``forward`` is
+    replaced: code that reads ``conv`` or calls ``norm_act`` (SegFormer's and PSPNet's shortcuts) still sees the
+    original layers. The copy must give the original's logits on the check input (max abs difference at most
+    1e-4 of their largest magnitude) or the original model is traced instead, with a warning; and where the
+    oneDNN check fails on the folded program, ``export_model`` traces and checks the unfolded model instead
+    (oneDNN's output deviated on the folded MultiScaleAttention + HarDNet program, for reasons not found yet)."""
+    from paddle_models.layers.conv import ConvBNAct
+
+    blocks = [layer for layer in model.sublayers(include_self=True) if type(layer) is ConvBNAct and
+              type(layer._conv) is nn.Conv2D and type(layer._batch_norm) is nn.BatchNorm2D and
+              layer._conv._data_format == 'NCHW' and layer._batch_norm._data_format == 'NCHW']
+    if not blocks:
+        return model
+    folded = copy.deepcopy(model)
+    folded.eval()
+    count = 0
+    for layer in folded.sublayers(include_self=True):
+        if type(layer) is not ConvBNAct or type(layer._conv) is not nn.Conv2D or \
+                type(layer._batch_norm) is not nn.BatchNorm2D or layer._conv._data_format != 'NCHW' or \
+                layer._batch_norm._data_format != 'NCHW':
+            continue
+        conv, bn = layer._conv, layer._batch_norm
+        out_channels = conv.weight.shape[0]
+        gamma = bn.weight.numpy().astype('float64') if bn.weight is not None else np.ones(out_channels)
+        beta = bn.bias.numpy().astype('float64') if bn.bias is not None else np.zeros(out_channels)
+        scale = gamma / np.sqrt(bn._variance.numpy().astype('float64') + bn._epsilon)
+        bias = conv.bias.numpy().astype('float64') if conv.bias is not None else np.zeros(out_channels)
+        new = copy.deepcopy(conv)
+        new.weight.set_value((conv.weight.numpy().astype('float64') *
+                              scale.reshape([-1] + [1] * (len(conv.weight.shape) - 1))).astype('float32'))
+        if new.bias is None:
+            new.bias = new.create_parameter([out_channels], is_bias=True, dtype='float32')
+        new.bias.set_value(((bias - bn._mean.numpy().astype('float64')) * scale + beta).astype('float32'))
+        layer._folded_conv = new
+        layer.forward = _folded_forward.__get__(layer)
+        count += 1
+    try:
+        with paddle.no_grad():
+            x = paddle.to_tensor(check_input)
+            want, got = _first(model(x)).numpy(), _first(folded(x)).numpy()
+        diff = float(np.max(np.abs(got.astype('float64') - want))) if want.size else 0.0
+        ok = got.shape == want.shape and math.isfinite(diff) and \
+            diff <= 1e-4 * max(1.0, float(np.max(np.abs(want))) if want.size else 1.0)
+    except Exception as err:  # noqa: BLE001  (any failure: trace the model as it is)
+        ok, diff = False, err
+    if not ok:
+        logger.warning("folding the batch norms into the convolutions changed the model's output (%s); "
+                       "exporting the model unfolded", diff)
+        return model
+    logger.debug("folded %d batch norms into their convolutions", count)
+    return folded
+
+
+def _first(out):
+    return out[0] if isinstance(out, (list, tuple)) else out
 
 
 def _program_file(out_dir):
@@ -589,6 +778,39 @@ def _error_line(err):
     return ' '.join(text.split())[:400]
 
 
+def _dynamic_output(model, data, output_op):
+    """The dynamic graph's output (after ``output_op``) on the check input, as the oneDNN run's first reference;
+    None when the dynamic forward fails (the check then compares with a plain-CPU run only)."""
+    try:
+        with paddle.no_grad():
+            out = _ExportModel(model, output_op)(paddle.to_tensor(data))
+        return out.numpy()
+    except Exception:  # noqa: BLE001  (the traced program is what is checked; this is only a shortcut)
+        logger.debug("the dynamic forward on the check input failed; checking against a plain CPU run only",
+                     exc_info=True)
+        return None
+
+
+def _check_program(program, params, data, reference, output_op, op_names):
+    """Run the saved program with oneDNN and return None when it runs and matches, else the reason (one line).
+
+    The oneDNN output is first compared with ``reference`` (the dynamic graph's output). Only when the oneDNN run
+    fails or deviates from it does the program also run on the plain CPU kernels: that run must succeed (else
+    RuntimeError, the export fails), and oneDNN is then judged against it (a program that matches the plain CPU
+    run passes, e.g. where traced and dynamic model differ by design)."""
+    fast, fast_error = None, None
+    try:
+        fast = _predict(program, params, data, onednn=True)
+    except Exception as err:  # noqa: BLE001  (any failure is recorded, with its cause)
+        fast_error = err
+    if fast is not None and reference is not None and _deviation(fast, reference, output_op) is None:
+        return None
+    plain = _run_plain(program, params, data)
+    if fast_error is not None:
+        return _onednn_failure(fast_error, op_names)
+    return _deviation(fast, plain, output_op)
+
+
 def _run_plain(program, params, data):
     try:
         return _predict(program, params, data, onednn=False)
@@ -597,18 +819,19 @@ def _run_plain(program, params, data):
                            f"shape {list(data.shape)}: {_error_line(err)}") from err
 
 
-def _check_onednn(program, params, data, plain, output_op, op_names):
-    """None when the program runs with oneDNN and matches the plain CPU run's output ``plain``, else the reason
-    (one line)."""
-    try:
-        fast = _predict(program, params, data, onednn=True)
-    except Exception as err:  # noqa: BLE001  (any failure is recorded, with its cause)
-        reason = _error_line(err)
-        culprits = sorted({name for name in op_names for bad in _ONEDNN_PIR_BAD_OPS if bad in name})
-        culprits += sorted(set(re.findall(r'operator < (\w+) >', str(err))) - set(culprits))
-        if culprits:
-            reason = f"ops {', '.join(culprits)}: {reason}"
-        return f"oneDNN run failed ({reason})"
+def _onednn_failure(err, op_names):
+    """The reason (one line) recorded for a oneDNN run that raised ``err``, naming the culprit ops where known."""
+    reason = _error_line(err)
+    culprits = sorted({name for name in op_names for bad in _ONEDNN_PIR_BAD_OPS if bad in name})
+    culprits += sorted(set(re.findall(r'operator < (\w+) >', str(err))) - set(culprits))
+    if culprits:
+        reason = f"ops {', '.join(culprits)}: {reason}"
+    return f"oneDNN run failed ({reason})"
+
+
+def _deviation(fast, plain, output_op):
+    """None when the oneDNN output ``fast`` matches the reference ``plain`` (argmax: at most 1% of the pixels
+    differ; else max abs diff <= 1e-3 * max(1, max |plain|)), else the reason (one line)."""
     if fast.shape != plain.shape:
         return f"oneDNN output shape {list(fast.shape)} differs from the plain CPU run's {list(plain.shape)}"
     if output_op == 'argmax':

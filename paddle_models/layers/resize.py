@@ -9,7 +9,8 @@ attribute). Inside :func:`portable_resize` the same resizing is built from ops o
 
 * bilinear, where the input size is free (tensors: the usual case in an exported program with a free input size):
   two matrix products with dense interpolation matrices built in-graph (each row holds the two weights of one output
-  row/column, from ``equal`` one-hots and ``lerp``): the rows as ``rows [out_h, in_h] @ x [N * C, in_h, in_w]``, then
+  row/column, as the triangle kernel ``relu(1 - |src - i|)`` of its clamped source position ``src``): the rows as
+  ``rows [out_h, in_h] @ x [N * C, in_h, in_w]`` (views by ``reshape``; ``flatten`` made Paddle Inference allocate a copy), then
   the columns as one 2-D GEMM ``x [N * C * out_h, in_w] @ cols^T [in_w, out_w]`` reshaped back to NCHW. With
   ``final=True`` (a model's last upsampling, whose result is the program's output) the columns are instead one 4-D
   product ``x [N, C, out_h, in_w] @ cols^T``: it writes the output tensor itself, which Paddle Inference then reuses
@@ -36,6 +37,15 @@ The portable path follows Paddle's own kernels (``interpolate_kernel.cc``):
 * a single output row/column takes the first source row/column (Paddle's ratio is 0 where ``out == 1``);
 * nearest (``align_corners=False`` only, as ``F.interpolate``): source ``floor(dst * in / out)``.
 
+Op count: Paddle Inference's set-up and first run of a program grow faster than linearly with its ops, and a model
+such as MscaleOCRNet on HRNet-W48 resizes over a hundred times, so the traced form is kept small: a shape is read
+with one ``shape`` + ``unbind`` (not a slice per entry), and within one trace (one ``portable_resize()`` context)
+resizes whose lengths come from the same traced values share their shape entries and interpolation matrices
+(memoised on the identity of those Values and the graph block; cleared on entering and leaving the context, never
+holding dynamic-graph tensors). Model code can widen that sharing: :func:`size_of` gives the size entries resize
+uses for a tensor, :func:`same_size` records that a tensor has another's height and width (e.g. HRNet's branches
+keep their size through a module), so resizes between the same two branch sizes build their matrices once.
+
 Outside the context :func:`resize` is plain ``F.interpolate``, except that a bilinear ``final=True`` resize in the
 dynamic graph uses two matrix products with interpolation matrices (faster on the CPU).
 """
@@ -47,6 +57,11 @@ import paddle
 import paddle.nn.functional as F
 
 _PORTABLE = [False]
+# Within one portable_resize() context, in a traced graph only: what resizes between the same traced tensors share
+# (a shape's entries, interpolation matrices), keyed on the identity of the Values (and ints) they come from and on
+# the graph block they are built in. Each entry keeps its key objects alive, so an id is never reused for another
+# Value while the entry exists. Cleared on entering and leaving the context; dygraph tensors are never stored.
+_MEMO = {}
 
 @contextlib.contextmanager
 def portable_resize(enabled=True):
@@ -59,10 +74,42 @@ def portable_resize(enabled=True):
     """
     previous = _PORTABLE[0]
     _PORTABLE[0] = bool(enabled)
+    _MEMO.clear()
     try:
         yield
     finally:
         _PORTABLE[0] = previous
+        _MEMO.clear()
+
+
+def _current_block():
+    """The graph block ops are being added to (PIR), or the legacy program's current block; None where unknown."""
+    try:
+        if hasattr(paddle, 'pir') and hasattr(paddle.pir, 'get_current_insertion_point'):
+            return paddle.pir.get_current_insertion_point().block()
+    except Exception:  # noqa: BLE001  (legacy static mode on Paddle 3: no PIR insertion point)
+        pass
+    try:
+        program = paddle.static.default_main_program()
+        return (id(program), program.current_block_idx)
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def _memoised(kind, objs, build):
+    """``build()``, shared by later calls with the same ``kind`` and the same objects ``objs`` (Values by identity,
+    python values by equality) in the same block, while tracing inside :func:`portable_resize`. In the dynamic
+    graph (and outside the context) it just builds."""
+    if paddle.in_dynamic_mode() or not _PORTABLE[0]:
+        return build()
+    block = _current_block()
+    if block is None:
+        return build()
+    key = (kind, block) + tuple(('id', id(o)) if _is_tensor(o) else ('value', o) for o in objs)
+    hit = _MEMO.get(key)
+    if hit is None:
+        hit = _MEMO[key] = (objs, build())
+    return hit[1]
 
 
 def resize(x, size, mode='bilinear', align_corners=False, final=False):
@@ -111,6 +158,8 @@ def _split_size(size):
     """(h, w) from the accepted forms of ``size``; each entry an int or an int tensor."""
     if _is_tensor(size):
         if len(size.shape) == 1 and size.shape[0] in (2, -1):
+            if size.shape[0] == 2:  # one unbind op rather than two slices (each with its index constants)
+                return _memoised('size', (size,), lambda: tuple(paddle.unbind(size)))
             return size[0], size[1]
         raise ValueError(f"size tensor must be 1-D with two elements (h, w), got shape {list(size.shape)}")
     if isinstance(size, (list, tuple)) and len(size) == 2:
@@ -190,10 +239,55 @@ def _nearest_taps(in_len, out_len):
     return _clip_index(paddle.cast(src, 'int64'), in_len)
 
 
+def _dims(x):
+    """[N, C, H, W] of the 4-D ``x``: python ints where the shape is known (dygraph, fixed export shape), else
+    entries of ``paddle.shape(x)`` (one shape op and one unbind, shared by resizes of the same traced ``x``)."""
+    static = [int(d) if d is not None and d >= 0 else None for d in x.shape]
+    if all(d is not None for d in static):
+        return tuple(static)
+    dynamic = _memoised('dims', (x,), lambda: tuple(paddle.unbind(paddle.shape(x))))
+    return tuple(d if d is not None else dynamic[i] for i, d in enumerate(static))
+
+
 def _lengths(x):
-    """Input (h, w): python ints where the shape is known (dygraph, fixed export shape), tensors otherwise."""
-    dynamic = paddle.shape(x) if any(d is None or d < 0 for d in x.shape[2:]) else None
-    return tuple(int(x.shape[i]) if x.shape[i] is not None and x.shape[i] >= 0 else dynamic[i] for i in (2, 3))
+    """Input (h, w): python ints where the shape is known (dygraph, fixed export shape), tensors otherwise; while
+    tracing, those :func:`same_size` recorded for ``x`` where it did."""
+    static = [int(d) if d is not None and d >= 0 else None for d in x.shape[2:]]
+    if all(d is not None for d in static):
+        return tuple(static)
+    if not paddle.in_dynamic_mode() and _PORTABLE[0]:
+        hinted = _MEMO.get(('hw', _current_block(), ('id', id(x))))
+        if hinted is not None:
+            return tuple(s if s is not None else h for s, h in zip(static, hinted[1]))
+    return _dims(x)[2:]
+
+
+@paddle.jit.not_to_static
+def same_size(y, like):
+    """``y``, unchanged. While a model is traced inside :func:`portable_resize`, also records that ``y`` has the
+    height and width of ``like`` (e.g. a stride-1 conv's output and its input), so resizes of ``y`` or to
+    :func:`size_of` ``(y)`` use ``like``'s shape entries: resizes between tensors of the same two sizes then share
+    their interpolation matrices instead of rebuilding them from new shape ops (fewer ops in the exported program,
+    which Paddle Inference then loads faster). Elsewhere (dynamic graph, plain tracing) it does nothing. The
+    caller vouches for the sizes being equal; nothing checks it."""
+    if paddle.in_dynamic_mode() or not _PORTABLE[0] or y is like or len(y.shape) != 4 or len(like.shape) != 4:
+        return y
+    block = _current_block()
+    if block is not None:
+        key = ('hw', block, ('id', id(y)))
+        if key not in _MEMO:
+            _MEMO[key] = ((y, like), _lengths(like))
+    return y
+
+
+@paddle.jit.not_to_static
+def size_of(x):
+    """(H, W) of the NCHW ``x`` as a ``size`` for :func:`resize`: ``paddle.shape(x)[2:]``, except while tracing
+    inside :func:`portable_resize`, where it is the two entries :func:`resize` itself uses for ``x`` (shared with
+    other resizes of or to ``x`` and the tensors :func:`same_size` ties to it)."""
+    if paddle.in_dynamic_mode() or not _PORTABLE[0]:
+        return paddle.shape(x)[2:]
+    return _lengths(x)
 
 
 def _blend_axis(x, lower, upper, weight, axis):
@@ -219,6 +313,8 @@ def _portable_resize(x, size, mode, align_corners, final=False):
     if mode == 'nearest':
         x = paddle.gather(x, _nearest_taps(in_h, out_h), axis=2)
         return paddle.gather(x, _nearest_taps(in_w, out_w), axis=3)
+    if _dense_axis(in_h) and _dense_axis(in_w):
+        return _matrix_resize(x, in_h, in_w, out_h, out_w, align_corners, final)
     if _dense_axis(in_h):
         x = _matrix_rows(x, in_h, out_h, align_corners)
     else:
@@ -228,6 +324,22 @@ def _portable_resize(x, size, mode, align_corners, final=False):
         return _matrix_columns(x, in_w, out_w, align_corners, final)
     lower, upper, weight = _linear_taps(in_w, out_w, align_corners)
     return _blend_axis(x, lower, upper, weight, axis=3)
+
+
+def _matrix_resize(x, in_h, in_w, out_h, out_w, align_corners, final):
+    """Both axes by interpolation matrices, with the fewest ops a traced graph needs: ``rows [out_h, in_h] @ x
+    [N * C, in_h, in_w]`` (the 3-D view, see :func:`_matrix_rows`), then the columns as the 4-D product
+    ``[N, C, out_h, in_w] @ cols^T`` where ``final``, else as one 2-D GEMM ``[N * C * out_h, in_w] @ cols^T``
+    reshaped to NCHW."""
+    c = int(x.shape[1]) if x.shape[1] is not None and x.shape[1] >= 0 else _dims(x)[1]
+    n = -1 if isinstance(c, int) else _dims(x)[0]  # with C known, the batch follows from the rest
+    rows = _interpolation_matrix(in_h, out_h, align_corners, x.dtype)  # [out_h, in_h]
+    cols = _interpolation_matrix(in_w, out_w, align_corners, x.dtype)  # [out_w, in_w]
+    y = paddle.matmul(rows, paddle.reshape(x, [-1, in_h, in_w]))  # [N * C, out_h, in_w]
+    if final:
+        return paddle.matmul(paddle.reshape(y, [n, c, out_h, in_w]), cols, transpose_y=True)
+    y = paddle.matmul(paddle.reshape(y, [-1, in_w]), cols, transpose_y=True)  # [N * C * out_h, out_w]
+    return paddle.reshape(y, [n, c, out_h, out_w])
 
 
 def _channels(x, shape):
@@ -272,9 +384,30 @@ def _interpolation_matrix(in_len, out_len, align_corners, dtype=None):
     """[out_len, in_len] matrix (float32, or ``dtype``: the input's) whose row o holds the two linear-interpolation
     weights of output point o (1 - w at its lower source index, w at its upper one; both on one index where they
     coincide)."""
-    lower, upper, weight = _linear_taps(in_len, out_len, align_corners)
-    positions = paddle.arange(in_len, dtype='int64').unsqueeze(0)  # [1, in]
-    at_lower = paddle.cast(positions == lower.unsqueeze(1), 'float32')  # [out, in] one-hot rows
-    at_upper = paddle.cast(positions == upper.unsqueeze(1), 'float32')
-    matrix = paddle.lerp(at_lower, at_upper, weight.unsqueeze(1))
+    return _memoised('matrix', (in_len, out_len, bool(align_corners), str(dtype)),
+                     lambda: _build_interpolation_matrix(in_len, out_len, align_corners, dtype))
+
+
+def _build_interpolation_matrix(in_len, out_len, align_corners, dtype):
+    """The matrix as the triangle kernel ``relu(1 - |src_o - i|)`` of each output point's source position ``src_o``
+    (Paddle's, see the module docstring) clamped to [0, in - 1]: the same two weights ``1 - w`` and ``w`` at
+    ``floor(src_o)`` and the next index (one weight 1 where the clamp puts it on the last index, as Paddle's
+    kernel clamps the upper neighbour), from about half the ops of building both one-hots."""
+    if isinstance(in_len, int) or isinstance(out_len, int):
+        ratio = _ratio(in_len, out_len, align_corners)
+        dst = paddle.arange(out_len, dtype='float32')
+        last = float(in_len - 1) if isinstance(in_len, int) else paddle.cast(in_len, 'float32') - 1.0
+        positions = paddle.arange(in_len, dtype='float32')  # [in]
+    else:  # both free (the traced case): each length cast once, the ratio from those
+        in_f, out_f = paddle.cast(in_len, 'float32'), paddle.cast(out_len, 'float32')
+        last = in_f - 1.0
+        if align_corners:
+            ratio = last / paddle.clip(out_f - 1.0, min=1.0)
+        else:
+            ratio = in_f / out_f * paddle.cast(out_f > 1.0, 'float32')
+        dst = paddle.arange(0.0, out_f, 1.0, dtype='float32')
+        positions = paddle.arange(0.0, in_f, 1.0, dtype='float32')
+    src = dst * ratio if align_corners else (dst + 0.5) * ratio - 0.5
+    src = paddle.clip(src, min=0.0, max=last)
+    matrix = F.relu(1.0 - paddle.abs(paddle.unsqueeze(src, 1) - positions))  # [out, in]
     return matrix if dtype is None or dtype == matrix.dtype else paddle.cast(matrix, dtype)
