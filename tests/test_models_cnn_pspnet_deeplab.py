@@ -117,3 +117,25 @@ def test_bad_arguments(build, message):
     with pytest.raises(UserError) as err:
         build()
     assert str(err.value) == message
+
+
+@pytest.mark.parametrize('align_corners, dim_reduction, size', [(False, True, (13, 9)), (True, False, (1, 5)),
+                                                                 (False, False, (24, 24))])
+def test_pyramid_low_res_branches_equal_the_concatenation(align_corners, dim_reduction, size):
+    """The exported graph's form of the pyramid (the branches' part of the 3x3 fusion conv computed on the pooled
+    grids, then upsampled by shifted interpolation matrices) gives the fusion conv's output over the concatenation
+    of the upsampled branches."""
+    import paddle.nn.functional as F
+    paddle.seed(3)
+    ppm = PPModule(in_channels=12, out_channels=8, bin_sizes=(1, 2, 3, 6), dim_reduction=dim_reduction,
+                   align_corners=align_corners)
+    ppm.eval()
+    x = paddle.randn([2, 12, *size])
+    with paddle.no_grad():
+        branches = [F.interpolate(stage(x), size=list(size), mode='bilinear', align_corners=align_corners)
+                    for stage in ppm.stages]
+        expected = ppm.conv_bn_relu2.conv(paddle.concat([x] + branches[::-1], axis=1))
+        got = ppm.low_res_branches(x)
+    assert got.shape == expected.shape == [2, 8, *size]
+    np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=0,
+                               atol=1e-5 * max(1.0, float(expected.abs().max())))

@@ -401,6 +401,8 @@ class Predictor:
             config.enable_memory_optim()
         config.switch_ir_optim(True)
         if self.args.device == 'cpu':
+            # the same CPU settings as paddle_models.core.inference.cpu_config (val.py, tools/benchmark.py),
+            # repeated here because this script stays standalone
             config.disable_gpu()
             if use_onednn:
                 config.set_mkldnn_cache_capacity(10)  # cache primitives for up to 10 input shapes

@@ -40,6 +40,7 @@ from paddle_models.backbones.variants import backbone_variant
 from paddle_models.errors import UserError
 from paddle_models.layers.conv_init import fan_out_conv
 from paddle_models.layers.drop_path import drop_path_or_identity
+from paddle_models.utils.spatial import feature_size
 from paddle_models.layers.stages import build_stages, stage_layers
 from paddle_models.registry import register_converter
 from paddle_models.utils.spatial import spatial_size  # noqa: F401  (also imported from here by models/segformer.py)
@@ -100,7 +101,7 @@ class OverlapPatchEmbed(nn.Layer):
 
     def forward(self, x):
         x = self.proj(x)
-        h, w = spatial_size(x)
+        h, w = feature_size(x)  # (no reorder of the conv's output under oneDNN: utils/spatial.py)
         return self.norm(_tokens(x)), h, w
 
 

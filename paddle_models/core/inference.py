@@ -122,14 +122,8 @@ class InferenceModel:
         if paddle.device.get_device().startswith('gpu'):
             config.enable_use_gpu(100, 0)
         else:
-            config.disable_gpu()
-            if self.deploy.get('enable_mkldnn') is True:
-                config.enable_mkldnn()
-                if self.deploy.get('precision') == 'int8':  # tools/quantize.py: run it with oneDNN's INT8 kernels
-                    config.enable_mkldnn_int8()
-            else:
-                config.disable_mkldnn()  # on by default in Paddle Inference
-            config.set_cpu_math_library_num_threads(self.threads)
+            cpu_config(config, self.threads, onednn=self.deploy.get('enable_mkldnn') is True,
+                       int8=self.deploy.get('precision') == 'int8')
         try:
             return create_predictor(config)
         except (RuntimeError, ValueError, OSError) as err:
@@ -147,6 +141,28 @@ class InferenceModel:
         handle.copy_from_cpu(batch)
         predictor.run()
         return predictor.get_output_handle(predictor.get_output_names()[0]).copy_to_cpu()
+
+
+def cpu_config(config, threads, onednn, int8=False):
+    """Set up a Paddle Inference ``config`` for the CPU: ``threads`` math threads, oneDNN on (with its primitive
+    cache bounded to 10 input shapes, so a run over images of many sizes does not keep every shape's primitives)
+    or explicitly off (Paddle Inference turns it on by default), and oneDNN's INT8 kernels for ``int8`` (a
+    tools/quantize.py export). The one place these settings live: ``InferenceModel`` and tools/benchmark.py's
+    inference measurements use it; deploy/python/infer.py, standalone, repeats the same lines.
+
+    Returns:
+        The same ``config``.
+    """
+    config.disable_gpu()
+    if onednn:
+        config.set_mkldnn_cache_capacity(10)
+        config.enable_mkldnn()
+        if int8:
+            config.enable_mkldnn_int8()
+    else:
+        config.disable_mkldnn()
+    config.set_cpu_math_library_num_threads(threads)
+    return config
 
 
 def _first_line(err):

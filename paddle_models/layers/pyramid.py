@@ -13,10 +13,13 @@ References:
 """
 import paddle
 import paddle.nn as nn
+import paddle.nn.functional as F
 
 from paddle_models.errors import UserError
 from paddle_models.layers.conv import ConvBN, ConvBNReLU
 from paddle_models.layers.resize import resize
+from paddle_models.utils.compat import static_graph_kind
+from paddle_models.utils.spatial import feature_shape
 from paddle_models.utils.validate import check_ints
 
 __all__ = ['PPModule', 'ASPPModule', 'AuxLayer', 'SeparableConvBNReLU']
@@ -27,7 +30,8 @@ class PPModule(nn.Layer):
 
     For each bin size b the input is average-pooled to a b x b grid, projected by a 1x1 ConvBNReLU and upsampled
     back (bilinear) to the input size. The input and the upsampled branches (largest bin first, the order of the
-    reference implementation) are concatenated and fused by a 3x3 ConvBNReLU.
+    reference implementation) are concatenated and fused by a 3x3 ConvBNReLU. A program exported on Paddle 3
+    computes the same fusion without upsampling the branches to full resolution (:meth:`low_res_branches`).
 
     Args:
         in_channels (int): Channels of the input feature map.
@@ -55,9 +59,72 @@ class PPModule(nn.Layer):
         self.conv_bn_relu2 = ConvBNReLU(in_channels + branch_channels * len(bin_sizes), out_channels, 3, padding=1)
 
     def forward(self, x):
+        # an exported inference graph on Paddle 3 (PIR); Paddle 2.6's oneDNN executor fails on this form's
+        # broadcasting ops ("could not create a primitive descriptor for a binary operation primitive")
+        if not self.training and static_graph_kind() == 'pir':
+            return self.conv_bn_relu2.norm_act(self.low_res_branches(x))
         size = paddle.shape(x)[2:]
         branches = [resize(stage(x), size, align_corners=self.align_corners) for stage in self.stages]
         return self.conv_bn_relu2(paddle.concat([x] + branches[::-1], axis=1))
+
+    def low_res_branches(self, x):
+        """The 3x3 fusion conv's output (before its BN and ReLU) computed without upsampling the branches first.
+
+        The conv over the concatenation is the conv over ``x`` plus, for each branch, the conv over its upsampled
+        map; and a 3x3 conv of a bilinear upsampling ``A_h p A_w^T`` is the sum over the 9 taps of
+        ``S_ky A_h (W_tap p) A_w^T S_kx``, with ``W_tap`` the tap's channel mixing (here on the pooled b x b grid)
+        and ``S`` the tap's one-row shift with zero padding, folded into shifted interpolation matrices. So the
+        branches' half of the input channels costs two small matrix products instead of a full-resolution 3x3
+        conv over them (the same values up to float rounding; a Paddle 3 exported program uses it, the dynamic graph
+        keeps the concatenation). Paddle's bilinear rule: see :func:`_shifted_interpolation`.
+        """
+        conv = self.conv_bn_relu2.conv
+        weight = conv.weight  # [out, in_x + branches, 3, 3]
+        out_channels, in_x = weight.shape[0], x.shape[1]
+        shape = feature_shape(x)  # (no reorder of x under oneDNN: see utils/spatial.py)
+        h, w = shape[2], shape[3]
+        rows, columns = [], []
+        offset = in_x
+        for stage, bins in zip(self.stages[::-1], self.bin_sizes[::-1]):  # the concatenation's order
+            pooled = stage(x)  # [N, c, b, b]
+            channels = pooled.shape[1]
+            taps = weight[:, offset:offset + channels].transpose([2, 3, 0, 1]).reshape(
+                [9 * out_channels, channels, 1, 1])
+            offset += channels
+            z = F.conv2d(pooled, taps)  # [N, 9 * out, b, b]: (ky, kx, out) channel mixing per tap
+            z = z.reshape([0, 3, 3, out_channels, bins, bins]).transpose([0, 1, 3, 4, 2, 5]).reshape(
+                [0, 3, out_channels, bins, 3 * bins])
+            z = paddle.matmul(z, _shifted_interpolation(bins, w, self.align_corners), transpose_y=True)
+            columns.append(z.transpose([0, 2, 1, 3, 4]).reshape([0, out_channels, 3 * bins, w]))
+            rows.append(_shifted_interpolation(bins, h, self.align_corners))
+        branches = paddle.matmul(paddle.concat(rows, axis=1), paddle.concat(columns, axis=2))  # [N, out, H, W]
+        main = F.conv2d(x, weight[:, :in_x], conv.bias, padding=conv._padding, dilation=conv._dilation)
+        return main + branches
+
+
+def _shifted_interpolation(in_len, out_len, align_corners):
+    """[out_len, 3 * in_len]: for each tap k of a 3x3 conv (padding 1), the bilinear interpolation matrix from
+    ``in_len`` to ``out_len`` points with its rows shifted by k - 1 (row o holds the weights of output point
+    o + k - 1, zero where that falls outside). ``in_len`` a python int, ``out_len`` an int or an int tensor.
+
+    Paddle's rule (``interpolate_kernel.cc``): source ``(o + 0.5) * in / out - 0.5`` (``align_corners=False``) or
+    ``o * (in - 1) / (out - 1)``, clamped to [0, in - 1], ratio 0 where ``out == 1``; the weights are the triangle
+    ``relu(1 - |source - i|)`` (1 - frac at floor(source), frac at the next index)."""
+    if isinstance(out_len, int):
+        out_f = float(out_len)
+        ratio = ((in_len - 1) / max(out_f - 1.0, 1.0) if align_corners else in_len / out_f) * float(out_len > 1)
+    else:
+        out_f = paddle.cast(out_len, 'float32')
+        ratio = (in_len - 1) / paddle.clip(out_f - 1.0, min=1.0) if align_corners else in_len / out_f
+        ratio = ratio * paddle.cast(out_f > 1.0, 'float32')
+    dst = paddle.arange(0.0, out_f, 1.0, dtype='float32').unsqueeze(1)  # [out, 1]
+    shift = paddle.to_tensor([float(k - 1) for k in range(3) for _ in range(in_len)], dtype='float32')
+    index = paddle.to_tensor([float(i) for _ in range(3) for i in range(in_len)], dtype='float32')
+    point = dst + shift  # [out, 3 * in]: the output point each tap reads
+    src = point * ratio if align_corners else (point + 0.5) * ratio - 0.5
+    src = paddle.clip(src, min=0.0, max=float(in_len - 1))
+    inside = paddle.cast(point >= 0.0, 'float32') * paddle.cast(point <= out_f - 1.0, 'float32')
+    return F.relu(1.0 - paddle.abs(src - index)) * inside
 
 
 class SeparableConvBNReLU(nn.Layer):
@@ -131,7 +198,7 @@ class ASPPModule(nn.Layer):
         outputs = [block(x) for block in self.aspp_blocks]
         if self.image_pooling:
             pooled = self.global_avg_pool(x)
-            outputs.append(resize(pooled, paddle.shape(x)[2:], align_corners=self.align_corners))
+            outputs.append(resize(pooled, feature_shape(x)[2:], align_corners=self.align_corners))
         return self.dropout(self.conv_bn_relu(paddle.concat(outputs, axis=1)))
 
 

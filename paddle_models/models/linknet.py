@@ -35,6 +35,8 @@ from paddle_models.backbones.resnet import ResNet
 from paddle_models.errors import UserError
 from paddle_models.layers import batch_norm_2d
 from paddle_models.registry import register_model
+from paddle_models.utils.compat import static_graph_kind
+from paddle_models.utils.spatial import feature_shape
 from paddle_models.utils.validate import check_int
 from paddle_models.weights import load_weights
 
@@ -59,6 +61,18 @@ def _crop(x, size):
     return x[:, :, :size[0], :size[1]]
 
 
+def _upsample(layers, x, size):
+    """``layers`` (transposed conv, BN, ReLU) on ``x``, cropped to ``size``. BN and ReLU act per pixel, so they go
+    before the crop (the same values): the transposed conv and its BN then stay adjacent, so Paddle Inference
+    folds the BN into the conv's weights (a crop in between kept BN as a separate op on plain NCHW, with a layout
+    conversion before and after it).
+    Paddle 2.6's legacy static graphs cannot: their transposed conv infers 0 for a free size, which BN rejects
+    before the crop restores it, so there the crop comes first."""
+    if static_graph_kind() == 'legacy':
+        return layers[2](layers[1](_crop(layers[0](x), size)))
+    return _crop(layers[2](layers[1](layers[0](x))), size)
+
+
 class LinkNetDecoderBlock(nn.Layer):
     """1x1 conv (m -> m/4) -> 3x3 transposed conv (stride ``stride``) -> 1x1 conv (m/4 -> n), each with BN + ReLU.
 
@@ -80,8 +94,7 @@ class LinkNetDecoderBlock(nn.Layer):
     def forward(self, x, size):
         """``size``: the output's (h, w) -- that of the tensor it is added to (stride * input size, or one less
         where the encoder rounded an odd size up)."""
-        y = _crop(self.full_conv[0](self.conv1(x)), size)
-        return self.conv2(self.full_conv[2](self.full_conv[1](y)))
+        return self.conv2(_upsample(self.full_conv, self.conv1(x), size))
 
 
 @register_model
@@ -138,8 +151,8 @@ class LinkNet(nn.Layer):
             skips.append(stage(skips[-1]))
         y = skips[-1]
         for index in reversed(range(len(self.decoders))):
-            y = self.decoders[index](y, paddle.shape(skips[index])[2:]) + skips[index]
-        y = _crop(self.final[0](y), paddle.shape(half)[2:])
-        for index in range(1, len(self.final)):
+            y = self.decoders[index](y, feature_shape(skips[index])[2:]) + skips[index]
+        y = _upsample(self.final[:3], y, feature_shape(half)[2:])  # (feature_shape: no reorder under oneDNN)
+        for index in range(3, len(self.final)):
             y = self.final[index](y)
         return [crop_to(y, x)]

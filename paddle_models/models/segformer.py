@@ -38,8 +38,8 @@ from paddle_models.backbones import mix_transformer as _mit
 from paddle_models.backbones.mix_transformer import HF_EPS, MIT_SETTINGS, MMSEG_EPS, mit_from_hf, mit_from_mmseg
 from paddle_models.errors import UserError
 from paddle_models.layers import ConvBNReLU, resize
+from paddle_models.utils.spatial import feature_size
 from paddle_models.registry import register_converter, register_model, register_variant
-from paddle_models.utils.spatial import spatial_size
 from paddle_models.utils.validate import check_choice, check_int
 from paddle_models.weights import load_weights, torch_layout_to_paddle
 
@@ -61,7 +61,7 @@ class LevelProjection(nn.Layer):
 
     def forward(self, x):
         """[N, C, H, W] -> [N, E, H, W] (the literal form; :class:`SegFormer` fuses it with the fusion conv)."""
-        h, w = spatial_size(x)
+        h, w = feature_size(x)
         y = self.proj(x.flatten(2).transpose([0, 2, 1]))
         return y.transpose([0, 2, 1]).reshape([0, 0, h, w])
 
@@ -124,7 +124,7 @@ class SegFormer(nn.Layer):
     def _mmseg_decoder(self, feats):
         """mmseg's head: conv + BN + ReLU per level (at the level's resolution), upsampled to stride 4,
         concatenated c1..c4, fusion conv + BN + ReLU."""
-        size = spatial_size(feats[0])
+        size = feature_size(feats[0])
         levels = [self.convs[0](feats[0])]
         for conv, feat in zip(self.convs[1:], feats[1:]):
             levels.append(resize(conv(feat), size, align_corners=self.align_corners))
@@ -135,14 +135,14 @@ class SegFormer(nn.Layer):
         if self.head_style == 'mmseg':
             y = self._mmseg_decoder([c1, c2, c3, c4])
         else:
-            size = spatial_size(c1)
+            size = feature_size(c1)
             y = self._level(c1, self.linear_c1, 3)
             for feat, projection, slot in ((c2, self.linear_c2, 2), (c3, self.linear_c3, 1),
                                            (c4, self.linear_c4, 0)):
                 y = y + resize(self._level(feat, projection, slot), size, align_corners=self.align_corners)
             y = self.linear_fuse.norm_act(y)
         logit = self.linear_pred(self.dropout(y))
-        return [resize(logit, spatial_size(x), align_corners=self.align_corners, final=True)]
+        return [resize(logit, feature_size(x), align_corners=self.align_corners, final=True)]
 
 
 def _variant(name):
