@@ -86,7 +86,14 @@ def test_bad_input_is_one_line(tmp_path):
             (['--model', 'SegFormer_B0', '--kwargs', '{bad'], "error: --kwargs: not JSON: "),
             (['--config', str(tmp_path / 'none.yml')], f"error: --config: {tmp_path / 'none.yml'} does not exist"),
             (['--model', 'X', '--measure', 'gpu'], "error: --measure: unknown measurement 'gpu' (known: dynamic, "
-                                                    "infer, infer_onednn)"),
+                                                    "infer, infer_onednn, infer_int8)"),
+            (['--model', 'X', '--measure', 'dynamic,infer_int8'],
+             "error: --measure infer_int8 needs --config (its train_dataset gives the calibration images)"),
+            (['--model', 'X', '--peer', '--peer-python', str(tmp_path / 'nopython')],
+             f"error: --peer-python: {tmp_path / 'nopython'} is not an executable file"),
+            (['--suite', '--model', 'X'], "error: --suite/--configs: give no --config, --model or --model-cfg beside "
+                                          "them"),
+            (['--configs', str(tmp_path / 'none.yml')], f"error: --configs: {tmp_path / 'none.yml'} does not exist"),
             (['--model', 'X', '--processes', '0'], "error: --repeats, --size, --threads and --processes must be "
                                                    "positive, got 3, [512, 512], 2, 0")):
         result = subprocess.run([sys.executable, TOOL, *argv], capture_output=True, text=True, timeout=120, cwd=REPO)
@@ -110,3 +117,177 @@ def test_processes_alternate_implementations_and_cells_are_medians(monkeypatch):
     samples = {'dynamic_peak_mib': [101.0, 102.0, 103.0], 'dynamic_tensor_mib': [49.0, 48.0, 47.0]}
     assert table == {'ours': dict(cells, dynamic_ms=20.0, samples=dict(samples, dynamic_ms=[30.0, 10.0, 20.0])),
                      'paddleseg': dict(cells, dynamic_ms=6.0, samples=dict(samples, dynamic_ms=[5.0, 7.0, 6.0]))}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# --peer (the PyTorch reference), INT8, the speed table
+
+def _config_model(name):
+    from paddle_models.core.config import load_config
+    return load_config(os.path.join(REPO, 'configs', name), require=()).dic['model']
+
+
+def test_peer_mapping_of_the_configs():
+    segformer = benchmark.peer_for(_config_model('segformer_b0_camvid.yml'))
+    assert segformer['kind'] == 'segformer'
+    assert segformer['config'] == dict(num_channels=3, num_encoder_blocks=4, depths=[2, 2, 2, 2],
+                                       sr_ratios=[8, 4, 2, 1], hidden_sizes=[32, 64, 160, 256],
+                                       patch_sizes=[7, 3, 3, 3], strides=[4, 2, 2, 2], num_attention_heads=[1, 2, 5, 8],
+                                       mlp_ratios=[4, 4, 4, 4], decoder_hidden_size=256, num_labels=11)
+    assert benchmark.peer_for({'type': 'SegFormer_B0', 'num_classes': 4, 'embedding_dim': 64})['config'][
+        'decoder_hidden_size'] == 64
+    linknet = benchmark.peer_for(_config_model('linknet.yml'))
+    assert (linknet['kind'], linknet['encoder'], linknet['classes']) == ('linknet', 'resnet18', 11)
+    deeplab = benchmark.peer_for(_config_model('deeplabv3.yml'))
+    assert (deeplab['kind'], deeplab['classes']) == ('deeplabv3_resnet50', 11) and 'ResNet50_vd' in deeplab['note']
+    # torchvision's builder is output stride 8 only; models without a reference get none
+    for name in ('deeplabv3_os16.yml', 'hardnet.yml', 'pspnet.yml', 'segnext_t_camvid.yml'):
+        assert benchmark.peer_for(_config_model(name)) is None, name
+
+
+def test_segformer_peer_is_the_same_architecture_at_full_resolution():
+    """The HF peer has exactly our SegFormer-B0's parameter count and returns full-resolution logits."""
+    import torch
+    import benchmark_peer
+
+    cfg = {'type': 'SegFormer_B0', 'num_classes': 5}
+    module = benchmark_peer.build_peer(benchmark.peer_for(cfg))
+    with torch.no_grad():
+        out = module(torch.zeros(1, 3, 64, 96))
+    assert tuple(out.shape) == (1, 5, 64, 96)
+    with paddle.LazyGuard():
+        ours = sum(int(np.prod(p.shape)) for p in benchmark.build(cfg, 'ours').parameters()
+                   if not p.stop_gradient)  # without BN statistics, which torch keeps as buffers
+    assert sum(p.numel() for p in module.parameters()) == ours
+
+
+def test_command_line_peer_times_eager_and_onnx_runtime(tmp_path):
+    out = tmp_path / 'r.json'
+    result = subprocess.run([sys.executable, TOOL, '--model', 'SegFormer_B0', '--kwargs', '{"num_classes": 3}',
+                             '--size', '64', '64', '--repeats', '1', '--measure', 'dynamic', '--peer',
+                             '--peer-python', sys.executable, '--json', str(out)],
+                            capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(out.read_text())['results']
+    assert set(rows) == {'ours', 'pytorch'}
+    peer = rows['pytorch']
+    assert peer['peer'] == 'transformers SegformerForSemanticSegmentation'
+    assert peer['params'] == rows['ours']['params']  # the same architecture
+    assert isinstance(peer['torch_eager_ms'], float) and peer['torch_eager_ms'] > 0
+    assert isinstance(peer['torch_eager_peak_mib'], float)
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:  # the cell says why (onnxruntime, or onnx for the export, missing)
+        assert peer['ort_ms'].startswith("n/a (") and "No module named 'onnx" in peer['ort_ms'], peer['ort_ms']
+    else:
+        assert isinstance(peer['ort_ms'], float) and peer['ort_ms'] > 0 and peer['ort_setup_s'] > 0
+    header = result.stdout.strip().splitlines()[0]
+    assert header.endswith('| torch_eager_ms | torch_eager_peak_mib | ort_ms | ort_peak_mib | ort_setup_s |')
+
+
+def test_unavailable_peer_library_is_a_one_line_cell(tmp_path, monkeypatch):
+    """A peer whose library does not import gets "n/a (reason)" in both of its cells, no traceback."""
+    fake = tmp_path / 'segmentation_models_pytorch'
+    fake.mkdir()
+    (fake / '__init__.py').write_text("raise ImportError('segmentation_models_pytorch is not installed here')\n")
+    monkeypatch.setenv('PYTHONPATH', str(tmp_path))
+    cfg = {'type': 'LinkNet', 'num_classes': 3, 'backbone': {'type': 'ResNet18'}}
+    table = benchmark.benchmark(cfg, ['ours'], (32, 32), repeats=1, measurements=(), peer_python=sys.executable)
+    cell = "n/a (ImportError: segmentation_models_pytorch is not installed here)"
+    assert table['pytorch']['torch_eager_ms'] == cell and table['pytorch']['ort_ms'] == cell
+    assert table['pytorch']['peer'] == "segmentation_models_pytorch Linknet('resnet18')"
+    # a model without a reference: no peer process, "-" cells
+    table = benchmark.benchmark({'type': 'HarDNet', 'num_classes': 3}, ['ours'], (32, 32), repeats=1,
+                                measurements=(), peer_python=sys.executable)
+    assert table['pytorch'] == {'peer': '-', 'peer_note': '', 'samples': {}}
+
+
+def test_peer_worker_imports_neither_paddle_nor_paddle_models():
+    tool = benchmark.PEER_TOOL
+    code = (f"import runpy, sys; sys.argv = [{tool!r}, '--versions']; runpy.run_path({tool!r}, run_name='__main__'); "
+            f"bad = [m for m in sys.modules if m == 'paddle' or m.startswith(('paddle.', 'paddle_models'))]; "
+            f"assert not bad, bad")
+    result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.split('BENCHMARK ', 1)[1])['torch'] == __import__('torch').__version__
+
+
+def _hardnet_config(tmp_path, camvid):
+    import yaml
+    from test_tools_quantize import SMALL_HARDNET
+    cfg = {'train_dataset': {'type': 'CamVid', 'dataset_root': camvid, 'mode': 'train',
+                             'transforms': [{'type': 'Resize', 'target_size': [64, 48]}, {'type': 'Normalize'}]},
+           'val_dataset': {'type': 'CamVid', 'dataset_root': camvid, 'mode': 'val',
+                           'transforms': [{'type': 'Resize', 'target_size': [64, 48]}, {'type': 'Normalize'}]},
+           'model': dict(SMALL_HARDNET)}
+    path = tmp_path / 'hardnet_small.yml'
+    path.write_text(yaml.safe_dump(cfg))
+    return str(path)
+
+
+def test_infer_int8_quantizes_the_random_model_and_times_it(tmp_path, camvid):
+    out = tmp_path / 'r.json'
+    result = subprocess.run([sys.executable, TOOL, '--config', _hardnet_config(tmp_path, camvid), '--size', '64',
+                             '64', '--repeats', '1', '--measure', 'infer_onednn,infer_int8', '--json', str(out)],
+                            capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    row = json.loads(out.read_text())['results']['ours']
+    for key in ('infer_onednn_ms', 'infer_int8_ms', 'infer_onednn_setup_s', 'infer_int8_setup_s', 'export_s',
+                'quantize_s'):
+        assert isinstance(row[key], float) and row[key] > 0, (key, row[key])
+
+
+def test_int8_failure_is_a_cell(monkeypatch, tmp_path):
+    """A model tools/quantize.py cannot quantize: the INT8 cell names the tool's one-line reason."""
+    def run(cmd, **kwargs):
+        assert cmd[1].endswith(os.path.join('tools', 'quantize.py')) and cmd[cmd.index('--calib_images') + 1] == '8'
+        assert kwargs['env']['FLAGS_enable_pir_api'] == '0'
+        return subprocess.CompletedProcess(cmd, 2, '', "log line\nerror: c.yml: model X cannot be quantized: "
+                                                       "TypeError: bad (at /paddle/x.cc:1)\n")
+    monkeypatch.setattr(benchmark.subprocess, 'run', run)
+    assert benchmark.quantize_int8('c.yml', 'w.pdparams', str(tmp_path / 'q'), 2) == {
+        'ms': 'n/a (INT8: model X cannot be quantized: TypeError: bad)'}
+
+
+def test_speed_table_markdown(monkeypatch, tmp_path):
+    """--configs runs each config (PaddleSeg's side only where PaddleSeg has the model) and writes the page."""
+    calls = []
+
+    def fake_benchmark(cfg, impls, size, repeats, threads, measurements, processes, config_path=None,
+                       peer_python=None, impl_measurements=None):
+        calls.append((cfg['type'], tuple(impls), config_path, impl_measurements))
+        table = {'ours': {'infer_onednn_ms': 300.0, 'infer_int8_ms': 'n/a (INT8: a | b)', 'dynamic_ms': 500.0,
+                          'export_s': 12.5, 'infer_onednn_setup_s': 1.25},
+                 'pytorch': {'peer': 'some peer', 'peer_note': 'differs', 'torch_eager_ms': 450.0, 'ort_ms': 200.0}}
+        if 'paddleseg' in impls:
+            table['paddleseg'] = {'dynamic_ms': 600.0}
+        return table
+    monkeypatch.setattr(benchmark, 'benchmark', fake_benchmark)
+    monkeypatch.setattr(benchmark, 'peer_versions', lambda python: {'torch': '9.9'})
+    monkeypatch.chdir(REPO)
+    page = tmp_path / 'docs' / 'speed.md'
+    benchmark.main(['--configs', 'configs/hardnet.yml', 'configs/linknet.yml', '--markdown', str(page),
+                    '--peer-python', sys.executable])
+    assert [c[:3] for c in calls] == [('HarDNet', ('ours', 'paddleseg'), 'configs/hardnet.yml'),
+                                      ('LinkNet', ('ours',), 'configs/linknet.yml')]
+    assert calls[0][3] == {'ours': ('dynamic', 'infer_onednn', 'infer_int8'), 'paddleseg': ('dynamic',)}
+    text = page.read_text()
+    lines = text.splitlines()
+    header = lines.index('| model | ours oneDNN FP32 ms | ours oneDNN INT8 ms | ours dynamic ms | PaddleSeg dynamic '
+                         'ms | ratio ours oneDNN / PaddleSeg dynamic | PyTorch eager ms | ONNX Runtime ms | export s | '
+                         'setup s |')
+    common = ' | 450.0 | 200.0 | 12.5 | 1.25 |'  # the peer's cells, export s, setup s
+    assert lines[header + 2] == '| HarDNet | 300.0 | n/a (INT8: a \\| b) | 500.0 | 600.0 | 0.50' + common
+    assert lines[header + 3] == '| LinkNet-R18 | 300.0 | n/a (INT8: a \\| b) | 500.0 | - | -' + common
+    assert ('Generated by `python tools/benchmark.py --configs configs/hardnet.yml configs/linknet.yml --markdown '
+            f'{page} --peer-python {sys.executable}`') in text
+    assert f"{os.cpu_count()} logical cores; 2 threads" in text and 'torch 9.9' in text
+    from importlib import metadata
+    assert f"paddlepaddle {metadata.version('paddlepaddle')}, paddleseg 2.8.0, torch 9.9." in text
+    assert '* LinkNet-R18: some peer -- differs' in text
+
+
+def test_long_reasons_are_cut_in_the_table_only():
+    reason = 'n/a (INT8: ' + 'x' * 200 + ')'
+    assert benchmark._cell(reason) == reason[:96] + '...)' and len(benchmark._cell(reason)) == 100
+    assert benchmark._cell(12.345) == '12.3' and benchmark._cell(None) == '-'

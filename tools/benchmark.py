@@ -5,6 +5,9 @@ side with PaddleSeg 2.8.0's implementation of the same configuration.
     python tools/benchmark.py --model SegFormer_B0 --kwargs '{"num_classes": 150}' --size 512 512
     python tools/benchmark.py --model-cfg '{"type": "SegNeXt", "backbone": {"type": "MSCAN_T"}, ...}' --impl both \
         --processes 5
+    python tools/benchmark.py --config configs/linknet.yml --measure dynamic,infer_onednn,infer_int8 --peer \
+        --peer-python .venv-peer/bin/python
+    python tools/benchmark.py --suite --markdown docs/speed.md --peer-python .venv-peer/bin/python
 
 Measurements (batch 1, random input, ``--threads`` CPU threads):
 
@@ -21,6 +24,20 @@ Measurements (batch 1, random input, ``--threads`` CPU threads):
 * ``*_tensor_mib``: peak of the memory Paddle's own allocator held for tensors in that process (parameters,
   activations, outputs; ``host_memory_stat_peak_value``). Deterministic, so it shows what a model's graph costs
   without the allocator's noise. Neither figure counts oneDNN's private scratch buffers beyond the RSS they add.
+* ``infer_int8_ms`` (``--config`` only; ours): the same random-weight model saved to a temporary ``.pdparams``,
+  quantized by ``tools/quantize.py`` (its command line, ``--calib_images 8`` of the config's ``train_dataset``)
+  and timed in Paddle Inference with oneDNN INT8 (``enable_mkldnn_int8``); ``quantize_s`` is that tool's wall time.
+* ``export_s``: wall time of the export subprocess (import, build, ``export_model`` with its checks -- what
+  ``export.py`` costs), without the saving of the weights for INT8; ``<measurement>_setup_s``: ``create_predictor``
+  plus the first (warm-up) run of an inference measurement.
+* ``--peer``: the PyTorch reference of the same model (see :func:`peer_for`), random weights, timed in
+  ``tools/benchmark_peer.py`` under ``--peer-python`` (an interpreter with torch and the peer's library; it never
+  imports Paddle): ``torch_eager_ms`` (``torch.no_grad``, eval) and ``ort_ms`` (``torch.onnx.export`` opset 17,
+  ONNX Runtime's CPU provider with ``--threads`` intra-op threads, one inter-op thread). A model without a peer
+  gets "-", a peer whose library does not import "n/a (reason)".
+* ``--suite`` / ``--configs``: the README speed table over several configs (``SUITE``: ours dynamic, oneDNN FP32
+  and INT8; PaddleSeg's dynamic where PaddleSeg has the model, "-" otherwise; the peers; no plain-CPU inference);
+  ``--markdown`` writes it with the date, machine, versions and command (docs/speed.md).
 
 ``--impl paddleseg`` builds the same model-config dict from PaddleSeg's own classes (``paddleseg.models.<type>``,
 ``paddleseg.models.backbones.<type>``); our registry replaces PaddleSeg's entries in the manager, so this looks the
@@ -46,7 +63,22 @@ if REPO not in sys.path:
 from paddle_models.core.cli import main_wrapper  # noqa: E402  (the package first: it preloads zlib before paddle)
 from paddle_models.errors import UserError  # noqa: E402
 
-MEASUREMENTS = ('dynamic', 'infer', 'infer_onednn')
+MEASUREMENTS = ('dynamic', 'infer', 'infer_onednn')  # the default of --measure
+INFER_MEASUREMENTS = ('infer', 'infer_onednn', 'infer_int8')
+PEER_MEASUREMENTS = ('torch_eager', 'ort')
+KNOWN_MEASUREMENTS = MEASUREMENTS + ('infer_int8',)
+PEER_TOOL = os.path.join(REPO, 'tools', 'benchmark_peer.py')
+CALIB_IMAGES = 8
+# --suite: (name in the table, config); 512x512, 2 threads, 3 repeats, 1 process by default
+SUITE = (('LinkNet-R18', 'configs/linknet.yml'),
+         ('SegFormer-B0', 'configs/segformer_b0_camvid.yml'),
+         ('HarDNet', 'configs/hardnet.yml'),
+         ('SegNeXt-T', 'configs/segnext_t_camvid.yml'),
+         ('DeepLabV3-R50_vd OS8', 'configs/deeplabv3.yml'),
+         ('PSPNet-R50_vd OS8', 'configs/pspnet.yml'),
+         ('UNet++', 'configs/unet_plusplus.yml'),
+         ('FCN-HRNet-W18', 'configs/fcn_hrnet_w18_camvid.yml'))
+SUITE_MEASUREMENTS = {'ours': ('dynamic', 'infer_onednn', 'infer_int8'), 'paddleseg': ('dynamic',)}
 
 
 def _load_model_cfg(args):
@@ -111,6 +143,18 @@ def build(cfg, impl):
     return cls(**cfg)
 
 
+def paddleseg_has(cfg):
+    """Whether PaddleSeg 2.8.0 has the model class of ``cfg`` and the classes of its nested components."""
+    try:
+        _resolve('paddleseg', cfg['type'], 'model')
+        for value in cfg.values():
+            if isinstance(value, dict) and 'type' in value:
+                _resolve('paddleseg', value['type'], 'backbone')
+    except UserError:
+        return False
+    return True
+
+
 def _own_arguments(cls, cfg):
     """``cfg`` without the keys PaddleSeg's ``cls`` does not take (options only our class has, such as UNet++'s
     ``ds_outputs``), each dropped key reported on stderr so the comparison says what it leaves out."""
@@ -138,8 +182,58 @@ def build_component(cfg, impl):
             cfg.pop(m[1])
 
 
-def _median_ms(fn, repeats):
-    fn()  # warm-up
+_MIT_B0 = dict(embed_dims=[32, 64, 160, 256], depths=[2, 2, 2, 2], num_heads=[1, 2, 5, 8], mlp_ratios=[4, 4, 4, 4],
+               sr_ratios=[8, 4, 2, 1], in_channels=3)
+_SMP_ENCODERS = {'ResNet18': 'resnet18', 'ResNet34': 'resnet34'}
+
+
+def peer_for(cfg):
+    """The PyTorch reference of a model config as a peer spec for ``tools/benchmark_peer.py`` (``kind``, its
+    arguments, ``name`` and ``note`` for the table), or None where there is none. Matched on the model type and the
+    backbone type (or the builder name), with the config's ``num_classes``:
+
+    * SegFormer + MixVisionTransformer(_B0), or SegFormer_B0: transformers' SegformerForSemanticSegmentation with
+      the same stage sizes, heads, reduction ratios and decoder width (``embedding_dim``), upsampled to the input.
+    * LinkNet + ResNet18/ResNet34: segmentation_models_pytorch's Linknet with that encoder.
+    * DeepLabV3 + ResNet50_vd/ResNet50 at output stride 8: torchvision's deeplabv3_resnet50 (plain ResNet-50 stem,
+      no multi-grid; ASPP rates 12, 24, 36 with a 1x1 and an image-pooling branch, as ours; a 3x3 conv before its
+      classifier, which ours does not have).
+    """
+    model_type = cfg.get('type')
+    backbone = cfg.get('backbone') if isinstance(cfg.get('backbone'), dict) else {}
+    backbone_type = backbone.get('type')
+    classes = cfg.get('num_classes')
+    if not isinstance(classes, int):
+        return None
+    if model_type == 'SegFormer_B0' or (model_type == 'SegFormer'
+                                        and backbone_type in ('MixVisionTransformer', 'MixVisionTransformer_B0')):
+        mit = dict(_MIT_B0)
+        source = cfg if model_type == 'SegFormer_B0' else backbone
+        if backbone_type != 'MixVisionTransformer_B0':  # the B0 builders fix the sizes; the class takes them
+            mit.update({k: list(source[k]) if isinstance(source[k], (list, tuple)) else source[k]
+                        for k in mit if k in source})
+        config = dict(num_channels=mit['in_channels'], num_encoder_blocks=4, depths=mit['depths'],
+                      sr_ratios=mit['sr_ratios'], hidden_sizes=mit['embed_dims'], patch_sizes=[7, 3, 3, 3],
+                      strides=[4, 2, 2, 2], num_attention_heads=mit['num_heads'], mlp_ratios=mit['mlp_ratios'],
+                      decoder_hidden_size=cfg.get('embedding_dim', 256), num_labels=classes)
+        return {'kind': 'segformer', 'config': config,
+                'name': 'transformers SegformerForSemanticSegmentation',
+                'note': 'its 1/4-resolution logits upsampled to the input (bilinear), as ours'}
+    if model_type == 'LinkNet' and backbone_type in _SMP_ENCODERS:
+        return {'kind': 'linknet', 'encoder': _SMP_ENCODERS[backbone_type], 'classes': classes,
+                'name': f"segmentation_models_pytorch Linknet({_SMP_ENCODERS[backbone_type]!r})", 'note': ''}
+    if (model_type == 'DeepLabV3' and backbone_type in ('ResNet50_vd', 'ResNet50')
+            and backbone.get('output_stride', 8) == 8):
+        return {'kind': 'deeplabv3_resnet50', 'classes': classes, 'name': 'torchvision deeplabv3_resnet50',
+                'note': ('plain ResNet-50 without multi-grid (ours: ResNet50_vd with its deep stem, multi-grid '
+                         '1, 2, 4); ' if backbone_type == 'ResNet50_vd' else '')
+                        + 'one more 3x3 conv after the ASPP'}
+    return None
+
+
+def _median_ms(fn, repeats, warmup=True):
+    if warmup:
+        fn()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -192,6 +286,10 @@ def worker(spec):
         from paddle_models.core.export import export_model
         info = export_model(model, spec['dir'], output_op='none')
         out = {k: info[k] for k in ('model', 'params', 'onednn', 'onednn_error')}
+        if spec.get('weights'):  # the random weights, for infer_int8's quantization (not part of export_s)
+            start = time.perf_counter()
+            paddle.save(model.state_dict(), spec['weights'])
+            out['save_s'] = time.perf_counter() - start
     print('BENCHMARK ' + json.dumps(out))
 
 
@@ -207,12 +305,11 @@ def infer_worker(spec):
     if spec['what'] == 'infer_onednn' and not exported['onednn']:
         print('BENCHMARK ' + json.dumps({'ms': f"n/a (oneDNN: {exported['onednn_error']})"[:100]}))
         return
+    start = time.perf_counter()  # setup_s: Config, create_predictor and the first run
     config = paddle.inference.Config(exported['model'], exported['params'])
-    config.set_cpu_math_library_num_threads(spec['threads'])
-    if spec['what'] == 'infer_onednn':
-        config.enable_mkldnn()
-    else:
-        config.disable_mkldnn()
+    from paddle_models.core.inference import cpu_config  # the settings infer.py and val.py use
+    cpu_config(config, spec['threads'], onednn=spec['what'] in ('infer_onednn', 'infer_int8'),
+               int8=spec['what'] == 'infer_int8')
     config.disable_glog_info()
     predictor = paddle.inference.create_predictor(config)
     handle = predictor.get_input_handle(predictor.get_input_names()[0])
@@ -222,15 +319,15 @@ def infer_worker(spec):
         handle.copy_from_cpu(x)
         predictor.run()
         predictor.get_output_handle(predictor.get_output_names()[0]).copy_to_cpu()
-    out = {'ms': _median_ms(run, spec['repeats'])}
+    run()  # the warm-up
+    setup_s = time.perf_counter() - start
+    out = {'ms': _median_ms(run, spec['repeats'], warmup=False), 'setup_s': setup_s}
     out.update(_peaks())
     print('BENCHMARK ' + json.dumps(out))
 
 
-def _run_worker(spec, threads):
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), CPU_NUM=str(threads), GLOG_minloglevel='2')
-    result = subprocess.run([sys.executable, os.path.abspath(__file__), '--_worker', json.dumps(spec)],
-                            capture_output=True, text=True, env=env, cwd=REPO)
+def _result(result):
+    """The ``BENCHMARK {json}`` line of a finished worker, or its last stderr line as an "n/a (...)" cell."""
     for line in result.stdout.splitlines()[::-1]:
         if line.startswith('BENCHMARK '):
             return json.loads(line[len('BENCHMARK '):])
@@ -238,41 +335,147 @@ def _run_worker(spec, threads):
     return {'ms': f"n/a ({(error[-1] if error else 'no output')[:120]})"}
 
 
-def measure(cfg, impl, what, size, repeats, threads, exported=None, directory=None):
-    """One measurement in a fresh subprocess. ``what='export'`` writes the program into ``directory``; inference
-    measurements run on ``exported`` (the export's result) in a process that only loads the program."""
+def _env(threads):
+    return dict(os.environ, OMP_NUM_THREADS=str(threads), CPU_NUM=str(threads), GLOG_minloglevel='2')
+
+
+def _run_worker(spec, threads):
+    result = subprocess.run([sys.executable, os.path.abspath(__file__), '--_worker', json.dumps(spec)],
+                            capture_output=True, text=True, env=_env(threads), cwd=REPO)
+    return _result(result)
+
+
+def run_peer(spec, threads, python):
+    """One peer measurement (``tools/benchmark_peer.py``) in a fresh ``python`` process."""
+    try:
+        result = subprocess.run([python, PEER_TOOL, json.dumps(spec)], capture_output=True, text=True,
+                                env=_env(threads), cwd=REPO)
+    except OSError as err:
+        return {'ms': f"n/a (peer python {python}: {err.strerror})"}
+    return _result(result)
+
+
+def peer_versions(python):
+    """torch / onnxruntime / ... versions in the peer interpreter ({} where it does not run)."""
+    try:
+        result = subprocess.run([python, PEER_TOOL, '--versions'], capture_output=True, text=True, cwd=REPO)
+    except OSError:
+        return {}
+    out = _result(result)
+    return {} if 'ms' in out else out
+
+
+def measure(cfg, impl, what, size, repeats, threads, exported=None, directory=None, weights=None):
+    """One measurement in a fresh subprocess. ``what='export'`` writes the program into ``directory`` (and the
+    random weights into ``weights`` when given) and adds ``export_s``; inference measurements run on ``exported``
+    (the export's or the quantization's result) in a process that only loads the program."""
     spec = dict(cfg=cfg, impl=impl, what=what, size=list(size), repeats=repeats, threads=threads, dir=directory)
-    if what in ('infer', 'infer_onednn'):
+    if what in INFER_MEASUREMENTS:
         if 'model' not in exported:
             return {'ms': exported.get('ms', 'n/a (export failed)')}
         spec['exported'] = exported
+        return _run_worker(spec, threads)
+    if what == 'export':
+        spec['weights'] = weights
+        start = time.perf_counter()
+        out = _run_worker(spec, threads)
+        if 'model' in out:
+            out['export_s'] = time.perf_counter() - start - out.pop('save_s', 0.0)
+        return out
     return _run_worker(spec, threads)
 
 
-def benchmark(cfg, impls, size, repeats=3, threads=2, measurements=MEASUREMENTS, processes=1):
-    """{impl: {'params', 'gflops', '<measurement>_ms', '<measurement>_peak_mib'}} for each implementation.
+def quantize_int8(config_path, weights, save_dir, threads):
+    """``tools/quantize.py`` on ``weights`` (its command line, ``--calib_images 8``): the INT8 program's paths
+    and ``quantize_s``, or ``{'ms': 'n/a (reason)'}``."""
+    start = time.perf_counter()
+    result = subprocess.run([sys.executable, os.path.join(REPO, 'tools', 'quantize.py'), '--config', config_path,
+                             '--model_path', weights, '--save_dir', save_dir, '--calib_images', str(CALIB_IMAGES)],
+                            capture_output=True, text=True, cwd=REPO,
+                            env=dict(_env(threads), FLAGS_enable_pir_api='0'))
+    program = os.path.join(save_dir, 'model.pdmodel')
+    if result.returncode != 0 or not os.path.isfile(program):
+        error = [line for line in result.stderr.strip().splitlines() if line.strip()]
+        reason = error[-1] if error else f"exit code {result.returncode}"
+        reason = reason[len('error: '):] if reason.startswith('error: ') else reason
+        reason = re.sub(r' \(at /\S+\)$', '', reason.replace(f"{config_path}: ", '', 1))  # Paddle's C++ location
+        return {'ms': f"n/a (INT8: {reason})"[:200]}
+    return {'model': program, 'params': os.path.join(save_dir, 'model.pdiparams'), 'onednn': True,
+            'quantize_s': time.perf_counter() - start}
+
+
+def _record(samples, what, res):
+    for key in ('ms', 'peak_mib', 'tensor_mib'):
+        samples.setdefault(f'{what}_{key}', []).append(res.get(key))
+    if what in INFER_MEASUREMENTS or what == 'ort':
+        samples.setdefault(f'{what}_setup_s', []).append(res.get('setup_s'))
+
+
+def benchmark(cfg, impls, size, repeats=3, threads=2, measurements=MEASUREMENTS, processes=1, config_path=None,
+              peer_python=None, impl_measurements=None):
+    """{impl: {'params', 'gflops', '<measurement>_ms', '<measurement>_peak_mib', ...}} for each implementation,
+    plus a ``'pytorch'`` row (the peer's ``torch_eager_*`` and ``ort_*``) when ``peer_python`` is given.
 
     Each measurement runs in ``processes`` fresh processes, the implementations taking turns (ours, PaddleSeg's,
     ours, ...) so that a slow spell of the machine hits both; a cell is the median over those processes of each
-    process's median latency / its peak memory.
+    process's median latency / its peak memory. ``impl_measurements`` ({impl: measurements}) overrides
+    ``measurements`` per implementation; ``infer_int8`` is measured for ours only, and needs ``config_path``.
     """
+    wanted = {impl: tuple(m for m in (impl_measurements or {}).get(impl, measurements)
+                          if m != 'infer_int8' or impl == 'ours') for impl in impls}
+    order = [m for m in KNOWN_MEASUREMENTS if any(m in wanted[impl] for impl in impls)]
     rows = {impl: {} for impl in impls}
     samples = {impl: {} for impl in impls}
+    peer = peer_for(cfg) if peer_python else None
+    if peer_python:
+        rows['pytorch'] = {'peer': peer['name'] if peer else '-', 'peer_note': peer['note'] if peer else ''}
+        samples['pytorch'] = {}
     with tempfile.TemporaryDirectory() as tmp:
         exported = {}
-        if any(m != 'dynamic' for m in measurements):
-            for impl in impls:
+        for impl in impls:
+            if any(m in INFER_MEASUREMENTS for m in wanted[impl]):
                 os.makedirs(os.path.join(tmp, impl))
+                weights = os.path.join(tmp, 'random.pdparams') if 'infer_int8' in wanted[impl] else None
                 exported[impl] = measure(cfg, impl, 'export', size, repeats, threads,
-                                         directory=os.path.join(tmp, impl))
+                                         directory=os.path.join(tmp, impl), weights=weights)
+                if 'export_s' in exported[impl]:
+                    rows[impl]['export_s'] = exported[impl]['export_s']
+        int8 = None
+        if 'infer_int8' in order:
+            if not config_path:
+                int8 = {'ms': 'n/a (INT8 needs --config: its train_dataset gives the calibration images)'}
+            elif 'model' not in exported['ours']:
+                int8 = {'ms': exported['ours'].get('ms', 'n/a (export failed)')}
+            else:
+                int8 = quantize_int8(config_path, os.path.join(tmp, 'random.pdparams'), os.path.join(tmp, 'int8'),
+                                     threads)
+                if 'quantize_s' in int8:
+                    rows['ours']['quantize_s'] = int8['quantize_s']
+        onnx = os.path.join(tmp, 'peer.onnx')
         for _ in range(processes):
-            for what in measurements:
+            for what in order:
                 for impl in impls:
-                    res = measure(cfg, impl, what, size, repeats, threads, exported.get(impl))
+                    if what not in wanted[impl]:
+                        continue
+                    res = measure(cfg, impl, what, size, repeats, threads,
+                                  int8 if what == 'infer_int8' else exported.get(impl))
                     rows[impl].update({k: v for k, v in res.items() if k in ('params', 'gflops')})
-                    for key in ('ms', 'peak_mib', 'tensor_mib'):
-                        samples[impl].setdefault(f'{what}_{key}', []).append(res.get(key))
-    for impl in impls:
+                    _record(samples[impl], what, res)
+            if peer:
+                spec = dict(peer=peer, size=list(size), repeats=repeats, threads=threads)
+                eager = run_peer(dict(spec, what='torch_eager', onnx=None if os.path.exists(onnx) else onnx),
+                                 threads, peer_python)
+                if 'params' in eager:
+                    rows['pytorch']['params'] = eager['params']
+                _record(samples['pytorch'], 'torch_eager', eager)
+                if os.path.exists(onnx):
+                    ort = run_peer(dict(spec, what='ort', onnx=onnx), threads, peer_python)
+                elif isinstance(eager['ms'], str):
+                    ort = {'ms': eager['ms']}
+                else:
+                    ort = {'ms': f"n/a (ONNX export: {eager.get('onnx_error', 'no file written')})"}
+                _record(samples['pytorch'], 'ort', ort)
+    for impl in samples:
         rows[impl]['samples'] = samples[impl]  # per process, for the JSON file
         for key, values in samples[impl].items():
             numbers_only = [v for v in values if isinstance(v, (int, float))]
@@ -290,11 +493,112 @@ def _fmt(value):
 
 
 def format_table(name, size, table, measurements=MEASUREMENTS):
-    cols = ['params', 'gflops'] + [f'{m}_{k}' for m in measurements for k in ('ms', 'peak_mib', 'tensor_mib')]
+    """The results of one model as a markdown table, one row per implementation (and the peer's)."""
+    measured = [m for m in KNOWN_MEASUREMENTS if m in measurements]
+    if 'pytorch' in table:
+        measured += list(PEER_MEASUREMENTS)
+    cols = ['params', 'gflops']
+    for m in measured:
+        cols += [f'{m}_ms', f'{m}_peak_mib'] + ([f'{m}_tensor_mib'] if m not in PEER_MEASUREMENTS else [])
+        cols += [f'{m}_setup_s'] if m in INFER_MEASUREMENTS or m == 'ort' else []
+    cols += [c for c in ('export_s', 'quantize_s') if any(c in row for row in table.values())]
     lines = [f"| model | impl | {' | '.join(cols)} |", '|' + '---|' * (len(cols) + 2)]
     for impl, row in table.items():
         lines.append(f"| {name} {size[0]}x{size[1]} | {impl} | " + ' | '.join(_fmt(row.get(c)) for c in cols) + ' |')
     return '\n'.join(lines)
+
+
+SPEED_COLUMNS = ('model', 'ours oneDNN FP32 ms', 'ours oneDNN INT8 ms', 'ours dynamic ms', 'PaddleSeg dynamic ms',
+                 'ratio ours oneDNN / PaddleSeg dynamic', 'PyTorch eager ms', 'ONNX Runtime ms', 'export s',
+                 'setup s')
+
+
+def _cell(value, width=100):
+    """A table cell: a number, or a reason cut to ``width`` characters (the JSON file keeps it whole)."""
+    text = _fmt(value)
+    if len(text) > width:
+        text = text[:width - 4] + '...' + (')' if text.startswith('n/a (') else '')
+    return text.replace('|', '\\|')
+
+
+def speed_row(name, table):
+    """One line of the speed table (``SPEED_COLUMNS``) from :func:`benchmark`'s result."""
+    ours, theirs, peer = table.get('ours', {}), table.get('paddleseg', {}), table.get('pytorch', {})
+    fast, slow = ours.get('infer_onednn_ms'), theirs.get('dynamic_ms')
+    ratio = (f"{fast / slow:.2f}" if isinstance(fast, (int, float)) and isinstance(slow, (int, float)) and slow > 0
+             else None)
+    cells = (name, ours.get('infer_onednn_ms'), ours.get('infer_int8_ms'), ours.get('dynamic_ms'),
+             theirs.get('dynamic_ms'), ratio, peer.get('torch_eager_ms'), peer.get('ort_ms'), ours.get('export_s'),
+             ours.get('infer_onednn_setup_s'))
+    return '| ' + ' | '.join(_cell(c) for c in cells) + ' |'
+
+
+def cpu_model():
+    try:
+        with open('/proc/cpuinfo', encoding='utf-8') as f:
+            for line in f:
+                if line.startswith('model name'):
+                    return line.split(':', 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+    return platform.processor() or platform.machine()
+
+
+def _version(dist):
+    from importlib import metadata
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def format_speed_doc(results, size, threads, repeats, processes, command, versions):
+    """The speed page (docs/speed.md): what was measured where and how, the table, and notes on the peers.
+
+    ``results``: [(name, config, table)]; ``versions``: {package: version}."""
+    import datetime
+    lines = ['# CPU speed', '',
+             f"Generated by `{command}` on {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC.", '',
+             f"Machine: {cpu_model()}, {os.cpu_count()} logical cores; {threads} threads per measurement "
+             f"(Paddle's math library / oneDNN, PyTorch intra-op, ONNX Runtime intra-op with 1 inter-op thread).",
+             'Versions: ' + ', '.join(f"{k} {v}" for k, v in versions.items() if v) + '.', '',
+             f"Input {size[0]}x{size[1]}, batch 1, random weights and input; each cell is the median of {repeats} "
+             f"runs after a warm-up, in a fresh process"
+             + (f" (median over {processes} processes)" if processes > 1 else '') + '.', '',
+             '| ' + ' | '.join(SPEED_COLUMNS) + ' |', '|' + '---|' * len(SPEED_COLUMNS)]
+    lines += [speed_row(name, table) for name, _, table in results]
+    lines += ['', '* ours oneDNN FP32 / INT8: Paddle Inference with oneDNN on the program exported by `export.py`; '
+                  f"INT8 is `tools/quantize.py` (post-training, {CALIB_IMAGES} calibration images of the config's "
+                  'train_dataset) run with `enable_mkldnn_int8`.',
+              '* dynamic: the dynamic-graph eval forward under `paddle.no_grad` (ours, and PaddleSeg 2.8.0\'s class '
+              'of the same config).',
+              '* ratio: ours oneDNN FP32 / PaddleSeg dynamic (lower is faster).',
+              '* PyTorch eager / ONNX Runtime: the PyTorch reference of the same architecture and class count '
+              '(`torch.no_grad`; `torch.onnx.export` opset 17 on the CPU execution provider); "-" where there is none.',
+              '* export s: wall time of exporting the model in a fresh process (import, build, trace, save, check '
+              '-- what `export.py` costs); setup s: `create_predictor` plus the first run of the oneDNN FP32 program.',
+              '* "n/a (reason)": that measurement did not run.']
+    notes = [(name, table['pytorch']) for name, _, table in results
+             if table.get('pytorch', {}).get('peer', '-') != '-']
+    if notes:
+        lines += ['', 'PyTorch references:']
+        lines += [f"* {name}: {row['peer']}" + (f" -- {row['peer_note']}" if row.get('peer_note') else '')
+                  for name, row in notes]
+    lines += ['', 'Configs: ' + ', '.join(f"{name} `{config}`" for name, config, _ in results) + '.', '']
+    return '\n'.join(lines)
+
+
+def _display_name(cfg):
+    return cfg['type'] + (f"+{cfg['backbone']['type']}" if isinstance(cfg.get('backbone'), dict) else '')
+
+
+def _peer_python(args):
+    python = args.peer_python or os.environ.get('PADDLE_MODELS_PEER_PYTHON') or sys.executable
+    if not (os.path.isfile(python) and os.access(python, os.X_OK)):
+        source = '--peer-python' if args.peer_python else 'PADDLE_MODELS_PEER_PYTHON'
+        raise UserError(f"{source}: {python} is not an executable file")
+    return python
 
 
 def main(argv=None):
@@ -310,7 +614,18 @@ def main(argv=None):
     parser.add_argument('--processes', type=int, default=1,
                         help='fresh processes per measurement (implementations alternate); cells are medians')
     parser.add_argument('--measure', default=','.join(MEASUREMENTS),
-                        help=f"comma-separated subset of {', '.join(MEASUREMENTS)}")
+                        help=f"comma-separated subset of {', '.join(KNOWN_MEASUREMENTS)} (infer_int8: --config "
+                             f"only)")
+    parser.add_argument('--peer', action='store_true',
+                        help='also time the PyTorch reference of the model (eager and ONNX Runtime)')
+    parser.add_argument('--peer-python',
+                        help='interpreter with torch and the peer libraries (default: $PADDLE_MODELS_PEER_PYTHON, '
+                             'else this one)')
+    parser.add_argument('--suite', action='store_true',
+                        help='the README speed table: ' + ', '.join(c for _, c in SUITE) + ' (ours: dynamic, '
+                             'oneDNN FP32 and INT8; PaddleSeg: dynamic; the peers)')
+    parser.add_argument('--configs', nargs='+', help='like --suite, over these configs')
+    parser.add_argument('--markdown', help='write the speed page (table, date, machine, versions) to this file')
     parser.add_argument('--json', help='also write the results to this JSON file')
     parser.add_argument('--_worker', help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -319,20 +634,63 @@ def main(argv=None):
         (infer_worker if 'exported' in spec else worker)(spec)
         return
     measurements = [m for m in args.measure.split(',') if m]
-    bad = [m for m in measurements if m not in MEASUREMENTS]
+    bad = [m for m in measurements if m not in KNOWN_MEASUREMENTS]
     if bad:
-        raise UserError(f"--measure: unknown measurement {bad[0]!r} (known: {', '.join(MEASUREMENTS)})")
+        raise UserError(f"--measure: unknown measurement {bad[0]!r} (known: {', '.join(KNOWN_MEASUREMENTS)})")
     if args.repeats < 1 or min(args.size) < 1 or args.threads < 1 or args.processes < 1:
         raise UserError(f"--repeats, --size, --threads and --processes must be positive, got {args.repeats}, "
                         f"{args.size}, {args.threads}, {args.processes}")
-    cfg = _load_model_cfg(args)
-    impls = ['ours', 'paddleseg'] if args.impl == 'both' else [args.impl]
-    table = benchmark(cfg, impls, args.size, args.repeats, args.threads, measurements, args.processes)
-    name = cfg['type'] + (f"+{cfg['backbone']['type']}" if isinstance(cfg.get('backbone'), dict) else '')
-    print(format_table(name, args.size, table, measurements))
+    command = 'python tools/benchmark.py ' + ' '.join(sys.argv[1:] if argv is None else argv)
+    if args.suite or args.configs:
+        if args.config or args.model or args.model_cfg:
+            raise UserError("--suite/--configs: give no --config, --model or --model-cfg beside them")
+        names = {config: name for name, config in SUITE}
+        configs = args.configs or [config for _, config in SUITE]
+        missing = [c for c in configs if not os.path.isfile(c)]
+        if missing:
+            raise UserError(f"--configs: {missing[0]} does not exist")
+        peer_python = _peer_python(args)
+        models = []
+        for config in configs:
+            args.config = config
+            models.append((config, _load_model_cfg(args)))
+        results = []
+        for i, (config, cfg) in enumerate(models):
+            name = names.get(config, _display_name(cfg))
+            print(f"[{i + 1}/{len(models)}] {name} ({config})", file=sys.stderr, flush=True)
+            impls = ['ours', 'paddleseg'] if paddleseg_has(cfg) else ['ours']  # LinkNet: none ("-")
+            table = benchmark(cfg, impls, args.size, args.repeats, args.threads,
+                              KNOWN_MEASUREMENTS, args.processes, config_path=config, peer_python=peer_python,
+                              impl_measurements=SUITE_MEASUREMENTS)
+            results.append((name, config, table))
+            print(speed_row(name, table), file=sys.stderr, flush=True)
+    else:
+        if 'infer_int8' in measurements and not args.config:
+            raise UserError("--measure infer_int8 needs --config (its train_dataset gives the calibration images)")
+        peer_python = _peer_python(args) if args.peer else None
+        cfg = _load_model_cfg(args)
+        impls = ['ours', 'paddleseg'] if args.impl == 'both' else [args.impl]
+        table = benchmark(cfg, impls, args.size, args.repeats, args.threads, measurements, args.processes,
+                          config_path=args.config, peer_python=peer_python)
+        print(format_table(_display_name(cfg), args.size, table, measurements))
+        results = [(_display_name(cfg), args.config or '-', table)]
+    if args.suite or args.configs or args.markdown:
+        versions = {'paddlepaddle': _version('paddlepaddle'), 'paddleseg': _version('paddleseg')}
+        if peer_python:
+            versions.update(peer_versions(peer_python))
+        doc = format_speed_doc(results, args.size, args.threads, args.repeats, args.processes, command, versions)
+        if args.suite or args.configs:
+            print('\n'.join(line for line in doc.splitlines() if line.startswith('|')))
+        if args.markdown:
+            os.makedirs(os.path.dirname(os.path.abspath(args.markdown)), exist_ok=True)
+            with open(args.markdown, 'w', encoding='utf-8') as f:
+                f.write(doc)
     if args.json:
         with open(args.json, 'w') as f:
-            json.dump({'model': cfg, 'size': args.size, 'results': table}, f, indent=2)
+            json.dump({'size': args.size, 'results': [{'name': name, 'config': config, 'results': table}
+                                                      for name, config, table in results]}
+                      if args.suite or args.configs else {'model': cfg, 'size': args.size, 'results': table},
+                      f, indent=2)
 
 
 if __name__ == '__main__':
