@@ -60,7 +60,7 @@ from paddle_models.errors import UserError  # noqa: E402
 
 logger = logging.getLogger('quantize')
 
-ALGOS = ('KL', 'hist', 'avg', 'mse', 'abs_max')
+ALGOS = ('KL', 'hist', 'avg', 'mse', 'abs_max', 'emd')
 QUANTIZED_OPS = ('conv2d', 'depthwise_conv2d')
 DEPLOY_FILE = 'deploy.yaml'
 PROGRAM_FILE, PARAMS_FILE = 'model.pdmodel', 'model.pdiparams'
@@ -79,7 +79,8 @@ def parse_args(argv=None):
                         help='Training images used for calibration (batch 1). Default: 32')
     parser.add_argument('--algo', default='hist', choices=ALGOS,
                         help='How activation ranges are chosen from the calibration data (hist: the 99.999%% '
-                             'quantile of each activation\'s absolute values). Default: hist')
+                             'quantile of each activation\'s absolute values; emd: the scale that keeps each activation\'s mean '
+                             'and spread closest). Default: hist')
     parser.add_argument('--opts', nargs='+', default=None, metavar='KEY=VALUE',
                         help='Override config keys, e.g. --opts train_dataset.dataset_root=data/camvid')
     return parser.parse_args(argv)
