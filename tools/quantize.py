@@ -147,15 +147,12 @@ def calibration_dataset(builder, cfg):
 def _predictor(program, params, int8, threads=1):
     from paddle.inference import Config, create_predictor
 
+    from paddle_models.core.inference import cpu_config
+
     config = Config(program, params)
-    config.disable_gpu()
     config.disable_glog_info()
-    config.set_cpu_math_library_num_threads(threads)
     config.switch_ir_optim(True)
-    config.enable_mkldnn()
-    if int8:
-        config.enable_mkldnn_int8()
-    return create_predictor(config)
+    return create_predictor(cpu_config(config, threads, onednn=True, int8=int8))
 
 
 def _run(predictor, data):

@@ -754,15 +754,11 @@ def _predict(program, params, data, onednn):
     """Run the saved program once in Paddle Inference on the CPU; returns the first output."""
     from paddle.inference import Config, create_predictor
 
+    from paddle_models.core.inference import cpu_config
+
     config = Config(program, params)
-    config.disable_gpu()
     config.disable_glog_info()
-    config.set_cpu_math_library_num_threads(1)
-    if onednn:
-        config.enable_mkldnn()
-    else:
-        config.disable_mkldnn()  # oneDNN is on by default on CPU (Paddle 2.6 and 3.x)
-    predictor = create_predictor(config)
+    predictor = create_predictor(cpu_config(config, 1, onednn))
     handle = predictor.get_input_handle(predictor.get_input_names()[0])
     handle.reshape(list(data.shape))
     handle.copy_from_cpu(data)
