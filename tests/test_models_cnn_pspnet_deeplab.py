@@ -46,7 +46,9 @@ def test_pyramid_pooling_bins():
     assert ppm(x).shape == [1, 8, 13, 9]
     # a bin's branch is a pooled summary: a constant input gives a constant-per-channel branch
     branch = ppm.stages[3](paddle.ones([1, 32, 12, 12]))
-    assert branch.shape == [1, 8, 6, 6] and float(branch.std(axis=[2, 3]).max()) < 1e-6
+    # (float32 rounding of the pooled sums: relative to the branch's size, whatever the random weights)
+    assert branch.shape == [1, 8, 6, 6]
+    assert float(branch.std(axis=[2, 3]).max()) < 1e-5 * max(1.0, float(branch.abs().max()))
     wide = PPModule(in_channels=32, out_channels=8, bin_sizes=(1, 3), dim_reduction=False, align_corners=True)
     assert wide.conv_bn_relu2._conv.weight.shape == [8, 32 * 3, 3, 3]
 

@@ -17,7 +17,7 @@ import paddle.nn.functional as F
 
 from paddle_models.errors import UserError
 from paddle_models.layers.conv import ConvBN, ConvBNReLU
-from paddle_models.layers.resize import resize
+from paddle_models.layers.resize import interpolation_matrix, resize
 from paddle_models.utils.compat import static_graph_kind
 from paddle_models.utils.spatial import feature_shape
 from paddle_models.utils.validate import check_ints
@@ -104,27 +104,13 @@ class PPModule(nn.Layer):
 
 def _shifted_interpolation(in_len, out_len, align_corners):
     """[out_len, 3 * in_len]: for each tap k of a 3x3 conv (padding 1), the bilinear interpolation matrix from
-    ``in_len`` to ``out_len`` points with its rows shifted by k - 1 (row o holds the weights of output point
-    o + k - 1, zero where that falls outside). ``in_len`` a python int, ``out_len`` an int or an int tensor.
-
-    Paddle's rule (``interpolate_kernel.cc``): source ``(o + 0.5) * in / out - 0.5`` (``align_corners=False``) or
-    ``o * (in - 1) / (out - 1)``, clamped to [0, in - 1], ratio 0 where ``out == 1``; the weights are the triangle
-    ``relu(1 - |source - i|)`` (1 - frac at floor(source), frac at the next index)."""
-    if isinstance(out_len, int):
-        out_f = float(out_len)
-        ratio = ((in_len - 1) / max(out_f - 1.0, 1.0) if align_corners else in_len / out_f) * float(out_len > 1)
-    else:
-        out_f = paddle.cast(out_len, 'float32')
-        ratio = (in_len - 1) / paddle.clip(out_f - 1.0, min=1.0) if align_corners else in_len / out_f
-        ratio = ratio * paddle.cast(out_f > 1.0, 'float32')
-    dst = paddle.arange(0.0, out_f, 1.0, dtype='float32').unsqueeze(1)  # [out, 1]
-    shift = paddle.to_tensor([float(k - 1) for k in range(3) for _ in range(in_len)], dtype='float32')
-    index = paddle.to_tensor([float(i) for _ in range(3) for i in range(in_len)], dtype='float32')
-    point = dst + shift  # [out, 3 * in]: the output point each tap reads
-    src = point * ratio if align_corners else (point + 0.5) * ratio - 0.5
-    src = paddle.clip(src, min=0.0, max=float(in_len - 1))
-    inside = paddle.cast(point >= 0.0, 'float32') * paddle.cast(point <= out_f - 1.0, 'float32')
-    return F.relu(1.0 - paddle.abs(src - index)) * inside
+    ``in_len`` to ``out_len`` points (:func:`~paddle_models.layers.resize.interpolation_matrix`, Paddle's rule) with
+    its rows shifted by k - 1: row o holds the weights of output point o + k - 1, zero where that falls outside.
+    ``in_len`` a python int, ``out_len`` an int or an int tensor."""
+    matrix = interpolation_matrix(in_len, out_len, align_corners)  # [out, in]
+    zero = paddle.zeros([1, in_len], dtype=matrix.dtype)
+    padded = paddle.concat([zero, matrix, zero], axis=0)  # [out + 2, in]: output points -1 .. out
+    return paddle.concat([padded[:-2], padded[1:-1], padded[2:]], axis=1)
 
 
 class SeparableConvBNReLU(nn.Layer):

@@ -333,8 +333,8 @@ def _matrix_resize(x, in_h, in_w, out_h, out_w, align_corners, final):
     reshaped to NCHW."""
     c = int(x.shape[1]) if x.shape[1] is not None and x.shape[1] >= 0 else _dims(x)[1]
     n = -1 if isinstance(c, int) else _dims(x)[0]  # with C known, the batch follows from the rest
-    rows = _interpolation_matrix(in_h, out_h, align_corners, x.dtype)  # [out_h, in_h]
-    cols = _interpolation_matrix(in_w, out_w, align_corners, x.dtype)  # [out_w, in_w]
+    rows = interpolation_matrix(in_h, out_h, align_corners, x.dtype)  # [out_h, in_h]
+    cols = interpolation_matrix(in_w, out_w, align_corners, x.dtype)  # [out_w, in_w]
     y = paddle.matmul(rows, paddle.reshape(x, [-1, in_h, in_w]))  # [N * C, out_h, in_w]
     if final:
         return paddle.matmul(paddle.reshape(y, [n, c, out_h, in_w]), cols, transpose_y=True)
@@ -352,7 +352,7 @@ def _matrix_rows(x, in_h, out_h, align_corners):
     """Rows by ``rows [out_h, in_h] @ x [N * C, in_h, W]``. The 3-D view matters: the same product on the 4-D
     tensor gave wrong results under oneDNN (a conv's blocked output layout read as NCHW)."""
     shape = paddle.shape(x)
-    rows = _interpolation_matrix(in_h, out_h, align_corners, x.dtype)  # [out_h, in_h]
+    rows = interpolation_matrix(in_h, out_h, align_corners, x.dtype)  # [out_h, in_h]
     y = paddle.matmul(rows, paddle.reshape(x, [-1, shape[2], shape[3]]))
     return paddle.reshape(y, [shape[0], _channels(x, shape), -1, shape[3]])
 
@@ -361,7 +361,7 @@ def _matrix_columns(x, in_w, out_w, align_corners, final):
     """Columns by ``x @ cols^T`` (cols [out_w, in_w]): one 4-D product where ``final``, else a plain 2-D GEMM
     ``[N * C * H, in_w] @ [in_w, out_w]`` and a reshape (a 4-D product followed by an addition is fused by oneDNN
     into a far slower kernel; the plain GEMM also ran faster than the 4-D product under oneDNN elsewhere)."""
-    cols = _interpolation_matrix(in_w, out_w, align_corners, x.dtype)  # [out_w, in_w]
+    cols = interpolation_matrix(in_w, out_w, align_corners, x.dtype)  # [out_w, in_w]
     if final:
         return paddle.matmul(x, cols, transpose_y=True)
     shape = paddle.shape(x)
@@ -380,7 +380,8 @@ def _dense_axis(in_len):
     return _MATRIX_FORM and not isinstance(in_len, int)
 
 
-def _interpolation_matrix(in_len, out_len, align_corners, dtype=None):
+@paddle.jit.not_to_static  # python-level memo and shape logic; called from traced code (layers/pyramid.py)
+def interpolation_matrix(in_len, out_len, align_corners, dtype=None):
     """[out_len, in_len] matrix (float32, or ``dtype``: the input's) whose row o holds the two linear-interpolation
     weights of output point o (1 - w at its lower source index, w at its upper one; both on one index where they
     coincide)."""
