@@ -99,8 +99,8 @@ def test_parity_with_paddleseg(size):
 
 
 def test_fused_decoder_equals_literal_decoder():
-    """The forward's per-level fused 1x1 convs equal linear_c{i} -> upsample -> concat -> linear_fuse, also in
-    training mode (BN batch statistics, gradients reach every decoder parameter)."""
+    """The forward's per-level fused 1x1 convs (and the exported form, :meth:`SegFormer.exported_decoder`) equal
+    linear_c{i} -> upsample -> concat -> linear_fuse, the forward also in training mode (BN batch statistics, gradients reach every decoder parameter)."""
     paddle.seed(3)
     model = SegFormer(4, MixVisionTransformer_B0(drop_path_rate=0.0), embedding_dim=32, dropout_prob=0.0)
     _perturb(model.state_dict(), seed=4)
@@ -111,7 +111,11 @@ def test_fused_decoder_equals_literal_decoder():
              for i, (p, f) in enumerate(zip([model.linear_c1, model.linear_c2, model.linear_c3, model.linear_c4],
                                             feats))]
     model.eval()
-    literal = model.linear_pred(model.linear_fuse(paddle.concat(parts[::-1], axis=1)))
+    fused = model.linear_fuse(paddle.concat(parts[::-1], axis=1))
+    # the exported programs' decoder: batch norm folded into the level convs, one product for the upsampled levels
+    np.testing.assert_allclose(model.exported_decoder(feats).numpy(), fused.numpy(), rtol=1e-4,
+                               atol=1e-4 * np.abs(fused.numpy()).max())
+    literal = model.linear_pred(fused)
     literal = F.interpolate(literal, size=[64, 96], mode='bilinear').numpy()
     np.testing.assert_allclose(model(x)[0].numpy(), literal, rtol=1e-4, atol=1e-4 * np.abs(literal).max())
     model.train()
@@ -121,6 +125,22 @@ def test_fused_decoder_equals_literal_decoder():
                  'linear_fuse._batch_norm.weight', 'linear_pred.weight'):
         grad = dict(model.named_parameters())[name].grad
         assert grad is not None and float(grad.abs().sum()) > 0, name
+
+
+def test_mix_ffn_map_form_equals_token_form():
+    """The exported programs' Mix-FFN (fc1/fc2 as 1x1 convs on the map) gives the token form's values, on a size
+    that is not square."""
+    paddle.seed(5)
+    model = MixVisionTransformer_B0(drop_path_rate=0.0)
+    _perturb(model.state_dict(), seed=6)
+    model.eval()
+    ffn = model.block2[1].mlp
+    h, w = 5, 7
+    x = paddle.randn([2, h * w, 64])
+    with paddle.no_grad():
+        want, got = ffn(x, h, w).numpy(), ffn.map_form(x, h, w).numpy()
+    assert got.shape == want.shape == (2, h * w, 64)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * np.abs(want).max())
 
 
 def test_export_free_size_and_infer_with_onednn(tmp_path):

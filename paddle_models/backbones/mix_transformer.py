@@ -40,6 +40,7 @@ from paddle_models.backbones.variants import backbone_variant
 from paddle_models.errors import UserError
 from paddle_models.layers.conv_init import fan_out_conv
 from paddle_models.layers.drop_path import drop_path_or_identity
+from paddle_models.utils.compat import static_graph_kind
 from paddle_models.utils.spatial import feature_size
 from paddle_models.layers.stages import build_stages, stage_layers
 from paddle_models.registry import register_converter
@@ -179,8 +180,19 @@ class MixFFN(nn.Layer):
         self.drop = nn.Dropout(drop) if drop > 0 else nn.Identity()
 
     def forward(self, x, h, w):
+        if not self.training and static_graph_kind() == 'pir':  # an exported Paddle 3 program
+            return self.map_form(x, h, w)
         x = self.drop(self.act(self.dwconv(self.fc1(x), h, w)))
         return self.drop(self.fc2(x))
+
+    def map_form(self, x, h, w):
+        """The same values (inference) with fc1 and fc2 as 1x1 convolutions on the map: the tokens become a map once,
+        at ``dim`` channels, and everything up to fc2 stays in oneDNN's blocked conv layout. The literal form turns
+        the 4x wider hidden tokens into a map and back around the depthwise conv, each a transpose plus a layout
+        conversion. Exported Paddle 3 programs use it."""
+        y = F.conv2d(_map(x, x.shape[-1], h, w), self.fc1.weight.transpose([1, 0]).unsqueeze([2, 3]), self.fc1.bias)
+        y = self.act(self.dwconv.dwconv(y))
+        return _tokens(F.conv2d(y, self.fc2.weight.transpose([1, 0]).unsqueeze([2, 3]), self.fc2.bias))
 
 
 class MiTBlock(nn.Layer):

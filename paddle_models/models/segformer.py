@@ -38,7 +38,9 @@ from paddle_models.backbones import mix_transformer as _mit
 from paddle_models.backbones.mix_transformer import HF_EPS, MIT_SETTINGS, MMSEG_EPS, mit_from_hf, mit_from_mmseg
 from paddle_models.errors import UserError
 from paddle_models.layers import ConvBNReLU, resize
-from paddle_models.utils.spatial import feature_size
+from paddle_models.layers.resize import interpolation_matrix
+from paddle_models.utils.compat import static_graph_kind
+from paddle_models.utils.spatial import feature_shape, feature_size
 from paddle_models.registry import register_converter, register_model, register_variant
 from paddle_models.utils.validate import check_choice, check_int
 from paddle_models.weights import load_weights, torch_layout_to_paddle
@@ -113,13 +115,48 @@ class SegFormer(nn.Layer):
         if pretrained:
             load_weights(self, pretrained)
 
-    def _level(self, feat, projection, slot):
-        """(W_slot P) feat + W_slot b as one 1x1 conv, W_slot = the fusion conv's input channels of this level."""
+    def _level(self, feat, projection, slot, scale=None, shift=None):
+        """(W_slot P) feat + W_slot b as one 1x1 conv, W_slot = the fusion conv's input channels of this level;
+        each output channel then times ``scale`` plus ``shift`` where given (a folded batch norm)."""
         e = self.embedding_dim
         fuse = self.linear_fuse.conv.weight.reshape([e, 4 * e])[:, slot * e:(slot + 1) * e]  # [E_out, E]
+        if scale is not None:
+            fuse = fuse * scale.unsqueeze(1)
         weight = paddle.matmul(fuse, projection.proj.weight, transpose_y=True)  # [E_out, C_i]
         bias = paddle.matmul(fuse, projection.proj.bias.reshape([e, 1])).reshape([e])
-        return F.conv2d(feat, weight.reshape([e, -1, 1, 1]), bias)
+        return F.conv2d(feat, weight.reshape([e, -1, 1, 1]), bias if shift is None else bias + shift)
+
+    def exported_decoder(self, feats):
+        """The all-MLP decoder up to ``linear_fuse``'s ReLU in the form exported Paddle 3 programs use (inference
+        only; the same values as the forward's):
+
+        * ``linear_fuse``'s batch norm (running statistics) is folded into the per-level 1x1 convs: its scale
+          into every level's weights, its shift into level 1's bias; no separate normalisation over the stride-4
+          map (under oneDNN it ran as its own op on plain NCHW).
+        * the three coarser levels are upsampled and summed by one matrix product: with ``up(z) = A z B^T`` (the
+          bilinear matrices of :func:`~paddle_models.layers.resize.interpolation_matrix`), ``sum_i A_i z_i B_i^T``
+          is ``[A_2 A_3 A_4]`` times the levels' column-interpolated rows ``z_i B_i^T`` stacked; the columns are
+          interpolated first, on the small maps, and the stride-4 map is written once instead of three times.
+        """
+        bn = self.linear_fuse._batch_norm
+        scale = bn.weight / paddle.sqrt(bn._variance + bn._epsilon)
+        shift = bn.bias - bn._mean * scale
+        c1, c2, c3, c4 = feats
+        e = self.embedding_dim
+        out_shape = feature_shape(c1)  # (not of the level conv's output: a second reader keeps the add unfused)
+        y = self._level(c1, self.linear_c1, 3, scale, shift)
+        h, w = out_shape[2], out_shape[3]
+        rows, stacked = [], []
+        for feat, projection, slot in ((c2, self.linear_c2, 2), (c3, self.linear_c3, 1), (c4, self.linear_c4, 0)):
+            z = self._level(feat, projection, slot, scale)  # [N, E, h_i, w_i]
+            shape = feature_shape(z)
+            cols = interpolation_matrix(shape[3], w, self.align_corners, z.dtype)  # [W, w_i]
+            z = paddle.matmul(paddle.reshape(z, [-1, shape[3]]), cols, transpose_y=True)  # [N * E * h_i, W]
+            stacked.append(paddle.reshape(z, [-1, shape[2], w]))  # [N * E, h_i, W]
+            rows.append(interpolation_matrix(shape[2], h, self.align_corners, z.dtype))  # [H, h_i]
+        up = paddle.matmul(paddle.concat(rows, axis=1), paddle.concat(stacked, axis=1))  # [N * E, H, W]
+        y = y + paddle.reshape(up, [out_shape[0], e, h, w])
+        return self.linear_fuse._act(y)
 
     def _mmseg_decoder(self, feats):
         """mmseg's head: conv + BN + ReLU per level (at the level's resolution), upsampled to stride 4,
@@ -134,6 +171,8 @@ class SegFormer(nn.Layer):
         c1, c2, c3, c4 = self.backbone(x)
         if self.head_style == 'mmseg':
             y = self._mmseg_decoder([c1, c2, c3, c4])
+        elif not self.training and static_graph_kind() == 'pir':  # an exported Paddle 3 program
+            y = self.exported_decoder([c1, c2, c3, c4])
         else:
             size = feature_size(c1)
             y = self._level(c1, self.linear_c1, 3)
