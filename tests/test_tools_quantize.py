@@ -103,12 +103,17 @@ def test_int8_export_files_and_deploy_yaml(trained):
     assert (deploy['output_op'], deploy['output_dtype']) == ('argmax', 'int32')
     assert deploy['transforms'] == [{'type': 'Resize', 'target_size': SIZE}, {'type': 'Normalize'}]
     assert deploy['quantization']['calib_images'] == 8 and deploy['quantization']['algo'] == 'hist'
+    from paddle_models.core.inference import ONEDNN_INT8_OPS
+    assert deploy['quantization']['int8_ops'] == list(ONEDNN_INT8_OPS)  # what infer.py and val.py run in INT8
     assert 0.8 <= deploy['quantization']['check_agreement'] <= 1.0  # one image; the val test below is the measure
     program = framework_pb2.ProgramDesc()
     program.ParseFromString((int8 / 'model.pdmodel').read_bytes())
     types = [op.type for op in program.blocks[0].ops]
     # every convolution's input and weight pass through quantize/dequantize pairs
     assert types.count('conv2d') > 0 and types.count('quantize_linear') >= types.count('conv2d')
+    # batch norms stay beside their convs (oneDNN fuses conv + BN + ReLU into one INT8 conv); folded, each conv's
+    # bias came as reshape2 + elementwise_add, unfused. Only the classifier has a bias of its own.
+    assert types.count('batch_norm') == types.count('conv2d') - 1 and types.count('reshape2') == 1
     assert types[-2:] == ['arg_max', 'fetch']
     assert 'calibration images' in trained['stderr']  # the tqdm progress bar
 
@@ -145,6 +150,32 @@ def test_int8_masks_agree_with_fp32_and_keep_the_accuracy(trained, tmp_path):
     acc_fp32, acc_int8 = correct_fp32 / valid_total, correct_int8 / valid_total
     assert acc_fp32 > 0.4, f"the FP32 model did not learn (pixel accuracy {acc_fp32:.1%})"
     assert abs(acc_int8 - acc_fp32) <= 0.02, f"pixel accuracy FP32 {acc_fp32:.1%}, INT8 {acc_int8:.1%}"
+
+
+def test_int8_miou_within_one_point_of_fp32(trained):
+    """The issue's accuracy goal on the small trained HarDNet: ``val.py --inference_model`` on camvid_mini's whole
+    val split (101 images) gives the INT8 export an mIoU within 1.0 point of the FP32 export's. (With ``pool2d`` in
+    INT8 too, Paddle's default, the full-size trained HarDNet lost 1.7 points: it runs in FP32, see
+    paddle_models.core.inference.ONEDNN_INT8_OPS.)"""
+    import val as val_tool
+
+    fp32 = val_tool.main(['--config', trained['config'], '--inference_model', str(trained['fp32']), '--device', 'cpu'])
+    int8 = val_tool.main(['--config', trained['config'], '--inference_model', str(trained['int8']), '--device', 'cpu'])
+    assert int(fp32['confusion_matrix'].sum()) == int(int8['confusion_matrix'].sum()) > 0
+    assert fp32['miou'] > 0.15, f"the FP32 model did not learn (mIoU {fp32['miou']:.4f})"
+    assert abs(int8['miou'] - fp32['miou']) <= 0.01, f"mIoU FP32 {fp32['miou']:.4f}, INT8 {int8['miou']:.4f}"
+
+
+def test_int8_setting_from_deploy_yaml():
+    """What the runners pass to ``enable_mkldnn_int8``: nothing for FP32, the recorded op types, or Paddle's
+    default set for an INT8 export that records none."""
+    from paddle_models.core.inference import ONEDNN_INT8_OPS, int8_setting
+
+    assert int8_setting({'precision': 'fp32'}) is False and int8_setting({}) is False
+    assert int8_setting({'precision': 'int8', 'quantization': {'int8_ops': ['conv2d', 'concat']}}) == \
+        ['conv2d', 'concat']
+    assert int8_setting({'precision': 'int8', 'quantization': {'method': 'post-training'}}) is True
+    assert 'pool2d' not in ONEDNN_INT8_OPS and {'conv2d', 'concat', 'elementwise_add'} <= set(ONEDNN_INT8_OPS)
 
 
 # --- bad input: one-line UserErrors, checked before anything heavy runs ---

@@ -309,7 +309,7 @@ def infer_worker(spec):
     config = paddle.inference.Config(exported['model'], exported['params'])
     from paddle_models.core.inference import cpu_config  # the settings infer.py and val.py use
     cpu_config(config, spec['threads'], onednn=spec['what'] in ('infer_onednn', 'infer_int8'),
-               int8=spec['what'] == 'infer_int8')
+               int8=exported.get('int8', True) if spec['what'] == 'infer_int8' else False)
     config.disable_glog_info()
     predictor = paddle.inference.create_predictor(config)
     handle = predictor.get_input_handle(predictor.get_input_names()[0])
@@ -400,7 +400,12 @@ def quantize_int8(config_path, weights, save_dir, threads):
         reason = reason[len('error: '):] if reason.startswith('error: ') else reason
         reason = re.sub(r' \(at /\S+\)$', '', reason.replace(f"{config_path}: ", '', 1))  # Paddle's C++ location
         return {'ms': f"n/a (INT8: {reason})"[:200]}
-    return {'model': program, 'params': os.path.join(save_dir, 'model.pdiparams'), 'onednn': True,
+    import yaml
+
+    from paddle_models.core.inference import int8_setting
+    with open(os.path.join(save_dir, 'deploy.yaml'), encoding='utf-8') as f:
+        int8 = int8_setting(yaml.safe_load(f)['Deploy'])  # the INT8 op types infer.py runs it with
+    return {'model': program, 'params': os.path.join(save_dir, 'model.pdiparams'), 'onednn': True, 'int8': int8,
             'quantize_s': time.perf_counter() - start}
 
 

@@ -26,11 +26,13 @@ What it does:
    ``precision: int8`` and a ``quantization`` record) into a temporary folder beside ``--save_dir`` that replaces
    ``--save_dir`` only at the end: a failure leaves nothing half-written, and a previous export there intact.
 
-What stays FP32: oneDNN's INT8 passes quantize convolutions (with their fused batch norm and activation), and
-pool2d/concat between them; ``bilinear_interp``, ``conv2d_transpose`` (LinkNet's decoder) and the residual additions
-run in FP32 behind dequantize/quantize reorders, so models with many of them gain less. Running concat/pool2d in
-INT8 too (Paddle's default, used here) is faster but moves a little more of the class map than convolutions alone
-(``Config.enable_mkldnn_int8({'conv2d', 'depthwise_conv2d'})``).
+What runs in INT8: the op types of ``paddle_models.core.inference.ONEDNN_INT8_OPS``, recorded in deploy.yaml as
+``quantization.int8_ops`` and passed to ``Config.enable_mkldnn_int8`` by every runner: convolutions (with their
+fused batch norm and activation: the program is traced with its batch norms unfolded, see
+``core/export.py``'s ``_legacy_bias_is_reshaped``), concatenations, additions, matmuls and reshapes between them.
+``pool2d`` stays FP32 (in INT8 it cost a trained HarDNet 1.7 mIoU points at the same speed, and PSPNet's program
+failed in it); ``bilinear_interp`` and ``conv2d_transpose`` (LinkNet's decoder) have no oneDNN INT8 kernel and run
+in FP32 behind dequantize/quantize reorders, so models with many of them gain less.
 
 ``deploy/python/infer.py`` reads ``precision: int8`` and turns oneDNN INT8 on. Without oneDNN (``--enable_mkldnn
 False``, GPU) the same program still runs, in FP32 with simulated quantization.
@@ -147,12 +149,12 @@ def calibration_dataset(builder, cfg):
 def _predictor(program, params, int8, threads=1):
     from paddle.inference import Config, create_predictor
 
-    from paddle_models.core.inference import cpu_config
+    from paddle_models.core.inference import ONEDNN_INT8_OPS, cpu_config
 
     config = Config(program, params)
     config.disable_glog_info()
     config.switch_ir_optim(True)
-    return create_predictor(cpu_config(config, threads, onednn=True, int8=int8))
+    return create_predictor(cpu_config(config, threads, onednn=True, int8=list(ONEDNN_INT8_OPS) if int8 else False))
 
 
 def _run(predictor, data):
@@ -204,6 +206,7 @@ def quantize(args):
     from paddle_models.core.checkpoint import load_model_weights
     from paddle_models.core.config import Builder, load_config
     from paddle_models.core.export import export_model, replace_dir
+    from paddle_models.core.inference import ONEDNN_INT8_OPS
 
     cfg = load_config(args.config, args.opts, require=('model',))
     paddle.set_device('cpu')
@@ -284,6 +287,7 @@ def quantize(args):
                 'algo': args.algo,
                 'calib_images': len(indices),
                 'quantized_ops': list(QUANTIZED_OPS),
+                'int8_ops': list(ONEDNN_INT8_OPS),
                 'check_agreement': round(agreement, 4),
             },
         })

@@ -408,8 +408,10 @@ class Predictor:
                 config.set_mkldnn_cache_capacity(10)  # cache primitives for up to 10 input shapes
                 config.enable_mkldnn()
                 if self.cfg.deploy.get('precision') == 'int8':  # a tools/quantize.py export: INT8 oneDNN kernels
+                    # for the op types it recorded (pool2d stays FP32: see paddle_models.core.inference)
+                    ops = (self.cfg.deploy.get('quantization') or {}).get('int8_ops')
                     logger.info("oneDNN INT8: on (deploy.yaml records precision: int8)")
-                    config.enable_mkldnn_int8()
+                    config.enable_mkldnn_int8(set(ops) if ops else set())
             else:
                 config.disable_mkldnn()  # on by default in Paddle Inference
             config.set_cpu_math_library_num_threads(self.args.cpu_threads)

@@ -123,7 +123,7 @@ class InferenceModel:
             config.enable_use_gpu(100, 0)
         else:
             cpu_config(config, self.threads, onednn=self.deploy.get('enable_mkldnn') is True,
-                       int8=self.deploy.get('precision') == 'int8')
+                       int8=int8_setting(self.deploy))
         try:
             return create_predictor(config)
         except (RuntimeError, ValueError, OSError) as err:
@@ -143,11 +143,30 @@ class InferenceModel:
         return predictor.get_output_handle(predictor.get_output_names()[0]).copy_to_cpu()
 
 
+# The op types tools/quantize.py's programs run in oneDNN INT8: Paddle's quantizable set without ``pool2d``. With
+# pool2d in INT8 a trained FC-HarDNet-70 lost 1.7 mIoU points on camvid_mini val (0.4054 against FP32 0.4220; without
+# it 0.4248) at the same speed, and PSPNet's INT8 program failed in pool2d under oneDNN INT8.
+ONEDNN_INT8_OPS = ('conv2d', 'depthwise_conv2d', 'fused_conv2d', 'concat', 'elementwise_add', 'elementwise_mul',
+                   'elementwise_sub', 'fc', 'matmul', 'matmul_v2', 'fused_matmul', 'nearest_interp',
+                   'nearest_interp_v2', 'reshape2', 'transpose2', 'slice', 'split')
+
+
+def int8_setting(deploy):
+    """``cpu_config``'s ``int8`` for an export's ``Deploy`` record: False where it is not INT8 (``precision``), else
+    the op types tools/quantize.py recorded (``quantization.int8_ops``), or True (Paddle's default set) for an INT8
+    export that records none."""
+    if deploy.get('precision') != 'int8':
+        return False
+    ops = (deploy.get('quantization') or {}).get('int8_ops')
+    return list(ops) if ops else True
+
+
 def cpu_config(config, threads, onednn, int8=False):
     """Set up a Paddle Inference ``config`` for the CPU: ``threads`` math threads, oneDNN on (with its primitive
     cache bounded to 10 input shapes, so a run over images of many sizes does not keep every shape's primitives)
-    or explicitly off (Paddle Inference turns it on by default), and oneDNN's INT8 kernels for ``int8`` (a
-    tools/quantize.py export). The one place these settings live: ``InferenceModel`` and tools/benchmark.py's
+    or explicitly off (Paddle Inference turns it on by default), and oneDNN's INT8 kernels for a tools/quantize.py
+    export: ``int8`` True (Paddle's default op types) or a list of op types (:data:`ONEDNN_INT8_OPS`, see
+    :func:`int8_setting`). The one place these settings live: ``InferenceModel`` and tools/benchmark.py's
     inference measurements use it; deploy/python/infer.py, standalone, repeats the same lines.
 
     Returns:
@@ -158,7 +177,7 @@ def cpu_config(config, threads, onednn, int8=False):
         config.set_mkldnn_cache_capacity(10)
         config.enable_mkldnn()
         if int8:
-            config.enable_mkldnn_int8()
+            config.enable_mkldnn_int8(set(int8) if isinstance(int8, (list, tuple, set)) else set())
     else:
         config.disable_mkldnn()
     config.set_cpu_math_library_num_threads(threads)
