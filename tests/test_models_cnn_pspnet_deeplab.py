@@ -141,3 +141,24 @@ def test_pyramid_low_res_branches_equal_the_concatenation(align_corners, dim_red
     assert got.shape == expected.shape == [2, 8, *size]
     np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=0,
                                atol=1e-5 * max(1.0, float(expected.abs().max())))
+
+
+@pytest.mark.parametrize('image_pooling, use_sep_conv, align_corners', [(True, False, False), (False, True, True),
+                                                                        (True, True, True)])
+def test_aspp_split_fusion_equals_the_concatenation(image_pooling, use_sep_conv, align_corners):
+    """The exported graph's ASPP (the fusion conv as a sum of per-branch slices with its batch norm folded in, the
+    image-pooling branch added per channel) gives the concatenation's values, with running statistics that are not
+    the identity."""
+    paddle.seed(4)
+    aspp = ASPPModule((1, 2, 3), in_channels=8, out_channels=6, align_corners=align_corners,
+                      use_sep_conv=use_sep_conv, image_pooling=image_pooling)
+    rng = np.random.RandomState(5)
+    for name, value in aspp.state_dict().items():
+        if name.endswith(('_mean', '_variance', '_batch_norm.weight', '_batch_norm.bias')):
+            value.set_value((rng.rand(*value.shape) + 0.5).astype('float32'))
+    aspp.eval()
+    x = paddle.randn([2, 8, 11, 7])
+    with paddle.no_grad():
+        want, got = aspp(x).numpy(), aspp.split_fusion(x).numpy()
+    assert got.shape == want.shape == (2, 6, 11, 7) and (want > 0).any()
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * max(1.0, float(np.abs(want).max())))

@@ -181,11 +181,35 @@ class ASPPModule(nn.Layer):
         self.dropout = nn.Dropout(p=0.1)
 
     def forward(self, x):
+        if not self.training and static_graph_kind() == 'pir':  # an exported Paddle 3 program
+            return self.split_fusion(x)
         outputs = [block(x) for block in self.aspp_blocks]
         if self.image_pooling:
             pooled = self.global_avg_pool(x)
             outputs.append(resize(pooled, feature_shape(x)[2:], align_corners=self.align_corners))
         return self.dropout(self.conv_bn_relu(paddle.concat(outputs, axis=1)))
+
+    def split_fusion(self, x):
+        """The same values (inference) without the concatenation: the 1x1 fusion conv over the concatenated
+        branches is the sum of its input-channel slices applied to each branch, with its batch norm folded into
+        the slices (running statistics), and the image-pooling branch, constant over the map (a bilinear resize of
+        a 1x1 map), is added per channel instead of being spread over the map first. Under oneDNN each slice's
+        conv takes the running sum as a fused post-op. Exported Paddle 3 programs use it."""
+        fuse = self.conv_bn_relu
+        bn = fuse._batch_norm
+        scale = bn.weight / paddle.sqrt(bn._variance + bn._epsilon)
+        shift = bn.bias - bn._mean * scale
+        if fuse.conv.bias is not None:
+            shift = shift + fuse.conv.bias * scale
+        weight = fuse.conv.weight * scale.reshape([-1, 1, 1, 1])  # [out, branches * c, 1, 1]
+        c = weight.shape[1] // (len(self.aspp_blocks) + int(self.image_pooling))
+        y = None
+        for i, block in enumerate(self.aspp_blocks):
+            part = F.conv2d(block(x), weight[:, i * c:(i + 1) * c], shift if i == 0 else None)
+            y = part if y is None else y + part
+        if self.image_pooling:
+            y = y + F.conv2d(self.global_avg_pool(x), weight[:, -c:])  # [N, out, 1, 1], broadcast
+        return self.dropout(fuse._act(y))
 
 
 class AuxLayer(nn.Layer):
