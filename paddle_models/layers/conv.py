@@ -63,6 +63,18 @@ class ConvBNAct(nn.Layer):
         convolution another way."""
         return self._act(self._batch_norm(x))
 
+    def folded_norm(self):
+        """(scale, shift), each [out_channels]: the batch norm with its running statistics (inference) as
+        ``x * scale + shift``, with the conv's own bias folded into ``shift``, so that ``norm(conv(x))`` is
+        ``conv_without_bias(x) * scale + shift``; for a caller that folds the block into another linear map
+        (SegFormer's and the ASPP's exported forms)."""
+        bn = self._batch_norm
+        scale = bn.weight / paddle.sqrt(bn._variance + bn._epsilon)
+        shift = bn.bias - bn._mean * scale
+        if self._conv.bias is not None:
+            shift = shift + self._conv.bias * scale
+        return scale, shift
+
     def forward(self, x):
         return self.norm_act(self._conv(x))
 

@@ -196,11 +196,7 @@ class ASPPModule(nn.Layer):
         a 1x1 map), is added per channel instead of being spread over the map first. Under oneDNN each slice's
         conv takes the running sum as a fused post-op. Exported Paddle 3 programs use it."""
         fuse = self.conv_bn_relu
-        bn = fuse._batch_norm
-        scale = bn.weight / paddle.sqrt(bn._variance + bn._epsilon)
-        shift = bn.bias - bn._mean * scale
-        if fuse.conv.bias is not None:
-            shift = shift + fuse.conv.bias * scale
+        scale, shift = fuse.folded_norm()
         weight = fuse.conv.weight * scale.reshape([-1, 1, 1, 1])  # [out, branches * c, 1, 1]
         c = weight.shape[1] // (len(self.aspp_blocks) + int(self.image_pooling))
         y = None

@@ -138,9 +138,7 @@ class SegFormer(nn.Layer):
           is ``[A_2 A_3 A_4]`` times the levels' column-interpolated rows ``z_i B_i^T`` stacked; the columns are
           interpolated first, on the small maps, and the stride-4 map is written once instead of three times.
         """
-        bn = self.linear_fuse._batch_norm
-        scale = bn.weight / paddle.sqrt(bn._variance + bn._epsilon)
-        shift = bn.bias - bn._mean * scale
+        scale, shift = self.linear_fuse.folded_norm()  # (its conv has no bias)
         c1, c2, c3, c4 = feats
         e = self.embedding_dim
         out_shape = feature_shape(c1)  # (not of the level conv's output: a second reader keeps the add unfused)
