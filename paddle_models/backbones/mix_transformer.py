@@ -40,17 +40,16 @@ from paddle_models.backbones.variants import backbone_variant
 from paddle_models.errors import UserError
 from paddle_models.layers.conv_init import fan_out_conv
 from paddle_models.layers.drop_path import drop_path_or_identity
-from paddle_models.utils.compat import static_graph_kind
-from paddle_models.utils.spatial import feature_size
 from paddle_models.layers.stages import build_stages, stage_layers
 from paddle_models.registry import register_converter
-from paddle_models.utils.spatial import spatial_size  # noqa: F401  (also imported from here by models/segformer.py)
+from paddle_models.utils.compat import static_graph_kind
+from paddle_models.utils.spatial import feature_size
 from paddle_models.utils.validate import check_int, check_ints, check_number
 from paddle_models.weights import load_weights, torch_layout_to_paddle
 
 __all__ = ['MixVisionTransformer', 'MixVisionTransformer_B0', 'MixVisionTransformer_B1', 'MixVisionTransformer_B2',
            'MixVisionTransformer_B3', 'MixVisionTransformer_B4', 'MixVisionTransformer_B5', 'MIT_SETTINGS',
-           'MIT_ARCHS', 'spatial_size', 'convert_hf_weights', 'convert_mmseg_weights']
+           'MIT_ARCHS', 'convert_hf_weights', 'convert_mmseg_weights']
 
 # widths and depths of the six released sizes (heads [1, 2, 5, 8], MLP ratio 4, reductions [8, 4, 2, 1] for all)
 MIT_SETTINGS = {

@@ -686,22 +686,13 @@ def _fold_batch_norms(model, check_input):
     oneDNN check fails on the folded program, ``export_model`` traces and checks the unfolded model instead
     (oneDNN's output deviated on the folded MultiScaleAttention + HarDNet program, for reasons not found yet).
     Legacy programs are traced unfolded (:func:`_legacy_bias_is_reshaped`)."""
-    from paddle_models.layers.conv import ConvBNAct
-
-    if _legacy_bias_is_reshaped():
-        return model
-    blocks = [layer for layer in model.sublayers(include_self=True) if type(layer) is ConvBNAct and
-              type(layer._conv) is nn.Conv2D and type(layer._batch_norm) is nn.BatchNorm2D and
-              layer._conv._data_format == 'NCHW' and layer._batch_norm._data_format == 'NCHW']
-    if not blocks:
+    if _legacy_bias_is_reshaped() or not any(_foldable(layer) for layer in model.sublayers(include_self=True)):
         return model
     folded = copy.deepcopy(model)
     folded.eval()
     count = 0
     for layer in folded.sublayers(include_self=True):
-        if type(layer) is not ConvBNAct or type(layer._conv) is not nn.Conv2D or \
-                type(layer._batch_norm) is not nn.BatchNorm2D or layer._conv._data_format != 'NCHW' or \
-                layer._batch_norm._data_format != 'NCHW':
+        if not _foldable(layer):
             continue
         conv, bn = layer._conv, layer._batch_norm
         out_channels = conv.weight.shape[0]
@@ -733,6 +724,15 @@ def _fold_batch_norms(model, check_input):
         return model
     logger.debug("folded %d batch norms into their convolutions", count)
     return folded
+
+
+def _foldable(layer):
+    """Whether ``layer`` is a ``ConvBNAct`` block of a plain NCHW ``Conv2D`` and ``BatchNorm2D``
+    (what :func:`_fold_batch_norms` folds)."""
+    from paddle_models.layers.conv import ConvBNAct
+
+    return (type(layer) is ConvBNAct and type(layer._conv) is nn.Conv2D and type(layer._batch_norm) is nn.BatchNorm2D
+            and layer._conv._data_format == 'NCHW' and layer._batch_norm._data_format == 'NCHW')
 
 
 def _legacy_bias_is_reshaped():
