@@ -46,7 +46,6 @@ if __name__ == '__main__':  # before anything imports Paddle: legacy programs, s
 import argparse  # noqa: E402
 import logging  # noqa: E402
 import shutil  # noqa: E402
-import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -58,6 +57,7 @@ import paddle_models  # noqa: E402,F401  (first: preloads zlib before paddle, re
 import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 
+from paddle_models.core.legacy import legacy_mode, run_in_legacy_mode  # noqa: E402
 from paddle_models.errors import UserError  # noqa: E402
 
 logger = logging.getLogger('quantize')
@@ -118,15 +118,6 @@ def check_save_dir(save_dir):
         raise UserError(f"--save_dir: cannot write in {existing} (permission denied)")
 
 
-def legacy_mode():
-    """Whether this process builds legacy static programs (Paddle imported with ``FLAGS_enable_pir_api=0``, or a
-    Paddle without PIR)."""
-    import paddle
-
-    use_pir = getattr(paddle.framework, 'use_pir_api', None)
-    return use_pir is None or not use_pir()
-
-
 def calibration_indices(size, count):
     """``count`` sample indices spread evenly over a dataset of ``size`` samples (all of them when it has fewer)."""
     if count >= size:
@@ -165,25 +156,6 @@ def _run(predictor, data):
     return predictor.get_output_handle(predictor.get_output_names()[0]).copy_to_cpu()
 
 
-def append_argmax(src_dir, dst_dir, executor):
-    """Copy the program in ``src_dir`` to ``dst_dir`` with ``arg_max(axis=1, dtype=int32)`` appended to its output,
-    as ``export.py``'s default ``output_op`` 'argmax' (Paddle 3.3.1 cannot trace ``paddle.argmax`` into a legacy
-    program, but its legacy ``arg_max`` op runs: class ids straight from Paddle Inference, no logits copied out)."""
-    import paddle
-
-    scope = paddle.static.Scope()
-    with paddle.static.scope_guard(scope):
-        program, feeds, fetches = paddle.static.load_inference_model(os.path.join(src_dir, 'model'), executor)
-        block = program.global_block()
-        logits = fetches[0]
-        ids = block.create_var(name='class_ids', dtype='int32', shape=[logits.shape[0], *logits.shape[2:]])
-        block.append_op(type='arg_max', inputs={'X': [logits]}, outputs={'Out': [ids]},
-                        attrs={'axis': 1, 'keepdims': False, 'flatten': False,
-                               'dtype': int(paddle.base.core.VarDesc.VarType.INT32)})
-        paddle.static.save_inference_model(os.path.join(dst_dir, 'model'), [block.var(name) for name in feeds],
-                                           [ids], executor, program=program)
-
-
 def check_agreement(fp32_dir, int8_dir, data):
     """Share of pixels where the FP32 program (oneDNN; logits) and the INT8 program (oneDNN INT8; class ids) pick
     the same class."""
@@ -207,6 +179,7 @@ def quantize(args):
     from paddle_models.core.config import Builder, load_config
     from paddle_models.core.export import export_model, replace_dir
     from paddle_models.core.inference import ONEDNN_INT8_OPS
+    from paddle_models.core.legacy import append_output_op
 
     cfg = load_config(args.config, args.opts, require=('model',))
     paddle.set_device('cpu')
@@ -263,7 +236,7 @@ def quantize(args):
             ptq.quantize()
             quant_dir = os.path.join(tmp_dir, 'quant')
             ptq.save_quantized_model(quant_dir, model_filename=PROGRAM_FILE, params_filename=PARAMS_FILE)
-            append_argmax(quant_dir, tmp_dir, executor)
+            append_output_op(quant_dir, tmp_dir, 'argmax', executor)
         finally:
             paddle.disable_static()
         shutil.rmtree(quant_dir)
@@ -310,29 +283,6 @@ def quantize(args):
             'calib_images': len(indices)}
 
 
-def _in_subprocess(argv):
-    """Run this tool in a fresh interpreter with ``FLAGS_enable_pir_api=0`` (the caller imported Paddle with PIR
-    on); its output passes through, and its one-line error comes back as a UserError."""
-    env = dict(os.environ, FLAGS_enable_pir_api='0')
-    proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), *argv], env=env, stderr=subprocess.PIPE)
-    last = b''
-    for chunk in iter(lambda: proc.stderr.read1(4096), b''):
-        if hasattr(sys.stderr, 'buffer'):
-            sys.stderr.buffer.write(chunk)
-            sys.stderr.buffer.flush()
-        else:  # a replaced stderr (pytest's capture, a notebook)
-            sys.stderr.write(chunk.decode(errors='replace'))
-        last = (last + chunk)[-4096:]
-    code = proc.wait()
-    lines = [line for line in last.decode(errors='replace').splitlines() if line.strip()]
-    if code == 2 and lines and lines[-1].startswith('error: '):
-        raise UserError(lines[-1][len('error: '):])
-    if code != 0:
-        raise RuntimeError(f"tools/quantize.py failed in its subprocess (exit code {code})"
-                           + (f": {lines[-1]}" if lines else ""))
-    return None
-
-
 def main(argv=None):
     """Command-line entry: returns what :func:`quantize` returns (None when the work ran in a subprocess)."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -345,7 +295,7 @@ def main(argv=None):
         logger.setLevel(logging.INFO)
         logger.propagate = False
     if not legacy_mode():
-        return _in_subprocess(argv)
+        return run_in_legacy_mode(__file__, argv)
     return quantize(args)
 
 

@@ -1,0 +1,87 @@
+"""Legacy (pre-PIR) static programs on Paddle 3.x, for the tools that need them.
+
+Two deployments need a legacy program (``model.pdmodel``) rather than Paddle 3's PIR program (``model.json``):
+oneDNN INT8 (``tools/quantize.py``: the INT8 passes exist in the legacy IR only) and Paddle Inference's OpenVINO
+engine (``export.py --format openvino``: its subgraph pass runs on the legacy IR only; a PIR program runs as if
+the engine were off). Paddle builds legacy programs only when it is imported with ``FLAGS_enable_pir_api=0``, so a
+tool whose process already imported Paddle with PIR on re-runs itself in a child interpreter with that flag
+(:func:`run_in_legacy_mode`). Paddle 2.6 has no PIR: it is always in legacy mode.
+
+Under that flag Paddle 3.3.1 cannot trace ops that exist only as PIR/dynamic kernels (``argmax``, ``floor``):
+such programs are traced with logits out and Paddle's own resize ops (``export_model(output_op='none',
+portable=False)``), and the output op is appended afterwards as a legacy op (:func:`append_output_op`).
+"""
+import os
+import subprocess
+import sys
+
+from paddle_models.errors import UserError
+
+
+def legacy_mode():
+    """Whether this process builds legacy static programs (Paddle imported with ``FLAGS_enable_pir_api=0``, or a
+    Paddle without PIR)."""
+    import paddle
+
+    use_pir = getattr(paddle.framework, 'use_pir_api', None)
+    return use_pir is None or not use_pir()
+
+
+def run_in_legacy_mode(script, argv):
+    """Run ``script`` with ``argv`` in a fresh interpreter with ``FLAGS_enable_pir_api=0``; its stdout and stderr
+    pass through, and its one-line error (``error: ...``, exit code 2) comes back as a UserError. Other failures
+    raise RuntimeError with the child's last line."""
+    env = dict(os.environ, FLAGS_enable_pir_api='0')
+    proc = subprocess.Popen([sys.executable, os.path.abspath(script), *argv], env=env, stderr=subprocess.PIPE)
+    pending = b''  # from the start of a possible final 'error: ' line on, held back: the caller prints it once
+    for chunk in iter(lambda: proc.stderr.read1(4096), b''):
+        pending += chunk
+        cut = 0 if pending.startswith(b'error: ') else pending.rfind(b'\nerror: ') + 1
+        if cut <= 0 and not pending.startswith(b'error: '):
+            cut = len(pending)
+        _write_stderr(pending[:cut])
+        pending = pending[cut:]
+    code = proc.wait()
+    lines = [line for line in pending.decode(errors='replace').splitlines() if line.strip()]
+    if code == 2 and lines and lines[-1].startswith('error: '):
+        _write_stderr(pending[:pending.rfind(b'error: ')])
+        raise UserError(lines[-1][len('error: '):])
+    _write_stderr(pending)
+    if code != 0:
+        raise RuntimeError(f"{os.path.basename(script)} failed in its legacy-mode subprocess (exit code {code})"
+                           + (f": {lines[-1]}" if lines else ""))
+
+
+def _write_stderr(data):
+    if not data:
+        return
+    if hasattr(sys.stderr, 'buffer'):
+        sys.stderr.buffer.write(data)
+        sys.stderr.buffer.flush()
+    else:  # a replaced stderr (pytest's capture, a notebook)
+        sys.stderr.write(data.decode(errors='replace'))
+
+
+def append_output_op(src_dir, dst_dir, output_op, executor):
+    """Save the legacy program ``src_dir/model`` (logits out) as ``dst_dir/model`` with ``output_op`` appended as a
+    legacy op: 'argmax' -> ``arg_max(axis=1, dtype=int32)`` (class ids [N, H, W], as ``export.py``'s default),
+    'softmax' -> ``softmax(axis=1)``, 'none' -> unchanged. Call in static mode (``paddle.enable_static()``)."""
+    import paddle
+
+    scope = paddle.static.Scope()
+    with paddle.static.scope_guard(scope):
+        program, feeds, fetches = paddle.static.load_inference_model(os.path.join(src_dir, 'model'), executor)
+        block = program.global_block()
+        out = fetches[0]
+        if output_op == 'argmax':
+            ids = block.create_var(name='class_ids', dtype='int32', shape=[out.shape[0], *out.shape[2:]])
+            block.append_op(type='arg_max', inputs={'X': [out]}, outputs={'Out': [ids]},
+                            attrs={'axis': 1, 'keepdims': False, 'flatten': False,
+                                   'dtype': int(paddle.base.core.VarDesc.VarType.INT32)})
+            out = ids
+        elif output_op == 'softmax':
+            probs = block.create_var(name='probabilities', dtype='float32', shape=out.shape)
+            block.append_op(type='softmax', inputs={'X': [out]}, outputs={'Out': [probs]}, attrs={'axis': 1})
+            out = probs
+        paddle.static.save_inference_model(os.path.join(dst_dir, 'model'), [block.var(name) for name in feeds],
+                                           [out], executor, program=program)
