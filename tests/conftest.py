@@ -30,6 +30,30 @@ def camvid():
     return camvid_root()
 
 
+# A HarDNet small enough to export in seconds, and the val transforms its export tests write to deploy.yaml
+TINY_HARDNET = dict(stem_channels=(8, 8, 8, 8), ch_list=(8, 12, 16), gr=(4, 4, 6), n_layers=(2, 2, 4))
+TINY_TRANSFORMS = [{'type': 'Normalize', 'mean': [0.5, 0.5, 0.5], 'std': [0.5, 0.5, 0.5]}]
+
+
+def write_tiny_hardnet(folder, seed, num_classes=5):
+    """Save a tiny HarDNet's random weights (``paddle.seed(seed)``) and a config building it into ``folder``, for
+    export.py's command line; returns (model, weights path, config path)."""
+    import paddle
+    import yaml
+
+    from paddle_models.models.hardnet import HarDNet
+
+    paddle.seed(seed)
+    model = HarDNet(num_classes=num_classes, **TINY_HARDNET)
+    model.eval()
+    weights, config = folder / 'model.pdparams', folder / 'tiny.yml'
+    paddle.save(model.state_dict(), str(weights))
+    config.write_text(yaml.safe_dump({
+        'model': dict(type='HarDNet', num_classes=num_classes, **{k: list(v) for k, v in TINY_HARDNET.items()}),
+        'val_dataset': {'type': 'SyntheticShapes', 'image_size': 64, 'mode': 'val', 'transforms': TINY_TRANSFORMS}}))
+    return model, weights, config
+
+
 # Disk: a full run writes well over 10 GB of checkpoints and exports (2-iteration checkpoints of HRNet-W48 and MaxViT
 # are ~1 GB each). pytest.ini's `tmp_path_retention_policy = failed` deletes a passing test's tmp_path as it ends;
 # the hooks below do the same for the folders that module-scoped fixtures make with tmp_path_factory.mktemp, when

@@ -18,7 +18,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from conftest import REPO, camvid_root
+from conftest import REPO, TINY_HARDNET, TINY_TRANSFORMS, camvid_root, write_tiny_hardnet
 from paddle_models.core import export as export_module
 from paddle_models.core.config import Builder, load_config
 from paddle_models.core.export import export_model
@@ -32,8 +32,7 @@ INPUT_SHAPE = [1, 3, 64, 64]
 # 1/8 map 48 x 48
 INPUT_SIZES = {'maxvit_t_upernet_camvid': 192, 'pspnet': 48}
 INFER = os.path.join(REPO, 'deploy', 'python', 'infer.py')
-TINY = dict(stem_channels=(8, 8, 8, 8), ch_list=(8, 12, 16), gr=(4, 4, 6), n_layers=(2, 2, 4))
-TRANSFORMS = [{'type': 'Normalize', 'mean': [0.5, 0.5, 0.5], 'std': [0.5, 0.5, 0.5]}]
+TINY, TRANSFORMS = TINY_HARDNET, TINY_TRANSFORMS
 
 
 @pytest.fixture(scope='module')
@@ -158,13 +157,7 @@ def test_onnx_export_writes_model_and_deploy_yaml_only(tiny_onnx):
 def test_export_cli_onnx_and_infer_matches_paddle_results(tmp_path):
     """export.py --format onnx and --format paddle of the same weights; infer.py gives the same PNGs for both, with
     PaddleSeg's palette."""
-    model = _tiny_hardnet(3)
-    weights = tmp_path / 'model.pdparams'
-    paddle.save(model.state_dict(), str(weights))
-    config = tmp_path / 'tiny.yml'
-    config.write_text(yaml.safe_dump({
-        'model': dict(type='HarDNet', num_classes=5, **{k: list(v) for k, v in TINY.items()}),
-        'val_dataset': {'type': 'SyntheticShapes', 'image_size': 64, 'mode': 'val', 'transforms': TRANSFORMS}}))
+    _, weights, config = write_tiny_hardnet(tmp_path, seed=3)
     images = sorted(glob.glob(os.path.join(camvid_root(), 'images', 'val', '*')))[:2]
     image_dir = tmp_path / 'images'
     image_dir.mkdir()
@@ -244,7 +237,7 @@ def test_missing_onnx_packages_and_bad_format_are_user_errors(tmp_path, monkeypa
     model = _tiny_hardnet()
     with pytest.raises(UserError) as err:
         export_model(model, str(tmp_path / 'out'), fmt='tflite')
-    assert str(err.value) == "format: unknown value 'tflite'; expected one of paddle, onnx"
+    assert str(err.value) == "format: unknown value 'tflite'; expected one of paddle, onnx, openvino"
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, 'find_spec', lambda name, *a: None if name == 'paddle2onnx' else
                         real(name, *a))

@@ -24,6 +24,11 @@ Measurements (batch 1, random input, ``--threads`` CPU threads):
 * ``*_tensor_mib``: peak of the memory Paddle's own allocator held for tensors in that process (parameters,
   activations, outputs; ``host_memory_stat_peak_value``). Deterministic, so it shows what a model's graph costs
   without the allocator's noise. Neither figure counts oneDNN's private scratch buffers beyond the RSS they add.
+* ``infer_openvino_ms`` (ours): the model exported by ``export_model(fmt='openvino')`` (a legacy program, in a
+  process started with ``FLAGS_enable_pir_api=0``; ``export_openvino_s`` is its wall time) and timed in Paddle
+  Inference with its OpenVINO engine (FP32; oneDNN on where that export's check passed); "n/a (reason)" where the
+  model cannot be exported for it (e.g. SegFormer: not traceable as a legacy program; LinkNet: OpenVINO's output
+  is wrong, which the export's check catches).
 * ``infer_int8_ms`` (``--config`` only; ours): the same random-weight model saved to a temporary ``.pdparams``,
   quantized by ``tools/quantize.py`` (its command line, ``--calib_images 8`` of the config's ``train_dataset``)
   and timed in Paddle Inference with oneDNN INT8 (``enable_mkldnn_int8``); ``quantize_s`` is that tool's wall time.
@@ -35,8 +40,9 @@ Measurements (batch 1, random input, ``--threads`` CPU threads):
   imports Paddle): ``torch_eager_ms`` (``torch.no_grad``, eval) and ``ort_ms`` (``torch.onnx.export`` opset 17,
   ONNX Runtime's CPU provider with ``--threads`` intra-op threads, one inter-op thread). A model without a peer
   gets "-", a peer whose library does not import "n/a (reason)".
-* ``--suite`` / ``--configs``: the README speed table over several configs (``SUITE``: ours dynamic, oneDNN FP32
-  and INT8; PaddleSeg's dynamic where PaddleSeg has the model, "-" otherwise; the peers; no plain-CPU inference);
+* ``--suite`` / ``--configs``: the README speed table over several configs (``SUITE``: ours dynamic, oneDNN FP32,
+  OpenVINO FP32 and oneDNN INT8; PaddleSeg's dynamic where PaddleSeg has the model, "-" otherwise; the peers; no
+  plain-CPU inference);
   ``--markdown`` writes it with the date, machine, versions and command (docs/speed.md).
 
 ``--impl paddleseg`` builds the same model-config dict from PaddleSeg's own classes (``paddleseg.models.<type>``,
@@ -64,9 +70,9 @@ from paddle_models.core.cli import main_wrapper  # noqa: E402  (the package firs
 from paddle_models.errors import UserError  # noqa: E402
 
 MEASUREMENTS = ('dynamic', 'infer', 'infer_onednn')  # the default of --measure
-INFER_MEASUREMENTS = ('infer', 'infer_onednn', 'infer_int8')
+INFER_MEASUREMENTS = ('infer', 'infer_onednn', 'infer_openvino', 'infer_int8')
 PEER_MEASUREMENTS = ('torch_eager', 'ort')
-KNOWN_MEASUREMENTS = MEASUREMENTS + ('infer_int8',)
+KNOWN_MEASUREMENTS = MEASUREMENTS + ('infer_openvino', 'infer_int8')
 PEER_TOOL = os.path.join(REPO, 'tools', 'benchmark_peer.py')
 CALIB_IMAGES = 8
 # --suite: (name in the table, config); 512x512, 2 threads, 3 repeats, 1 process by default
@@ -78,7 +84,7 @@ SUITE = (('LinkNet-R18', 'configs/linknet.yml'),
          ('PSPNet-R50_vd OS8', 'configs/pspnet.yml'),
          ('UNet++', 'configs/unet_plusplus.yml'),
          ('FCN-HRNet-W18', 'configs/fcn_hrnet_w18_camvid.yml'))
-SUITE_MEASUREMENTS = {'ours': ('dynamic', 'infer_onednn', 'infer_int8'), 'paddleseg': ('dynamic',)}
+SUITE_MEASUREMENTS = {'ours': ('dynamic', 'infer_onednn', 'infer_openvino', 'infer_int8'), 'paddleseg': ('dynamic',)}
 
 
 def _load_model_cfg(args):
@@ -282,9 +288,10 @@ def worker(spec):
                 out['gflops'] = paddle.flops(model, [1, 3, h, w], print_detail=False) / 1e9
         except Exception as err:  # noqa: BLE001
             out['gflops'] = f"n/a ({type(err).__name__})"
-    elif spec['what'] == 'export':
+    elif spec['what'] in ('export', 'export_openvino'):
         from paddle_models.core.export import export_model
-        info = export_model(model, spec['dir'], output_op='none')
+        info = export_model(model, spec['dir'], output_op='none',
+                            fmt='openvino' if spec['what'] == 'export_openvino' else 'paddle')
         out = {k: info[k] for k in ('model', 'params', 'onednn', 'onednn_error')}
         if spec.get('weights'):  # the random weights, for infer_int8's quantization (not part of export_s)
             start = time.perf_counter()
@@ -308,8 +315,10 @@ def infer_worker(spec):
     start = time.perf_counter()  # setup_s: Config, create_predictor and the first run
     config = paddle.inference.Config(exported['model'], exported['params'])
     from paddle_models.core.inference import cpu_config  # the settings infer.py and val.py use
-    cpu_config(config, spec['threads'], onednn=spec['what'] in ('infer_onednn', 'infer_int8'),
-               int8=exported.get('int8', True) if spec['what'] == 'infer_int8' else False)
+    cpu_config(config, spec['threads'], onednn=spec['what'] in ('infer_onednn', 'infer_int8') or
+               (spec['what'] == 'infer_openvino' and exported['onednn']),
+               int8=exported.get('int8', True) if spec['what'] == 'infer_int8' else False,
+               openvino=spec['what'] == 'infer_openvino')
     config.disable_glog_info()
     predictor = paddle.inference.create_predictor(config)
     handle = predictor.get_input_handle(predictor.get_input_names()[0])
@@ -332,7 +341,8 @@ def _result(result):
         if line.startswith('BENCHMARK '):
             return json.loads(line[len('BENCHMARK '):])
     error = [line for line in result.stderr.strip().splitlines() if line.strip()]
-    return {'ms': f"n/a ({(error[-1] if error else 'no output')[:120]})"}
+    reason = error[-1] if error else 'no output'
+    return {'ms': f"n/a ({reason[len('error: '):] if reason.startswith('error: ') else reason}"[:125] + ')'}
 
 
 def _env(threads):
@@ -340,8 +350,11 @@ def _env(threads):
 
 
 def _run_worker(spec, threads):
+    env = _env(threads)
+    if spec['what'] == 'export_openvino':  # a legacy program (paddle_models.core.legacy)
+        env['FLAGS_enable_pir_api'] = '0'
     result = subprocess.run([sys.executable, os.path.abspath(__file__), '--_worker', json.dumps(spec)],
-                            capture_output=True, text=True, env=_env(threads), cwd=REPO)
+                            capture_output=True, text=True, env=env, cwd=REPO)
     return _result(result)
 
 
@@ -375,7 +388,7 @@ def measure(cfg, impl, what, size, repeats, threads, exported=None, directory=No
             return {'ms': exported.get('ms', 'n/a (export failed)')}
         spec['exported'] = exported
         return _run_worker(spec, threads)
-    if what == 'export':
+    if what in ('export', 'export_openvino'):
         spec['weights'] = weights
         start = time.perf_counter()
         out = _run_worker(spec, threads)
@@ -424,10 +437,11 @@ def benchmark(cfg, impls, size, repeats=3, threads=2, measurements=MEASUREMENTS,
     Each measurement runs in ``processes`` fresh processes, the implementations taking turns (ours, PaddleSeg's,
     ours, ...) so that a slow spell of the machine hits both; a cell is the median over those processes of each
     process's median latency / its peak memory. ``impl_measurements`` ({impl: measurements}) overrides
-    ``measurements`` per implementation; ``infer_int8`` is measured for ours only, and needs ``config_path``.
+    ``measurements`` per implementation; ``infer_openvino`` and ``infer_int8`` are measured for ours only, and
+    ``infer_int8`` needs ``config_path``.
     """
     wanted = {impl: tuple(m for m in (impl_measurements or {}).get(impl, measurements)
-                          if m != 'infer_int8' or impl == 'ours') for impl in impls}
+                          if m not in ('infer_int8', 'infer_openvino') or impl == 'ours') for impl in impls}
     order = [m for m in KNOWN_MEASUREMENTS if any(m in wanted[impl] for impl in impls)]
     rows = {impl: {} for impl in impls}
     samples = {impl: {} for impl in impls}
@@ -445,6 +459,13 @@ def benchmark(cfg, impls, size, repeats=3, threads=2, measurements=MEASUREMENTS,
                                          directory=os.path.join(tmp, impl), weights=weights)
                 if 'export_s' in exported[impl]:
                     rows[impl]['export_s'] = exported[impl]['export_s']
+        openvino = None
+        if 'infer_openvino' in order:
+            os.makedirs(os.path.join(tmp, 'openvino'))
+            openvino = measure(cfg, 'ours', 'export_openvino', size, repeats, threads,
+                               directory=os.path.join(tmp, 'openvino'))
+            if 'export_s' in openvino:
+                rows['ours']['export_openvino_s'] = openvino.pop('export_s')
         int8 = None
         if 'infer_int8' in order:
             if not config_path:
@@ -463,7 +484,7 @@ def benchmark(cfg, impls, size, repeats=3, threads=2, measurements=MEASUREMENTS,
                     if what not in wanted[impl]:
                         continue
                     res = measure(cfg, impl, what, size, repeats, threads,
-                                  int8 if what == 'infer_int8' else exported.get(impl))
+                                  {'infer_int8': int8, 'infer_openvino': openvino}.get(what, exported.get(impl)))
                     rows[impl].update({k: v for k, v in res.items() if k in ('params', 'gflops')})
                     _record(samples[impl], what, res)
             if peer:
@@ -506,15 +527,16 @@ def format_table(name, size, table, measurements=MEASUREMENTS):
     for m in measured:
         cols += [f'{m}_ms', f'{m}_peak_mib'] + ([f'{m}_tensor_mib'] if m not in PEER_MEASUREMENTS else [])
         cols += [f'{m}_setup_s'] if m in INFER_MEASUREMENTS or m == 'ort' else []
-    cols += [c for c in ('export_s', 'quantize_s') if any(c in row for row in table.values())]
+    cols += [c for c in ('export_s', 'export_openvino_s', 'quantize_s') if any(c in row for row in table.values())]
     lines = [f"| model | impl | {' | '.join(cols)} |", '|' + '---|' * (len(cols) + 2)]
     for impl, row in table.items():
         lines.append(f"| {name} {size[0]}x{size[1]} | {impl} | " + ' | '.join(_fmt(row.get(c)) for c in cols) + ' |')
     return '\n'.join(lines)
 
 
-SPEED_COLUMNS = ('model', 'ours oneDNN FP32 ms', 'ours oneDNN INT8 ms', 'ours dynamic ms', 'PaddleSeg dynamic ms',
-                 'ratio ours oneDNN / PaddleSeg dynamic', 'PyTorch eager ms', 'ONNX Runtime ms', 'export s',
+SPEED_COLUMNS = ('model', 'ours oneDNN FP32 ms', 'ours OpenVINO FP32 ms', 'ours oneDNN INT8 ms', 'ours dynamic ms',
+                 'PaddleSeg dynamic ms', 'ratio ours oneDNN / PaddleSeg dynamic', 'PyTorch eager ms', 'ONNX Runtime ms',
+                 'export s',
                  'setup s')
 
 
@@ -532,9 +554,9 @@ def speed_row(name, table):
     fast, slow = ours.get('infer_onednn_ms'), theirs.get('dynamic_ms')
     ratio = (f"{fast / slow:.2f}" if isinstance(fast, (int, float)) and isinstance(slow, (int, float)) and slow > 0
              else None)
-    cells = (name, ours.get('infer_onednn_ms'), ours.get('infer_int8_ms'), ours.get('dynamic_ms'),
-             theirs.get('dynamic_ms'), ratio, peer.get('torch_eager_ms'), peer.get('ort_ms'), ours.get('export_s'),
-             ours.get('infer_onednn_setup_s'))
+    cells = (name, ours.get('infer_onednn_ms'), ours.get('infer_openvino_ms'), ours.get('infer_int8_ms'),
+             ours.get('dynamic_ms'), theirs.get('dynamic_ms'), ratio, peer.get('torch_eager_ms'), peer.get('ort_ms'),
+             ours.get('export_s'), ours.get('infer_onednn_setup_s'))
     return '| ' + ' | '.join(_cell(c) for c in cells) + ' |'
 
 
@@ -574,6 +596,8 @@ def format_speed_doc(results, size, threads, repeats, processes, command, versio
              '| ' + ' | '.join(SPEED_COLUMNS) + ' |', '|' + '---|' * len(SPEED_COLUMNS)]
     lines += [speed_row(name, table) for name, _, table in results]
     lines += ['', '* ours oneDNN FP32 / INT8: Paddle Inference with oneDNN on the program exported by `export.py`; '
+                  "OpenVINO FP32: Paddle Inference with its OpenVINO engine on the program of `export.py --format "
+                  "openvino` (a legacy program; oneDNN for the ops OpenVINO leaves to Paddle); "
                   f"INT8 is `tools/quantize.py` (post-training, {CALIB_IMAGES} calibration images of the config's "
                   'train_dataset) run with `enable_mkldnn_int8`.',
               '* dynamic: the dynamic-graph eval forward under `paddle.no_grad` (ours, and PaddleSeg 2.8.0\'s class '

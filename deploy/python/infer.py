@@ -27,6 +27,10 @@ Behaviour worth knowing:
   ``--enable_mkldnn True`` is overridden, with a warning giving the reason, when deploy.yaml records that oneDNN
   fails on the program; and if a oneDNN run fails anyway, the runner warns and retries without oneDNN. Paddle
   Inference enables oneDNN by default on CPU, so "off" calls ``disable_mkldnn()`` explicitly.
+* OpenVINO on CPU: a deploy.yaml with ``Deploy.enable_openvino: true`` (``export.py --format openvino``: a legacy
+  program, Paddle 3.x) turns on Paddle Inference's OpenVINO engine in FP32 (``--enable_openvino False`` turns it
+  off; oneDNN follows ``--enable_mkldnn`` for the ops OpenVINO leaves to Paddle). A PIR program (model.json) runs
+  without it, with a warning: Paddle's engine takes legacy programs only.
 * INT8: a deploy.yaml with ``Deploy.precision: int8`` (written by ``tools/quantize.py``) gets oneDNN's INT8
   kernels (``enable_mkldnn_int8()``) whenever oneDNN is on; without oneDNN the quantized program runs in FP32.
 * ``--device`` defaults to gpu where Paddle is built with CUDA, else cpu. The GPU and TensorRT settings follow
@@ -42,11 +46,14 @@ Behaviour worth knowing:
 * Errors the user must fix (missing config or image, bad deploy.yaml) print one line on stderr and exit 2.
 """
 import argparse
+import atexit
 import codecs
 import logging
 import math
 import os
+import shutil
 import sys
+import tempfile
 import time
 import warnings
 import zlib  # noqa: F401  (Paddle 2.6.2: the system zlib must load before Paddle's bundled one)
@@ -96,6 +103,9 @@ def parse_args(argv=None):
                         help='CPU math threads. Default: min(10, CPU count)')
     parser.add_argument('--enable_mkldnn', type=str2bool, nargs='?', const=True, default=None,
                         help='Use oneDNN on CPU. Default: on when deploy.yaml records a passed oneDNN check.')
+    parser.add_argument('--enable_openvino', type=str2bool, nargs='?', const=True, default=None,
+                        help="Use Paddle Inference's OpenVINO engine on CPU (legacy programs, Paddle 3.x). "
+                             "Default: on when deploy.yaml has enable_openvino: true (export.py --format openvino).")
     parser.add_argument('--benchmark', type=str2bool, nargs='?', const=True, default=False,
                         help='Print preprocess/inference/postprocess times. Default: False')
     parser.add_argument('--model_name', default='',
@@ -370,6 +380,7 @@ class Predictor:
         self.cfg = cfg
         self.transforms = cfg.build_transforms()
         self.use_onednn = args.device == 'cpu' and self._decide_onednn()
+        self.use_openvino = args.device == 'cpu' and self._decide_openvino()
         self.predictor = self._create(self.use_onednn)
 
     def _decide_onednn(self):
@@ -387,6 +398,26 @@ class Predictor:
             return False
         logger.info("oneDNN: on (%s)", '--enable_mkldnn True' if self.args.enable_mkldnn
                     else 'deploy.yaml records a passed oneDNN check')
+        return True
+
+    def _decide_openvino(self):
+        import paddle
+        from paddle.inference import Config
+
+        wanted = self.args.enable_openvino
+        if wanted is None:
+            wanted = self.cfg.deploy.get('enable_openvino') is True
+        if not wanted:
+            return False
+        if not hasattr(Config, 'enable_openvino_engine'):
+            raise UserError(f"--config: {self.cfg.path} asks for Paddle Inference's OpenVINO engine, which this "
+                            f"Paddle {paddle.__version__} does not have (Paddle 3.x CPU builds do)")
+        if self.cfg.model.endswith('.json'):
+            logger.warning("OpenVINO: off (its engine takes legacy programs only, not %s: export with --format "
+                           "openvino)", os.path.basename(self.cfg.model))
+            return False
+        logger.info("OpenVINO: on (%s)", '--enable_openvino True' if self.args.enable_openvino
+                    else 'deploy.yaml records enable_openvino: true')
         return True
 
     def _config(self, use_onednn):
@@ -415,6 +446,15 @@ class Predictor:
             else:
                 config.disable_mkldnn()  # on by default in Paddle Inference
             config.set_cpu_math_library_num_threads(self.args.cpu_threads)
+            if self.use_openvino:  # FP32: OpenVINO's own default on CPUs with AMX/AVX512-BF16 would be bf16
+                from paddle.inference import PrecisionType
+
+                # its compiled-model cache goes to a temporary folder removed at exit (unset, Paddle writes
+                # __cache__/ into the working directory)
+                cache = tempfile.mkdtemp(prefix='infer-openvino-')
+                atexit.register(shutil.rmtree, cache, True)
+                config.set_optim_cache_dir(cache)
+                config.enable_openvino_engine(PrecisionType.Float32)
         else:
             self._gpu_config(config)
         return config

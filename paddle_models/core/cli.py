@@ -89,6 +89,9 @@ def _exit_now(code, message):
     """Print ``message`` and leave at once: data-loader worker processes left by an interrupted loop can block an
     ordinary interpreter exit (Paddle's loader shutdown waits on them), and everything worth keeping is on disk."""
     print(message, file=sys.stderr)
+    inference = sys.modules.get('paddle_models.core.inference')
+    if inference is not None:  # os._exit skips atexit: the OpenVINO engine's temporary cache
+        inference.remove_openvino_cache()
     import multiprocessing
     for child in multiprocessing.active_children():  # data-loader workers would keep our output pipes open
         child.kill()

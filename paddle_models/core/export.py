@@ -69,6 +69,10 @@ runs in a child Python process; when it fails, the error names the ops missing f
 (``get_all_supported_operators_pir``), else the specific reason paddle2onnx printed (e.g. "[OP: pd_op.pool2d]
 Adaptive only support static input shape."). ``F.gelu(approximate=True)`` is traced from elementary ops
 (``_onnx_exact_gelu``).
+
+OpenVINO (``fmt='openvino'``, ``export.py --format openvino``): a legacy program (``model.pdmodel``) for Paddle
+Inference's OpenVINO engine, whose pass works on the legacy IR only; see :func:`_export_openvino` and
+``paddle_models.core.legacy``. ``deploy.yaml`` adds ``enable_openvino: true``.
 """
 import contextlib
 import copy
@@ -95,10 +99,11 @@ from paddle_models.layers.resize import portable_resize
 logger = logging.getLogger(__name__)
 
 OUTPUT_OPS = ('argmax', 'softmax', 'none')
-FORMATS = ('paddle', 'onnx')
+FORMATS = ('paddle', 'onnx', 'openvino')
 SAVE_NAME = 'model'
 DEPLOY_FILE = 'deploy.yaml'
 ONNX_FILE = SAVE_NAME + '.onnx'
+OPENVINO_PROGRAM = SAVE_NAME + '.pdmodel'  # a legacy program (see _export_openvino)
 ONNX_OPSET = 11  # the first opset whose Resize has the modes bilinear_interp and nearest_interp need
 # the versions requirements.txt pins (named in the error when they are missing)
 ONNX_REQUIREMENTS = 'paddle2onnx==2.1.0 onnxruntime==1.32.0'
@@ -159,7 +164,9 @@ def export_model(model, save_dir, input_shape=None, output_op='argmax', transfor
         transforms (list|None): The validation transforms config (list of dicts with a 'type'), written to
             deploy.yaml for the runner's preprocessing. None writes an empty list (with a warning).
         portable (bool): Trace inside ``portable_resize()`` (Paddle format only). Default: True.
-        fmt (str): 'paddle' (Paddle Inference program) or 'onnx' (``model.onnx``). Default: 'paddle'.
+        fmt (str): 'paddle' (Paddle Inference program), 'onnx' (``model.onnx``) or 'openvino' (a legacy program
+            for Paddle Inference's OpenVINO engine; this process must be in legacy mode, see
+            :func:`_export_openvino`). Default: 'paddle'.
         keep_program (bool): With ``fmt='onnx'``, keep the Paddle program the ONNX model was converted from in
             ``save_dir/paddle`` (model.json/.pdmodel + model.pdiparams), e.g. to compare ONNX Runtime with Paddle
             Inference on the very same graph. Default: False.
@@ -170,12 +177,15 @@ def export_model(model, save_dir, input_shape=None, output_op='argmax', transfor
         passed) and ``onednn_error`` (None or the reason). With ``fmt='onnx'``: ``save_dir``, ``model``
         (model.onnx), ``params`` (None), ``deploy_yaml``, ``program_format`` ('onnx'), ``input_shape``,
         ``output_op``, ``opset``, ``check_error`` (max |onnx - paddle| / max |paddle|, or for argmax the
-        fraction of differing pixels) and ``paddle_program`` (the kept program's folder, or None).
+        fraction of differing pixels) and ``paddle_program`` (the kept program's folder, or None). With
+        ``fmt='openvino'``: the Paddle keys plus ``openvino`` (True) and ``check_error`` (the engine against the
+        same program without it).
 
     Raises:
         UserError: A bad ``output_op``, ``input_shape``, ``transforms``, ``save_dir`` or ``fmt``; for ONNX also
             paddle2onnx/onnxruntime missing, an op paddle2onnx cannot convert, or an ONNX Runtime run that fails
-            or does not match the dynamic model.
+            or does not match the dynamic model; for OpenVINO a Paddle without the engine, a PIR-mode process, a
+            model that cannot be traced as a legacy program, or an engine run that fails or does not match.
     """
     if fmt not in FORMATS:
         raise UserError(f"format: unknown value {fmt!r}; expected one of {', '.join(FORMATS)}")
@@ -183,6 +193,8 @@ def export_model(model, save_dir, input_shape=None, output_op='argmax', transfor
         raise UserError(f"output_op: unknown value {output_op!r}; expected one of {', '.join(OUTPUT_OPS)}")
     if fmt == 'onnx':
         _check_onnx_packages()
+    elif fmt == 'openvino':
+        _check_openvino()
     shape = _check_input_shape(input_shape)
     transforms = _check_transforms(transforms)
     save_dir = os.path.abspath(os.fspath(save_dir))
@@ -205,6 +217,14 @@ def export_model(model, save_dir, input_shape=None, output_op='argmax', transfor
             info = _export_onnx(model, tmp_dir, shape, output_op, transforms, keep_program)
             replace_dir(tmp_dir, save_dir)
             return _onnx_result(info, save_dir, shape, output_op)
+        if fmt == 'openvino':
+            info = _export_openvino(model, tmp_dir, shape, output_op, transforms)
+            replace_dir(tmp_dir, save_dir)
+            logger.info("exported %s (%s); Paddle Inference's OpenVINO engine matches its oneDNN/CPU run", save_dir,
+                        OPENVINO_PROGRAM)
+            return dict(info, save_dir=save_dir, model=os.path.join(save_dir, OPENVINO_PROGRAM),
+                        params=os.path.join(save_dir, SAVE_NAME + '.pdiparams'),
+                        deploy_yaml=os.path.join(save_dir, DEPLOY_FILE))
         check_input = _check_input(shape)
         params_file = SAVE_NAME + '.pdiparams'
         reference = _dynamic_output(model, check_input, output_op)
@@ -440,14 +460,10 @@ def _export_onnx(model, tmp_dir, shape, output_op, transforms, keep_program=Fals
         reason = re.sub(r'/onnxruntime_src/\S+ ', '', reason)[:400]  # the C++ source location
         raise UserError(f"ONNX export: ONNX Runtime cannot run the converted model on an input of shape "
                         f"{list(data.shape)}: {reason}") from None
-    error = _compare(got, want, output_op)
-    limit = 0.01 if output_op == 'argmax' else 1e-4
-    if error is None or not error <= limit:
-        what = 'shape ' + str(list(got.shape)) if error is None else \
-            (f"{error:.1%} of the pixels" if output_op == 'argmax' else f"max |onnx - paddle| / max |paddle| = "
-                                                                         f"{error:.3g}")
+    error, differs = _agreement(got, want, output_op, 'onnx')
+    if differs:
         raise UserError(f"ONNX export: ONNX Runtime's output differs from Paddle Inference's on the traced "
-                        f"program ({what}; Paddle's shape is {list(want.shape)})")
+                        f"program ({differs}; Paddle's shape is {list(want.shape)})")
     deploy = {
         'model': ONNX_FILE,
         'backend': 'onnxruntime',
@@ -475,6 +491,20 @@ def _compare(got, want, output_op):
     return diff / max(float(np.max(np.abs(want))), 1e-12)
 
 
+def _agreement(got, want, output_op, name):
+    """``(error, None)`` where the output ``got`` of runtime ``name`` matches Paddle Inference's ``want`` (argmax:
+    at most 1% of the pixels differ; else max |got - want| / max |want| <= 1e-4), else ``(error, what differs)``;
+    ``error`` is :func:`_compare`'s. The rule of the ONNX and OpenVINO exports' checks."""
+    error = _compare(got, want, output_op)
+    if error is not None and error <= (0.01 if output_op == 'argmax' else 1e-4):
+        return error, None
+    if error is None:
+        return None, f"shape {list(got.shape)}"
+    if output_op == 'argmax':
+        return error, f"{error:.1%} of the pixels"
+    return error, f"max |{name} - paddle| / max |paddle| = {error:.3g}"
+
+
 def _onnx_result(info, save_dir, shape, output_op):
     logger.info("exported %s (%s, opset %s); ONNX Runtime matches Paddle Inference", save_dir, ONNX_FILE,
                 info['opset'])
@@ -490,6 +520,66 @@ def _onnx_result(info, save_dir, shape, output_op):
         'check_error': info['check_error'],
         'paddle_program': os.path.join(save_dir, 'paddle') if info['keep_program'] else None,
     }
+
+
+def _check_openvino():
+    """A UserError where this process cannot write an OpenVINO export: a Paddle without the engine (2.6), or one
+    importing with PIR on (export.py re-runs itself with ``FLAGS_enable_pir_api=0``; see ``core/legacy.py``)."""
+    from paddle_models.core.inference import openvino_available
+    from paddle_models.core.legacy import legacy_mode
+
+    if not openvino_available():
+        raise UserError(f"--format openvino needs Paddle Inference's OpenVINO engine, which Paddle "
+                        f"{paddle.__version__} does not have (Paddle 3.x CPU builds do)")
+    if not legacy_mode():
+        raise UserError("--format openvino needs legacy programs: run it with FLAGS_enable_pir_api=0 set before "
+                        "Paddle is imported (export.py does this itself)")
+
+
+def _export_openvino(model, tmp_dir, shape, output_op, transforms):
+    """Trace the logits as a legacy program (an export of its own, checked with oneDNN as every Paddle export),
+    append ``output_op`` as a legacy op, check Paddle Inference's OpenVINO engine against the same program without
+    it, write deploy.yaml (``enable_openvino: true``).
+
+    Why a legacy program with logits out and Paddle's own resize ops: see ``paddle_models.core.legacy``. Why the
+    check: Paddle's engine logs an error of OpenVINO's run and carries on with empty outputs (LinkNet's program:
+    [N, 0, 0] class ids), so an export the engine does not run right fails here instead of in deployment."""
+    from paddle_models.core.legacy import append_output_op
+
+    logits_dir = os.path.join(tmp_dir, 'logits')
+    try:
+        logits = export_model(model, logits_dir, input_shape=shape, output_op='none', transforms=transforms,
+                              portable=False)
+    except (TypeError, NotImplementedError, ValueError, AttributeError) as err:  # dy2st's legacy-mode limits
+        raise UserError(f"OpenVINO export: model {type(model).__name__} cannot be traced as a legacy program "
+                        f"(FLAGS_enable_pir_api=0): {_error_line(err)}") from None
+    paddle.enable_static()
+    try:
+        append_output_op(logits_dir, tmp_dir, output_op, paddle.static.Executor(paddle.CPUPlace()))
+    finally:
+        paddle.disable_static()
+    program, params = os.path.join(tmp_dir, OPENVINO_PROGRAM), os.path.join(tmp_dir, SAVE_NAME + '.pdiparams')
+    data = _check_input(shape)
+    want = _predict(program, params, data, onednn=logits['onednn'])
+    try:
+        got = _predict(program, params, data, onednn=logits['onednn'], openvino=True)
+    except Exception as err:  # noqa: BLE001  (Paddle's/OpenVINO's C++ errors: one line)
+        raise UserError(f"OpenVINO export: Paddle Inference's OpenVINO engine cannot run model "
+                        f"{type(model).__name__} on an input of shape {list(data.shape)}: {_error_line(err)}") \
+            from None
+    error, differs = _agreement(got, want, output_op, 'openvino')
+    if differs:
+        raise UserError(f"OpenVINO export: Paddle Inference's OpenVINO engine runs model {type(model).__name__} "
+                        f"wrongly ({differs}; without it: {list(want.shape)}); export it with --format paddle")
+    with open(os.path.join(logits_dir, DEPLOY_FILE), encoding='utf-8') as f:
+        deploy = yaml.safe_load(f)['Deploy']
+    deploy.update({'model': OPENVINO_PROGRAM, 'params': SAVE_NAME + '.pdiparams', 'output_op': output_op,
+                   'output_dtype': 'int32' if output_op == 'argmax' else 'float32', 'enable_openvino': True})
+    with open(os.path.join(tmp_dir, DEPLOY_FILE), 'w', encoding='utf-8') as f:
+        yaml.safe_dump({'Deploy': deploy}, f, default_flow_style=False, sort_keys=False)
+    shutil.rmtree(logits_dir)
+    return {'program_format': 'legacy', 'input_shape': shape, 'output_op': output_op, 'onednn': logits['onednn'],
+            'onednn_error': logits['onednn_error'], 'openvino': True, 'check_error': error}
 
 
 def _check_input_shape(input_shape):
@@ -763,7 +853,7 @@ def _check_input(shape):
     return rng.standard_normal(dims).astype('float32')
 
 
-def _predict(program, params, data, onednn):
+def _predict(program, params, data, onednn, openvino=False):
     """Run the saved program once in Paddle Inference on the CPU; returns the first output."""
     from paddle.inference import Config, create_predictor
 
@@ -771,7 +861,7 @@ def _predict(program, params, data, onednn):
 
     config = Config(program, params)
     config.disable_glog_info()
-    predictor = create_predictor(cpu_config(config, 1, onednn))
+    predictor = create_predictor(cpu_config(config, 1, onednn, openvino=openvino))
     handle = predictor.get_input_handle(predictor.get_input_names()[0])
     handle.reshape(list(data.shape))
     handle.copy_from_cpu(data)

@@ -9,11 +9,15 @@ preprocessed batch [N, C, H, W] float32 and returns the program's first output a
 deploy/python/infer.py does the same for image files; it stays standalone (no paddle_models import), so the
 reading of deploy.yaml is written again here, with errors naming the ``--inference_model`` folder.
 
-Paddle Inference runs on the CPU with oneDNN where the export's oneDNN check passed (``enable_mkldnn: true``), as
+Paddle Inference runs on the CPU with oneDNN where the export's oneDNN check passed (``enable_mkldnn: true``), with
+its OpenVINO engine where deploy.yaml asks for it (``enable_openvino: true``, ``export.py --format openvino``), as
 infer.py does by default, and on the GPU where Paddle's current device is one. ONNX Runtime uses the
 CPUExecutionProvider, plus CUDA where the installed onnxruntime has it and Paddle's device is a GPU.
 """
+import atexit
 import os
+import shutil
+import tempfile
 
 import numpy as np
 import paddle
@@ -123,12 +127,22 @@ class InferenceModel:
             config.enable_use_gpu(100, 0)
         else:
             cpu_config(config, self.threads, onednn=self.deploy.get('enable_mkldnn') is True,
-                       int8=int8_setting(self.deploy))
+                       int8=int8_setting(self.deploy), openvino=self._openvino())
         try:
             return create_predictor(config)
         except (RuntimeError, ValueError, OSError) as err:
             raise UserError(f"{self.what}: Paddle Inference cannot load {self.model_file} with "
                             f"{self.params_file}: {_first_line(err)}") from None
+
+    def _openvino(self):
+        """deploy.yaml's ``enable_openvino`` (``export.py --format openvino``), checked against this Paddle."""
+        if self.deploy.get('enable_openvino') is not True:
+            return False
+        if not openvino_available():
+            raise UserError(f"{self.what}: {self.deploy_path} asks for Paddle Inference's OpenVINO engine "
+                            f"(enable_openvino: true), which this Paddle {paddle.__version__} does not have "
+                            f"(Paddle 3.x CPU builds do)")
+        return True
 
     def __call__(self, batch):
         """The first output for ``batch`` ([N, C, H, W], converted to contiguous float32)."""
@@ -161,13 +175,16 @@ def int8_setting(deploy):
     return list(ops) if ops else True
 
 
-def cpu_config(config, threads, onednn, int8=False):
+def cpu_config(config, threads, onednn, int8=False, openvino=False):
     """Set up a Paddle Inference ``config`` for the CPU: ``threads`` math threads, oneDNN on (with its primitive
     cache bounded to 10 input shapes, so a run over images of many sizes does not keep every shape's primitives)
-    or explicitly off (Paddle Inference turns it on by default), and oneDNN's INT8 kernels for a tools/quantize.py
+    or explicitly off (Paddle Inference turns it on by default), oneDNN's INT8 kernels for a tools/quantize.py
     export: ``int8`` True (Paddle's default op types) or a list of op types (:data:`ONEDNN_INT8_OPS`, see
-    :func:`int8_setting`). The one place these settings live: ``InferenceModel`` and tools/benchmark.py's
-    inference measurements use it; deploy/python/infer.py, standalone, repeats the same lines.
+    :func:`int8_setting`), and Paddle Inference's OpenVINO engine in FP32 for an ``export.py --format openvino``
+    export (``openvino``; legacy programs only, see ``paddle_models.core.legacy``; the ops it does not take keep
+    running on oneDNN or the plain kernels). The one place these settings live: ``InferenceModel``, export's
+    checks and tools/benchmark.py's inference measurements use it; deploy/python/infer.py, standalone, repeats the
+    same lines.
 
     Returns:
         The same ``config``.
@@ -181,7 +198,38 @@ def cpu_config(config, threads, onednn, int8=False):
     else:
         config.disable_mkldnn()
     config.set_cpu_math_library_num_threads(threads)
+    if openvino:
+        from paddle.inference import PrecisionType
+
+        config.set_optim_cache_dir(openvino_cache_dir())
+        config.enable_openvino_engine(PrecisionType.Float32)
     return config
+
+
+_OPENVINO_CACHE = []
+
+
+def openvino_cache_dir():
+    """This process's folder for the OpenVINO engine's compiled-model cache: a temporary folder removed at exit.
+    Paddle's engine always caches, and with no ``set_optim_cache_dir`` it writes ``__cache__/`` (tens of MB per
+    model) into the working directory, outside any folder the user named."""
+    if not _OPENVINO_CACHE:
+        _OPENVINO_CACHE.append(tempfile.mkdtemp(prefix='paddle_models-openvino-'))
+        atexit.register(remove_openvino_cache)
+    return _OPENVINO_CACHE[0]
+
+
+def remove_openvino_cache():
+    """Remove :func:`openvino_cache_dir`'s folder (at exit; ``core.cli``'s immediate exit calls it too)."""
+    while _OPENVINO_CACHE:
+        shutil.rmtree(_OPENVINO_CACHE.pop(), ignore_errors=True)
+
+
+def openvino_available():
+    """Whether this Paddle Inference has the OpenVINO engine (Paddle 3.x CPU builds; Paddle 2.6 has none)."""
+    from paddle.inference import Config
+
+    return hasattr(Config, 'enable_openvino_engine')
 
 
 def _first_line(err):
