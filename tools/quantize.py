@@ -57,7 +57,7 @@ import paddle_models  # noqa: E402,F401  (first: preloads zlib before paddle, re
 import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 
-from paddle_models.core.legacy import legacy_mode, run_in_legacy_mode  # noqa: E402
+from paddle_models.core.legacy import TRACE_ERRORS, legacy_mode, run_in_legacy_mode  # noqa: E402
 from paddle_models.errors import UserError  # noqa: E402
 
 logger = logging.getLogger('quantize')
@@ -205,7 +205,7 @@ def quantize(args):
         fp32_dir = os.path.join(tmp_dir, 'fp32')
         try:
             info = export_model(model, fp32_dir, output_op='none', transforms=transforms, portable=False)
-        except (TypeError, NotImplementedError, ValueError, AttributeError) as err:  # dy2st's legacy-mode limits
+        except TRACE_ERRORS as err:
             lines = [line.strip() for line in str(err).splitlines() if line.strip()]
             raise UserError(f"{cfg.path}: model {cfg.dic['model'].get('type')} cannot be quantized: tracing it as "
                             f"a legacy program (FLAGS_enable_pir_api=0) failed: "

@@ -544,13 +544,13 @@ def _export_openvino(model, tmp_dir, shape, output_op, transforms):
     Why a legacy program with logits out and Paddle's own resize ops: see ``paddle_models.core.legacy``. Why the
     check: Paddle's engine logs an error of OpenVINO's run and carries on with empty outputs (LinkNet's program:
     [N, 0, 0] class ids), so an export the engine does not run right fails here instead of in deployment."""
-    from paddle_models.core.legacy import append_output_op
+    from paddle_models.core.legacy import TRACE_ERRORS, append_output_op
 
     logits_dir = os.path.join(tmp_dir, 'logits')
     try:
         logits = export_model(model, logits_dir, input_shape=shape, output_op='none', transforms=transforms,
                               portable=False)
-    except (TypeError, NotImplementedError, ValueError, AttributeError) as err:  # dy2st's legacy-mode limits
+    except TRACE_ERRORS as err:
         raise UserError(f"OpenVINO export: model {type(model).__name__} cannot be traced as a legacy program "
                         f"(FLAGS_enable_pir_api=0): {_error_line(err)}") from None
     paddle.enable_static()

@@ -18,6 +18,11 @@ import sys
 from paddle_models.errors import UserError
 
 
+# what dy2st raises where a model cannot be traced into a legacy program (e.g. SegFormer's matmul: "TypeError:
+# (InvalidType) matmul(): argument (position 1) must be Value, but got Variable")
+TRACE_ERRORS = (TypeError, NotImplementedError, ValueError, AttributeError)
+
+
 def legacy_mode():
     """Whether this process builds legacy static programs (Paddle imported with ``FLAGS_enable_pir_api=0``, or a
     Paddle without PIR)."""
@@ -36,8 +41,8 @@ def run_in_legacy_mode(script, argv):
     pending = b''  # from the start of a possible final 'error: ' line on, held back: the caller prints it once
     for chunk in iter(lambda: proc.stderr.read1(4096), b''):
         pending += chunk
-        cut = 0 if pending.startswith(b'error: ') else pending.rfind(b'\nerror: ') + 1
-        if cut <= 0 and not pending.startswith(b'error: '):
+        cut = pending.rfind(b'\nerror: ') + 1  # 0 where absent or at the start
+        if cut == 0 and not pending.startswith(b'error: '):
             cut = len(pending)
         _write_stderr(pending[:cut])
         pending = pending[cut:]
