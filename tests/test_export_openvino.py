@@ -189,3 +189,25 @@ def test_paddle26_has_no_engine_and_says_so(tmp_path):
         export_model(HarDNet(num_classes=5, **TINY_HARDNET), str(tmp_path / 'out'), fmt='openvino')
     assert str(err.value) == (f"--format openvino needs Paddle Inference's OpenVINO engine, which Paddle "
                               f"{paddle.__version__} does not have (Paddle 3.x CPU builds do)")
+
+
+def test_infer_refuses_openvino_where_paddle_has_no_engine(tiny_exports, tmp_path, monkeypatch, capsys):
+    """infer.py (standalone, so its own check): one ``error:`` line naming deploy.yaml, exit code 2, no PNG."""
+    import importlib.util
+
+    import paddle.inference
+
+    spec = importlib.util.spec_from_file_location('infer_no_engine', INFER)
+    infer = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(infer)
+    monkeypatch.setattr(paddle.inference, 'Config', type('Config', (), {}))  # a Config without the engine
+    image = tmp_path / 'im.png'
+    Image.fromarray(np.zeros((20, 30, 3), np.uint8)).save(image)
+    deploy = tiny_exports[2]['openvino', 'argmax'] / 'deploy.yaml'
+    code = infer.main(['--config', str(deploy), '--image_path', str(image), '--save_dir',
+                       str(tmp_path / 'out'), '--device', 'cpu'])
+    assert code == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith('error:')]
+    assert lines == [f"error: --config: {deploy} asks for Paddle Inference's OpenVINO engine, which this Paddle "
+                     f"{paddle.__version__} does not have (Paddle 3.x CPU builds do)"]
+    assert not (tmp_path / 'out').exists()
