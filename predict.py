@@ -1,49 +1,12 @@
-"""Predict images with a trained model: pseudo-colour PNGs and overlays.
+"""Predict images with a trained model, pseudo-colour PNGs and overlays: the command-line entry point of
+``paddle_models.tools.predict``, where the flags and the logic live (``python -m paddle_models.tools.predict`` is
+the same tool, for an installed package).
 
     python predict.py --config configs/quickstart.yml --model_path output/best_model/model.pdparams \
         --image_path some.jpg --save_dir output/result
 """
-import paddle_models  # noqa: F401  (registers every component)
 from paddle_models.core import cli
-from paddle_models.core.checkpoint import load_model_weights
-from paddle_models.core.config import Builder, load_config
-from paddle_models.core.predict import check_custom_color, predict
-
-
-def parse_args(argv=None):
-    parser = cli.parser('Predict images with a segmentation model.')
-    cli.add_config_args(parser)
-    parser.add_argument('--model_path', default=None, help='Weights (.pdparams or a checkpoint folder).')
-    parser.add_argument('--image_path', default=None, help='An image, a folder of images or a .txt list.')
-    parser.add_argument('--save_dir', default='./output/result', help='Where results go.')
-    cli.add_inference_args(parser, '--aug_pred')
-    parser.add_argument('--custom_color', nargs='+', type=int, default=None, metavar='V',
-                        help='Colours replacing the start of the palette, as flat R G B values: class 0 gets the '
-                             'first three, class 1 the next three, ... Default: test_config.custom_color, else '
-                             "PaddleSeg's palette (the one deploy/python/infer.py uses).")
-    return parser.parse_args(argv)
-
-
-def main(argv=None):
-    args = parse_args(argv)
-    cfg = load_config(args.config, args.opts, require=('model',))
-    if not args.model_path:
-        raise cli.UserError("--model_path is required: the weights to predict with")
-    if not args.image_path:
-        raise cli.UserError("--image_path is required: an image, a folder or a .txt list")
-    cli.set_device(args.device)
-    options = cli.inference_options(args, cfg.dic.get('test_config'), 'aug_pred')
-    options['aug_pred'] = options.pop('aug_eval', False)
-    custom_color = args.custom_color or (cfg.dic.get('test_config') or {}).get('custom_color')
-    if custom_color is not None:
-        check_custom_color(custom_color, '--custom_color' if args.custom_color else
-                           f"{args.config}: test_config.custom_color")
-    builder = Builder(cfg)
-    model = builder.model()
-    load_model_weights(model, args.model_path)
-    return predict(model, args.image_path, builder.val_transforms(), args.save_dir,
-                   num_classes=cfg.dic['model'].get('num_classes'), custom_color=custom_color, **options)
-
+from paddle_models.tools.predict import main, parse_args  # noqa: F401  (import predict; predict.main([...]) works)
 
 if __name__ == '__main__':
     cli.main_wrapper(main)

@@ -1,77 +1,12 @@
-"""Train a segmentation model from a PaddleSeg-format config.
+"""Train a segmentation model from a PaddleSeg-format config: the command-line entry point of
+``paddle_models.tools.train``, where the flags and the logic live (``python -m paddle_models.tools.train`` is the
+same tool, for an installed package).
 
     python train.py --config configs/quickstart.yml
     python -m paddle.distributed.launch --gpus 0,1 train.py --config configs/hardnet.yml
 """
-import paddle_models  # noqa: F401  (registers every component)
-from paddle_models.core import cli, logger
-from paddle_models.core.config import Builder, load_config
-from paddle_models.core.profiler import parse_profiler_options
-from paddle_models.core.train import repeat_dataset, set_seed, train
-
-
-def parse_args(argv=None):
-    parser = cli.parser('Train a segmentation model.')
-    cli.add_config_args(parser)
-    parser.add_argument('--save_dir', default='./output', help='Where checkpoints and logs go.')
-    parser.add_argument('--iters', type=int, default=None, help='Training iterations (overrides the config).')
-    parser.add_argument('--batch_size', type=int, default=None, help='Images per device per iteration.')
-    parser.add_argument('--learning_rate', type=float, default=None, help='Base learning rate.')
-    parser.add_argument('--do_eval', action='store_true', help='Evaluate every --save_interval iterations.')
-    parser.add_argument('--use_vdl', action='store_true', help='Log scalars to VisualDL in --save_dir.')
-    parser.add_argument('--save_interval', type=int, default=1000, help='Iterations between checkpoints.')
-    parser.add_argument('--log_iters', type=int, default=10, help='Iterations between log lines.')
-    parser.add_argument('--keep_checkpoint_max', type=int, default=5, help='Most iter_N checkpoints kept.')
-    parser.add_argument('--resume_model', default=None, help='An iter_N checkpoint folder to continue from.')
-    parser.add_argument('--seed', type=int, default=None, help='Random seed for a reproducible run.')
-    parser.add_argument('--num_workers', type=int, default=0, help='Data loading worker processes.')
-    parser.add_argument('--precision', default='fp32', choices=['fp32', 'fp16'], help='fp16 (AMP) needs a GPU.')
-    parser.add_argument('--amp_level', default='O1', choices=['O1', 'O2'], help='AMP level with fp16.')
-    parser.add_argument('--use_ema', action='store_true',
-                        help='Keep an exponential moving average of the weights: saved as ema_model.pdparams in '
-                             'each checkpoint, evaluated with --do_eval (best in ema_best_model/).')
-    parser.add_argument('--profiler_options', default=None,
-                        help='Profile some iterations, e.g. "batch_range=[10,20]; profile_path=out/profile.json" '
-                             '(PaddleSeg\'s keys: batch_range, state, sorted_key, tracer_option, profile_path, '
-                             'exit_on_finished).')
-    parser.add_argument('--repeats', type=int, default=1,
-                        help='Repeat the training samples this many times in each epoch. Default: 1.')
-    cli.add_data_format_arg(parser)
-    return parser.parse_args(argv)
-
-
-def main(argv=None):
-    args = parse_args(argv)
-    cli.check_data_format(args.data_format)
-    if args.repeats < 1:
-        raise cli.UserError(f"--repeats must be a positive integer, got {args.repeats}")
-    if args.seed is not None and not 0 <= args.seed < 2 ** 32:  # NumPy's range; negative seeds would crash
-        raise cli.UserError(f"--seed must be an integer in [0, 2**32), got {args.seed}")
-    if args.profiler_options is not None:
-        parse_profiler_options(args.profiler_options)
-    cfg = load_config(args.config, args.opts, args.learning_rate, args.batch_size, args.iters,
-                      require=('model', 'train_dataset', 'loss', 'optimizer', 'lr_scheduler', 'batch_size', 'iters'))
-    for flag in ('save_interval', 'log_iters'):
-        if getattr(args, flag) <= 0:
-            raise cli.UserError(f"--{flag} must be positive, got {getattr(args, flag)}")
-    cli.set_device(args.device, args.precision)
-    set_seed(args.seed)
-    builder = Builder(cfg)
-    train_dataset = repeat_dataset(builder.dataset('train_dataset'), args.repeats)
-    val_dataset = builder.dataset('val_dataset') if args.do_eval else None
-    if args.do_eval and val_dataset is None:
-        raise cli.UserError(f"{args.config}: --do_eval needs a val_dataset section")
-    model = builder.model()
-    losses = builder.losses()
-    optimizer = builder.optimizer(model, builder.lr_scheduler())
-    repeated = f" ({args.repeats} x {len(train_dataset) // args.repeats})" if args.repeats > 1 else ''
-    logger.info(f"Config {args.config}: {type(model).__name__}, {len(train_dataset)} training samples{repeated}")
-    return train(model, train_dataset, losses, optimizer, save_dir=args.save_dir, iters=cfg.dic['iters'],
-                 batch_size=cfg.dic['batch_size'], val_dataset=val_dataset, resume_model=args.resume_model,
-                 save_interval=args.save_interval, log_iters=args.log_iters, num_workers=args.num_workers,
-                 use_vdl=args.use_vdl, keep_checkpoint_max=args.keep_checkpoint_max, precision=args.precision,
-                 amp_level=args.amp_level, test_config=cfg.dic.get('test_config'), do_eval=args.do_eval,
-                 seed=args.seed, use_ema=args.use_ema, profiler_options=args.profiler_options)
+from paddle_models.core import cli
+from paddle_models.tools.train import main, parse_args  # noqa: F401  (import train; train.main([...]) works)
 
 if __name__ == '__main__':
     cli.main_wrapper(main)

@@ -7,13 +7,14 @@ overlays, all from Python.
     mask = seg.predict(image)                  # H x W x 3 uint8 RGB array, or an image file
     plt.imshow(pm.visualize(image, mask, dataset='SyntheticShapes'))
 
-``train``, ``evaluate`` and ``export`` run the command-line tools' own ``main`` (``train.py``, ``val.py``,
-``export.py`` of the repository) with the keyword arguments turned into the tools' flags, so the flags, their
-checks and the engine are the same as on the command line. Mistakes are ``paddle_models.errors.UserError`` with a
-one-line message naming the file, key, flag or value.
+``train``, ``evaluate`` and ``export`` run the command-line tools' own ``main`` (``paddle_models.tools.train``,
+``.val``, ``.export``: the logic of the repository's ``train.py``, ``val.py``, ``export.py``) with the keyword
+arguments turned into the tools' flags, so the flags, their checks and the engine are the same as on the command
+line; they work wherever the package is installed. Mistakes are ``paddle_models.errors.UserError`` with a one-line
+message naming the file, key, flag or value.
 """
 import contextlib
-import importlib.util
+import importlib
 import io
 import os
 
@@ -27,14 +28,15 @@ from paddle_models.core import logger
 from paddle_models.core.checkpoint import load_model_weights
 from paddle_models.core.config import Builder, _closest, load_config
 from paddle_models.core.infer import aug_logits, predict_logits
-from paddle_models.core.visualize import (check_mask, check_rgb_image, colour_overlay, dataset_info, draw_legend,
-                                          full_palette, legend_entries)
+from paddle_models.core.predict import apply_transforms
+from paddle_models.core.visualize import (check_mask, check_rgb_image, colour_overlay, config_classes, dataset_info,
+                                          draw_legend, full_palette, legend_entries)
 from paddle_models.errors import UserError
+from paddle_models.pretrained import get_pretrained, is_pretrained_name, list_pretrained, pretrained_weights
+from paddle_models.weights import load_model_pretrained
 
-__all__ = ['build_model', 'load_weights', 'Segmenter', 'train', 'evaluate', 'export', 'visualize']
+__all__ = ['build_model', 'load_weights', 'Segmenter', 'list_pretrained', 'train', 'evaluate', 'export', 'visualize']
 
-# the repository checkout that holds the command-line tools (the package's parent folder)
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # test_config keys that change how an image is predicted (the tools' --aug_eval, --is_slide, ... flags)
 _INFERENCE_KEYS = ('aug_eval', 'scales', 'flip_horizontal', 'flip_vertical', 'is_slide', 'crop_size', 'stride')
 
@@ -53,35 +55,61 @@ def _is_config_path(value):
         value.endswith(('.yml', '.yaml')) or os.sep in value or os.path.isfile(value)))
 
 
-def build_model(config_path_or_name, **overrides):
-    """Build a segmentation model from a YAML config or from a registered model name.
+def build_model(config_path_or_name, pretrained=False, **overrides):
+    """Build a segmentation model from a YAML config, a published checkpoint's name or a registered model name.
 
     Args:
         config_path_or_name (str): A PaddleSeg-format YAML file (its ``model`` section is built; ``_base_`` files
-            are merged as the tools do), or the name of a registered model or model builder (``'HarDNet'``,
+            are merged as the tools do); the name or alias of a published trained checkpoint
+            (``'hardnet_cityscapes_1024x1024_160k'``, ``'segformer_b0_cityscapes'``; see ``list_pretrained``),
+            built from its packaged config; or the name of a registered model or model builder (``'HarDNet'``,
             ``'SegFormer_B0'``, ``'SegNeXt_T'``).
-        **overrides: Model arguments. With a config they replace the ``model`` section's keys of the same name
-            (``num_classes=5``); with a name they are the constructor's arguments. A dict with a ``type``
-            (``backbone={'type': 'ResNet18'}``) is built as a component, as in a config.
+        pretrained (bool|str): True, with a checkpoint name: load its trained weights (downloaded once into
+            PaddleSeg's cache); with ``num_classes`` overridden as well, the classifier layers keep their initial
+            weights and everything else is loaded (the start of fine-tuning). A string is the model's own
+            ``pretrained`` argument: whole-model weights as a file, URL or checkpoint name, loaded the same way
+            (``build_model('configs/segformer_b0_camvid.yml', pretrained='segformer_b0_cityscapes')``). Default:
+            False (the architecture only, or the config's own ``pretrained``).
+        **overrides: Model arguments. With a config or a checkpoint name they replace the ``model`` section's
+            keys of the same name (``num_classes=5``); with a model name they are the constructor's arguments. A
+            dict with a ``type`` (``backbone={'type': 'ResNet18'}``) is built as a component, as in a config.
 
     Returns:
-        paddle.nn.Layer: The model with fresh (or its config's pretrained) weights, in training mode as Paddle
-        builds layers.
+        paddle.nn.Layer: The model, in training mode as Paddle builds layers.
 
     Raises:
-        UserError: A config that cannot be read, a name that is no registered model (with the closest names), or
-            arguments the model does not take.
+        UserError: A config that cannot be read, a name that is neither a checkpoint nor a registered model (with
+            the closest names), arguments the model does not take, ``pretrained=True`` without a checkpoint name,
+            or weights that cannot be had (offline: the URL and the cache path to put the file at).
     """
-    if _is_config_path(config_path_or_name):
-        cfg = load_config(os.fspath(config_path_or_name), require=('model',))
+    if pretrained is None or isinstance(pretrained, (str, os.PathLike)):  # the model's own `pretrained` argument
+        overrides['pretrained'], pretrained = pretrained if pretrained is None else os.fspath(pretrained), False
+    elif not isinstance(pretrained, bool):
+        raise UserError(f"build_model: pretrained must be True, False, or weights (a file, URL or checkpoint "
+                        f"name), got {pretrained!r}")
+    name = config_path_or_name
+    if is_pretrained_name(name) and not os.path.isfile(name):
+        entry = get_pretrained(name)
+        cfg = load_config(entry['config'], require=('model',))
+        model = Builder(cfg).build_component(dict(cfg.dic['model'], **overrides), 'model')
+        if pretrained:
+            load_model_pretrained(model, entry['url'])
+        return model
+    if pretrained:
+        if not _is_config_path(name):
+            get_pretrained(name)  # a one-line error with the closest names
+        raise UserError(f"build_model: pretrained=True needs the name of a published checkpoint, got {name!r} "
+                        f"(paddle_models.list_pretrained() lists them)")
+    if _is_config_path(name):
+        cfg = load_config(os.fspath(name), require=('model',))
         builder = Builder(cfg)
         model_cfg = dict(cfg.dic['model'], **overrides)
         return builder.build_component(model_cfg, 'model')
-    name = config_path_or_name
     known = manager.MODELS.components_dict
     if not isinstance(name, str) or name not in known:
-        raise UserError(f"build_model: {name!r} is neither a config file (.yml) nor a registered model"
-                        f"{_closest(str(name), known)}")
+        checkpoints = [e[key] for e in list_pretrained() for key in ('name', 'alias')]
+        raise UserError(f"build_model: {name!r} is neither a config file (.yml), a published checkpoint nor a "
+                        f"registered model{_closest(str(name), list(known) + checkpoints)}")
     return Builder(_NamedModel(name)).build_component(dict(overrides, type=name), 'model')
 
 
@@ -145,14 +173,28 @@ class Segmenter:
         if self.options.get('is_slide') and (not self.options.get('crop_size') or not self.options.get('stride')):
             raise UserError(f"{config}: test_config.is_slide needs test_config.crop_size and test_config.stride")
         self.num_classes = cfg.dic['model'].get('num_classes') or 256
-        palette = names = None
         sections = [cfg.dic.get(key) or {} for key in ('val_dataset', 'train_dataset')]
         self.ignore_index = next((s['ignore_index'] for s in sections if 'ignore_index' in s), 255)
-        for section in sections:
-            if section.get('type') in manager.DATASETS.components_dict and palette is None and names is None:
-                palette, names = dataset_info(section['type'])
-        self.palette = [tuple(int(v) for v in c) for c in full_palette(palette, self.num_classes)]
-        self.class_names = names or [f'class {i}' for i in range(self.num_classes)]
+        self.class_names, self.palette = config_classes(cfg.dic, self.num_classes)
+
+    @classmethod
+    def from_pretrained(cls, name, opts=None):
+        """The segmenter of a published trained checkpoint: its packaged config (architecture, val transforms,
+        test_config, the dataset's class names and palette) and its weights, downloaded once into PaddleSeg's
+        cache (``$SEG_HOME/pretrained_model/<name>/model.pdparams``).
+
+        Args:
+            name (str): The checkpoint's name or alias (``'segformer_b0_cityscapes_1024x1024_160k'``,
+                ``'segformer_b0_cityscapes'``); ``paddle_models.list_pretrained()`` lists them.
+            opts (list[str], optional): ``key=value`` overrides of the packaged config
+                (``['test_config.is_slide=False']``).
+
+        Raises:
+            UserError: An unknown name (with the closest ones), or weights that cannot be downloaded (the URL and
+                the cache path to put the file at by hand).
+        """
+        entry = get_pretrained(name)
+        return cls(entry['config'], pretrained_weights(name), opts=opts)
 
     def preprocess(self, image):
         """The network input for one image: (C, H, W) float32 after the val transforms, and the transforms'
@@ -165,7 +207,8 @@ class Segmenter:
                 array and the same image saved to a lossless file give the same input.
         """
         bgr = _read_rgb(image)[..., ::-1]
-        data = self.transforms({'img': bgr.astype('float32'), 'trans_info': []})
+        what = os.fspath(image) if isinstance(image, (str, os.PathLike)) else f"image of shape {list(bgr.shape)}"
+        data = apply_transforms(self.transforms, bgr, what)
         return np.ascontiguousarray(data['img'], dtype='float32'), data['trans_info']
 
     def _predict_inputs(self, inputs, trans_info):
@@ -275,26 +318,6 @@ def visualize(image, mask, alpha=0.5, dataset=None, palette=None, class_names=No
 
 # --- the command-line tools, from Python ------------------------------------------------------------------------
 
-def _tool_module(script):
-    """The repository's ``script`` (``train.py``, ...) imported as a module (it is a file, not a package
-    module), once."""
-    path = os.path.join(REPO, script)
-    name = f"_paddle_models_{script[:-3]}_tool"
-    module = _TOOLS.get(name)
-    if module is None:
-        if not os.path.isfile(path):
-            raise UserError(f"{script} not found in {REPO}: the API runs the repository's own tools, so "
-                            f"paddle_models must be used from its repository checkout")
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        _TOOLS[name] = module
-    return module
-
-
-_TOOLS = {}
-
-
 def flags_to_argv(flags):
     """The command-line arguments that the keyword arguments ``flags`` stand for.
 
@@ -316,10 +339,10 @@ def flags_to_argv(flags):
     return argv
 
 
-def _run_tool(function, script, argv):
-    """Run ``script``'s ``main(argv)`` and return what it returns; a flag it does not know (argparse's exit) is a
-    UserError with argparse's message."""
-    module = _tool_module(script)
+def _run_tool(function, tool, argv):
+    """Run ``paddle_models.tools.<tool>``'s ``main(argv)`` and return what it returns; a flag it does not know
+    (argparse's exit) is a UserError with argparse's message."""
+    module = importlib.import_module(f"paddle_models.tools.{tool}")  # imported on first use: import stays light
     stderr = io.StringIO()
     try:
         with contextlib.redirect_stderr(stderr):
@@ -327,8 +350,8 @@ def _run_tool(function, script, argv):
     except SystemExit:
         lines = [line for line in stderr.getvalue().splitlines() if line.strip()]
         message = lines[-1].split('error: ', 1)[-1] if lines else 'bad arguments'
-        raise UserError(f"{function}(): {message} (the keyword arguments are {script}'s flags: python {script} "
-                        f"--help)") from None
+        raise UserError(f"{function}(): {message} (the keyword arguments are the tool's flags: python -m "
+                        f"paddle_models.tools.{tool} --help)") from None
     return module.main(argv)
 
 
@@ -347,7 +370,7 @@ def train(config, **flags):
     Raises:
         UserError: As the command line reports it (an unknown flag, a bad config or value).
     """
-    return _run_tool('train', 'train.py', ['--config', os.fspath(config)] + flags_to_argv(flags))
+    return _run_tool('train', 'train', ['--config', os.fspath(config)] + flags_to_argv(flags))
 
 
 def evaluate(config, weights, **flags):
@@ -364,7 +387,7 @@ def evaluate(config, weights, **flags):
         ``paddle_models.core.evaluate.evaluate``).
     """
     argv = ['--config', os.fspath(config), '--model_path', os.fspath(weights)] + flags_to_argv(flags)
-    return _run_tool('evaluate', 'val.py', argv)
+    return _run_tool('evaluate', 'val', argv)
 
 
 def export(config, weights=None, save_dir='output/inference_model', **flags):
@@ -381,4 +404,4 @@ def export(config, weights=None, save_dir='output/inference_model', **flags):
         with oneDNN), ... (see ``paddle_models.core.export.export_model``).
     """
     flags = dict(flags, model_path=weights, save_dir=save_dir)
-    return _run_tool('export', 'export.py', ['--config', os.fspath(config)] + flags_to_argv(flags))
+    return _run_tool('export', 'export', ['--config', os.fspath(config)] + flags_to_argv(flags))

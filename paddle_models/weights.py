@@ -4,6 +4,7 @@ backbone and model (no model-specific code here).
 ``pretrained:`` may also be an http(s) URL, as in PaddleSeg's configs: ``resolve_pretrained`` maps it to PaddleSeg's
 weight cache (``$SEG_HOME/pretrained_model/...``), downloading and unpacking it there once.
 """
+import fnmatch
 import http.client
 import os
 import shutil
@@ -14,6 +15,7 @@ import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
+import warnings
 import zipfile
 import zlib
 
@@ -357,6 +359,12 @@ def check_fit(state, expected, source, target='the model', ignore_prefixes=()):
     return state
 
 
+def _absolute_note(path):
+    """`` (absolute: /cwd/rel/path)`` for a relative path, so that a missing file is found whatever the folder the
+    user ran from; nothing for an absolute one."""
+    return '' if os.path.isabs(path) else f" (absolute: {os.path.abspath(path)})"
+
+
 def load_weights(model, path_or_url, skip_prefixes=()):
     """Load a ``.pdparams`` file (local, or an http(s) URL resolved by ``resolve_pretrained``) into ``model``,
     requiring exactly the model's keys with their shapes (``check_fit``).
@@ -376,13 +384,78 @@ def load_weights(model, path_or_url, skip_prefixes=()):
     """
     path = resolve_pretrained(path_or_url)
     name = type(model).__name__
+    state = _read_weights(name, path)
+    state = check_fit(state, model.state_dict(), f"{name}: pretrained weights {path}", ignore_prefixes=skip_prefixes)
+    model.set_state_dict(state)
+
+
+def _read_weights(name, path):
+    """The state dict of a local ``.pdparams`` file, read without running code in it (``name``: the model, for
+    messages)."""
     if not os.path.isfile(path):
-        raise UserError(f"{name}: pretrained weights not found: {path}")
+        raise UserError(f"{name}: pretrained weights not found: {path}{_absolute_note(path)}")
     state = load_paddle_file(path, what=f"{name}: cannot read pretrained weights")
     if not isinstance(state, dict):
         raise UserError(f"{name}: pretrained weights {path} hold a {type(state).__name__}, not a dict of parameters")
-    state = check_fit(state, model.state_dict(), f"{name}: pretrained weights {path}", ignore_prefixes=skip_prefixes)
-    model.set_state_dict(state)
+    return state
+
+
+def class_params(model):
+    """The fnmatch patterns of ``model``'s parameters whose shapes follow its number of classes: the classifier
+    layers of its heads and auxiliary heads, which each model class declares as ``CLASS_PARAMS``."""
+    return tuple(getattr(model, 'CLASS_PARAMS', ()))
+
+
+def _other_class_count(in_file, in_model):
+    """True when two classifier tensors differ in their class count only: the first axis (the output channels of a
+    conv weight or bias); any other difference (the input channels) is an architecture mismatch."""
+    a, b = _shape(in_file), _shape(in_model)
+    return len(a) == len(b) >= 1 and a[0] != b[0] and a[1:] == b[1:]
+
+
+def load_model_pretrained(model, pretrained, skip_prefixes=()):
+    """Load a whole model's ``pretrained`` weights, allowing another number of classes (fine-tuning).
+
+    ``pretrained`` is a local ``.pdparams`` file, an http(s) URL (PaddleSeg's weight cache) or the name of a
+    published checkpoint (``paddle_models.pretrained``; a local file of that name wins). Every parameter must be in
+    the file with the model's shape, as ``load_weights`` requires, except the classifier layers the model declares
+    (``CLASS_PARAMS``): where their shapes differ in the class count only (a 19-class Cityscapes checkpoint into an
+    11-class model) they keep their initial values and one log line names them with both shapes. Any other difference is a one-line
+    ``UserError`` naming the key. PaddleSeg's trainer skips every mismatch silently; this skips only the classifiers,
+    so a checkpoint of another architecture (B1 weights into a B0 model) is still refused.
+
+    Args:
+        model (nn.Layer): The model, built with its own ``num_classes``.
+        pretrained (str | os.PathLike): The weights: file, URL or checkpoint name.
+
+    Returns:
+        list[str]: The class-dependent keys left as initialised (empty when the class counts agree).
+    """
+    from paddle_models.core import logger
+    from paddle_models.pretrained import get_pretrained, is_pretrained_name
+
+    value = os.fspath(pretrained)
+    if is_pretrained_name(value) and not os.path.exists(value):
+        value = get_pretrained(value)['url']
+    path = resolve_pretrained(value)
+    name = type(model).__name__
+    state = _read_weights(name, path)
+    expected = model.state_dict()
+    patterns = class_params(model)
+    skipped = {k: _shape(state[k]) for k in expected if k in state and _other_class_count(state[k], expected[k])
+               and any(fnmatch.fnmatchcase(k, p) for p in patterns)}
+    state = check_fit({k: v for k, v in state.items() if k not in skipped},
+                      {k: v for k, v in expected.items() if k not in skipped}, f"{name}: pretrained weights {path}",
+                      ignore_prefixes=skip_prefixes)
+    with warnings.catch_warnings():  # Paddle warns about each key it is not given: the skipped ones, on purpose
+        warnings.simplefilter('ignore')
+        model.set_state_dict(state)
+    if skipped:
+        shapes = ', '.join(f"{k} {file_shape} in the file, {_shape(expected[k])} in the model"
+                           for k, file_shape in skipped.items())
+        logger.info(f"{name}: pretrained weights {path}: {_keys(len(skipped))} of the classifier left as "
+                    f"initialised (another number of classes): {shapes}")
+    return list(skipped)
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -1,6 +1,9 @@
 """Shared test fixtures."""
+import functools
+import http.server
 import os
 import sys
+import threading
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
@@ -52,6 +55,53 @@ def write_tiny_hardnet(folder, seed, num_classes=5):
         'model': dict(type='HarDNet', num_classes=num_classes, **{k: list(v) for k, v in TINY_HARDNET.items()}),
         'val_dataset': {'type': 'SyntheticShapes', 'image_size': 64, 'mode': 'val', 'transforms': TINY_TRANSFORMS}}))
     return model, weights, config
+
+
+class _FileHandler(http.server.SimpleHTTPRequestHandler):
+    """Serves the folder; under ``/lying/<file>`` it announces 1000 bytes more than it sends. Records every path."""
+
+    def __init__(self, *args, requests, **kwargs):
+        self.requests = requests
+        super().__init__(*args, **kwargs)
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        self.requests.append(self.path)
+        if self.path.startswith('/lying/'):
+            with open(os.path.join(self.directory, self.path[len('/lying/'):]), 'rb') as f:
+                body = f.read()
+            self.send_response(200)
+            self.send_header('Content-Length', str(len(body) + 1000))
+            self.end_headers()
+            self.wfile.write(body)
+            return
+        super().do_GET()
+
+
+class LocalFileServer:
+    """An ``http.server`` on 127.0.0.1 (a free port) serving ``root`` in a thread, for download tests (no test may
+    reach the internet). ``url(name)`` is a file's address; ``requests`` records every path asked for."""
+
+    def __init__(self, root):
+        self.requests = []
+        handler = functools.partial(_FileHandler, directory=str(root), requests=self.requests)
+        self.httpd = http.server.ThreadingHTTPServer(('127.0.0.1', 0), handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={'poll_interval': 0.05},
+                                       daemon=True)
+        self.thread.start()
+        self.running = True
+
+    def url(self, name):
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}/{name}"
+
+    def stop(self):
+        if self.running:
+            self.httpd.shutdown()
+            self.httpd.server_close()
+            self.thread.join()
+            self.running = False
 
 
 # Disk: a full run writes well over 10 GB of checkpoints and exports (2-iteration checkpoints of HRNet-W48 and MaxViT

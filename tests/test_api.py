@@ -69,7 +69,8 @@ def test_build_model_by_name_builds_nested_components():
 
 @pytest.mark.parametrize('call, message', [
     (lambda: pm.build_model('HardNet'),
-     "build_model: 'HardNet' is neither a config file (.yml) nor a registered model (did you mean HarDNet?)"),
+     "build_model: 'HardNet' is neither a config file (.yml), a published checkpoint nor a registered model "
+     "(did you mean HarDNet?)"),
     (lambda: pm.build_model('HarDNet', foo=1),
      "build_model('HarDNet'): cannot build HarDNet at model: HarDNet.__init__() got an unexpected keyword "
      "argument 'foo'"),
@@ -285,8 +286,8 @@ def test_train_evaluate_and_predict_from_python(tmp_path, capsys):
 def test_train_refuses_unknown_flags_and_bad_values(tmp_path):
     with pytest.raises(UserError) as err:
         pm.train(QUICKSTART, itrs=3)
-    assert str(err.value) == ("train(): unrecognized arguments: --itrs 3 (the keyword arguments are train.py's "
-                              "flags: python train.py --help)")
+    assert str(err.value) == ("train(): unrecognized arguments: --itrs 3 (the keyword arguments are the tool's "
+                              "flags: python -m paddle_models.tools.train --help)")
     with pytest.raises(UserError) as err:
         pm.train(QUICKSTART, iters=0, save_dir=str(tmp_path / 'x'))
     assert str(err.value) == "--iters must be a positive integer, got 0"

@@ -107,8 +107,8 @@ def test_predict_writes_palette_pngs(trained, tmp_path):
     png = Image.open(written[0])
     assert png.mode == 'P' and png.size == (32, 32)
     assert np.asarray(png).max() < 5
-    from paddleseg.utils.visualize import get_color_map_list
-    assert png.getpalette()[:3 * 5] == get_color_map_list(256)[:3 * 5]  # PaddleSeg's palette, as infer.py's
+    # the dataset's palette, as export writes it into deploy.yaml for infer.py
+    assert png.getpalette()[:3 * 5] == [c for colour in SyntheticShapes.PALETTE for c in colour]
     assert os.path.isfile(out / 'added_prediction' / 'img0.jpg')
 
 

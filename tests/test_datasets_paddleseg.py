@@ -141,7 +141,10 @@ def test_train_py_with_a_missing_cityscapes_root_exits_2_with_one_line(tmp_path)
                           env={**os.environ, 'PYTHONPATH': REPO})
     assert proc.returncode == 2, proc.stderr[-2000:]
     lines = proc.stderr.strip().splitlines()
-    assert lines[-1] == ("error: Cityscapes: dataset_root not found: data/cityscapes (expected leftImg8bit/<mode>/"
-                         "<city>/*_leftImg8bit.png and gtFine/<mode>/<city>/*_gtFine_labelTrainIds.png)")
+    # relative to the working directory, as in PaddleSeg; the absolute path it was looked for at is named too
+    absolute = os.path.join(os.path.realpath(tmp_path), 'data', 'cityscapes')
+    assert lines[-1] == (f"error: Cityscapes: dataset_root not found: data/cityscapes ({absolute}; expected "
+                         "leftImg8bit/<mode>/<city>/*_leftImg8bit.png and gtFine/<mode>/<city>/"
+                         "*_gtFine_labelTrainIds.png)")
     assert 'Traceback' not in proc.stderr
     assert not (tmp_path / 'out').exists()

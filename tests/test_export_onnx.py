@@ -156,7 +156,7 @@ def test_onnx_export_writes_model_and_deploy_yaml_only(tiny_onnx):
 
 def test_export_cli_onnx_and_infer_matches_paddle_results(tmp_path):
     """export.py --format onnx and --format paddle of the same weights; infer.py gives the same PNGs for both, with
-    PaddleSeg's palette."""
+    the palette deploy.yaml records (the config's SyntheticShapes colours, then PaddleSeg's)."""
     _, weights, config = write_tiny_hardnet(tmp_path, seed=3)
     images = sorted(glob.glob(os.path.join(camvid_root(), 'images', 'val', '*')))[:2]
     image_dir = tmp_path / 'images'
@@ -183,11 +183,14 @@ def test_export_cli_onnx_and_infer_matches_paddle_results(tmp_path):
     assert sorted(outputs['onnx']) == sorted(outputs['paddle']) == \
         sorted(os.path.splitext(os.path.basename(p))[0] + '.png' for p in images)
     from paddleseg.utils.visualize import get_color_map_list
+
+    from paddle_models.datasets.synthetic import SyntheticShapes
+    palette = [v for colour in SyntheticShapes.PALETTE for v in colour] + get_color_map_list(256)[3 * 5:]
     for name, png in outputs['onnx'].items():
         ref = np.asarray(outputs['paddle'][name])
         assert png.size == outputs['paddle'][name].size and len(np.unique(ref)) > 1
         assert np.mean(np.asarray(png) != ref) <= 1e-3
-        assert png.getpalette()[:3 * 5] == get_color_map_list(256)[:3 * 5]
+        assert png.getpalette() == outputs['paddle'][name].getpalette() == palette
 
 
 def test_infer_refuses_a_broken_onnx_model_in_one_line(tiny_onnx, tmp_path):

@@ -23,6 +23,7 @@ from conftest import REPO, TINY_HARDNET, TINY_TRANSFORMS, write_tiny_hardnet
 from paddle_models.core import inference
 from paddle_models.core.export import export_model
 from paddle_models.core.inference import InferenceModel
+from paddle_models.datasets.synthetic import SyntheticShapes
 from paddle_models.errors import UserError
 from paddle_models.models.hardnet import HarDNet
 
@@ -66,7 +67,8 @@ def test_openvino_export_writes_a_legacy_program_and_deploy_yaml(tiny_exports):
             deploy = yaml.safe_load(f)['Deploy']
         assert deploy == {'model': 'model.pdmodel', 'params': 'model.pdiparams', 'backend': 'paddle_inference',
                           'transforms': TRANSFORMS, 'input_shape': [None, 3, None, None], 'output_op': op,
-                          'output_dtype': dtype, 'enable_mkldnn': True, 'enable_openvino': True}
+                          'output_dtype': dtype, 'enable_mkldnn': True, 'enable_openvino': True,
+                          'class_names': list(SyntheticShapes.CLASSES), 'palette': SyntheticShapes.PALETTE}
 
 
 def test_openvino_logits_match_the_paddle_export_at_two_sizes(tiny_exports):

@@ -336,14 +336,15 @@ def test_custom_color_replaces_the_palette(tmp_path):
                                  str(image), '--save_dir', str(tmp_path / 'res'), '--device', 'cpu',
                                  '--custom_color'] + [str(v) for v in custom])
     palette = Image.open(written[0]).getpalette()
-    from paddleseg.utils.visualize import get_color_map_list
-    paddleseg_palette = get_color_map_list(256)
-    assert palette[:15] == custom + paddleseg_palette[9:15]  # the first three colours replaced, PaddleSeg's others kept
+    from paddle_models.core.config import load_config
+    from paddle_models.core.visualize import config_classes
+    dataset_palette = [c for colour in config_classes(load_config(config).dic)[1] for c in colour]
+    assert palette[:15] == custom + dataset_palette[9:15]  # the first three colours replaced, the dataset's others kept
     # from test_config as well
     edit_config(config, lambda c: c.setdefault('test_config', {}).update(custom_color=[1, 2, 3]))
     written = predict_tool.main(['--config', config, '--model_path', str(tmp_path / 'm.pdparams'), '--image_path',
                                  str(image), '--save_dir', str(tmp_path / 'res2'), '--device', 'cpu'])
-    assert Image.open(written[0]).getpalette()[:6] == [1, 2, 3] + paddleseg_palette[3:6]
+    assert Image.open(written[0]).getpalette()[:6] == [1, 2, 3] + dataset_palette[3:6]
     with pytest.raises(UserError) as excinfo:
         predict_tool.main(['--config', config, '--model_path', str(tmp_path / 'm.pdparams'), '--image_path',
                            str(image), '--save_dir', str(tmp_path / 'res3'), '--custom_color', '1', '2', '300'])

@@ -103,6 +103,9 @@ def test_int8_export_files_and_deploy_yaml(trained):
     assert (deploy['output_op'], deploy['output_dtype']) == ('argmax', 'int32')
     assert deploy['transforms'] == [{'type': 'Resize', 'target_size': SIZE}, {'type': 'Normalize'}]
     assert deploy['quantization']['calib_images'] == 8 and deploy['quantization']['algo'] == 'hist'
+    from paddle_models.datasets import CamVid
+    assert deploy['class_names'] == list(CamVid.CLASSES)  # the names travel with the INT8 model too
+    assert deploy['palette'] == [list(c) for c in CamVid.PALETTE]
     from paddle_models.core.inference import ONEDNN_INT8_OPS
     assert deploy['quantization']['int8_ops'] == list(ONEDNN_INT8_OPS)  # what infer.py and val.py run in INT8
     assert 0.8 <= deploy['quantization']['check_agreement'] <= 1.0  # one image; the val test below is the measure

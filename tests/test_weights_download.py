@@ -2,12 +2,9 @@
 
 Every download comes from an ``http.server`` on 127.0.0.1 started by the test; ``SEG_HOME`` points at a tmp folder.
 """
-import functools
-import http.server
 import io
 import os
 import tarfile
-import threading
 import zipfile
 
 import numpy as np
@@ -16,56 +13,12 @@ import pytest
 from paddleseg.cvlibs import manager
 
 import paddle_models  # noqa: F401  (registers our components in PaddleSeg's manager)
-from conftest import REPO
+from conftest import REPO, LocalFileServer as _Server
 from paddle_models.errors import UserError
 from paddle_models.models.hardnet import HarDNet
 from paddle_models.weights import pretrained_cache_path, resolve_pretrained
 
 HARDNET_TINY = dict(stem_channels=(8, 8, 8, 8), ch_list=(8, 12, 16), gr=(4, 4, 6), n_layers=(2, 2, 4))
-
-
-class _Handler(http.server.SimpleHTTPRequestHandler):
-    """Serves the folder; under ``/lying/<file>`` it announces 1000 bytes more than it sends. Records every path."""
-
-    def __init__(self, *args, requests, **kwargs):
-        self.requests = requests
-        super().__init__(*args, **kwargs)
-
-    def log_message(self, *args):
-        pass
-
-    def do_GET(self):
-        self.requests.append(self.path)
-        if self.path.startswith('/lying/'):
-            with open(os.path.join(self.directory, self.path[len('/lying/'):]), 'rb') as f:
-                body = f.read()
-            self.send_response(200)
-            self.send_header('Content-Length', str(len(body) + 1000))
-            self.end_headers()
-            self.wfile.write(body)
-            return
-        super().do_GET()
-
-
-class _Server:
-    def __init__(self, root):
-        self.requests = []
-        handler = functools.partial(_Handler, directory=str(root), requests=self.requests)
-        self.httpd = http.server.ThreadingHTTPServer(('127.0.0.1', 0), handler)
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={'poll_interval': 0.05},
-                                       daemon=True)
-        self.thread.start()
-        self.running = True
-
-    def url(self, name):
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}/{name}"
-
-    def stop(self):
-        if self.running:
-            self.httpd.shutdown()
-            self.httpd.server_close()
-            self.thread.join()
-            self.running = False
 
 
 @pytest.fixture

@@ -180,6 +180,7 @@ def quantize(args):
     from paddle_models.core.export import export_model, replace_dir
     from paddle_models.core.inference import ONEDNN_INT8_OPS
     from paddle_models.core.legacy import append_output_op
+    from paddle_models.core.visualize import config_classes
 
     cfg = load_config(args.config, args.opts, require=('model',))
     paddle.set_device('cpu')
@@ -204,7 +205,9 @@ def quantize(args):
     try:
         fp32_dir = os.path.join(tmp_dir, 'fp32')
         try:
-            info = export_model(model, fp32_dir, output_op='none', transforms=transforms, portable=False)
+            class_names, palette = config_classes(cfg.dic, getattr(model, 'num_classes', None))
+            info = export_model(model, fp32_dir, output_op='none', transforms=transforms, portable=False,
+                                class_names=class_names, palette=palette)
         except TRACE_ERRORS as err:
             lines = [line.strip() for line in str(err).splitlines() if line.strip()]
             raise UserError(f"{cfg.path}: model {cfg.dic['model'].get('type')} cannot be quantized: tracing it as "

@@ -11,10 +11,14 @@ Behaviour worth knowing:
 * ``--image_path``: an image file, a folder (searched recursively) or a .txt list (first column of each line,
   relative to the list's folder, as PaddleSeg's lists).
 * Results: one palette-mode PNG per image, named after the image (``<stem>.png``; for a folder, the image's path
-  under it is kept), pixel value = class id, colours = PaddleSeg's pseudo-colour map. The prediction is mapped back
-  to the original image size through the resize/padding steps recorded by the transforms (nearest neighbour, as
-  PaddleSeg's ``reverse_transform``); with transforms that keep the size it is the network output unchanged.
-  The palette is PaddleSeg's (``paddleseg.utils.visualize.get_color_map_list``), as predict.py's default.
+  under it is kept), pixel value = class id. The prediction is mapped back to the original image size through the
+  resize/padding steps recorded by the transforms (nearest neighbour, as PaddleSeg's ``reverse_transform``); with
+  transforms that keep the size it is the network output unchanged.
+* Classes: the PNG colours are deploy.yaml's ``Deploy.palette`` (an ``[r, g, b]`` per class id, written by
+  ``export.py`` from the config's dataset), PaddleSeg's pseudo-colour map
+  (``paddleseg.utils.visualize.get_color_map_list``, predict.py's default) for the ids it does not cover or where
+  it is absent (PaddleSeg's own exports). Each image gets one log line with the classes present, largest share
+  first, named by ``Deploy.class_names`` (``class N`` where absent): ``img.jpg: road 41.2%, sky 30.5%, ...``.
 * Backend: ``Deploy.backend`` of deploy.yaml (``export.py`` writes it): ``paddle_inference`` (also when absent, as
   in PaddleSeg's exports) or ``onnxruntime`` (``export.py --format onnx``: ``Deploy.model`` is ``model.onnx``, no
   params). ONNX Runtime runs on the CPUExecutionProvider; with ``--device gpu`` on the CUDAExecutionProvider where
@@ -197,6 +201,36 @@ class DeployConfig:
         if not isinstance(transforms, list) or not all(isinstance(t, dict) and 'type' in t for t in transforms):
             raise UserError(f"--config: {path}: Deploy.transforms must be a list of dicts with a 'type'")
         self.transform_cfgs = transforms
+        self.class_names, self.palette = self._classes()
+
+    def _classes(self):
+        """``Deploy.class_names`` and ``Deploy.palette`` (each None where absent), checked: a non-empty string per
+        class, an [r, g, b] of integers 0..255 per class, as many colours as names where both are given. (The
+        checks of ``paddle_models.core.visualize.check_classes``, repeated here: this runner stands alone.)"""
+        where = f"--config: {self.path}: Deploy."
+        names, palette = self.deploy.get('class_names'), self.deploy.get('palette')
+        if names is not None:
+            if not isinstance(names, list):
+                raise UserError(f"{where}class_names: expected a list of class names, got {names!r}")
+            for i, name in enumerate(names):
+                if not isinstance(name, str) or not name.strip():
+                    raise UserError(f"{where}class_names[{i}]: expected a non-empty string, got {name!r}")
+        if palette is not None:
+            if not isinstance(palette, list):
+                raise UserError(f"{where}palette: expected a list of [r, g, b] colours, got {palette!r}")
+            for i, colour in enumerate(palette):
+                if not isinstance(colour, list) or len(colour) != 3 or not all(
+                        isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 255 for v in colour):
+                    raise UserError(f"{where}palette[{i}]: expected [r, g, b] with integers 0..255, got {colour!r}")
+        if names is not None and palette is not None and len(names) != len(palette):
+            raise UserError(f"{where}palette has {len(palette)} colours but Deploy.class_names has {len(names)} "
+                            f"names")
+        return names, palette
+
+    def class_name(self, class_id):
+        """The name of ``class_id``: deploy.yaml's, else ``class N``."""
+        names = self.class_names or []
+        return names[class_id] if 0 <= class_id < len(names) else f'class {class_id}'
 
     @property
     def model(self):
@@ -341,6 +375,25 @@ def color_map(num=256):
     from paddleseg.utils.visualize import get_color_map_list
 
     return list(get_color_map_list(num))
+
+
+def result_palette(cfg):
+    """The PNGs' flat 256-colour palette: deploy.yaml's ``palette`` for the ids it covers, ``color_map``'s colours
+    for the others."""
+    flat = color_map(256)
+    for class_id, colour in enumerate((cfg.palette or [])[:256]):
+        flat[3 * class_id:3 * class_id + 3] = colour
+    return flat
+
+
+def class_shares(label, cfg):
+    """The classes present in ``label`` by name with their share of its pixels, largest first:
+    ``road 41.2%, sky 30.5%``."""
+    counts = np.bincount(label.ravel().astype(np.int64), minlength=1)  # ids are 0..255 (save_result checks)
+    ids = np.flatnonzero(counts)
+    order = ids[np.argsort(-counts[ids], kind='stable')]
+    total = max(int(label.size), 1)
+    return ', '.join(f"{cfg.class_name(int(i))} {100.0 * counts[i] / total:.1f}%" for i in order)
 
 
 def nearest_resize(label, size):
@@ -760,7 +813,7 @@ def run(args):
 def _predict_all(args, cfg, items, tuned):
     predictor = OnnxPredictor(args, cfg) if cfg.backend == 'onnxruntime' else Predictor(args, cfg, tuned)
     os.makedirs(args.save_dir, exist_ok=True)
-    palette = color_map(256)
+    palette = result_palette(cfg)
     timer = {'preprocess': 0.0, 'inference': 0.0, 'postprocess': 0.0}
 
     if args.benchmark:  # warm-up runs, not timed
@@ -777,7 +830,9 @@ def _predict_all(args, cfg, items, tuned):
         start = time.perf_counter()
         labels = predictor.postprocess(output)
         for label, (_, info, path, name) in zip(labels, batch):
-            save_result(reverse_transform(label, info), args.save_dir, name, palette)
+            label = reverse_transform(label, info)
+            save_result(label, args.save_dir, name, palette)
+            logger.info("%s: %s", path, class_shares(label, cfg))
         timer['postprocess'] += time.perf_counter() - start
     logger.info("saved %d result(s) in %s", len(items), args.save_dir)
 

@@ -16,6 +16,34 @@ def add_config_args(parser):
                         help='Device to run on (default: gpu when this Paddle has CUDA, else cpu).')
 
 
+def add_model_arg(parser):
+    """``--model NAME``: a published trained checkpoint in place of ``--config`` and ``--model_path``."""
+    parser.add_argument('--model', default=None, metavar='NAME',
+                        help='A published trained checkpoint by name or alias, e.g. segformer_b0_cityscapes '
+                             '(python -m paddle_models.tools.list_pretrained lists them): its packaged config and its weights, '
+                             "downloaded once into PaddleSeg's cache ($SEG_HOME/pretrained_model), in place of "
+                             '--config and --model_path.')
+
+
+def resolve_model_arg(args):
+    """Fill ``args.config`` and ``args.model_path`` from ``--model NAME`` (the checkpoint's packaged config and its
+    cached or downloaded weights); nothing without ``--model``.
+
+    Raises:
+        UserError: ``--model`` with ``--config`` or ``--model_path``, an unknown name (with the closest ones), or
+            weights that cannot be downloaded (the URL and the cache path to put the file at).
+    """
+    if args.model is None:
+        return
+    from paddle_models.pretrained import get_pretrained, pretrained_weights
+
+    for flag in ('config', 'model_path'):
+        if getattr(args, flag, None):
+            raise UserError(f"--model and --{flag} exclude each other: --model NAME brings its config and weights")
+    args.config = get_pretrained(args.model)['config']
+    args.model_path = pretrained_weights(args.model)
+
+
 def add_inference_args(parser, aug_flag='--aug_eval'):
     """Test-time augmentation and sliding-window flags (PaddleSeg's names)."""
     parser.add_argument(aug_flag, action='store_true', help='Multi-scale and flip test-time augmentation.')

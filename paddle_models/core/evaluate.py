@@ -14,7 +14,8 @@ from paddle_models.core import logger
 from paddle_models.core.infer import aug_logits, predict_logits, undo_transforms
 from paddle_models.core.metrics import auc_roc as auc_roc_metric
 from paddle_models.core.metrics import confusion_matrix, metrics_from_confusion
-from paddle_models.core.visualize import colour_overlay, dataset_info, draw_legend, full_palette, legend_entries
+from paddle_models.core.visualize import (class_names_or_ids, colour_overlay, dataset_info, draw_legend, full_palette,
+                                          legend_entries)
 from paddle_models.errors import UserError
 
 
@@ -66,10 +67,15 @@ def _log_images(writer, step, dataset, index, sample, pred, label, num_classes):
 def evaluate(model, dataset, num_classes=None, ignore_index=None, aug_eval=False, scales=1.0,
              flip_horizontal=False, flip_vertical=False, is_slide=False, crop_size=None, stride=None,
              precision='fp32', amp_level='O1', print_detail=True, progress=True, auc_roc=False, vdl_writer=None,
-             vdl_step=0, vdl_images=3):
+             vdl_step=0, vdl_images=3, class_names=None):
     """Evaluate ``model`` on ``dataset`` (val mode: images transformed, labels at original size).
 
+    Besides PaddleSeg's ``[EVAL]`` lines (mIoU, Acc, Kappa, Dice; the per-class IoU, precision and recall lists),
+    the printout has one line per class with its name: ``[EVAL] class  3 road     IoU 0.8123  Precision ...``.
+
     Args:
+        class_names (list): A name per class id, for the per-class lines and the result. Default: the dataset's
+            ``CLASSES`` (``dataset_info``); classes without a name are ``class N``.
         vdl_writer (visualdl.LogWriter): Where training's ``--use_vdl`` writes; given, the first ``vdl_images``
             val samples are logged as images at step ``vdl_step`` (the training iteration), so that VisualDL's
             image tab shows how the predictions change from one evaluation to the next: ``Evaluate/image_N``
@@ -84,7 +90,7 @@ def evaluate(model, dataset, num_classes=None, ignore_index=None, aug_eval=False
 
     Returns:
         dict: 'miou', 'class_iou', 'acc', 'class_precision', 'class_recall', 'kappa', 'mdice', 'class_dice',
-        'confusion_matrix', 'seconds', and with ``auc_roc`` 'auc_roc'.
+        'confusion_matrix', 'seconds', 'class_names' (a name per class id), and with ``auc_roc`` 'auc_roc'.
     """
     if is_slide and (not crop_size or not stride):
         raise UserError("--is_slide needs --crop_size W H and --stride W H")
@@ -100,14 +106,14 @@ def evaluate(model, dataset, num_classes=None, ignore_index=None, aug_eval=False
 
     try:
         return _evaluate_loop(infer, dataset, num_classes, ignore_index, print_detail, progress, auc_roc, vdl_writer,
-                              vdl_step, vdl_images)
+                              vdl_step, vdl_images, class_names)
     finally:
         if was_training:
             model.train()
 
 
 def evaluate_inference_model(runner, dataset, num_classes=None, ignore_index=None, print_detail=True,
-                             progress=True, auc_roc=False):
+                             progress=True, auc_roc=False, class_names=None):
     """Evaluate an exported model (``paddle_models.core.inference.InferenceModel``: Paddle Inference FP32/INT8 or
     ONNX Runtime) on ``dataset`` with the metrics and printout of ``evaluate``, batch 1.
 
@@ -119,6 +125,9 @@ def evaluate_inference_model(runner, dataset, num_classes=None, ignore_index=Non
     Args:
         auc_roc (bool): Also the AUC-ROC (softmax of the exported logits or probabilities); an export with
             ``output_op: argmax`` has no scores for it (UserError).
+        class_names (list): The names of the per-class lines where the export records none (``runner``'s
+            ``class_names``, from deploy.yaml) or records a number of names other than the val set's classes (with
+            a warning). Default: the dataset's, as ``evaluate``.
 
     Returns:
         dict: as ``evaluate``.
@@ -137,13 +146,21 @@ def evaluate_inference_model(runner, dataset, num_classes=None, ignore_index=Non
                             f"[N, H, W] or scores [N, C, H, W]")
         return undo_transforms(paddle.to_tensor(out.astype('float32')), trans_info)
 
-    return _evaluate_loop(infer, dataset, num_classes, ignore_index, print_detail, progress, auc_roc)
+    exported = getattr(runner, 'class_names', None)
+    classes = num_classes or dataset.num_classes
+    if exported is not None and len(exported) != classes:
+        logger.warning(f"[EVAL] {runner.deploy_path} names {len(exported)} classes but the val set has {classes}; "
+                       f"the per-class lines use the config's names")
+        exported = None
+    return _evaluate_loop(infer, dataset, num_classes, ignore_index, print_detail, progress, auc_roc,
+                          class_names=exported if exported is not None else class_names)
 
 
 def _evaluate_loop(infer, dataset, num_classes=None, ignore_index=None, print_detail=True, progress=True,
-                   auc_roc=False, vdl_writer=None, vdl_step=0, vdl_images=3):
+                   auc_roc=False, vdl_writer=None, vdl_step=0, vdl_images=3, class_names=None):
     """The confusion matrix of ``infer(image, trans_info)`` (scores [N, C, H, W], or class ids [N, 1, H, W] as an
-    integer tensor) over ``dataset``, its metrics, and the [EVAL] printout."""
+    integer tensor) over ``dataset``, its metrics, and the [EVAL] printout (per-class lines named by
+    ``class_names``, else by the dataset's ``CLASSES``)."""
     num_classes = num_classes or dataset.num_classes
     ignore_index = dataset.ignore_index if ignore_index is None else ignore_index
     cm = np.zeros((num_classes, num_classes), dtype=np.int64)
@@ -176,6 +193,8 @@ def _evaluate_loop(infer, dataset, num_classes=None, ignore_index=None, print_de
                 kept_labels.append(flat[keep])
     result = metrics_from_confusion(cm)
     result['confusion_matrix'] = cm
+    result['class_names'] = class_names_or_ids(
+        class_names if class_names is not None else dataset_info(dataset)[1], num_classes)
     auc_text = ''
     if auc_roc:
         labels = np.concatenate(kept_labels) if kept_labels else np.zeros([0], np.int64)
@@ -193,4 +212,15 @@ def _evaluate_loop(infer, dataset, num_classes=None, ignore_index=None, print_de
         logger.info(f"[EVAL] Class IoU: {np.round(result['class_iou'], 4).tolist()}")
         logger.info(f"[EVAL] Class Precision: {np.round(result['class_precision'], 4).tolist()}")
         logger.info(f"[EVAL] Class Recall: {np.round(result['class_recall'], 4).tolist()}")
+        _log_class_lines(result)
     return result
+
+
+def _log_class_lines(result):
+    """One ``[EVAL]`` line per class: id, name, IoU, precision and recall, in aligned columns."""
+    names = result['class_names']
+    id_width = len(str(len(names) - 1))
+    name_width = max((len(name) for name in names), default=0)
+    for i, name in enumerate(names):
+        logger.info(f"[EVAL] class {i:>{id_width}} {name:<{name_width}}  IoU {result['class_iou'][i]:.4f}  "
+                    f"Precision {result['class_precision'][i]:.4f}  Recall {result['class_recall'][i]:.4f}")

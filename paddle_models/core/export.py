@@ -7,7 +7,10 @@ Output (``save_dir``):
   (and ``model.pdiparams.info`` on 2.6);
 * ``deploy.yaml``: ``Deploy: {model, params, transforms, input_shape, output_op, output_dtype}`` as PaddleSeg's
   ``tools/export.py`` writes it (``transforms`` are the validation transforms, for the runner's preprocessing),
-  plus ``enable_mkldnn`` (whether the oneDNN check passed) and, when it failed, ``mkldnn_error`` (why).
+  plus ``enable_mkldnn`` (whether the oneDNN check passed) and, when it failed, ``mkldnn_error`` (why); and,
+  where given, ``class_names`` (a name per class id) and ``palette`` (an ``[r, g, b]`` per class id), which
+  deploy/python/infer.py and ``val.py --inference_model`` name and colour the classes with (PaddleSeg's own exports
+  have neither key; the runners then fall back to ``class N`` and PaddleSeg's colour map).
 
 ``output_op`` follows PaddleSeg 2.8: 'argmax' appends ``argmax(axis=1, dtype=int32)`` (output [N, H, W] int32
 class ids, no channel axis), 'softmax' appends ``softmax(axis=1)`` ([N, C, H, W] float32), 'none' leaves the
@@ -138,7 +141,7 @@ class _ExportModel(nn.Layer):
 
 
 def export_model(model, save_dir, input_shape=None, output_op='argmax', transforms=None, portable=True,
-                 fmt='paddle', keep_program=False):
+                 fmt='paddle', keep_program=False, class_names=None, palette=None):
     """Export ``model`` for Paddle Inference into ``save_dir`` and check it with oneDNN (``fmt='paddle'``), or to
     ONNX and check it with ONNX Runtime (``fmt='onnx'``, see the module docstring).
 
@@ -170,6 +173,11 @@ def export_model(model, save_dir, input_shape=None, output_op='argmax', transfor
         keep_program (bool): With ``fmt='onnx'``, keep the Paddle program the ONNX model was converted from in
             ``save_dir/paddle`` (model.json/.pdmodel + model.pdiparams), e.g. to compare ONNX Runtime with Paddle
             Inference on the very same graph. Default: False.
+        class_names (list|None): A name per class id, written to deploy.yaml (``class_names``) for the runners'
+            logs and reports. Default: None (not written).
+        palette (list|None): An ``[r, g, b]`` (integers 0..255) per class id, written to deploy.yaml
+            (``palette``) for the runners' pseudo-colour PNGs. Default: None (not written). Both lists must have
+            one entry per class of the model (its ``num_classes`` attribute, where it has one).
 
     Returns:
         dict: ``save_dir``, ``model`` (program file), ``params``, ``deploy_yaml`` (absolute paths),
@@ -182,7 +190,8 @@ def export_model(model, save_dir, input_shape=None, output_op='argmax', transfor
         same program without it).
 
     Raises:
-        UserError: A bad ``output_op``, ``input_shape``, ``transforms``, ``save_dir`` or ``fmt``; for ONNX also
+        UserError: A bad ``output_op``, ``input_shape``, ``transforms``, ``class_names``, ``palette``,
+            ``save_dir`` or ``fmt``; for ONNX also
             paddle2onnx/onnxruntime missing, an op paddle2onnx cannot convert, or an ONNX Runtime run that fails
             or does not match the dynamic model; for OpenVINO a Paddle without the engine, a PIR-mode process, a
             model that cannot be traced as a legacy program, or an engine run that fails or does not match.
@@ -197,6 +206,7 @@ def export_model(model, save_dir, input_shape=None, output_op='argmax', transfor
         _check_openvino()
     shape = _check_input_shape(input_shape)
     transforms = _check_transforms(transforms)
+    classes = _check_deploy_classes(class_names, palette, model)
     save_dir = os.path.abspath(os.fspath(save_dir))
     _check_save_dir(save_dir)
 
@@ -214,11 +224,11 @@ def export_model(model, save_dir, input_shape=None, output_op='argmax', transfor
         os.environ['PADDLESEG_EXPORT_STAGE'] = 'True'  # PaddleSeg models read it to drop training-only branches
         model.eval()
         if fmt == 'onnx':
-            info = _export_onnx(model, tmp_dir, shape, output_op, transforms, keep_program)
+            info = _export_onnx(model, tmp_dir, shape, output_op, transforms, keep_program, classes)
             replace_dir(tmp_dir, save_dir)
             return _onnx_result(info, save_dir, shape, output_op)
         if fmt == 'openvino':
-            info = _export_openvino(model, tmp_dir, shape, output_op, transforms)
+            info = _export_openvino(model, tmp_dir, shape, output_op, transforms, classes)
             replace_dir(tmp_dir, save_dir)
             logger.info("exported %s (%s); Paddle Inference's OpenVINO engine matches its oneDNN/CPU run", save_dir,
                         OPENVINO_PROGRAM)
@@ -255,8 +265,7 @@ def export_model(model, save_dir, input_shape=None, output_op='argmax', transfor
         }
         if onednn_error is not None:
             deploy['mkldnn_error'] = onednn_error
-        with open(os.path.join(tmp_dir, DEPLOY_FILE), 'w', encoding='utf-8') as f:
-            yaml.safe_dump({'Deploy': deploy}, f, default_flow_style=False, sort_keys=False)
+        _write_deploy(tmp_dir, dict(deploy, **classes))
         replace_dir(tmp_dir, save_dir)
     except BaseException:
         shutil.rmtree(tmp_dir, ignore_errors=True)
@@ -431,7 +440,7 @@ def _onnx_exact_gelu():
         F.gelu = original
 
 
-def _export_onnx(model, tmp_dir, shape, output_op, transforms, keep_program=False):
+def _export_onnx(model, tmp_dir, shape, output_op, transforms, keep_program=False, classes=None):
     """Trace, convert to ``tmp_dir/model.onnx``, check ONNX Runtime against Paddle Inference on the traced program,
     write deploy.yaml.
 
@@ -473,8 +482,7 @@ def _export_onnx(model, tmp_dir, shape, output_op, transforms, keep_program=Fals
         'output_dtype': 'int32' if output_op == 'argmax' else 'float32',
         'opset': opset,
     }
-    with open(os.path.join(tmp_dir, DEPLOY_FILE), 'w', encoding='utf-8') as f:
-        yaml.safe_dump({'Deploy': deploy}, f, default_flow_style=False, sort_keys=False)
+    _write_deploy(tmp_dir, dict(deploy, **(classes or {})))
     return {'opset': opset, 'check_error': error, 'keep_program': keep_program}
 
 
@@ -536,7 +544,7 @@ def _check_openvino():
                         "Paddle is imported (export.py does this itself)")
 
 
-def _export_openvino(model, tmp_dir, shape, output_op, transforms):
+def _export_openvino(model, tmp_dir, shape, output_op, transforms, classes=None):
     """Trace the logits as a legacy program (an export of its own, checked with oneDNN as every Paddle export),
     append ``output_op`` as a legacy op, check Paddle Inference's OpenVINO engine against the same program without
     it, write deploy.yaml (``enable_openvino: true``).
@@ -575,11 +583,46 @@ def _export_openvino(model, tmp_dir, shape, output_op, transforms):
         deploy = yaml.safe_load(f)['Deploy']
     deploy.update({'model': OPENVINO_PROGRAM, 'params': SAVE_NAME + '.pdiparams', 'output_op': output_op,
                    'output_dtype': 'int32' if output_op == 'argmax' else 'float32', 'enable_openvino': True})
-    with open(os.path.join(tmp_dir, DEPLOY_FILE), 'w', encoding='utf-8') as f:
-        yaml.safe_dump({'Deploy': deploy}, f, default_flow_style=False, sort_keys=False)
+    _write_deploy(tmp_dir, dict(deploy, **(classes or {})))
     shutil.rmtree(logits_dir)
     return {'program_format': 'legacy', 'input_shape': shape, 'output_op': output_op, 'onednn': logits['onednn'],
             'onednn_error': logits['onednn_error'], 'openvino': True, 'check_error': error}
+
+
+def _check_deploy_classes(class_names, palette, model):
+    """deploy.yaml's ``class_names`` / ``palette`` entries (those given), checked against each other and against
+    the model's ``num_classes`` where it has one; a UserError names a bad value."""
+    from paddle_models.core.visualize import check_classes
+
+    num_classes = getattr(model, 'num_classes', None)
+    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
+        num_classes = None
+    names, colours = check_classes(class_names, palette, num_classes)
+    classes = {}
+    if names is not None:
+        classes['class_names'] = names
+    if colours is not None:
+        classes['palette'] = [_Colour(c) for c in colours]
+    return classes
+
+
+class _Colour(list):
+    """An [r, g, b] that deploy.yaml shows on one line (``- [128, 64, 128]``)."""
+
+
+class _DeployDumper(yaml.SafeDumper):
+    """PyYAML's safe dumper, writing :class:`_Colour` lists in flow style."""
+
+
+_DeployDumper.add_representer(
+    _Colour, lambda dumper, value: dumper.represent_sequence('tag:yaml.org,2002:seq', list(value), flow_style=True))
+
+
+def _write_deploy(folder, deploy):
+    """Write ``folder/deploy.yaml`` holding ``{'Deploy': deploy}`` (block style, keys in the given order)."""
+    with open(os.path.join(folder, DEPLOY_FILE), 'w', encoding='utf-8') as f:
+        yaml.dump({'Deploy': deploy}, f, Dumper=_DeployDumper, default_flow_style=False, sort_keys=False,
+                  allow_unicode=True)
 
 
 def _check_input_shape(input_shape):

@@ -23,6 +23,7 @@ import numpy as np
 import paddle
 import yaml
 
+from paddle_models.core.visualize import check_classes
 from paddle_models.errors import UserError
 
 DEPLOY_FILE = 'deploy.yaml'
@@ -42,6 +43,9 @@ class InferenceModel:
         output_op (str|None): deploy.yaml's ``output_op`` ('argmax', 'softmax', 'none'; None where absent).
         transforms (list): deploy.yaml's preprocessing transforms config.
         model_file (str): The program or ONNX file.
+        class_names (list|None): deploy.yaml's ``class_names`` (a name per class id, written by export.py), None
+            where absent (PaddleSeg's own and older exports).
+        palette (list|None): deploy.yaml's ``palette`` (an [r, g, b] per class id), None where absent.
     """
 
     def __init__(self, model_dir, threads=None, what='--inference_model'):
@@ -59,6 +63,8 @@ class InferenceModel:
         self.backend = backend
         self.output_op = deploy.get('output_op')
         self.transforms = deploy.get('transforms') or []
+        self.class_names, self.palette = check_classes(deploy.get('class_names'), deploy.get('palette'),
+                                                       where=f"{what}: {self.deploy_path}: ", prefix='Deploy.')
         self.model_file = self._file('model')
         if backend == 'onnxruntime':
             self._session = self._onnx_session()

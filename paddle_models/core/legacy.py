@@ -35,9 +35,21 @@ def legacy_mode():
 def run_in_legacy_mode(script, argv):
     """Run ``script`` with ``argv`` in a fresh interpreter with ``FLAGS_enable_pir_api=0``; its stdout and stderr
     pass through, and its one-line error (``error: ...``, exit code 2) comes back as a UserError. Other failures
-    raise RuntimeError with the child's last line."""
+    raise RuntimeError with the child's last line.
+
+    ``script`` is a ``.py`` file (``tools/quantize.py``'s ``__file__``) or a module name run with ``python -m``
+    (``'paddle_models.tools.export'``); a module is imported from this same copy of paddle_models, whatever the
+    working directory (a checkout or a ``--target`` folder outside ``site-packages`` is put on the child's
+    PYTHONPATH)."""
     env = dict(os.environ, FLAGS_enable_pir_api='0')
-    proc = subprocess.Popen([sys.executable, os.path.abspath(script), *argv], env=env, stderr=subprocess.PIPE)
+    if script.endswith('.py'):
+        command = [sys.executable, os.path.abspath(script)]
+    else:
+        command = [sys.executable, '-m', script]
+        root = _package_root()
+        if root is not None:
+            env['PYTHONPATH'] = os.pathsep.join([root] + [p for p in [os.environ.get('PYTHONPATH')] if p])
+    proc = subprocess.Popen(command + list(argv), env=env, stderr=subprocess.PIPE)
     pending = b''  # from the start of a possible final 'error: ' line on, held back: the caller prints it once
     for chunk in iter(lambda: proc.stderr.read1(4096), b''):
         pending += chunk
@@ -55,6 +67,19 @@ def run_in_legacy_mode(script, argv):
     if code != 0:
         raise RuntimeError(f"{os.path.basename(script)} failed in its legacy-mode subprocess (exit code {code})"
                            + (f": {lines[-1]}" if lines else ""))
+
+
+def _package_root():
+    """The folder that holds this paddle_models package, where a child interpreter would not find it by itself
+    (a checkout, a ``--target`` folder); None for an install in ``site-packages`` (putting that folder on
+    PYTHONPATH would place it before the standard library)."""
+    import site
+
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    installed = [*site.getsitepackages(), site.getusersitepackages()]
+    if any(os.path.normcase(os.path.realpath(root)) == os.path.normcase(os.path.realpath(p)) for p in installed):
+        return None
+    return root
 
 
 def _write_stderr(data):

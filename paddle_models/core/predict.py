@@ -1,4 +1,5 @@
-"""Prediction on image files: pseudo-colour label PNGs and overlays in PaddleSeg's palette (the one deploy/python/infer.py writes)."""
+"""Prediction on image files: pseudo-colour label PNGs and overlays, in the palette the caller gives (the
+dataset's, the colours deploy/python/infer.py uses) or else PaddleSeg's."""
 import os
 
 import cv2
@@ -115,6 +116,20 @@ def bytes_per_pixel(num_classes):
     return 3 + 3 * 12 + 4 * (num_classes or 1) + 4
 
 
+def apply_transforms(compose, image_bgr, what):
+    """The val transforms ``compose`` applied to one BGR image: ``{'img': (C, H, W) float32, 'trans_info': [...]}``.
+
+    A transform that refuses the image (PaddleSeg's ``Padding`` raises ``ValueError`` for an image larger than its
+    ``target_size``, as in the Pascal VOC configs) is a one-line ``UserError`` naming ``what`` (the file or array)
+    and the transform's reason, not a traceback.
+    """
+    try:
+        return compose({'img': image_bgr.astype('float32'), 'trans_info': []})
+    except ValueError as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(f"{what}: the config's val transforms refuse this image: {reason}") from None
+
+
 def predict(model, image_path, transforms, save_dir='output/result', palette=None, num_classes=None,
             aug_pred=False, scales=1.0, flip_horizontal=False, flip_vertical=False, is_slide=False,
             crop_size=None, stride=None, progress=True, custom_color=None):
@@ -152,7 +167,7 @@ def predict(model, image_path, transforms, save_dir='output/result', palette=Non
             try:
                 original = read_image(path, max_pixels)
                 height, width = original.shape[:2]
-                data = compose({'img': original.astype('float32'), 'trans_info': []})
+                data = apply_transforms(compose, original, path)
                 image = paddle.to_tensor(data['img'][np.newaxis])
                 if aug_pred:
                     logit = aug_logits(model, image, data['trans_info'], scales, flip_horizontal, flip_vertical,

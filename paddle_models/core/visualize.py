@@ -54,6 +54,88 @@ def full_palette(palette, num_classes):
     return np.asarray(colours, dtype=np.uint8).reshape(-1, 3)
 
 
+def class_names_or_ids(names, num_classes):
+    """``num_classes`` names: ``names`` (may be None or of another length) cut or completed with ``class N``."""
+    names = list(names or [])[:num_classes]
+    return names + [f'class {i}' for i in range(len(names), num_classes)]
+
+
+def config_classes(dic, num_classes=None):
+    """The class names and palette of a loaded config (``Config.dic``), one per class of the model.
+
+    Names and colours come from the first of ``val_dataset`` and ``train_dataset`` whose ``type`` is a registered
+    dataset declaring ``CLASSES`` or ``PALETTE`` (``dataset_info``); classes it does not name are ``class N``, and
+    colours it does not give are ``default_palette``'s (``full_palette``). What ``Segmenter`` colours and names
+    classes with, and what ``export.py`` writes into deploy.yaml.
+
+    Args:
+        dic (dict): The config.
+        num_classes (int, optional): The number of classes. Default: ``model.num_classes`` of the config.
+
+    Returns:
+        (list of str, list of RGB tuples), both ``num_classes`` long; (None, None) where the number of classes is
+        not known.
+    """
+    num_classes = num_classes or (dic.get('model') or {}).get('num_classes')
+    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
+        return None, None
+    palette = names = None
+    known = manager.DATASETS.components_dict
+    for key in ('val_dataset', 'train_dataset'):
+        section = dic.get(key) or {}
+        if isinstance(section, dict) and section.get('type') in known:
+            palette, names = dataset_info(section['type'])
+            if palette is not None or names is not None:
+                break
+    colours = [tuple(int(v) for v in c) for c in full_palette(palette, num_classes)[:num_classes]]
+    return class_names_or_ids(names, num_classes), colours
+
+
+def check_classes(class_names, palette, num_classes=None, where='', prefix=''):
+    """Check class names and a palette given for a model (``export_model``) or read from a deploy.yaml.
+
+    Args:
+        class_names (list|None): A non-empty string per class id.
+        palette (list|None): An [r, g, b] per class id, integers 0..255.
+        num_classes (int|None): The model's number of classes, where known: both lists must have that length.
+        where (str): Start of the error message (e.g. the deploy.yaml path and ': ').
+        prefix (str): Before the key names in the message (e.g. 'Deploy.').
+
+    Returns:
+        (list of str or None, list of [r, g, b] or None): the values as plain lists.
+
+    Raises:
+        UserError: One line naming the key, the entry and the value that is wrong.
+    """
+    names_key, palette_key = f'{prefix}class_names', f'{prefix}palette'
+    names = colours = None
+    if class_names is not None:
+        if isinstance(class_names, (str, bytes)) or not isinstance(class_names, (list, tuple)):
+            raise UserError(f"{where}{names_key}: expected a list of class names, got {class_names!r}")
+        for i, name in enumerate(class_names):
+            if not isinstance(name, str) or not name.strip():
+                raise UserError(f"{where}{names_key}[{i}]: expected a non-empty string, got {name!r}")
+        names = [str(name) for name in class_names]
+    if palette is not None:
+        if isinstance(palette, (str, bytes)) or not isinstance(palette, (list, tuple, np.ndarray)):
+            raise UserError(f"{where}{palette_key}: expected a list of [r, g, b] colours, got {palette!r}")
+        colours = []
+        for i, colour in enumerate(palette):
+            values = list(colour) if isinstance(colour, (list, tuple, np.ndarray)) else None
+            if values is None or len(values) != 3 or not all(
+                    isinstance(v, (int, np.integer)) and not isinstance(v, bool) and 0 <= v <= 255 for v in values):
+                shown = [v.item() if isinstance(v, np.generic) else v for v in values] if values else colour
+                raise UserError(f"{where}{palette_key}[{i}]: expected [r, g, b] with integers 0..255, got {shown!r}")
+            colours.append([int(v) for v in values])
+    if names is not None and colours is not None and len(names) != len(colours):
+        raise UserError(f"{where}{palette_key} has {len(colours)} colours but {names_key} has {len(names)} names")
+    if num_classes:
+        for key, values, what in ((names_key, names, 'names'), (palette_key, colours, 'colours')):
+            if values is not None and len(values) != num_classes:
+                raise UserError(f"{where}{key} has {len(values)} {what} but the model has {num_classes} classes")
+    return names, colours
+
+
 def check_rgb_image(image, what='image'):
     """``image`` as an (H, W, 3) uint8 array; a UserError naming ``what`` for any other shape or dtype."""
     array = np.asarray(image)

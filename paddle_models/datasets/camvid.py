@@ -8,7 +8,7 @@ import os
 
 from ..errors import UserError
 from ..registry import register_dataset
-from .list_dataset import Dataset, read_list_file, resolve_list_path
+from .list_dataset import Dataset, not_found_error, read_list_file, resolve_list_path
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp')
 
@@ -73,11 +73,12 @@ class CamVid(Dataset):
         default = os.path.join(root, f"{self.mode}.txt")
         if given is None and not os.path.isfile(default):
             folders = self._find_folders()
-            if folders is not None:
-                self.list_path = None
-                self.file_list = self._list_from_folders(*folders)
-                return
-        self.list_path = resolve_list_path(key, default if given is None else given, root)
+            if folders is None:  # (not resolve_list_path: it would join a relative root twice)
+                raise not_found_error(key, default)
+            self.list_path = None
+            self.file_list = self._list_from_folders(*folders)
+            return
+        self.list_path = default if given is None else resolve_list_path(key, given, root)
         self.file_list = read_list_file(self.list_path, root, separator, need_label=self.mode != 'test',
                                         map_path=self._map_foreign_path)
 
@@ -109,7 +110,7 @@ class CamVid(Dataset):
             if ext.lower() not in IMAGE_EXTENSIONS:
                 continue
             if stem not in labels:
-                raise UserError(f"label not found for image {os.path.join(image_dir, name)} in {label_dir}")
+                raise not_found_error(f"label of {os.path.join(image_dir, name)}", os.path.join(label_dir, stem + '.*'))
             samples.append([os.path.join(image_dir, name), labels[stem]])
         if not samples:
             raise UserError(f"no images found in {image_dir}")

@@ -35,10 +35,29 @@ def check_mode(owner, mode, allowed=MODES):
     return check_choice(owner, 'mode', mode, allowed)  # raises: ``mode`` is none of them
 
 
+def not_found_error(what, path, owner=None, expected=None):
+    """The UserError for a file or folder that does not exist, in one wording for every dataset:
+    ``[<owner>: ]<what> not found: <path> (<absolute path>; expected <expected>)``.
+
+    Relative paths in a config are read against the working directory (as PaddleSeg reads them), so a relative
+    ``path`` is followed by the absolute path it was looked for at; an absolute one is not repeated. ``expected``
+    (optional) describes what should be there, e.g. the dataset's folder layout. For example
+    ``Cityscapes: dataset_root not found: data/cityscapes (/home/me/run/data/cityscapes; expected leftImg8bit/...)``.
+    """
+    notes = []
+    if path is not None and not os.path.isabs(str(path)):
+        notes.append(os.path.abspath(str(path)))
+    if expected:
+        notes.append(f"expected {expected}")
+    prefix = f"{owner}: " if owner else ''
+    details = f" ({'; '.join(notes)})" if notes else ''
+    return UserError(f"{prefix}{what} not found: {path}{details}")
+
+
 def check_dataset_root(dataset_root):
     """Raise UserError unless ``dataset_root`` is an existing directory; return it unchanged."""
     if dataset_root is None or not os.path.isdir(str(dataset_root)):
-        raise UserError(f"dataset_root not found: {dataset_root}")
+        raise not_found_error('dataset_root', dataset_root)
     return str(dataset_root)
 
 
@@ -57,7 +76,7 @@ def resolve_list_path(key, list_path, dataset_root):
     for candidate in candidates:
         if os.path.isfile(candidate):
             return candidate
-    raise UserError(f"{key} not found: {candidates[0]}")
+    raise not_found_error(key, candidates[0])
 
 
 def read_list_file(list_path, dataset_root, separator=' ', need_label=True, map_path=None):
@@ -86,7 +105,7 @@ def read_list_file(list_path, dataset_root, separator=' ', need_label=True, map_
             if not os.path.isfile(path) and map_path is not None:
                 path = map_path(path, item)
             if not os.path.isfile(path):
-                raise UserError(f"{list_path}:{lineno}: {kind} not found: {path}")
+                raise not_found_error(kind, path, owner=f"{list_path}:{lineno}")
             paths.append(path)
         samples.append([paths[0], paths[1] if len(paths) == 2 else None])
     if not samples:

@@ -14,19 +14,19 @@ import numpy as np
 
 from ..errors import UserError
 from ..registry import register_dataset
-from .list_dataset import Dataset, check_mode, read_list_file
+from .list_dataset import Dataset, check_mode, not_found_error, read_list_file
 
 
 def _require_dir(owner, path, layout):
     """Raise UserError naming ``path`` (and the layout expected) unless it is a directory."""
     if not os.path.isdir(path):
-        raise UserError(f"{owner}: folder not found: {path} (expected {layout})")
+        raise not_found_error('folder', path, owner, expected=layout)
     return path
 
 
 def _require_file(owner, path, what):
     if not os.path.isfile(path):
-        raise UserError(f"{owner}: {what} not found: {path}")
+        raise not_found_error(what, path, owner)
     return path
 
 
@@ -42,7 +42,7 @@ class _NamedDataset(Dataset):
         name = type(self).__name__
         mode = check_mode(name, mode, self.MODES)
         if dataset_root is None or not os.path.isdir(str(dataset_root)):
-            raise UserError(f"{name}: dataset_root not found: {dataset_root} (expected {self.LAYOUT})")
+            raise not_found_error('dataset_root', dataset_root, name, expected=self.LAYOUT)
         if transforms is None:
             raise UserError(f"{name}: transforms are required (a list of transforms)")
         # 'trainval' and 'trainaug' (Pascal VOC) load samples as 'train' does
@@ -68,6 +68,13 @@ class Cityscapes(_NamedDataset):
     """
     NUM_CLASSES = 19
     LAYOUT = "leftImg8bit/<mode>/<city>/*_leftImg8bit.png and gtFine/<mode>/<city>/*_gtFine_labelTrainIds.png"
+    # the 19 train ids in order, with cityscapesScripts' colours (labels.py)
+    CLASSES = ('road', 'sidewalk', 'building', 'wall', 'fence', 'pole', 'traffic light', 'traffic sign',
+               'vegetation', 'terrain', 'sky', 'person', 'rider', 'car', 'truck', 'bus', 'train', 'motorcycle',
+               'bicycle')
+    PALETTE = [[128, 64, 128], [244, 35, 232], [70, 70, 70], [102, 102, 156], [190, 153, 153], [153, 153, 153],
+               [250, 170, 30], [220, 220, 0], [107, 142, 35], [152, 251, 152], [70, 130, 180], [220, 20, 60],
+               [255, 0, 0], [0, 0, 142], [0, 0, 70], [0, 60, 100], [0, 80, 100], [0, 0, 230], [119, 11, 32]]
 
     def __init__(self, transforms, dataset_root, mode='train', edge=False):
         name, mode = self._setup_named(mode, dataset_root, transforms, edge)
@@ -102,6 +109,24 @@ class ADE20K(_NamedDataset):
     NUM_CLASSES = 150
     MODES = ('train', 'val')
     LAYOUT = "images/{training,validation}/*.jpg and annotations/{training,validation}/*.png"
+    # the SceneParsing benchmark's 150 classes (objectInfo150, first name of each), ids after the shift below;
+    # no PALETTE: the benchmark publishes none with the data, so PaddleSeg's default colours apply
+    CLASSES = (
+        'wall', 'building', 'sky', 'floor', 'tree', 'ceiling', 'road', 'bed', 'windowpane', 'grass', 'cabinet',
+        'sidewalk', 'person', 'earth', 'door', 'table', 'mountain', 'plant', 'curtain', 'chair', 'car', 'water',
+        'painting', 'sofa', 'shelf', 'house', 'sea', 'mirror', 'rug', 'field', 'armchair', 'seat', 'fence', 'desk',
+        'rock', 'wardrobe', 'lamp', 'bathtub', 'railing', 'cushion', 'base', 'box', 'column', 'signboard',
+        'chest of drawers', 'counter', 'sand', 'sink', 'skyscraper', 'fireplace', 'refrigerator', 'grandstand',
+        'path', 'stairs', 'runway', 'case', 'pool table', 'pillow', 'screen door', 'stairway', 'river', 'bridge',
+        'bookcase', 'blind', 'coffee table', 'toilet', 'flower', 'book', 'hill', 'bench', 'countertop', 'stove',
+        'palm', 'kitchen island', 'computer', 'swivel chair', 'boat', 'bar', 'arcade machine', 'hovel', 'bus',
+        'towel', 'light', 'truck', 'tower', 'chandelier', 'awning', 'streetlight', 'booth', 'television receiver',
+        'airplane', 'dirt track', 'apparel', 'pole', 'land', 'bannister', 'escalator', 'ottoman', 'bottle',
+        'buffet', 'poster', 'stage', 'van', 'ship', 'fountain', 'conveyer belt', 'canopy', 'washer', 'plaything',
+        'swimming pool', 'stool', 'barrel', 'basket', 'waterfall', 'tent', 'bag', 'minibike', 'cradle', 'oven',
+        'ball', 'food', 'step', 'tank', 'trade name', 'microwave', 'pot', 'animal', 'bicycle', 'lake', 'dishwasher',
+        'screen', 'blanket', 'sculpture', 'hood', 'sconce', 'vase', 'traffic light', 'tray', 'ashcan', 'fan',
+        'pier', 'crt screen', 'plate', 'monitor', 'bulletin board', 'shower', 'radiator', 'glass', 'clock', 'flag')
     # uint8 lookup table: 0 -> 255, k -> k - 1
     _SHIFT = ((np.arange(256) - 1) % 256).astype(np.uint8)
 
@@ -137,6 +162,13 @@ class PascalVOC(_NamedDataset):
     NUM_CLASSES = 21
     MODES = ('train', 'trainval', 'trainaug', 'val')
     LAYOUT = "VOC2012/ImageSets/Segmentation/<mode>.txt, VOC2012/JPEGImages, VOC2012/SegmentationClass"
+    # VOC's class order and its devkit's colour map (label k: bits of k spread over the high bits of R, G, B)
+    CLASSES = ('background', 'aeroplane', 'bicycle', 'bird', 'boat', 'bottle', 'bus', 'car', 'cat', 'chair', 'cow',
+               'diningtable', 'dog', 'horse', 'motorbike', 'person', 'pottedplant', 'sheep', 'sofa', 'train',
+               'tvmonitor')
+    PALETTE = [[0, 0, 0], [128, 0, 0], [0, 128, 0], [128, 128, 0], [0, 0, 128], [128, 0, 128], [0, 128, 128],
+               [128, 128, 128], [64, 0, 0], [192, 0, 0], [64, 128, 0], [192, 128, 0], [64, 0, 128], [192, 0, 128],
+               [64, 128, 128], [192, 128, 128], [0, 64, 0], [128, 64, 0], [0, 192, 0], [128, 192, 0], [0, 64, 128]]
 
     def __init__(self, transforms, dataset_root=None, mode='train', edge=False):
         name, mode = self._setup_named(mode, dataset_root, transforms, edge)
@@ -183,6 +215,8 @@ class PPHumanSeg14K(_RootListDataset):
         edge (bool, optional): In 'train' mode also return a binary edge map. Default: False.
     """
     LAYOUT = "train.txt / val.txt / test.txt listing 'image label' relative to dataset_root"
+    CLASSES = ('background', 'person')
+    PALETTE = [[0, 0, 0], [220, 20, 60]]  # person: Cityscapes' colour
 
 
 @register_dataset
@@ -200,3 +234,5 @@ class MiniDeepGlobeRoadExtraction(_RootListDataset):
     MODES = ('train', 'val')
     SEPARATOR = '|'
     LAYOUT = "train.txt / val.txt listing 'image|label' relative to dataset_root"
+    CLASSES = ('background', 'road')
+    PALETTE = [[0, 0, 0], [128, 64, 128]]  # road: Cityscapes' colour

@@ -22,7 +22,7 @@ from paddle_models.layers.features import backbone_channels
 from paddle_models.layers.pyramid import ASPPModule
 from paddle_models.registry import register_model
 from paddle_models.utils.validate import check_int
-from paddle_models.weights import load_weights
+from paddle_models.weights import load_model_pretrained
 
 __all__ = ['DeepLabV3', 'DeepLabV3Head', 'ASPP_RATIOS']
 
@@ -79,6 +79,10 @@ class DeepLabV3(nn.Layer):
     load whatever the rates; they must equal the ones trained with for the same output.)
     """
 
+    # the classifier layers, whose shapes follow num_classes: a whole-model `pretrained` of another class count
+    # leaves them as initialised (fine-tuning, weights.load_model_pretrained)
+    CLASS_PARAMS = ('head.cls.*',)
+
     def __init__(self, num_classes, backbone, backbone_indices=(3,), aspp_ratios=None, aspp_out_channels=256,
                  align_corners=False, pretrained=None):
         super().__init__()
@@ -94,7 +98,7 @@ class DeepLabV3(nn.Layer):
         self.align_corners = align_corners
         self.pretrained = pretrained
         if pretrained:
-            load_weights(self, pretrained)
+            load_model_pretrained(self, pretrained)
 
     def forward(self, x):
         return resize_to_input(self.head(self.backbone(x)), x, self.align_corners)

@@ -15,7 +15,7 @@ from paddle_models.layers import ConvBNReLU, resize
 from paddle_models.layers.features import backbone_channels
 from paddle_models.registry import register_model
 from paddle_models.utils.validate import check_int
-from paddle_models.weights import load_weights
+from paddle_models.weights import load_model_pretrained
 
 __all__ = ['FCN', 'FCNHead']
 
@@ -62,6 +62,10 @@ class FCN(nn.Layer):
     (``feature_channels`` channels).
     """
 
+    # the classifier layers, whose shapes follow num_classes: a whole-model `pretrained` of another class count
+    # leaves them as initialised (fine-tuning, weights.load_model_pretrained)
+    CLASS_PARAMS = ('head.cls.*',)
+
     def __init__(self, num_classes, backbone, backbone_indices=(-1,), channels=None, align_corners=False,
                  pretrained=None, bias=True):
         super().__init__()
@@ -76,7 +80,7 @@ class FCN(nn.Layer):
         self.head = FCNHead(num_classes, in_channels[0], channels, bias)
         self.feature_channels = self.head.out_channels
         if pretrained:
-            load_weights(self, pretrained)
+            load_model_pretrained(self, pretrained)
 
     def forward_features(self, x):
         """(logit before upsampling, the head's hidden feature map)."""

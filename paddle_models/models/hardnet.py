@@ -22,7 +22,7 @@ import paddle.nn as nn
 from paddle_models.layers import ConvBNReLU, resize
 from paddle_models.registry import register_model
 from paddle_models.utils.validate import check_int, check_ints, check_number
-from paddle_models.weights import load_weights
+from paddle_models.weights import load_model_pretrained
 
 __all__ = ['HarDNet', 'HarDBlock', 'HarDNetEncoder', 'HarDNetDecoder', 'harmonic_links', 'harmonic_width']
 
@@ -217,6 +217,10 @@ class HarDNet(nn.Layer):
     the deepest level keeps one pixel.
     """
 
+    # the classifier layers, whose shapes follow num_classes: a whole-model `pretrained` of another class count
+    # leaves them as initialised (fine-tuning, weights.load_model_pretrained)
+    CLASS_PARAMS = ('cls_head.*',)
+
     def __init__(self,
                  num_classes,
                  in_channels=3,
@@ -251,7 +255,7 @@ class HarDNet(nn.Layer):
         self.cls_head = nn.Conv2D(self.decoder.out_channels, num_classes, kernel_size=1)
         self.feature_channels = self.decoder.out_channels
         if pretrained:
-            load_weights(self, pretrained)
+            load_model_pretrained(self, pretrained)
 
     def forward_features(self, x):
         """(logit before the final upsampling, decoder output with ``feature_channels`` channels): the features

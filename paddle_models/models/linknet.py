@@ -38,7 +38,7 @@ from paddle_models.registry import register_model
 from paddle_models.utils.compat import static_graph_kind
 from paddle_models.utils.spatial import feature_shape
 from paddle_models.utils.validate import check_int
-from paddle_models.weights import load_weights
+from paddle_models.weights import load_model_pretrained
 
 __all__ = ['LinkNet', 'LinkNetDecoderBlock', 'crop_to']
 
@@ -115,6 +115,10 @@ class LinkNet(nn.Layer):
     forward(x) returns ``[logit]``, (N, num_classes, H, W).
     """
 
+    # the classifier layers, whose shapes follow num_classes: a whole-model `pretrained` of another class count
+    # leaves them as initialised (fine-tuning, weights.load_model_pretrained)
+    CLASS_PARAMS = ('final.6.*',)
+
     def __init__(self, num_classes, backbone=None, in_channels=3, pretrained=None):
         super().__init__()
         num_classes = check_int('LinkNet', 'num_classes', num_classes)
@@ -141,7 +145,7 @@ class LinkNet(nn.Layer):
             nn.Conv2DTranspose(half, num_classes, 2, stride=2))
         self.pretrained = pretrained
         if pretrained:
-            load_weights(self, pretrained)
+            load_model_pretrained(self, pretrained)
 
     def forward(self, x):
         backbone = self.backbone

@@ -23,7 +23,7 @@ from paddle_models.layers.ocr import gather_regions, object_attention
 from paddle_models.layers.scale_attention import AttentionHead, check_scales, fuse_scales, output_scale, scaled_size
 from paddle_models.registry import register_model
 from paddle_models.utils.validate import check_int
-from paddle_models.weights import load_weights
+from paddle_models.weights import load_model_pretrained
 
 __all__ = ['MscaleOCRNet']
 
@@ -93,6 +93,10 @@ class MscaleOCRNet(nn.Layer):
     forward(x): eval ``[fused]``; training ``[fused_aux, fused, pred_0.5, pred_1.0]``; all [N, K, H, W].
     """
 
+    # the classifier layers, whose shapes follow num_classes: a whole-model `pretrained` of another class count
+    # leaves them as initialised (fine-tuning, weights.load_model_pretrained)
+    CLASS_PARAMS = ('ocr.cls_head.*', 'ocr.aux_head.1.*')
+
     def __init__(self, num_classes, backbone, backbone_indices=(0,), mscale=(0.5, 1.0, 2.0), ocr_mid_channels=512,
                  ocr_key_channels=256, pretrained=None):
         super().__init__()
@@ -107,7 +111,7 @@ class MscaleOCRNet(nn.Layer):
         self.ocr = _MscaleOCRHead(num_classes, in_channels[0], ocr_mid_channels, ocr_key_channels)
         self.scale_attn = AttentionHead(ocr_mid_channels, 256)
         if pretrained:
-            load_weights(self, pretrained)
+            load_model_pretrained(self, pretrained)
 
     def _single_scale(self, x, with_attention):
         """(pred, aux, attention or None), all at x's size."""

@@ -79,6 +79,7 @@ class MultiScaleAttention(nn.Layer):
         self.model = model
         self.uses_features = callable(getattr(model, 'forward_features', None))
         channels = getattr(model, 'feature_channels', None) if self.uses_features else None
+        self.reads_logits = channels is None and feature_channels is None and not self.uses_features
         if channels is None:
             channels = feature_channels if feature_channels is not None else (
                 None if self.uses_features else getattr(model, 'num_classes', None))
@@ -93,6 +94,12 @@ class MultiScaleAttention(nn.Layer):
         self.align_corners = bool(getattr(model, 'align_corners', False)) if align_corners is None \
             else bool(align_corners)
         self.attention = AttentionHead(channels, attention_channels)
+
+    @property
+    def CLASS_PARAMS(self):  # noqa: N802  (the attribute every model declares, see weights.load_model_pretrained)
+        """The wrapped model's classifier layers, plus the attention head where it reads the logits."""
+        inner = tuple(f'model.{p}' for p in getattr(self.model, 'CLASS_PARAMS', ()))
+        return inner + (('attention.*',) if self.reads_logits else ())
 
     def _run(self, x):
         if self.uses_features:

@@ -25,7 +25,7 @@ from paddle_models.layers.features import backbone_channels
 from paddle_models.layers.ocr import OCRHead
 from paddle_models.registry import register_model
 from paddle_models.utils.validate import check_int
-from paddle_models.weights import load_weights
+from paddle_models.weights import load_model_pretrained
 
 __all__ = ['OCRNet']
 
@@ -53,6 +53,10 @@ class OCRNet(nn.Layer):
     resolution, the OCR-augmented representation with ``feature_channels = ocr_mid_channels`` channels).
     """
 
+    # the classifier layers, whose shapes follow num_classes: a whole-model `pretrained` of another class count
+    # leaves them as initialised (fine-tuning, weights.load_model_pretrained)
+    CLASS_PARAMS = ('head.cls_head.*', 'head.aux_head.1.*')
+
     def __init__(self, num_classes, backbone, backbone_indices, ocr_mid_channels=512, ocr_key_channels=256,
                  align_corners=False, pretrained=None):
         super().__init__()
@@ -67,7 +71,7 @@ class OCRNet(nn.Layer):
         self.head = OCRHead(num_classes, in_channels, ocr_mid_channels, ocr_key_channels)
         self.feature_channels = ocr_mid_channels
         if pretrained:
-            load_weights(self, pretrained)
+            load_model_pretrained(self, pretrained)
 
     def _head(self, x):
         feats = self.backbone(x)

@@ -22,7 +22,7 @@ from paddle_models.layers.features import backbone_channels
 from paddle_models.layers.pyramid import AuxLayer, PPModule
 from paddle_models.registry import register_model
 from paddle_models.utils.validate import check_int
-from paddle_models.weights import load_weights
+from paddle_models.weights import load_model_pretrained
 
 __all__ = ['PSPNet', 'PSPNetHead']
 
@@ -83,6 +83,10 @@ class PSPNet(nn.Layer):
     head), each (N, num_classes, H, W).
     """
 
+    # the classifier layers, whose shapes follow num_classes: a whole-model `pretrained` of another class count
+    # leaves them as initialised (fine-tuning, weights.load_model_pretrained)
+    CLASS_PARAMS = ('head.conv.*', 'head.auxlayer.conv.*')
+
     def __init__(self, num_classes, backbone, backbone_indices=(2, 3), pp_out_channels=1024, bin_sizes=(1, 2, 3, 6),
                  enable_auxiliary_loss=True, align_corners=False, pretrained=None):
         super().__init__()
@@ -95,7 +99,7 @@ class PSPNet(nn.Layer):
         self.align_corners = align_corners
         self.pretrained = pretrained
         if pretrained:
-            load_weights(self, pretrained)
+            load_model_pretrained(self, pretrained)
 
     def forward(self, x):
         return resize_to_input(self.head(self.backbone(x)), x, self.align_corners)

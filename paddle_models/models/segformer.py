@@ -43,7 +43,7 @@ from paddle_models.utils.compat import static_graph_kind
 from paddle_models.utils.spatial import feature_shape, feature_size
 from paddle_models.registry import register_converter, register_model, register_variant
 from paddle_models.utils.validate import check_choice, check_int
-from paddle_models.weights import load_weights, torch_layout_to_paddle
+from paddle_models.weights import load_model_pretrained, torch_layout_to_paddle
 
 __all__ = ['SegFormer', 'SegFormer_B0', 'SegFormer_B1', 'SegFormer_B2', 'SegFormer_B3', 'SegFormer_B4',
            'SegFormer_B5', 'HEAD_STYLES', 'convert_hf_weights', 'convert_mmseg_weights']
@@ -87,6 +87,10 @@ class SegFormer(nn.Layer):
     forward(x) returns ``[logits]`` at the input resolution.
     """
 
+    # the classifier layers, whose shapes follow num_classes: a whole-model `pretrained` of another class count
+    # leaves them as initialised (fine-tuning, weights.load_model_pretrained)
+    CLASS_PARAMS = ('linear_pred.*',)
+
     def __init__(self, num_classes, backbone, embedding_dim=256, align_corners=False, dropout_prob=0.1,
                  pretrained=None, head_style='mlp'):
         super().__init__()
@@ -113,7 +117,7 @@ class SegFormer(nn.Layer):
         self.dropout = nn.Dropout2D(dropout_prob) if dropout_prob > 0 else nn.Identity()
         self.linear_pred = nn.Conv2D(embedding_dim, num_classes, 1)
         if pretrained:
-            load_weights(self, pretrained)
+            load_model_pretrained(self, pretrained)
 
     def _level(self, feat, projection, slot, scale=None, shift=None):
         """(W_slot P) feat + W_slot b as one 1x1 conv, W_slot = the fusion conv's input channels of this level;

@@ -27,7 +27,7 @@ from paddle_models.layers.resize import resize
 from paddle_models.registry import register_converter, register_model, register_variant
 from paddle_models.utils.spatial import spatial_size
 from paddle_models.utils.validate import check_int
-from paddle_models.weights import load_weights, torch_layout_to_paddle
+from paddle_models.weights import load_model_pretrained, torch_layout_to_paddle
 
 __all__ = ['SegNeXt', 'SegNeXt_T', 'SegNeXt_S', 'SegNeXt_B', 'SegNeXt_L', 'DECODER_SETTINGS',
            'convert_mmseg_weights']
@@ -53,6 +53,10 @@ class SegNeXt(nn.Layer):
     forward(x) returns ``[logits]`` at the input resolution.
     """
 
+    # the classifier layers, whose shapes follow num_classes: a whole-model `pretrained` of another class count
+    # leaves them as initialised (fine-tuning, weights.load_model_pretrained)
+    CLASS_PARAMS = ('decode_head.conv_seg.*',)
+
     def __init__(self, backbone, decoder_cfg, num_classes, backbone_indices=(1, 2, 3), pretrained=None):
         super().__init__()
         num_classes = check_int('SegNeXt', 'num_classes', num_classes)
@@ -67,7 +71,7 @@ class SegNeXt(nn.Layer):
             raise UserError(f"SegNeXt: bad decoder_cfg: {err}") from None
         self.align_corners = self.decode_head.align_corners
         if pretrained:
-            load_weights(self, pretrained)
+            load_model_pretrained(self, pretrained)
 
     def forward(self, x):
         feats = self.backbone(x)

@@ -22,7 +22,7 @@ from paddle_models.layers import ConvBNReLU, resize
 from paddle_models.layers.features import backbone_channels
 from paddle_models.registry import register_model
 from paddle_models.utils.validate import check_int
-from paddle_models.weights import load_weights
+from paddle_models.weights import load_model_pretrained
 
 __all__ = ['SemanticFPN', 'FPNNeck', 'SemanticFPNHead']
 
@@ -105,6 +105,10 @@ class SemanticFPN(nn.Layer):
     forward(x) returns ``[logit]`` with logit [N, num_classes, H, W].
     """
 
+    # the classifier layers, whose shapes follow num_classes: a whole-model `pretrained` of another class count
+    # leaves them as initialised (fine-tuning, weights.load_model_pretrained)
+    CLASS_PARAMS = ('head.conv_seg.*',)
+
     def __init__(self, num_classes, backbone, backbone_indices=(0, 1, 2, 3), fpn_channels=256, channels=128,
                  dropout_prob=0.1, align_corners=False, pretrained=None):
         super().__init__()
@@ -119,7 +123,7 @@ class SemanticFPN(nn.Layer):
         self.neck = FPNNeck(in_channels, fpn_channels)
         self.head = SemanticFPNHead(len(indices), fpn_channels, channels, num_classes, dropout_prob, align_corners)
         if pretrained:
-            load_weights(self, pretrained)
+            load_model_pretrained(self, pretrained)
 
     def forward(self, x):
         feats = self.backbone(x)

@@ -33,7 +33,7 @@ import paddle.nn as nn
 from paddle_models.layers import batch_norm_2d, resize
 from paddle_models.registry import register_model
 from paddle_models.utils.validate import check_int, check_ints
-from paddle_models.weights import load_weights
+from paddle_models.weights import load_model_pretrained
 
 __all__ = ['UNet3Plus', 'UNet3PlusEncoder', 'UNet3PlusDecoder', 'UNet3PlusDeepSup', 'UnetConv2D', 'conv_bn_relu']
 
@@ -200,6 +200,10 @@ class UNet3Plus(nn.Layer):
     sigmoid). With the CGM every side output is multiplied by the argmax of the classification (0 or 1).
     """
 
+    # the classifier layers, whose shapes follow num_classes: a whole-model `pretrained` of another class count
+    # leaves them as initialised (fine-tuning, weights.load_model_pretrained)
+    CLASS_PARAMS = ('deepsup.outconv1.*', 'deepsup.convup?.0.*')
+
     def __init__(self, in_channels=3, num_classes=2, is_batchnorm=True, is_deepsup=False, is_CGM=False,
                  filters=(64, 128, 256, 512, 1024), pretrained=None):
         super().__init__()
@@ -225,7 +229,7 @@ class UNet3Plus(nn.Layer):
             self.outconv1 = _conv(self.up_channels, num_classes, 3, padding=1)
 
         if pretrained:
-            load_weights(self, pretrained)
+            load_model_pretrained(self, pretrained)
 
     def classify(self, deepest):
         """CGM logits (N, 2) from X5 (dropout -> 1x1 conv -> global max pool; the sigmoid is left to the loss)."""

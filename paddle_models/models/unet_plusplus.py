@@ -28,7 +28,7 @@ import paddle.nn as nn
 from paddle_models.layers import batch_norm_2d, resize
 from paddle_models.registry import register_model
 from paddle_models.utils.validate import check_int, check_ints
-from paddle_models.weights import load_weights
+from paddle_models.weights import load_model_pretrained
 
 __all__ = ['UNetPlusPlus', 'DoubleConv', 'UpSampling']
 
@@ -121,6 +121,10 @@ class UNetPlusPlus(nn.Layer):
     L4]``. Any input of at least 16x16 works.
     """
 
+    # the classifier layers, whose shapes follow num_classes: a whole-model `pretrained` of another class count
+    # leaves them as initialised (fine-tuning, weights.load_model_pretrained)
+    CLASS_PARAMS = ('out_?.*',)
+
     def __init__(self, num_classes, in_channels=3, use_deconv=False, align_corners=False, pretrained=None,
                  is_ds=True, channels=(32, 64, 128, 256, 512), ds_outputs=False, prune_level=None):
         super().__init__()
@@ -151,7 +155,7 @@ class UNetPlusPlus(nn.Layer):
             setattr(self, f'out_{j}', _conv(self.channels[0], num_classes, 1))
 
         if pretrained:
-            load_weights(self, pretrained)
+            load_model_pretrained(self, pretrained)
 
     def _nodes(self, x, depth):
         """Every node X(i, j) with i + j <= depth, as a dict {(i, j): tensor}."""

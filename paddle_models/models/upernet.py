@@ -27,7 +27,7 @@ from paddle_models.layers.resize import resize_to_input
 from paddle_models.layers.features import backbone_channels
 from paddle_models.registry import register_model
 from paddle_models.utils.validate import check_int
-from paddle_models.weights import load_weights
+from paddle_models.weights import load_model_pretrained
 
 __all__ = ['UPerNet', 'UPerNetHead']
 
@@ -96,6 +96,10 @@ class UPerNet(nn.Layer):
     forward(x) returns ``[logit]`` (plus the auxiliary logit in training mode), each [N, num_classes, H, W].
     """
 
+    # the classifier layers, whose shapes follow num_classes: a whole-model `pretrained` of another class count
+    # leaves them as initialised (fine-tuning, weights.load_model_pretrained)
+    CLASS_PARAMS = ('head.conv_seg.*', 'head.aux_head.conv.*')
+
     def __init__(self, num_classes, backbone, backbone_indices=(0, 1, 2, 3), channels=512,
                  enable_auxiliary_loss=False, align_corners=False, dropout_prob=0.1, pretrained=None):
         super().__init__()
@@ -109,7 +113,7 @@ class UPerNet(nn.Layer):
         self.head = UPerNetHead(num_classes, in_channels, channels, dropout_prob,
                                 enable_auxiliary_loss, align_corners)
         if pretrained:
-            load_weights(self, pretrained, skip_prefixes=('head.conv_last.',))
+            load_model_pretrained(self, pretrained, skip_prefixes=('head.conv_last.',))
 
     def forward(self, x):
         feats = self.backbone(x)
