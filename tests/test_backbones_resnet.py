@@ -200,7 +200,8 @@ def test_resnet_bad_arguments():
     missing = os.path.join('nowhere', 'r18.pdparams')
     with pytest.raises(UserError) as err:
         ResNet18(pretrained=missing)
-    assert str(err.value) == f"ResNet: pretrained weights not found: {missing}"
+    assert str(err.value) == (f"ResNet: pretrained weights not found: {missing} "
+                              f"(absolute: {os.path.abspath(missing)})")  # relative: read against the cwd
 
 
 def test_convert_tool_finds_the_torchvision_key_map():

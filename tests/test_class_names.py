@@ -157,6 +157,7 @@ def shapes_export(tmp_path_factory):
     return {'root': root, 'export': save_dir, 'image': image, 'config': config, 'weights': weights}
 
 
+@pytest.mark.paddle26
 def test_export_writes_names_and_palette_into_deploy_yaml(shapes_export):
     deploy = _read_deploy(shapes_export['export'])['Deploy']
     assert deploy['class_names'] == SHAPES
@@ -192,6 +193,7 @@ def test_export_refuses_a_palette_of_the_wrong_length(tmp_path):
     assert not os.path.exists(tmp_path / 'out')  # nothing written
 
 
+@pytest.mark.paddle26
 def test_infer_colours_and_names_classes_as_deploy_yaml_says(shapes_export, tmp_path):
     result = _infer(shapes_export['export'], shapes_export['image'], tmp_path / 'out')
     assert result.returncode == 0, result.stderr

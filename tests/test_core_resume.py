@@ -189,7 +189,8 @@ def test_run_killed_during_a_save_resumes_exactly(uninterrupted, tmp_path):
             in proc.stdout)
     resumed = logged_losses(proc.stdout)
     assert resumed == {it: full[it] for it in range(6, ITERS + 1)}
-    assert eval_lines(proc.stdout) == eval_lines(full_log, after=5) and len(eval_lines(proc.stdout)) == 10
+    # 2 evaluations x (4 summary lines, 5 named per-class lines, the best-model line)
+    assert eval_lines(proc.stdout) == eval_lines(full_log, after=5) and len(eval_lines(proc.stdout)) == 20
     assert hidden(save_dir) == []
     assert sorted(os.listdir(save_dir)) == ['best_model', 'iter_10', 'iter_12', 'iter_5']
     assert (save_dir / 'best_model' / 'score.txt').read_text() == (full_dir / 'best_model' / 'score.txt').read_text()

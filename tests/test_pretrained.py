@@ -164,6 +164,7 @@ def seg_home(tmp_path, monkeypatch):
     return home
 
 
+@pytest.mark.paddle26
 @pytest.mark.parametrize('name', ['hardnet_cityscapes', 'segformer_b0_cityscapes_1024x1024_160k'])
 def test_from_pretrained_predicts_as_paddleseg_and_as_the_dynamic_model(name, seg_home):
     reference = _reference(name)
@@ -220,6 +221,7 @@ def _segformer_b0_checkpoint(seg_home, num_classes=19, variant='B0'):
     return model, _publish(seg_home, 'segformer_b0_cityscapes', model)
 
 
+@pytest.mark.paddle26
 def test_fine_tuning_from_a_name_a_url_and_a_file_keeps_all_but_the_classifier(seg_home, tmp_path, capsys):
     reference, path = _segformer_b0_checkpoint(seg_home)
     state = {k: v.numpy() for k, v in reference.state_dict().items()}
@@ -314,6 +316,7 @@ def test_class_params_are_exactly_the_parameters_that_follow_num_classes(model_t
 
 # --- the command line --------------------------------------------------------------------------------------------
 
+@pytest.mark.paddle26
 def test_predict_and_export_take_a_checkpoint_name(seg_home, tmp_path):
     """predict.py --model NAME and export.py --model NAME: no config, no weights file; the export runs in infer.py
     with the same classes as the dynamic prediction, and deploy.yaml names them."""
