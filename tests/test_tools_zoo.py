@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -88,7 +89,11 @@ def test_bad_input_is_one_line(tmp_path):
             (['--iters', '0'], "error: --iters must be a positive integer, got 0\n"),
             (['--models', 'Nope', '--skip-training'], "error: --models: 'Nope' is neither a config in "),
             (['--dataset-root', str(tmp_path)], f"error: --dataset-root: CamVid-mini not found at {tmp_path} "
-                                                f"(no val.txt)\n")):
+                                                f"(no val.txt)\n"),
+            (['--pretrained', '--timeout', '0'], "error: --timeout must be positive, got 0\n"),
+            (['--pretrained', '--models', 'hardnet_voc', '--skip-benchmark'],
+             "error: --models: 'hardnet_voc' is neither the name or alias of a trained checkpoint nor the model type of "
+             "one (python -m paddle_models.tools.list_pretrained lists them)\n")):
         result = subprocess.run([sys.executable, TOOL, *argv], capture_output=True, text=True, timeout=120, cwd=REPO)
         assert result.returncode == 2 and result.stderr.startswith(message) and result.stderr.count('\n') == 1, \
             result.stderr
@@ -130,3 +135,157 @@ def test_tiny_run_writes_table_plot_and_merged_results(tmp_path, camvid):
     assert '![CamVid-mini val mIoU against CPU latency](zoo.png)' in text
     with Image.open(plot) as image:
         assert image.format == 'PNG' and image.size[0] > 500
+
+
+# --- the published trained checkpoints (--pretrained) -------------------------------------------------------------
+
+REGISTRY = pm.list_pretrained()
+MSCALE = 'mscale_ocrnet_hrnetv2_psa_cityscapes_1024x2048_150k'
+
+
+def _measured(ms, params, threads=2):
+    return {'params': params, 'benchmark': {'infer_onednn_ms': ms, 'size': [512, 512], 'threads': threads,
+                                            'repeats': 3, 'timeout': 900, 'measured': '2026-12-04'}}
+
+
+def test_pretrained_section_has_a_row_per_checkpoint_with_its_published_miou(tmp_path):
+    assert len(REGISTRY) == 28
+    measured = {entry['name']: _measured(100.0 + i, 1_000_000 * (i + 1)) for i, entry in enumerate(REGISTRY)}
+    measured[MSCALE]['benchmark']['infer_onednn_ms'] = 'n/a (did not finish within 900 s)'
+    measured['hardnet_cityscapes_1024x1024_160k']['benchmark']['threads'] = 1
+    results = tmp_path / 'docs' / 'pretrained_results.json'
+    results.parent.mkdir()
+    results.write_text(json.dumps({'models': measured}))
+    md = tmp_path / 'docs' / 'model_zoo.md'
+    camvid = '# Model zoo\n\nThe CamVid part.\n\n| model | oneDNN ms |\n|---|---|\n| HarDNet | 186 |\n'
+    md.write_text(camvid)
+    argv = ['--pretrained', '--skip-benchmark', '--pretrained-results', str(results), '--md', str(md)]
+    zoo.main(argv)
+    text = md.read_text()
+    assert text.startswith(camvid + '\n' + zoo.PRETRAINED_HEADING + '\n')  # the CamVid part as it was
+    section = text[len(camvid):]
+    rows = [line for line in section.splitlines() if line.startswith('| `')]
+    assert len(rows) == 28
+    assert rows[0] == ('| `deeplabv3_resnet50_os8_cityscapes` / `deeplabv3_resnet50_os8_cityscapes_1024x512_80k` | '
+                       'Cityscapes | 19 | [79.90](https://github.com/PaddlePaddle/PaddleSeg/blob/release/2.8/configs/'
+                       'deeplabv3/README.md) | 1.00 | 100 | `--model deeplabv3_resnet50_os8_cityscapes` |')
+    assert '| `fcn_hrnetw18_voc12aug` / `fcn_hrnetw18_voc12aug_512x512_40k` | PascalVOC | 21 | [75.39](' in section
+    assert '| `segformer_b0_cityscapes` / `segformer_b0_cityscapes_1024x1024_160k` | Cityscapes | 19 | [76.73](' \
+        in section
+    for entry, row in zip(REGISTRY, rows):  # every registry entry, in its order, with its published mIoU and source
+        link = entry['source'][entry['source'].index('https://'):]
+        assert row.startswith(f"| `{entry['alias']}`") and f"/ `{entry['name']}` |" in row
+        assert f"| {entry['dataset']} | {entry['num_classes']} | [{round(entry['miou'] * 100, 2):.2f}]({link}) |" in row
+        assert row.endswith(f"| `--model {entry['alias']}` |")
+    mscale_row = next(r for r in rows if MSCALE in r)
+    assert '| 10.00 | n/a (did not finish within 900 s) |' in mscale_row
+    assert rows[8].startswith('| `hardnet_cityscapes`* /')
+    assert 'Measured with other settings than the rest: hardnet_cityscapes: measured at 512x512, 1 thread, ' \
+           'median of 3.' in section
+    assert 'our CPU latency at 512x512, 2 threads, median of 3, batch 1, measured 2026-12-04' in section
+    assert 'did not finish within 900 s says so' in section and 'not measured yet' not in section
+    assert '[`pretrained_results.json`](pretrained_results.json)' in section
+
+    del measured[MSCALE]  # a second run replaces the section; a checkpoint without figures gets dashes
+    results.write_text(json.dumps({'models': measured}))
+    zoo.main(argv)
+    again = md.read_text()
+    assert again.startswith(camvid + '\n') and again.count(zoo.PRETRAINED_HEADING) == 1
+    assert f"/ `{MSCALE}` | Cityscapes | 19 | [84.62](" in again and '| – | – | `--model mscale_ocrnet' in again
+    assert '"–": not measured yet.' in again
+
+
+def test_camvid_run_keeps_the_pretrained_section(tmp_path):
+    md = tmp_path / 'model_zoo.md'
+    section = f"{zoo.PRETRAINED_HEADING}\n\nthe checkpoints\n\n| a | b |\n"
+    md.write_text('# Model zoo\n\nan older CamVid table\n\n' + section)
+    zoo.write_markdown(str(md), {'a': _entry('configs/a.yml', 'A', 300.0, 0.25)}, str(tmp_path / 'zoo.png'),
+                       str(tmp_path / 'zoo_results.json'), 'python tools/zoo.py')
+    text = md.read_text()
+    assert 'an older CamVid table' not in text and '| A | [`configs/a.yml`]' in text
+    assert text.endswith('\n\n' + section) and text.count(zoo.PRETRAINED_HEADING) == 1
+
+
+def test_select_checkpoints_by_name_alias_or_type():
+    names = lambda entries: [e['name'] for e in entries]  # noqa: E731
+    assert names(zoo.select_checkpoints(None)) == [e['name'] for e in REGISTRY]
+    assert names(zoo.select_checkpoints(['hardnet_cityscapes', 'segformer_b0_cityscapes_1024x1024_160k',
+                                         'hardnet_cityscapes_1024x1024_160k'])) == \
+        ['hardnet_cityscapes_1024x1024_160k', 'segformer_b0_cityscapes_1024x1024_160k']
+    assert names(zoo.select_checkpoints(['segnext'])) == [f'segnext_mscan_{s}_cityscapes_1024x1024_160k'
+                                                          for s in 'tsbl']
+    with pytest.raises(zoo.UserError) as err:
+        zoo.select_checkpoints(['hardnet_voc'])
+    assert str(err.value) == ("--models: 'hardnet_voc' is neither the name or alias of a trained checkpoint nor the "
+                              "model type of one (python -m paddle_models.tools.list_pretrained lists them)")
+
+
+def test_params_are_counted_without_allocating_the_same_as_a_built_model():
+    model = pm.build_model('hardnet_cityscapes')  # a small one (4.1M)
+    trainable = sum(int(np.prod(p.shape)) for p in model.parameters() if not p.stop_gradient)
+    assert zoo.count_params('hardnet_cityscapes_1024x1024_160k') == trainable == 4_119_257
+
+
+FAKE_TOOL = '''import json, subprocess, sys
+mode = {mode!r}
+out = sys.argv[sys.argv.index('--json') + 1]
+if mode == 'ok':
+    json.dump({{'results': {{'ours': {{'infer_onednn_ms': 12.5, 'export_s': 3.0, 'samples': {{}}}}}}}}, open(out, 'w'))
+elif mode == 'fail':
+    print('some progress', flush=True)
+    sys.exit('Traceback (most recent call last):\\n  ...\\nerror: oneDNN: the program does not run')
+else:  # hangs, with a worker of its own, as benchmark.py's export and inference workers
+    child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'])
+    open({pid_file!r}, 'w').write(str(child.pid))
+    child.wait()
+'''
+
+
+def _gone(pid):
+    """Whether process ``pid`` has ended (absent, or a zombie not reaped yet)."""
+    try:
+        with open(f'/proc/{pid}/status') as f:
+            return any(line.startswith('State:') and 'Z' in line.split()[1] for line in f)
+    except FileNotFoundError:
+        return True
+
+
+def test_measure_checkpoint_reads_the_tool_and_stops_it_at_the_timeout(tmp_path):
+    entry = next(e for e in REGISTRY if e['alias'] == 'hardnet_cityscapes')
+    pid_file = tmp_path / 'child.pid'
+    outcome = {}
+    for mode in ('ok', 'fail', 'hang'):
+        tool = tmp_path / f'{mode}.py'
+        tool.write_text(FAKE_TOOL.format(mode=mode, pid_file=str(pid_file)))
+        work = tmp_path / mode
+        work.mkdir()
+        outcome[mode] = zoo.measure_checkpoint(entry, [64, 64], 1, 1, 8 if mode == 'hang' else 60, str(work),
+                                               tool=str(tool))
+    assert {k: v for k, v in outcome['ok'].items() if k != 'seconds'} == {'infer_onednn_ms': 12.5, 'export_s': 3.0}
+    assert outcome['fail']['infer_onednn_ms'] == 'n/a (oneDNN: the program does not run)'
+    assert outcome['hang']['infer_onednn_ms'] == 'n/a (did not finish within 8 s)'
+    pid = int(pid_file.read_text())
+    for _ in range(100):  # killed with its session; the kernel may take a moment to reap it
+        if _gone(pid):
+            break
+        time.sleep(0.1)
+    assert _gone(pid)
+
+
+def test_tiny_pretrained_run_measures_one_checkpoint(tmp_path):
+    results, md = tmp_path / 'pretrained_results.json', tmp_path / 'model_zoo.md'
+    argv = ['--pretrained', '--models', 'hardnet_cityscapes', '--size', '64', '64', '--threads', '1', '--repeats', '1',
+            '--pretrained-results', str(results), '--md', str(md)]
+    result = subprocess.run([sys.executable, TOOL, *argv], capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert result.returncode == 0, result.stderr[-3000:]
+    entry = json.loads(results.read_text())['models']['hardnet_cityscapes_1024x1024_160k']
+    assert entry['alias'] == 'hardnet_cityscapes' and entry['params'] == 4_119_257
+    bench = entry['benchmark']
+    assert isinstance(bench['infer_onednn_ms'], float) and bench['infer_onednn_ms'] > 0
+    assert (bench['size'], bench['threads'], bench['repeats'], bench['timeout']) == ([64, 64], 1, 1, 900)
+    text = md.read_text()
+    assert text.startswith('# Model zoo\n\n' + zoo.PRETRAINED_HEADING + '\n')
+    assert f"| 4.12 | {bench['infer_onednn_ms']:.0f} | `--model hardnet_cityscapes` |" in text
+    command = text.split('```')[1]
+    assert 'python tools/zoo.py --pretrained --size 64 64 --threads 1 --repeats 1' in command
+    assert '--models' not in command

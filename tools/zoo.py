@@ -2,6 +2,7 @@
 
     python tools/zoo.py                         # every config (tens of minutes on 2 CPU cores)
     python tools/zoo.py --models HarDNet        # one model again; the others' results are kept
+    python tools/zoo.py --pretrained            # the trained-checkpoint section (PaddleSeg's published weights)
 
 For each config (models one at a time):
 
@@ -21,6 +22,16 @@ For each config (models one at a time):
 Results are kept in ``--results`` (docs/zoo_results.json), one entry per config with the settings it was measured
 with; a run for some models replaces their entries and keeps the others, then the table and the plot are written
 again from all entries. A model whose build, export or training fails gets "n/a (reason)" and the run goes on.
+
+``--pretrained`` measures the published trained checkpoints of ``paddle_models.list_pretrained()`` instead (no
+training, no download: latency does not depend on the weights' values, so each is the same architecture with random
+weights, built from the packaged config): the trainable parameters (counted under ``paddle.LazyGuard``, nothing
+allocated) and the oneDNN latency of ``tools/benchmark.py --measure infer_onednn`` run as a command, one fresh
+process per checkpoint (512x512, batch 1, 2 threads, median of 3 by default), stopped with its workers after
+``--timeout`` seconds. Its results go to ``--pretrained-results`` (docs/pretrained_results.json, merged the same way)
+and its section, "Trained checkpoints (PaddleSeg's published weights)", to the end of docs/model_zoo.md, whose CamVid
+part is left as it is (and a CamVid run keeps that section). ``--models`` then picks checkpoints by name, alias or
+model type (``SegFormer``).
 """
 import argparse
 import copy
@@ -28,6 +39,7 @@ import datetime
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -47,6 +59,10 @@ CAMVID_CLASSES = 11
 MEASUREMENTS = ('dynamic', 'infer_onednn')
 # the budget of docs/model_zoo.md: what fits about half an hour for all 16 configs on a shared 2-core machine
 DEFAULTS = dict(iters=30, batch_size=2, crop=[112, 88], scale=0.5, size=[512, 512], threads=1, repeats=1)
+# --pretrained: the published checkpoints' latency (batch 1); MscaleOCRNet's first oneDNN run alone takes minutes
+PRETRAINED_DEFAULTS = dict(size=[512, 512], threads=2, repeats=3, timeout=900)
+PRETRAINED_HEADING = "## Trained checkpoints (PaddleSeg's published weights)"
+BENCHMARK_TOOL = os.path.join(TOOLS, 'benchmark.py')
 
 
 def _display_name(model_cfg):
@@ -209,17 +225,18 @@ def measure_model(stem, path, args, work_dir):
 
 # --- results, table and plot ------------------------------------------------------------------------------------
 
-def load_results(path):
-    """The results file's ``{'models': {stem: entry}}``; an absent file gives none."""
+def load_results(path, option='--results'):
+    """The results file's ``{'models': {stem: entry}}``; an absent file gives none. ``option`` names the file in
+    the error."""
     if not os.path.isfile(path):
         return {'models': {}}
     try:
         with open(path) as f:
             data = json.load(f)
     except (OSError, ValueError) as err:
-        raise UserError(f"--results: {path} is not a readable JSON file ({err})") from None
+        raise UserError(f"{option}: {path} is not a readable JSON file ({err})") from None
     if not isinstance(data, dict) or not isinstance(data.get('models'), dict):
-        raise UserError(f"--results: {path} has no 'models' mapping")
+        raise UserError(f"{option}: {path} has no 'models' mapping")
     return data
 
 
@@ -358,7 +375,21 @@ wall time of that run.
 """
     if notes:
         text += '\nMeasured with other settings than the rest: ' + '; '.join(notes) + '.\n'
+    kept = _split_markdown(path)[1]  # the trained-checkpoint section (``--pretrained``) stays as it is
+    if kept:
+        text += '\n' + kept
     _write_atomically(path, lambda tmp: open(tmp, 'w').write(text))
+
+
+def _split_markdown(path):
+    """(the part before the trained-checkpoint section, that section from its heading to the end) of the markdown
+    file ``path``; ('', '') for an absent file."""
+    if not os.path.isfile(path):
+        return '', ''
+    with open(path, encoding='utf-8') as f:
+        text = f.read()
+    match = re.search('^' + re.escape(PRETRAINED_HEADING) + '$', text, flags=re.M)
+    return (text[:match.start()], text[match.start():]) if match else (text, '')
 
 
 def _paddle_version():
@@ -429,6 +460,222 @@ def write_plot(path, models):
     plt.close(fig)
 
 
+# --- the published trained checkpoints (--pretrained) -------------------------------------------------------------
+
+def select_checkpoints(names):
+    """The registry entries (``paddle_models.list_pretrained()``) that ``names`` pick: a checkpoint's name or alias
+    picks it, else a model type (any case) picks every checkpoint of that type. None picks all, in the registry's
+    order."""
+    import paddle_models as pm
+    entries = pm.list_pretrained()
+    if not names:
+        return entries
+    chosen = []
+    for name in names:
+        matches = ([e for e in entries if name in (e['name'], e['alias'])]
+                   or [e for e in entries if e['model'].lower() == name.lower()])
+        if not matches:
+            raise UserError(f"--models: {name!r} is neither the name or alias of a trained checkpoint nor the model "
+                            f"type of one (python -m paddle_models.tools.list_pretrained lists them)")
+        chosen += [e for e in matches if e['name'] not in {c['name'] for c in chosen}]
+    return chosen
+
+
+def count_params(name):
+    """The trainable parameters of checkpoint ``name``'s architecture (its packaged config), built under
+    ``paddle.LazyGuard``: only the shapes, no memory for the weights and no download."""
+    import numpy as np
+    import paddle
+
+    import paddle_models as pm
+    with paddle.LazyGuard():
+        model = pm.build_model(name)
+    return sum(int(np.prod(p.shape)) for p in model.parameters() if not p.stop_gradient)
+
+
+def _kill_session(proc):
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:  # every process of the session has ended already
+        pass
+    proc.communicate()
+
+
+def measure_checkpoint(entry, size, threads, repeats, timeout, work_dir, tool=BENCHMARK_TOOL):
+    """The oneDNN latency of a checkpoint's architecture (random weights): ``tool`` (tools/benchmark.py) on its
+    packaged config with ``--measure infer_onednn``, as a command in a session of its own, so that a run past
+    ``timeout`` seconds is stopped together with the export and inference workers it started.
+
+    Returns:
+        dict: ``infer_onednn_ms`` (float, or "n/a (reason)": the export or the oneDNN run failed, or the time ran
+        out); where it ran, ``infer_onednn_peak_mib`` and ``infer_onednn_tensor_mib`` (that process's memory),
+        ``infer_onednn_setup_s`` (predictor creation and the first run) and ``export_s``; ``seconds``, the wall time
+        of the whole command.
+    """
+    out_json = os.path.join(work_dir, 'benchmark.json')
+    command = [sys.executable, tool, '--config', entry['config'], '--measure', 'infer_onednn', '--size',
+               str(size[0]), str(size[1]), '--threads', str(threads), '--repeats', str(repeats), '--json', out_json]
+    start = time.time()
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+                            start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _kill_session(proc)
+        return {'infer_onednn_ms': f"n/a (did not finish within {timeout:g} s)", 'seconds': time.time() - start}
+    except BaseException:  # Ctrl-C: the processes of the other session do not receive it
+        _kill_session(proc)
+        raise
+    seconds = time.time() - start
+    if proc.returncode != 0 or not os.path.isfile(out_json):
+        reason = _last_line(stderr or stdout)
+        reason = reason[len('error: '):] if reason.startswith('error: ') else reason
+        return {'infer_onednn_ms': f"n/a ({reason[:160]})", 'seconds': seconds}
+    with open(out_json) as f:
+        row = json.load(f)['results']['ours']
+    kept = ('infer_onednn_ms', 'infer_onednn_peak_mib', 'infer_onednn_tensor_mib', 'infer_onednn_setup_s', 'export_s')
+    return dict({key: row[key] for key in kept if key in row}, seconds=seconds)
+
+
+def _checkpoint_setting(measured):
+    b = measured.get('benchmark')
+    if not b:
+        return ''
+    threads = f"{b['threads']} thread" + ('s' if b['threads'] != 1 else '')
+    return f"{b['size'][0]}x{b['size'][1]}, {threads}, median of {b['repeats']}"
+
+
+def format_pretrained_table(measured):
+    """The markdown table of the trained checkpoints: one row per registry entry, in the registry's order, with the
+    figures of ``measured`` ({name: entry}; "–" where a checkpoint has none). A row measured with other settings
+    than the most common ones is marked with * and its settings listed.
+
+    Returns:
+        tuple: (table, the most common settings, [notes on other settings])
+    """
+    import paddle_models as pm
+    common = _most_common([_checkpoint_setting(m) for m in measured.values()])
+    lines = ['| checkpoint (alias / PaddleSeg config name) | dataset | classes | published val mIoU % | params (M) | '
+             'oneDNN ms | use it |', '|---' * 7 + '|']
+    notes = []
+    for entry in pm.list_pretrained():
+        m = measured.get(entry['name']) or {}
+        b = m.get('benchmark') or {}
+        mark = ''
+        if b and _checkpoint_setting(m) != common:
+            notes.append(f"{entry['alias']}: measured at {_checkpoint_setting(m)}")
+            mark = '*'
+        link = re.search(r'https?://\S+', entry['source'])
+        miou = f"{entry['miou'] * 100:.2f}"
+        params = _number(m.get('params'))
+        lines.append('| ' + ' | '.join([
+            f"`{entry['alias']}`{mark} / `{entry['name']}`",
+            entry['dataset'],
+            str(entry['num_classes']),
+            f"[{miou}]({link.group(0)})" if link else miou,
+            _cell(params / 1e6 if params is not None else m.get('params'), 2),
+            _cell(b.get('infer_onednn_ms'), 0),
+            f"`--model {entry['alias']}`",
+        ]) + ' |')
+    return '\n'.join(lines), common, notes
+
+
+def pretrained_section(measured, md_dir, results_path, command):
+    """The trained-checkpoint section of docs/model_zoo.md: how to measure it again, what the columns are, and
+    :func:`format_pretrained_table`'s table."""
+    table, setting, notes = format_pretrained_table(measured)
+    results = os.path.relpath(os.path.abspath(results_path), md_dir)
+    benchmarks = [m['benchmark'] for m in measured.values() if m.get('benchmark')]
+    dates = sorted({b['measured'] for b in benchmarks if b.get('measured')})
+    when = (f", measured {dates[0]}" + (f" to {dates[-1]}" if len(dates) > 1 else '')) if dates else ''
+    timeouts = sorted({b['timeout'] for b in benchmarks if _number(b.get('timeout'))})
+    limit = f"{timeouts[-1]:g} s" if timeouts else '`--timeout` seconds'
+    text = f"""{PRETRAINED_HEADING}
+
+Generated by `tools/zoo.py --pretrained` from [`{os.path.basename(results_path)}`]({results}); do not edit by
+hand. To measure again (add `--models segformer_b0_cityscapes`, or a model type such as `--models SegFormer`, for
+some; their rows are replaced and the others kept):
+
+```bash
+{command}
+```
+
+The {len(table.splitlines()) - 2} checkpoints that PaddleSeg 2.8.0 publishes for this zoo's architectures
+(`paddle_models.list_pretrained()`; `python -m paddle_models.tools.list_pretrained`). Each is used by its alias or
+its full name: `--model <alias>` in `predict.py`, `val.py` and `export.py` in place of `--config` and
+`--model_path`, `pm.build_model('<alias>', pretrained=True)` in Python, and `--opts model.pretrained=<name>` to
+fine-tune from it. The weights are downloaded once into PaddleSeg's cache.
+
+* *published val mIoU*: PaddleSeg's single-scale validation mIoU of the checkpoint as its model README gives it
+  (linked; Cityscapes val or Pascal VOC 2012 val). These are PaddleSeg's figures: the machine that measured this
+  table has no network access to download the checkpoints, so we have not evaluated them ourselves.
+* *params*: the trainable parameters of the architecture, counted from the model that the packaged config builds
+  (`paddle.LazyGuard`: shapes only).
+* *oneDNN ms*: our CPU latency at {setting or '?'}, batch 1{when}, Paddle {_paddle_version()}: the program that
+  `export.py` writes, run in Paddle Inference with oneDNN (`tools/benchmark.py --measure infer_onednn`, one fresh
+  process per checkpoint, after a warm-up run). It is measured on **random weights of the same architecture** (the
+  values of the weights do not change the time) and at **512x512**: the Pascal VOC checkpoints' evaluation size
+  (their val images are padded to it), but not the Cityscapes ones' (PaddleSeg evaluates them on the full
+  2048x1024 images, eight times the pixels; the 1024x512 or 1024x1024 in their names is the training crop), whose
+  latency at their own size is several times the figure here. MscaleOCRNet runs its three default scales (0.5, 1
+  and 2, so HRNet-W48 also sees a 1024x1024 input): its export and first Paddle Inference runs take minutes; a
+  measurement that did not finish within {limit} says so. "n/a (reason)": the export or the oneDNN run failed;
+  the export checks the oneDNN program's output against a plain CPU run of the same program, here on the random
+  weights (MscaleOCRNet's random-weight logits reach about 1e10 -- measured at 128x128 -- and its check fails;
+  whether it passes with the trained weights could not be tried without them). Other jobs ran on the shared 2-core machine at the same time:
+  small differences between models are noise (a Cityscapes checkpoint and the Pascal VOC one of the same
+  architecture differ only in 19 or 21 output classes).
+
+{table}
+"""
+    if any(not (measured.get(name) or {}).get('benchmark') for name in _registry_names()):
+        text += '\n"–": not measured yet.\n'
+    if notes:
+        text += '\nMeasured with other settings than the rest: ' + '; '.join(notes) + '.\n'
+    return text
+
+
+def _registry_names():
+    import paddle_models as pm
+    return [entry['name'] for entry in pm.list_pretrained()]
+
+
+def write_pretrained_section(path, measured, results_path, command):
+    """Replace (or append) the trained-checkpoint section of the markdown file ``path``; the part before it (the
+    CamVid zoo) is kept as it is. A file that does not exist yet gets a title and the section."""
+    head = _split_markdown(path)[0].rstrip('\n') or '# Model zoo'
+    section = pretrained_section(measured, os.path.dirname(os.path.abspath(path)), results_path, command)
+    text = head + '\n\n' + section
+    _write_atomically(path, lambda tmp: open(tmp, 'w', encoding='utf-8').write(text))
+
+
+def run_pretrained(args, argv):
+    """``--pretrained``: measure the chosen checkpoints (unless ``--skip-benchmark``), merge them into
+    ``--pretrained-results`` and write the section of ``--md``."""
+    chosen = select_checkpoints(args.models)
+    results = load_results(args.pretrained_results, '--pretrained-results')
+    today = datetime.date.today().isoformat()
+    for number, entry in enumerate([] if args.skip_benchmark else chosen, 1):
+        print(f"[zoo] {number}/{len(chosen)} {entry['name']} ...", flush=True)
+        try:
+            params = count_params(entry['name'])
+        except Exception as err:  # noqa: BLE001  (recorded in the cell; the run goes on)
+            params = f"n/a ({_last_line(f'{type(err).__name__}: {err}')[:160]})"
+        with tempfile.TemporaryDirectory(prefix='zoo-') as work_dir:
+            bench = measure_checkpoint(entry, args.size, args.threads, args.repeats, args.timeout, work_dir)
+        results['models'][entry['name']] = {
+            'alias': entry['alias'], 'config': os.path.relpath(entry['config'], REPO), 'params': params,
+            'benchmark': dict(bench, size=list(args.size), threads=args.threads, repeats=args.repeats,
+                              timeout=args.timeout, measured=today)}
+        _write_atomically(args.pretrained_results,
+                          lambda tmp: json.dump(results, open(tmp, 'w'), indent=1, sort_keys=True))
+        print(f"[zoo] {entry['alias']}: params {params}, oneDNN {_cell(bench['infer_onednn_ms'], 0)} ms "
+              f"({bench['seconds']:.0f} s)", flush=True)
+    write_pretrained_section(args.md, results['models'], args.pretrained_results, _command(_rerun_argv(argv)))
+    print(f"[zoo] wrote the trained-checkpoint section of {args.md}"
+          + ('' if args.skip_benchmark else f" and {args.pretrained_results}"))
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--models', nargs='+', default=None, metavar='NAME',
@@ -447,14 +694,31 @@ def parse_args(argv=None):
                              'evaluates at about 120x90, four times cheaper)')
     parser.add_argument('--size', type=int, nargs=2, default=DEFAULTS['size'], metavar=('H', 'W'),
                         help='input size of the speed and memory measurements')
-    parser.add_argument('--threads', type=int, default=DEFAULTS['threads'], help='CPU threads for everything')
-    parser.add_argument('--repeats', type=int, default=DEFAULTS['repeats'], help='timed runs per latency')
+    parser.add_argument('--threads', type=int, default=None,
+                        help=f"CPU threads for everything (default {DEFAULTS['threads']}; "
+                             f"{PRETRAINED_DEFAULTS['threads']} with --pretrained)")
+    parser.add_argument('--repeats', type=int, default=None,
+                        help=f"timed runs per latency (default {DEFAULTS['repeats']}; "
+                             f"{PRETRAINED_DEFAULTS['repeats']} with --pretrained)")
+    parser.add_argument('--pretrained', action='store_true',
+                        help="measure PaddleSeg's published trained checkpoints (paddle_models.list_pretrained()) "
+                             "instead: params and oneDNN latency, no training; --models picks them by name, alias "
+                             "or model type")
+    parser.add_argument('--timeout', type=float, default=PRETRAINED_DEFAULTS['timeout'],
+                        help='--pretrained: seconds for one checkpoint (export and oneDNN runs) before it is '
+                             'stopped and recorded as not finished')
+    parser.add_argument('--pretrained-results', default=os.path.join(REPO, 'docs', 'pretrained_results.json'))
     parser.add_argument('--results', default=os.path.join(REPO, 'docs', 'zoo_results.json'))
     parser.add_argument('--md', default=os.path.join(REPO, 'docs', 'model_zoo.md'))
     parser.add_argument('--plot', default=os.path.join(REPO, 'docs', 'zoo.png'))
     parser.add_argument('--skip-benchmark', action='store_true', help='keep the stored speed/memory figures')
     parser.add_argument('--skip-training', action='store_true', help='keep the stored mIoU')
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    defaults = PRETRAINED_DEFAULTS if args.pretrained else DEFAULTS
+    for name in ('threads', 'repeats'):
+        if getattr(args, name) is None:
+            setattr(args, name, defaults[name])
+    return args
 
 
 def _command(argv):
@@ -470,6 +734,11 @@ def main(argv=None):
             raise UserError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}")
     if min(args.crop) < 1 or min(args.size) < 1 or args.scale <= 0:
         raise UserError(f"--crop, --size and --scale must be positive, got {args.crop}, {args.size}, {args.scale}")
+    if args.pretrained:
+        if args.timeout <= 0:
+            raise UserError(f"--timeout must be positive, got {args.timeout:g}")
+        run_pretrained(args, argv)
+        return
     if not args.skip_training and not os.path.isfile(os.path.join(args.dataset_root, 'val.txt')):
         raise UserError(f"--dataset-root: CamVid-mini not found at {args.dataset_root} (no val.txt)")
     configs = list_configs(args.configs_dir)

@@ -1,4 +1,4 @@
-"""The command-line tools, as package modules: ``train``, ``val``, ``predict`` and ``export``.
+"""The command-line tools, as package modules: ``train``, ``val``, ``predict``, ``export`` and ``list_pretrained``.
 
 Each module holds a tool's flags (``parse_args(argv)``) and its logic (``main(argv)``, which returns what the tool
 computed), so that the tools work wherever the package is installed:
