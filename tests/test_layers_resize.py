@@ -267,3 +267,50 @@ def test_same_size_and_size_of_in_the_dynamic_graph():
         assert size_of(x).numpy().tolist() == [5, 6]
     assert not _MEMO
     assert size_of(x).numpy().tolist() == [5, 6]
+
+
+class _PoolUpAdd(nn.Layer):
+    """Features pooled by 4 and resized back onto themselves (as a decoder's skip), for inputs whose pooled map is
+    one pixel wide or high."""
+
+    def __init__(self, final):
+        super().__init__()
+        self.conv = nn.Conv2D(3, 16, 1)
+        self.num_classes = 16
+        self.final = final
+
+    def forward(self, x):
+        y = self.conv(x)
+        small = F.avg_pool2d(F.avg_pool2d(y, 2, 2), 2, 2)
+        if self.final:  # a model's last upsampling: the product writes the output
+            return [resize(small, paddle.shape(y)[2:], final=True)]
+        return [resize(small, paddle.shape(y)[2:]) + y]
+
+
+@pytest.mark.parametrize('final', [False, True])
+def test_exported_resize_of_a_one_pixel_wide_map_is_right_under_onednn(final, tmp_path):
+    """A free-size export whose resize input is 1 pixel wide (HarDNet's deepest level for an input under 64 pixels):
+    Paddle 3.3.1's oneDNN matmul returned garbage (~1e35, NaN) for the column product with an inner length of 1; the
+    zero column of ``_columns_gemm`` keeps it at 2 or more."""
+    from paddle.inference import Config, create_predictor
+
+    from paddle_models.core.export import export_model
+
+    paddle.seed(0)
+    model = _PoolUpAdd(final)
+    model.eval()
+    info = export_model(model, str(tmp_path / 'export'), output_op='none', transforms=[{'type': 'Normalize'}])
+    for hw in ((4, 4), (8, 4), (4, 8), (12, 4), (8, 8)):
+        x = np.random.RandomState(1).randn(1, 3, *hw).astype('float32')
+        with paddle.no_grad():
+            want = model(paddle.to_tensor(x))[0].numpy()
+        config = Config(info['model'], info['params'])
+        config.disable_glog_info()
+        config.enable_mkldnn()
+        predictor = create_predictor(config)
+        handle = predictor.get_input_handle(predictor.get_input_names()[0])
+        handle.reshape(list(x.shape))
+        handle.copy_from_cpu(x)
+        predictor.run()
+        got = predictor.get_output_handle(predictor.get_output_names()[0]).copy_to_cpu()
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-5, err_msg=str(hw))

@@ -11,7 +11,8 @@ attribute). Inside :func:`portable_resize` the same resizing is built from ops o
   two matrix products with dense interpolation matrices built in-graph (each row holds the two weights of one output
   row/column, as the triangle kernel ``relu(1 - |src - i|)`` of its clamped source position ``src``): the rows as
   ``rows [out_h, in_h] @ x [N * C, in_h, in_w]`` (views by ``reshape``; ``flatten`` made Paddle Inference allocate a copy), then
-  the columns as one 2-D GEMM ``x [N * C * out_h, in_w] @ cols^T [in_w, out_w]`` reshaped back to NCHW. With
+  the columns as one 2-D GEMM ``x [N * C * out_h, in_w] @ cols^T [in_w, out_w]`` reshaped back to NCHW. In both
+  column forms each operand gets one zero column (with ``in_w`` 1, a map one pixel wide, oneDNN returned garbage). With
   ``final=True`` (a model's last upsampling, whose result is the program's output) the columns are instead one 4-D
   product ``x [N, C, out_h, in_w] @ cols^T``: it writes the output tensor itself, which Paddle Inference then reuses
   from run to run (after a reshape it holds the previous run's output while the next one is computed: one more
@@ -337,9 +338,22 @@ def _matrix_resize(x, in_h, in_w, out_h, out_w, align_corners, final):
     cols = interpolation_matrix(in_w, out_w, align_corners, x.dtype)  # [out_w, in_w]
     y = paddle.matmul(rows, paddle.reshape(x, [-1, in_h, in_w]))  # [N * C, out_h, in_w]
     if final:
-        return paddle.matmul(paddle.reshape(y, [n, c, out_h, in_w]), cols, transpose_y=True)
-    y = paddle.matmul(paddle.reshape(y, [-1, in_w]), cols, transpose_y=True)  # [N * C * out_h, out_w]
+        return _columns_gemm(paddle.reshape(y, [n, c, out_h, in_w]), cols)
+    y = _columns_gemm(paddle.reshape(y, [-1, in_w]), cols)  # [N * C * out_h, out_w]
     return paddle.reshape(y, [n, c, out_h, out_w])
+
+
+def _columns_gemm(x, cols):
+    """``x [..., in_w] @ cols^T``; in a traced graph with one zero column appended to both operands, so that the
+    inner length is at least 2: Paddle 3.3.1's oneDNN matmul returns garbage (values near 1e35, NaN) for this
+    product when ``in_w`` is 1 (a map one pixel wide: HarDNet's deepest level for an input under 64 pixels wide),
+    although the same graph runs right without oneDNN. The zero column adds nothing to the product; it costs a copy
+    of ``x``, small beside the product's output. The dynamic graph (no oneDNN) multiplies as it is."""
+    if paddle.in_dynamic_mode():
+        return paddle.matmul(x, cols, transpose_y=True)
+    x = paddle.concat([x, paddle.zeros_like(x[..., :1])], axis=-1)
+    cols = _memoised('padded', (cols,), lambda: paddle.concat([cols, paddle.zeros_like(cols[:, :1])], axis=1))
+    return paddle.matmul(x, cols, transpose_y=True)
 
 
 def _channels(x, shape):
@@ -363,9 +377,9 @@ def _matrix_columns(x, in_w, out_w, align_corners, final):
     into a far slower kernel; the plain GEMM also ran faster than the 4-D product under oneDNN elsewhere)."""
     cols = interpolation_matrix(in_w, out_w, align_corners, x.dtype)  # [out_w, in_w]
     if final:
-        return paddle.matmul(x, cols, transpose_y=True)
+        return _columns_gemm(x, cols)
     shape = paddle.shape(x)
-    y = paddle.matmul(paddle.reshape(x, [-1, shape[3]]), cols, transpose_y=True)
+    y = _columns_gemm(paddle.reshape(x, [-1, shape[3]]), cols)
     return paddle.reshape(y, [shape[0], _channels(x, shape), shape[2], -1])
 
 
