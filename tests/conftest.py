@@ -104,6 +104,26 @@ class LocalFileServer:
             self.running = False
 
 
+def run_export(info, batch, onednn):
+    """The first output of the program that ``export_model`` wrote (``info``: its result) for ``batch``, run in Paddle
+    Inference on the CPU with oneDNN on or off."""
+    from paddle.inference import Config, create_predictor
+
+    config = Config(info['model'], info['params'])
+    config.disable_gpu()
+    config.disable_glog_info()
+    if onednn:
+        config.enable_mkldnn()
+    else:
+        config.disable_mkldnn()
+    predictor = create_predictor(config)
+    handle = predictor.get_input_handle(predictor.get_input_names()[0])
+    handle.reshape(list(batch.shape))
+    handle.copy_from_cpu(batch)
+    predictor.run()
+    return predictor.get_output_handle(predictor.get_output_names()[0]).copy_to_cpu()
+
+
 # Disk: a full run writes well over 10 GB of checkpoints and exports (2-iteration checkpoints of HRNet-W48 and MaxViT
 # are ~1 GB each). pytest.ini's `tmp_path_retention_policy = failed` deletes a passing test's tmp_path as it ends;
 # the hooks below do the same for the folders that module-scoped fixtures make with tmp_path_factory.mktemp, when

@@ -22,7 +22,7 @@ import paddleseg.transforms as T
 from paddleseg.cvlibs import manager
 from paddleseg.utils.visualize import get_color_map_list
 
-from conftest import REPO, camvid_root
+from conftest import REPO, camvid_root, run_export
 from paddle_models.core import export as export_module
 from paddle_models.core.export import export_model
 from paddle_models.errors import UserError
@@ -86,24 +86,6 @@ def _assert_same_argmax(pred, logits):
         assert gap.max() <= 1e-4 * max(1.0, float(np.abs(logits).max())), gap.max()
 
 
-def _predict(info, batch, onednn):
-    from paddle.inference import Config, create_predictor
-
-    config = Config(info['model'], info['params'])
-    config.disable_gpu()
-    config.disable_glog_info()
-    if onednn:
-        config.enable_mkldnn()
-    else:
-        config.disable_mkldnn()
-    predictor = create_predictor(config)
-    handle = predictor.get_input_handle(predictor.get_input_names()[0])
-    handle.reshape(list(batch.shape))
-    handle.copy_from_cpu(batch)
-    predictor.run()
-    return predictor.get_output_handle(predictor.get_output_names()[0]).copy_to_cpu()
-
-
 def _run_infer(*args):
     return subprocess.run([sys.executable, INFER, '--print_detail', 'False', *args], capture_output=True, text=True,
                           timeout=300, cwd=REPO)
@@ -136,7 +118,7 @@ def test_inference_matches_dynamic_graph_with_and_without_onednn(exported, model
     batch = _preprocess(images[0])[None]
     logits = _logits(model, batch)
     for onednn in (False, True):
-        pred = _predict(exported, batch, onednn)
+        pred = run_export(exported, batch, onednn)
         assert pred.dtype == np.int32
         _assert_same_argmax(pred, logits)
 
@@ -148,7 +130,7 @@ def test_exported_graph_keeps_a_free_input_size(exported, model):
         batch = rng.standard_normal(shape).astype('float32')
         logits = _logits(model, batch)
         for onednn in (False, True):
-            pred = _predict(exported, batch, onednn)
+            pred = run_export(exported, batch, onednn)
             assert pred.shape == (shape[0],) + shape[2:]
             _assert_same_argmax(pred, logits)
 
@@ -285,7 +267,7 @@ def test_softmax_and_none_output_ops(model, tmp_path):
         assert (deploy['output_op'], deploy['output_dtype'], deploy['input_shape']) == (op, 'float32',
                                                                                         [1, 3, None, None])
         for onednn in (False, True):
-            out = _predict(info, batch, onednn)
+            out = run_export(info, batch, onednn)
             assert out.dtype == np.float32
             np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-4)
 
@@ -384,7 +366,7 @@ def test_batch_norms_are_folded_into_the_convolutions(exported, model, images):
             program = f.read()
         assert '"1.conv2d"' in program and 'batch_norm' not in program
     batch = _preprocess(images[0])[None]
-    _assert_same_argmax(_predict(exported, batch, True), _logits(model, batch))
+    _assert_same_argmax(run_export(exported, batch, True), _logits(model, batch))
 
 
 @pytest.mark.paddle26

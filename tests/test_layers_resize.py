@@ -292,8 +292,7 @@ def test_exported_resize_of_a_one_pixel_wide_map_is_right_under_onednn(final, tm
     """A free-size export whose resize input is 1 pixel wide (HarDNet's deepest level for an input under 64 pixels):
     Paddle 3.3.1's oneDNN matmul returned garbage (~1e35, NaN) for the column product with an inner length of 1; the
     zero column of ``_columns_gemm`` keeps it at 2 or more."""
-    from paddle.inference import Config, create_predictor
-
+    from conftest import run_export
     from paddle_models.core.export import export_model
 
     paddle.seed(0)
@@ -304,13 +303,5 @@ def test_exported_resize_of_a_one_pixel_wide_map_is_right_under_onednn(final, tm
         x = np.random.RandomState(1).randn(1, 3, *hw).astype('float32')
         with paddle.no_grad():
             want = model(paddle.to_tensor(x))[0].numpy()
-        config = Config(info['model'], info['params'])
-        config.disable_glog_info()
-        config.enable_mkldnn()
-        predictor = create_predictor(config)
-        handle = predictor.get_input_handle(predictor.get_input_names()[0])
-        handle.reshape(list(x.shape))
-        handle.copy_from_cpu(x)
-        predictor.run()
-        got = predictor.get_output_handle(predictor.get_output_names()[0]).copy_to_cpu()
+        got = run_export(info, x, onednn=True)
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-5, err_msg=str(hw))

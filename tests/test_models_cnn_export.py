@@ -13,7 +13,7 @@ import yaml
 from PIL import Image
 from paddleseg.cvlibs import manager
 
-from conftest import REPO
+from conftest import REPO, run_export
 import paddle_models  # noqa: F401  (registers our components)
 from paddle_models.backbones.resnet import ResNet
 from paddle_models.backbones.resnet_vd import ResNet18_vd
@@ -92,21 +92,6 @@ def _assert_same_argmax(pred, logits):
         assert (logits.max(1) - picked)[differ].max() <= 1e-4 * max(1.0, float(np.abs(logits).max()))
 
 
-def _predict(program, params, batch, onednn):
-    from paddle.inference import Config, create_predictor
-
-    config = Config(program, params)
-    config.disable_gpu()
-    config.disable_glog_info()
-    config.enable_mkldnn() if onednn else config.disable_mkldnn()
-    predictor = create_predictor(config)
-    handle = predictor.get_input_handle(predictor.get_input_names()[0])
-    handle.reshape(list(batch.shape))
-    handle.copy_from_cpu(batch)
-    predictor.run()
-    return predictor.get_output_handle(predictor.get_output_names()[0]).copy_to_cpu()
-
-
 @pytest.mark.parametrize('name', sorted(MODELS))
 def test_export_runs_with_onednn_and_matches(exports, name):
     model, info = exports[name]
@@ -119,7 +104,7 @@ def test_export_runs_with_onednn_and_matches(exports, name):
     logits = _logits(model, batch)
     assert len(np.unique(logits.argmax(1))) > 1
     # (export_model itself compared oneDNN with the plain CPU kernels on another input)
-    out = _predict(info['model'], info['params'], batch, onednn=True)
+    out = run_export(info, batch, onednn=True)
     np.testing.assert_allclose(out, logits, rtol=0, atol=1e-4 * max(1.0, float(np.abs(logits).max())))
 
 
@@ -160,7 +145,7 @@ def test_pruned_unet_plusplus_export(exports, tmp_path):
     pruned.eval()
     info = export_model(pruned, str(tmp_path / 'level2'), output_op='none', transforms=TRANSFORMS)
     assert info['onednn'] is True
-    np.testing.assert_allclose(_predict(info['model'], info['params'], batch, onednn=True), level_2, rtol=1e-4,
+    np.testing.assert_allclose(run_export(info, batch, onednn=True), level_2, rtol=1e-4,
                                atol=1e-4)
     for key in ('model', 'params'):  # program and parameters: a fraction of the full model's
         assert os.path.getsize(info[key]) < 0.7 * os.path.getsize(full_info[key])
