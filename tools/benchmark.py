@@ -40,10 +40,15 @@ Measurements (batch 1, random input, ``--threads`` CPU threads):
   imports Paddle): ``torch_eager_ms`` (``torch.no_grad``, eval) and ``ort_ms`` (``torch.onnx.export`` opset 17,
   ONNX Runtime's CPU provider with ``--threads`` intra-op threads, one inter-op thread). A model without a peer
   gets "-", a peer whose library does not import "n/a (reason)".
+* ``onnx_ort_ms`` / ``onnx_openvino_ms`` (ours): the model exported by ``export_model(fmt='onnx')``
+  (``export_onnx_s``) and timed in ONNX Runtime (CPU provider, ``--threads`` intra-op threads, one inter-op) and in
+  the standalone OpenVINO runtime (reshaped to ``--size``, f32, latency hint, ``--threads`` threads): with
+  ``infer_onednn`` the same network in three runtimes.
 * ``--suite`` / ``--configs``: the README speed table over several configs (``SUITE``: ours dynamic, oneDNN FP32,
   OpenVINO FP32 and oneDNN INT8; PaddleSeg's dynamic where PaddleSeg has the model, "-" otherwise; the peers; no
   plain-CPU inference);
-  ``--markdown`` writes it with the date, machine, versions and command (docs/speed.md).
+  ``--markdown`` writes it with the date, machine, versions and command (docs/speed.md). ``--suite`` then adds the
+  same-graph table: ``infer_onednn``, ``onnx_ort`` and ``onnx_openvino`` for every other config in ``configs/``.
 
 ``--impl paddleseg`` builds the same model-config dict from PaddleSeg's own classes (``paddleseg.models.<type>``,
 ``paddleseg.models.backbones.<type>``); our registry replaces PaddleSeg's entries in the manager, so this looks the
@@ -70,9 +75,14 @@ from paddle_models.core.cli import main_wrapper  # noqa: E402  (the package firs
 from paddle_models.errors import UserError  # noqa: E402
 
 MEASUREMENTS = ('dynamic', 'infer', 'infer_onednn')  # the default of --measure
-INFER_MEASUREMENTS = ('infer', 'infer_onednn', 'infer_openvino', 'infer_int8')
+# our own ONNX export (export.py --format onnx) in ONNX Runtime and in the standalone OpenVINO runtime
+ONNX_MEASUREMENTS = ('onnx_ort', 'onnx_openvino')
+INFER_MEASUREMENTS = ('infer', 'infer_onednn', 'infer_openvino', 'infer_int8') + ONNX_MEASUREMENTS
 PEER_MEASUREMENTS = ('torch_eager', 'ort')
-KNOWN_MEASUREMENTS = MEASUREMENTS + ('infer_openvino', 'infer_int8')
+KNOWN_MEASUREMENTS = MEASUREMENTS + ('infer_openvino', 'infer_int8') + ONNX_MEASUREMENTS
+# the same network (our config and export) in three runtimes: the same-graph table of --suite
+SAME_GRAPH = ('infer_onednn',) + ONNX_MEASUREMENTS
+OURS_ONLY = ('infer_int8', 'infer_openvino') + ONNX_MEASUREMENTS
 PEER_TOOL = os.path.join(REPO, 'tools', 'benchmark_peer.py')
 CALIB_IMAGES = 8
 # --suite: (name in the table, config); 512x512, 2 threads, 3 repeats, 1 process by default
@@ -84,7 +94,8 @@ SUITE = (('LinkNet-R18', 'configs/linknet.yml'),
          ('PSPNet-R50_vd OS8', 'configs/pspnet.yml'),
          ('UNet++', 'configs/unet_plusplus.yml'),
          ('FCN-HRNet-W18', 'configs/fcn_hrnet_w18_camvid.yml'))
-SUITE_MEASUREMENTS = {'ours': ('dynamic', 'infer_onednn', 'infer_openvino', 'infer_int8'), 'paddleseg': ('dynamic',)}
+SUITE_MEASUREMENTS = {'ours': ('dynamic', 'infer_onednn', 'infer_openvino', 'infer_int8') + ONNX_MEASUREMENTS,
+                      'paddleseg': ('dynamic',)}
 
 
 def _load_model_cfg(args):
@@ -288,11 +299,10 @@ def worker(spec):
                 out['gflops'] = paddle.flops(model, [1, 3, h, w], print_detail=False) / 1e9
         except Exception as err:  # noqa: BLE001
             out['gflops'] = f"n/a ({type(err).__name__})"
-    elif spec['what'] in ('export', 'export_openvino'):
+    elif spec['what'] in EXPORTS:
         from paddle_models.core.export import export_model
-        info = export_model(model, spec['dir'], output_op='none',
-                            fmt='openvino' if spec['what'] == 'export_openvino' else 'paddle')
-        out = {k: info[k] for k in ('model', 'params', 'onednn', 'onednn_error')}
+        info = export_model(model, spec['dir'], output_op='none', fmt=EXPORTS[spec['what']])
+        out = {k: info.get(k) for k in ('model', 'params', 'onednn', 'onednn_error')}
         if spec.get('weights'):  # the random weights, for infer_int8's quantization (not part of export_s)
             start = time.perf_counter()
             paddle.save(model.state_dict(), spec['weights'])
@@ -300,15 +310,53 @@ def worker(spec):
     print('BENCHMARK ' + json.dumps(out))
 
 
+# the export each measurement kind writes (worker's ``what``) -> export_model's ``fmt``
+EXPORTS = {'export': 'paddle', 'export_openvino': 'openvino', 'export_onnx': 'onnx'}
+
+
+def onnx_runner(model, what, shape, threads):
+    """A function running ``model.onnx`` on a float32 array of ``shape``: ONNX Runtime (``what='onnx_ort'``: CPU
+    provider, ``threads`` intra-op threads, one inter-op thread) or the standalone OpenVINO runtime
+    (``'onnx_openvino'``: reshaped to ``shape``, compiled for the CPU with ``threads`` threads, the latency hint and
+    f32 precision, so it computes what the others compute)."""
+    if what == 'onnx_ort':
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+        options.log_severity_level = 3
+        session = ort.InferenceSession(model, options, providers=['CPUExecutionProvider'])
+        name = session.get_inputs()[0].name
+        return lambda x: session.run(None, {name: x})[0]
+    import openvino
+
+    core = openvino.Core()
+    network = core.read_model(model)
+    network.reshape(list(shape))
+    compiled = core.compile_model(network, 'CPU', {'INFERENCE_NUM_THREADS': threads, 'PERFORMANCE_HINT': 'LATENCY',
+                                                   'INFERENCE_PRECISION_HINT': 'f32'})
+    request = compiled.create_infer_request()
+    return lambda x: request.infer({0: x})[0]
+
+
 def infer_worker(spec):
-    """Paddle Inference on an exported program, in a process that only loads it (its peak memory is inference's,
-    not the export's); prints a JSON line."""
+    """Paddle Inference on an exported program, or ONNX Runtime / OpenVINO on an exported ``model.onnx``, in a
+    process that only loads it (its peak memory is inference's, not the export's); prints a JSON line."""
     import numpy as np
     import paddle
 
     exported = spec['exported']
     h, w = spec['size']
     x = np.random.RandomState(0).randn(1, 3, h, w).astype('float32')
+    if spec['what'] in ONNX_MEASUREMENTS:
+        start = time.perf_counter()
+        runner = onnx_runner(exported['model'], spec['what'], x.shape, spec['threads'])
+        runner(x)  # the warm-up
+        setup_s = time.perf_counter() - start
+        out = {'ms': _median_ms(lambda: runner(x), spec['repeats'], warmup=False), 'setup_s': setup_s,
+               'peak_mib': _peaks()['peak_mib']}  # Paddle's tensor statistics do not see these runtimes
+        print('BENCHMARK ' + json.dumps(out))
+        return
     if spec['what'] == 'infer_onednn' and not exported['onednn']:
         print('BENCHMARK ' + json.dumps({'ms': f"n/a (oneDNN: {exported['onednn_error']})"[:100]}))
         return
@@ -388,7 +436,7 @@ def measure(cfg, impl, what, size, repeats, threads, exported=None, directory=No
             return {'ms': exported.get('ms', 'n/a (export failed)')}
         spec['exported'] = exported
         return _run_worker(spec, threads)
-    if what in ('export', 'export_openvino'):
+    if what in EXPORTS:
         spec['weights'] = weights
         start = time.perf_counter()
         out = _run_worker(spec, threads)
@@ -423,7 +471,7 @@ def quantize_int8(config_path, weights, save_dir, threads):
 
 
 def _record(samples, what, res):
-    for key in ('ms', 'peak_mib', 'tensor_mib'):
+    for key in ('ms', 'peak_mib') + (() if what in ONNX_MEASUREMENTS else ('tensor_mib',)):
         samples.setdefault(f'{what}_{key}', []).append(res.get(key))
     if what in INFER_MEASUREMENTS or what == 'ort':
         samples.setdefault(f'{what}_setup_s', []).append(res.get('setup_s'))
@@ -441,7 +489,7 @@ def benchmark(cfg, impls, size, repeats=3, threads=2, measurements=MEASUREMENTS,
     ``infer_int8`` needs ``config_path``.
     """
     wanted = {impl: tuple(m for m in (impl_measurements or {}).get(impl, measurements)
-                          if m not in ('infer_int8', 'infer_openvino') or impl == 'ours') for impl in impls}
+                          if m not in OURS_ONLY or impl == 'ours') for impl in impls}
     order = [m for m in KNOWN_MEASUREMENTS if any(m in wanted[impl] for impl in impls)]
     rows = {impl: {} for impl in impls}
     samples = {impl: {} for impl in impls}
@@ -466,6 +514,12 @@ def benchmark(cfg, impls, size, repeats=3, threads=2, measurements=MEASUREMENTS,
                                directory=os.path.join(tmp, 'openvino'))
             if 'export_s' in openvino:
                 rows['ours']['export_openvino_s'] = openvino.pop('export_s')
+        onnx_export = None
+        if any(m in ONNX_MEASUREMENTS for m in order):
+            onnx_export = measure(cfg, 'ours', 'export_onnx', size, repeats, threads,
+                                  directory=os.path.join(tmp, 'onnx'))
+            if 'export_s' in onnx_export:
+                rows['ours']['export_onnx_s'] = onnx_export.pop('export_s')
         int8 = None
         if 'infer_int8' in order:
             if not config_path:
@@ -484,7 +538,8 @@ def benchmark(cfg, impls, size, repeats=3, threads=2, measurements=MEASUREMENTS,
                     if what not in wanted[impl]:
                         continue
                     res = measure(cfg, impl, what, size, repeats, threads,
-                                  {'infer_int8': int8, 'infer_openvino': openvino}.get(what, exported.get(impl)))
+                                  {'infer_int8': int8, 'infer_openvino': openvino, 'onnx_ort': onnx_export,
+                                   'onnx_openvino': onnx_export}.get(what, exported.get(impl)))
                     rows[impl].update({k: v for k, v in res.items() if k in ('params', 'gflops')})
                     _record(samples[impl], what, res)
             if peer:
@@ -525,7 +580,8 @@ def format_table(name, size, table, measurements=MEASUREMENTS):
         measured += list(PEER_MEASUREMENTS)
     cols = ['params', 'gflops']
     for m in measured:
-        cols += [f'{m}_ms', f'{m}_peak_mib'] + ([f'{m}_tensor_mib'] if m not in PEER_MEASUREMENTS else [])
+        cols += [f'{m}_ms', f'{m}_peak_mib'] + ([f'{m}_tensor_mib'] if m not in PEER_MEASUREMENTS + ONNX_MEASUREMENTS
+                                                else [])
         cols += [f'{m}_setup_s'] if m in INFER_MEASUREMENTS or m == 'ort' else []
     cols += [c for c in ('export_s', 'export_openvino_s', 'quantize_s') if any(c in row for row in table.values())]
     lines = [f"| model | impl | {' | '.join(cols)} |", '|' + '---|' * (len(cols) + 2)]
@@ -534,7 +590,8 @@ def format_table(name, size, table, measurements=MEASUREMENTS):
     return '\n'.join(lines)
 
 
-SPEED_COLUMNS = ('model', 'ours oneDNN FP32 ms', 'ours OpenVINO FP32 ms', 'ours oneDNN INT8 ms', 'ours dynamic ms',
+SPEED_COLUMNS = ('model', 'ours oneDNN FP32 ms', 'ours ONNX: ONNX Runtime ms', 'ours ONNX: OpenVINO ms',
+                 'ours OpenVINO engine FP32 ms', 'ours oneDNN INT8 ms', 'ours dynamic ms',
                  'PaddleSeg dynamic ms', 'ratio ours oneDNN / PaddleSeg dynamic', 'PyTorch eager ms', 'ONNX Runtime ms',
                  'export s',
                  'setup s')
@@ -554,9 +611,33 @@ def speed_row(name, table):
     fast, slow = ours.get('infer_onednn_ms'), theirs.get('dynamic_ms')
     ratio = (f"{fast / slow:.2f}" if isinstance(fast, (int, float)) and isinstance(slow, (int, float)) and slow > 0
              else None)
-    cells = (name, ours.get('infer_onednn_ms'), ours.get('infer_openvino_ms'), ours.get('infer_int8_ms'),
+    cells = (name, ours.get('infer_onednn_ms'), ours.get('onnx_ort_ms'), ours.get('onnx_openvino_ms'),
+             ours.get('infer_openvino_ms'), ours.get('infer_int8_ms'),
              ours.get('dynamic_ms'), theirs.get('dynamic_ms'), ratio, peer.get('torch_eager_ms'), peer.get('ort_ms'),
              ours.get('export_s'), ours.get('infer_onednn_setup_s'))
+    return '| ' + ' | '.join(_cell(c) for c in cells) + ' |'
+
+
+SAME_GRAPH_COLUMNS = ('config', 'Paddle Inference oneDNN ms', 'ONNX Runtime ms', 'OpenVINO ms', 'Paddle / best other')
+
+
+def same_graph_ratio(row):
+    """Paddle Inference's latency over the better of ONNX Runtime and OpenVINO on the same network (None where
+    any of them has no number)."""
+    paddle_ms = row.get('infer_onednn_ms')
+    others = [row.get(k) for k in ('onnx_ort_ms', 'onnx_openvino_ms')]
+    others = [v for v in others if isinstance(v, (int, float))]
+    if not isinstance(paddle_ms, (int, float)) or not others:
+        return None
+    return paddle_ms / min(others)
+
+
+def same_graph_row(config, table):
+    """One line of the same-graph table (``SAME_GRAPH_COLUMNS``)."""
+    ours = table.get('ours', {})
+    ratio = same_graph_ratio(ours)
+    cells = (f"`{config}`", ours.get('infer_onednn_ms'), ours.get('onnx_ort_ms'), ours.get('onnx_openvino_ms'),
+             None if ratio is None else f"{ratio:.2f}")
     return '| ' + ' | '.join(_cell(c) for c in cells) + ' |'
 
 
@@ -594,12 +675,14 @@ def format_speed_doc(results, size, threads, repeats, processes, command, versio
              f"runs after a warm-up, in a fresh process"
              + (f" (median over {processes} processes)" if processes > 1 else '') + '.', '',
              '| ' + ' | '.join(SPEED_COLUMNS) + ' |', '|' + '---|' * len(SPEED_COLUMNS)]
-    lines += [speed_row(name, table) for name, _, table in results]
+    lines += [speed_row(name, table) for name, _, table in results if name is not None]
     lines += ['', '* ours oneDNN FP32 / INT8: Paddle Inference with oneDNN on the program exported by `export.py`; '
                   "OpenVINO FP32: Paddle Inference with its OpenVINO engine on the program of `export.py --format "
                   "openvino` (a legacy program; oneDNN for the ops OpenVINO leaves to Paddle); "
                   f"INT8 is `tools/quantize.py` (post-training, {CALIB_IMAGES} calibration images of the config's "
                   'train_dataset) run with `enable_mkldnn_int8`.',
+              '* ours ONNX: the same network exported by `export.py --format onnx`, run by ONNX Runtime (CPU '
+              'provider) and by the standalone OpenVINO runtime (`openvino`, f32, latency hint).',
               '* dynamic: the dynamic-graph eval forward under `paddle.no_grad` (ours, and PaddleSeg 2.8.0\'s class '
               'of the same config).',
               '* ratio: ours oneDNN FP32 / PaddleSeg dynamic (lower is faster).',
@@ -614,8 +697,25 @@ def format_speed_doc(results, size, threads, repeats, processes, command, versio
         lines += ['', 'PyTorch references:']
         lines += [f"* {name}: {row['peer']}" + (f" -- {row['peer_note']}" if row.get('peer_note') else '')
                   for name, row in notes]
-    lines += ['', 'Configs: ' + ', '.join(f"{name} `{config}`" for name, config, _ in results) + '.', '']
+    lines += ['', 'Configs: ' + ', '.join(f"{name} `{config}`" for name, config, _ in results if name) + '.', '']
+    same = [(config, table) for _, config, table in results if 'onnx_ort_ms' in table.get('ours', {})]
+    if same:
+        lines += ['## The same network in three runtimes', '',
+                  'Every config in `configs/`, random weights: our `export.py` program in Paddle Inference with oneDNN, '
+                  'and our `export.py --format onnx` model in ONNX Runtime (CPU provider) and in the standalone '
+                  'OpenVINO runtime (`openvino`, f32, latency hint); the same size, threads and repeats as above. '
+                  '"Paddle / best other": Paddle Inference over the better of the two (<= 1.00: Paddle Inference is '
+                  'at least as fast). Where it is above 1, docs/speed_profiles.md has the per-kernel profile.', '',
+                  '| ' + ' | '.join(SAME_GRAPH_COLUMNS) + ' |', '|' + '---|' * len(SAME_GRAPH_COLUMNS)]
+        lines += [same_graph_row(config, table) for config, table in same]
+        lines.append('')
     return '\n'.join(lines)
+
+
+def _all_configs():
+    """Every config in the repository's ``configs/`` (relative paths, sorted)."""
+    folder = os.path.join(REPO, 'configs')
+    return sorted(f"configs/{name}" for name in os.listdir(folder) if name.endswith(('.yml', '.yaml')))
 
 
 def _display_name(cfg):
@@ -683,8 +783,18 @@ def main(argv=None):
         for config in configs:
             args.config = config
             models.append((config, _load_model_cfg(args)))
+        if args.suite:  # then the same-graph table over every other config in configs/
+            models += [(config, None) for config in _all_configs() if config not in configs]
         results = []
         for i, (config, cfg) in enumerate(models):
+            if cfg is None:  # same-graph only: Paddle Inference, ONNX Runtime and OpenVINO on our exports
+                print(f"[{i + 1}/{len(models)}] {config} (same graph)", file=sys.stderr, flush=True)
+                args.config = config
+                table = benchmark(_load_model_cfg(args), ['ours'], args.size, args.repeats, args.threads,
+                                  SAME_GRAPH, args.processes, config_path=config)
+                results.append((None, config, table))
+                print(same_graph_row(config, table), file=sys.stderr, flush=True)
+                continue
             name = names.get(config, _display_name(cfg))
             print(f"[{i + 1}/{len(models)}] {name} ({config})", file=sys.stderr, flush=True)
             impls = ['ours', 'paddleseg'] if paddleseg_has(cfg) else ['ours']  # LinkNet: none ("-")
