@@ -1,9 +1,9 @@
-"""``val.py --inference_model DIR``: an exported model (Paddle program, ONNX, or OpenVINO-engine program) evaluated
-on the config's val set with the dynamic graph's metrics; and one palette (PaddleSeg's) for predict.py and
-deploy/python/infer.py.
+"""``val.py --inference_model DIR``: an exported model (Paddle program, ONNX in ONNX Runtime or in the standalone
+OpenVINO runtime, or OpenVINO-engine program) evaluated on the config's val set with the dynamic graph's metrics; and
+one palette (PaddleSeg's) for predict.py and deploy/python/infer.py.
 
 A tiny HarDNet is trained for a few iterations on camvid_mini (a generic list ``Dataset``, so no dataset palette
-applies), exported three ways, and evaluated from its weights and from each export: the mIoU must agree within 1e-3.
+applies), exported four ways, and evaluated from its weights and from each export: the mIoU must agree within 1e-3.
 Not marked paddle26: the ONNX path runs on Paddle 3.x only.
 """
 import os
@@ -68,6 +68,10 @@ def trained(tmp_path_factory):
     exports = {fmt: export_model(model, str(tmp_path / f'export_{fmt}'), transforms=[{'type': 'Normalize'}],
                                  fmt=fmt)['save_dir']
                for fmt in ('paddle', 'onnx')}
+    # the same ONNX model for the standalone OpenVINO runtime (deploy.yaml: backend openvino)
+    exports['onnx_openvino'] = export_model(model, str(tmp_path / 'export_onnx_openvino'),
+                                            transforms=[{'type': 'Normalize'}], fmt='onnx',
+                                            backend='openvino')['save_dir']
     exports['openvino'] = str(tmp_path / 'export_openvino')  # a legacy program: export.py's own subprocess
     result = subprocess.run([sys.executable, 'export.py', '--config', str(config_path), '--model_path', weights,
                              '--save_dir', exports['openvino'], '--format', 'openvino'], capture_output=True,

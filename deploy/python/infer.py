@@ -1,8 +1,9 @@
 """Run an exported segmentation model (deploy.yaml + program + params) with Paddle Inference, or an ONNX export
-(deploy.yaml + model.onnx) with ONNX Runtime.
+(deploy.yaml + model.onnx) with ONNX Runtime or the standalone OpenVINO runtime.
 
 Standalone: needs paddle, numpy, opencv, PyYAML, Pillow and paddleseg (for the preprocessing transforms listed in
-deploy.yaml), not paddle_models. Flags follow PaddleSeg's ``deploy/python/infer.py``::
+deploy.yaml; and onnxruntime or openvino for ONNX exports), not paddle_models. Flags follow PaddleSeg's
+``deploy/python/infer.py``::
 
     python deploy/python/infer.py --config output/deploy.yaml --image_path img.jpg --save_dir output/result
 
@@ -20,10 +21,20 @@ Behaviour worth knowing:
   it is absent (PaddleSeg's own exports). Each image gets one log line with the classes present, largest share
   first, named by ``Deploy.class_names`` (``class N`` where absent): ``img.jpg: road 41.2%, sky 30.5%, ...``.
 * Backend: ``Deploy.backend`` of deploy.yaml (``export.py`` writes it): ``paddle_inference`` (also when absent, as
-  in PaddleSeg's exports) or ``onnxruntime`` (``export.py --format onnx``: ``Deploy.model`` is ``model.onnx``, no
-  params). ONNX Runtime runs on the CPUExecutionProvider; with ``--device gpu`` on the CUDAExecutionProvider where
-  the installed onnxruntime has it (else the CPU, with a warning). The oneDNN and TensorRT flags are Paddle
-  Inference's and do not apply to it. Pre- and postprocessing are the same for both backends.
+  in PaddleSeg's exports), ``onnxruntime`` (``export.py --format onnx``: ``Deploy.model`` is ``model.onnx``, no
+  params) or ``openvino`` (``export.py --format onnx --backend openvino``: the same files, for the standalone
+  OpenVINO runtime, ``pip install openvino``). ``--backend`` overrides it where the files allow: an ONNX model runs
+  in onnxruntime or openvino, a Paddle program in paddle_inference only (anything else is a one-line error).
+  ONNX Runtime runs on the CPUExecutionProvider; with ``--device gpu`` on the CUDAExecutionProvider where the
+  installed onnxruntime has it (else the CPU, with a warning). OpenVINO runs on the CPU in FP32 (``openvino_settings``;
+  one compile per input shape, see ``OpenVinoPredictor``). The oneDNN and TensorRT flags are Paddle Inference's and
+  do not apply to them. Pre- and postprocessing are the same for every backend.
+* ``--backend auto``: the fastest backend the files allow, measured once (one warm-up and three timed runs of each
+  installed one on a random input of deploy.yaml's ``input_shape``, free dimensions 1x3x512x512) and cached beside
+  deploy.yaml in ``backend_choice.json`` (the timings, the CPU model and count, threads, device, package versions,
+  the model file's size and time, the shape): later runs with the same facts read the choice and measure nothing;
+  any change measures again. A folder that cannot be written is logged in one line and the run goes on.
+  ``paddle_models.core.inference.InferenceModel(backend='auto')`` reads and writes the same file.
   Programs exported with ``output_op`` softmax or none get an argmax over the channel axis (``--with_argmax`` is
   accepted for compatibility; it is implied).
 * oneDNN on CPU: ``--enable_mkldnn`` left out means "on where it is known to work": on when deploy.yaml says the
@@ -84,13 +95,18 @@ def str2bool(value):
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description='Segment images with an exported model (Paddle Inference or ONNX '
-                                                 'Runtime, as deploy.yaml says).')
+    parser = argparse.ArgumentParser(description='Segment images with an exported model (Paddle Inference, ONNX '
+                                                 'Runtime or OpenVINO, as deploy.yaml or --backend says).')
     parser.add_argument('--config', dest='cfg', required=True, help='deploy.yaml written by the export.')
     parser.add_argument('--image_path', required=True,
                         help='An image, a folder of images, or a .txt list of image paths.')
     parser.add_argument('--save_dir', default='./output', help='Folder for the result PNGs. Default: ./output')
     parser.add_argument('--batch_size', type=int, default=1, help='Images per inference run. Default: 1')
+    parser.add_argument('--backend', choices=list(BACKENDS) + ['auto'], default=None,
+                        help="The runtime, overriding deploy.yaml's backend where the files allow: an ONNX export "
+                             "runs in onnxruntime or openvino (the standalone OpenVINO runtime), a Paddle program in "
+                             "paddle_inference only; auto: the fastest of those, measured once and cached in "
+                             "backend_choice.json beside deploy.yaml. Default: deploy.yaml's backend.")
     parser.add_argument('--device', choices=['cpu', 'gpu'], default=None,
                         help='Default: gpu where Paddle is built with CUDA, else cpu.')
     parser.add_argument('--use_trt', type=str2bool, nargs='?', const=True, default=False,
@@ -164,7 +180,9 @@ def get_image_list(image_path):
     return items
 
 
-BACKENDS = ('paddle_inference', 'onnxruntime')
+BACKENDS = ('paddle_inference', 'onnxruntime', 'openvino')
+ONNX_BACKENDS = ('onnxruntime', 'openvino')  # the runtimes an ONNX export runs in
+BACKEND_NAMES = {'paddle_inference': 'Paddle Inference', 'onnxruntime': 'ONNX Runtime', 'openvino': 'OpenVINO'}
 
 
 class DeployConfig:
@@ -191,6 +209,8 @@ class DeployConfig:
         if backend not in BACKENDS:
             raise UserError(f"--config: {path}: Deploy.backend {backend!r} is not one of {', '.join(BACKENDS)}")
         self.backend = backend
+        # the runtimes the files allow: an ONNX model runs in either ONNX runtime, a Paddle program in Paddle's
+        self.allowed = ONNX_BACKENDS if backend in ONNX_BACKENDS else ('paddle_inference',)
         for key in ('model', 'params') if backend == 'paddle_inference' else ('model',):
             if not isinstance(self.deploy.get(key), str):
                 raise UserError(f"--config: {path}: Deploy.{key} is missing")
@@ -599,9 +619,7 @@ class OnnxPredictor:
             else:
                 logger.warning("--device gpu: this onnxruntime has no CUDAExecutionProvider (install "
                                "onnxruntime-gpu); running on the CPU")
-        for flag, value in (('--use_trt', args.use_trt), ('--enable_mkldnn', args.enable_mkldnn)):
-            if value:
-                logger.warning("%s applies to Paddle Inference only; ignored for the ONNX model", flag)
+        warn_paddle_flags(args)
         options = ort.SessionOptions()
         options.intra_op_num_threads = args.cpu_threads
         options.log_severity_level = 1 if args.print_detail else 3
@@ -621,6 +639,251 @@ class OnnxPredictor:
         return self.session.run(None, {self.input_name: np.ascontiguousarray(batch, dtype=np.float32)})[0]
 
     postprocess = staticmethod(Predictor.postprocess)
+
+
+def warn_paddle_flags(args):
+    """Warn about Paddle Inference's flags given for an ONNX model (they do not apply to its runtimes)."""
+    for flag, value in (('--use_trt', args.use_trt), ('--enable_mkldnn', args.enable_mkldnn),
+                        ('--enable_openvino', args.enable_openvino)):
+        if value:
+            logger.warning("%s applies to Paddle Inference only; ignored for the ONNX model", flag)
+
+
+def openvino_settings(threads):
+    """The standalone OpenVINO runtime's CPU compile settings (as ``paddle_models.core.inference``'s, repeated: this
+    runner stands alone): ``threads`` inference threads, the LATENCY hint (one request at a time) and FP32 (left to
+    itself, OpenVINO runs bf16 or fp16 on CPUs that have them, which changes the results)."""
+    return {'INFERENCE_NUM_THREADS': int(threads), 'PERFORMANCE_HINT': 'LATENCY', 'INFERENCE_PRECISION_HINT': 'f32'}
+
+
+class OpenVinoPredictor:
+    """The standalone OpenVINO runtime (``openvino`` package) on the export's ``model.onnx``, compiled for the CPU
+    with :func:`openvino_settings`, with the same pre/postprocessing as ``Predictor``.
+
+    A model with a fixed input shape is compiled once. A free-size model is compiled for each input shape it meets
+    (its input reshaped to that shape), up to ``MAX_SHAPES`` shapes; later new shapes share one compile that keeps
+    the dimensions dynamic. Why: on a stream of same-size images the static-shape compile ran faster than the
+    dynamic one on every model measured (most on SegFormer-B0, least on HarDNet), and a compile costs a fraction of
+    a second once per shape; the bound keeps a stream of ever-new sizes from compiling at every image.
+    """
+
+    use_onednn = False
+    MAX_SHAPES = 10
+
+    def __init__(self, args, cfg):
+        try:
+            import openvino
+        except ImportError:
+            raise UserError(f"--config: {cfg.path}: backend openvino needs the openvino package, which is not "
+                            f"installed: pip install openvino") from None
+        self.args = args
+        self.cfg = cfg
+        self.transforms = cfg.build_transforms()
+        if args.device == 'gpu':
+            logger.warning("--device gpu: OpenVINO runs on the CPU here")
+        warn_paddle_flags(args)
+        self.core = openvino.Core()
+        self.partial_shape = openvino.PartialShape
+        try:
+            self.model = self.core.read_model(cfg.model)
+        except Exception as err:  # noqa: BLE001  (OpenVINO's load errors: a truncated or foreign file)
+            reason = next((line.strip() for line in str(err).splitlines() if line.strip()), type(err).__name__)
+            raise UserError(f"{cfg.model}: OpenVINO cannot load it ({reason}); export the model again") from None
+        self.settings = openvino_settings(args.cpu_threads)
+        self.static = self.model.inputs[0].get_partial_shape().is_static
+        self.requests = {}  # input shape (None: the one compile with dynamic dimensions) -> infer request
+        logger.info("OpenVINO %s: CPU, %d thread(s), FP32", openvino.get_version().split('-')[0], args.cpu_threads)
+
+    def preprocess(self, path):
+        return preprocess(self.transforms, path)
+
+    def _request(self, shape):
+        if self.static or (shape not in self.requests and len(self.requests) >= self.MAX_SHAPES):
+            shape = None
+        if shape not in self.requests:
+            model = self.model
+            if shape is not None:
+                model = model.clone()
+                model.reshape({model.inputs[0]: self.partial_shape(list(shape))})
+            self.requests[shape] = self.core.compile_model(model, 'CPU', self.settings).create_infer_request()
+        return self.requests[shape]
+
+    def infer(self, batch):
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        return self._request(tuple(batch.shape)).infer({0: batch})[0]
+
+    postprocess = staticmethod(Predictor.postprocess)
+
+
+# --backend auto: measured once per machine, versions and model; the same file and record as
+# paddle_models.core.inference.choose_backend (InferenceModel(backend='auto') reads what this runner wrote)
+CHOICE_FILE = 'backend_choice.json'
+AUTO_HW = 512  # the measurement's height and width where deploy.yaml's input_shape leaves them free
+AUTO_ROUNDS = 3  # timed runs per backend after one warm-up run each, interleaved; the median counts
+
+
+def auto_shape(input_shape):
+    """deploy.yaml's ``input_shape`` with its free dimensions set to batch 1, 3 channels, 512 x 512."""
+    dims = list(input_shape) if isinstance(input_shape, (list, tuple)) and len(input_shape) == 4 else [None] * 4
+    default = (1, 3, AUTO_HW, AUTO_HW)
+    return [int(d) if isinstance(d, int) and not isinstance(d, bool) and d > 0 else default[i]
+            for i, d in enumerate(dims)]
+
+
+def cpu_model():
+    """The CPU's model name (``/proc/cpuinfo``; elsewhere ``platform.processor()`` or the machine type)."""
+    import platform
+
+    try:
+        with open('/proc/cpuinfo', encoding='utf-8', errors='replace') as f:
+            for line in f:
+                if line.lower().startswith('model name'):
+                    return line.split(':', 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or 'unknown'
+
+
+def backend_version(backend):
+    """The installed version of ``backend``'s package, None where it is missing."""
+    try:
+        if backend == 'paddle_inference':
+            import paddle
+
+            return paddle.__version__
+        if backend == 'onnxruntime':
+            import onnxruntime
+
+            return onnxruntime.__version__
+        import openvino
+
+        return openvino.get_version()
+    except ImportError:
+        return None
+
+
+def choice_key(model_file, threads, device, versions, shape):
+    """What a cached choice holds for (CPU model and count, threads, device, versions, model file, input shape)."""
+    stat = os.stat(model_file)
+    return {'cpu': cpu_model(), 'cpu_count': os.cpu_count(), 'threads': int(threads), 'device': device,
+            'versions': dict(versions), 'model': os.path.basename(model_file), 'model_bytes': stat.st_size,
+            'model_mtime_ns': stat.st_mtime_ns, 'input_shape': [int(d) for d in shape]}
+
+
+def read_choice(path, key, installed):
+    """(cached record, None) where ``path`` holds a choice for ``key`` among ``installed``, else (None, why not)."""
+    import json
+
+    if not os.path.exists(path):
+        return None, 'not measured yet'
+    try:
+        with open(path, encoding='utf-8') as f:
+            record = json.load(f)
+    except (OSError, ValueError) as err:
+        return None, f"{os.path.basename(path)} is unreadable ({' '.join(str(err).split())[:200]})"
+    if not isinstance(record, dict) or record.get('choice') not in installed or \
+            not isinstance(record.get('timings_ms'), dict):
+        return None, f"{os.path.basename(path)} holds no valid choice"
+    cached = record.get('key')
+    if cached != key:
+        changed = sorted(k for k in key if not isinstance(cached, dict) or cached.get(k) != key[k])
+        return None, f"measured for another {', '.join(changed)}"
+    return record, None
+
+
+def write_choice(path, record):
+    """Write ``record`` to ``path`` atomically; None, or why it could not be written."""
+    import json
+
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', dir=os.path.dirname(path))
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide the choice from other users of the export
+        with os.fdopen(fd, 'w', encoding='utf-8') as f:
+            json.dump(record, f, indent=2)
+            f.write('\n')
+        os.replace(tmp, path)
+        return None
+    except OSError as err:
+        if tmp is not None and os.path.exists(tmp):
+            os.remove(tmp)
+        return err.strerror or str(err)
+
+
+def timings_text(timings):
+    return ', '.join(f"{b} {t:.1f} ms" if isinstance(t, (int, float)) else f"{b} failed" for b, t in timings.items())
+
+
+def choose_backend(args, cfg, make_predictor):
+    """``--backend auto``: (backend, its predictor), the fastest of the backends the files allow that are
+    installed, from ``backend_choice.json`` beside deploy.yaml where it holds a choice for this machine, versions
+    and model, else measured now and written there (see the module docstring)."""
+    candidates = cfg.allowed
+    if len(candidates) == 1:
+        logger.info("backend auto: %s (the only backend for %s)", candidates[0], os.path.basename(cfg.model))
+        return candidates[0], make_predictor(candidates[0])
+    versions = {b: backend_version(b) for b in candidates}
+    installed = [b for b in candidates if versions[b] is not None]
+    if not installed:
+        raise UserError(f"--backend auto: none of {', '.join(candidates)} is installed: pip install "
+                        f"{' or '.join(candidates)}")
+    if len(installed) == 1:
+        logger.info("backend auto: %s (the only one of %s installed; nothing to measure)", installed[0],
+                    ', '.join(candidates))
+        return installed[0], make_predictor(installed[0])
+    path = os.path.join(cfg.dir, CHOICE_FILE)
+    shape = auto_shape(cfg.deploy.get('input_shape'))
+    key = choice_key(cfg.model, args.cpu_threads, args.device, {b: versions[b] for b in installed}, shape)
+    record, why = read_choice(path, key, installed)
+    if record is not None:
+        logger.info("backend auto: %s (cached in %s: %s)", record['choice'], path, timings_text(record['timings_ms']))
+        return record['choice'], make_predictor(record['choice'])
+
+    logger.info("backend auto: measuring %s on a %s input (%s)", ', '.join(installed), 'x'.join(map(str, shape)),
+                why)
+    data = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    predictors, errors = {}, {}
+    for backend in installed:
+        try:
+            predictor = make_predictor(backend)
+            predictor.infer(data)  # warm-up: compiles, allocates
+            predictors[backend] = predictor
+        except Exception as err:  # noqa: BLE001  (a backend that cannot run this model is left out)
+            errors[backend] = next((line.strip() for line in str(err).splitlines() if line.strip()),
+                                   type(err).__name__)[:300]
+            logger.warning("backend auto: %s cannot run %s (%s); left out", backend, cfg.model, errors[backend])
+    if not predictors:
+        raise UserError(f"--backend auto: no backend runs {cfg.model}: "
+                        f"{'; '.join(f'{b}: {e}' for b, e in errors.items())}")
+    times = {backend: [] for backend in predictors}
+    for _ in range(AUTO_ROUNDS):
+        for backend, predictor in predictors.items():
+            start = time.perf_counter()
+            predictor.infer(data)
+            times[backend].append(1000.0 * (time.perf_counter() - start))
+    timings = {b: round(float(np.median(times[b])), 3) if b in times else None for b in installed}
+    choice = min(times, key=lambda b: timings[b])
+    record = {'choice': choice, 'timings_ms': timings, 'errors': errors, 'key': key,
+              'measured': time.strftime('%Y-%m-%dT%H:%M:%S%z'), 'rounds': AUTO_ROUNDS}
+    problem = write_choice(path, record)
+    if problem is None:
+        logger.info("backend auto: %s (%s); cached in %s", choice, timings_text(timings), path)
+    else:
+        logger.warning("backend auto: %s (%s); could not write the cache %s (%s): the next run measures again",
+                       choice, timings_text(timings), path, problem)
+    return choice, predictors[choice]
+
+
+def resolve_backend(args, cfg):
+    """``--backend`` (or deploy.yaml's backend where it is not given), checked against what the files allow; 'auto'
+    stays 'auto'."""
+    backend = args.backend or cfg.backend
+    if backend == 'auto' or backend in cfg.allowed:
+        return backend
+    if cfg.allowed == ONNX_BACKENDS:
+        raise UserError(f"--backend {backend}: {cfg.model} is an ONNX model, which runs in onnxruntime or openvino")
+    raise UserError(f"--backend {backend}: {cfg.model} is a Paddle program, which runs in paddle_inference only "
+                    f"(export.py --format onnx writes a model for onnxruntime and openvino)")
 
 
 def incomplete_image(data):
@@ -777,17 +1040,20 @@ def batches(items, predictor, batch_size, timer):
 def run(args):
     cfg = DeployConfig(args.cfg)
     items = get_image_list(args.image_path)
+    backend = resolve_backend(args, cfg)
 
-    if cfg.backend == 'onnxruntime':
+    if cfg.allowed == ONNX_BACKENDS:
         if args.device is None:
-            try:
-                import onnxruntime as ort
-                cuda = 'CUDAExecutionProvider' in ort.get_available_providers()
-            except ImportError:
-                cuda = False
+            cuda = False
+            if backend in ('onnxruntime', 'auto'):
+                try:
+                    import onnxruntime as ort
+                    cuda = 'CUDAExecutionProvider' in ort.get_available_providers()
+                except ImportError:
+                    pass
             args.device = 'gpu' if cuda else 'cpu'
         logger.info("device: %s; ONNX model %s", args.device, cfg.model)
-        return _predict_all(args, cfg, items, False)
+        return _predict_all(args, cfg, items, False, backend)
 
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')  # Paddle 3 warns about ccache on import
@@ -804,14 +1070,24 @@ def run(args):
     if tuned:
         auto_tune(args, cfg, items)
     try:
-        return _predict_all(args, cfg, items, tuned)
+        return _predict_all(args, cfg, items, tuned, backend)
     finally:
         if tuned and os.path.exists(args.auto_tuned_shape_file):
             os.remove(args.auto_tuned_shape_file)
 
 
-def _predict_all(args, cfg, items, tuned):
-    predictor = OnnxPredictor(args, cfg) if cfg.backend == 'onnxruntime' else Predictor(args, cfg, tuned)
+def _predict_all(args, cfg, items, tuned, backend):
+    def make_predictor(name):
+        if name == 'onnxruntime':
+            return OnnxPredictor(args, cfg)
+        if name == 'openvino':
+            return OpenVinoPredictor(args, cfg)
+        return Predictor(args, cfg, tuned)
+
+    if backend == 'auto':
+        backend, predictor = choose_backend(args, cfg, make_predictor)
+    else:
+        predictor = make_predictor(backend)
     os.makedirs(args.save_dir, exist_ok=True)
     palette = result_palette(cfg)
     timer = {'preprocess': 0.0, 'inference': 0.0, 'postprocess': 0.0}
@@ -838,7 +1114,7 @@ def _predict_all(args, cfg, items, tuned):
 
     if args.benchmark:
         n = len(items)
-        engine = 'ONNX Runtime' if cfg.backend == 'onnxruntime' else \
+        engine = BACKEND_NAMES[backend] if backend in ONNX_BACKENDS else \
             f"oneDNN {'on' if predictor.use_onednn else 'off'}"
         print(f"benchmark: {n} image(s), {runs} run(s) of batch size <= {args.batch_size}, device {args.device}, "
               f"{engine}, {args.cpu_threads} CPU thread(s)")

@@ -67,8 +67,10 @@ ONNX (``fmt='onnx'``, ``export.py --format onnx``): the model is traced as above
 input and its output must match Paddle Inference's (plain CPU kernels) on the traced program within 1e-4 relative
 (max |onnx - paddle| / max |paddle|; for argmax outputs at most 1% of the pixels may differ). ``deploy.yaml``
 then names ``model: model.onnx`` and ``backend: onnxruntime`` (Paddle exports: ``backend: paddle_inference``) and
-has no ``params``. paddle2onnx aborts the whole process (SIGABRT) on an op it cannot convert, so the conversion
-runs in a child Python process; when it fails, the error names the ops missing from paddle2onnx's own list
+has no ``params``. With ``backend='openvino'`` (``export.py --format onnx --backend openvino``) the check runs in the
+standalone OpenVINO runtime instead (``paddle_models.core.inference.OpenVinoSession``, same rule) and deploy.yaml
+names ``backend: openvino``. paddle2onnx aborts the whole process (SIGABRT) on an op it cannot convert, so the
+conversion runs in a child Python process; when it fails, the error names the ops missing from paddle2onnx's own list
 (``get_all_supported_operators_pir``), else the specific reason paddle2onnx printed (e.g. "[OP: pd_op.pool2d]
 Adaptive only support static input shape."). ``F.gelu(approximate=True)`` is traced from elementary ops
 (``_onnx_exact_gelu``).
@@ -141,7 +143,7 @@ class _ExportModel(nn.Layer):
 
 
 def export_model(model, save_dir, input_shape=None, output_op='argmax', transforms=None, portable=True,
-                 fmt='paddle', keep_program=False, class_names=None, palette=None):
+                 fmt='paddle', keep_program=False, class_names=None, palette=None, backend=None):
     """Export ``model`` for Paddle Inference into ``save_dir`` and check it with oneDNN (``fmt='paddle'``), or to
     ONNX and check it with ONNX Runtime (``fmt='onnx'``, see the module docstring).
 
@@ -178,6 +180,9 @@ def export_model(model, save_dir, input_shape=None, output_op='argmax', transfor
         palette (list|None): An ``[r, g, b]`` (integers 0..255) per class id, written to deploy.yaml
             (``palette``) for the runners' pseudo-colour PNGs. Default: None (not written). Both lists must have
             one entry per class of the model (its ``num_classes`` attribute, where it has one).
+        backend (str|None): With ``fmt='onnx'``: the runtime the export is checked in and deploy.yaml names,
+            'onnxruntime' (None: the default) or 'openvino' (the standalone OpenVINO runtime). Other formats run
+            in Paddle Inference only: None.
 
     Returns:
         dict: ``save_dir``, ``model`` (program file), ``params``, ``deploy_yaml`` (absolute paths),
@@ -185,7 +190,8 @@ def export_model(model, save_dir, input_shape=None, output_op='argmax', transfor
         passed) and ``onednn_error`` (None or the reason). With ``fmt='onnx'``: ``save_dir``, ``model``
         (model.onnx), ``params`` (None), ``deploy_yaml``, ``program_format`` ('onnx'), ``input_shape``,
         ``output_op``, ``opset``, ``check_error`` (max |onnx - paddle| / max |paddle|, or for argmax the
-        fraction of differing pixels) and ``paddle_program`` (the kept program's folder, or None). With
+        fraction of differing pixels), ``backend`` (the runtime checked and named in deploy.yaml) and
+        ``paddle_program`` (the kept program's folder, or None). With
         ``fmt='openvino'``: the Paddle keys plus ``openvino`` (True) and ``check_error`` (the engine against the
         same program without it).
 
@@ -201,8 +207,12 @@ def export_model(model, save_dir, input_shape=None, output_op='argmax', transfor
     if output_op not in OUTPUT_OPS:
         raise UserError(f"output_op: unknown value {output_op!r}; expected one of {', '.join(OUTPUT_OPS)}")
     if fmt == 'onnx':
-        _check_onnx_packages()
-    elif fmt == 'openvino':
+        backend = backend or 'onnxruntime'
+        _check_onnx_packages(backend)
+    elif backend is not None:
+        raise UserError(f"backend: {backend!r} applies to ONNX exports (format onnx); format {fmt} runs in Paddle "
+                        f"Inference only")
+    if fmt == 'openvino':
         _check_openvino()
     shape = _check_input_shape(input_shape)
     transforms = _check_transforms(transforms)
@@ -224,7 +234,7 @@ def export_model(model, save_dir, input_shape=None, output_op='argmax', transfor
         os.environ['PADDLESEG_EXPORT_STAGE'] = 'True'  # PaddleSeg models read it to drop training-only branches
         model.eval()
         if fmt == 'onnx':
-            info = _export_onnx(model, tmp_dir, shape, output_op, transforms, keep_program, classes)
+            info = _export_onnx(model, tmp_dir, shape, output_op, transforms, keep_program, classes, backend)
             replace_dir(tmp_dir, save_dir)
             return _onnx_result(info, save_dir, shape, output_op)
         if fmt == 'openvino':
@@ -335,15 +345,26 @@ print(json.dumps({'opset': max((o.version for o in model.opset_import if o.domai
 """
 
 
-def _check_onnx_packages():
-    """A UserError naming what to install where paddle2onnx or onnxruntime is missing."""
+def _check_onnx_packages(backend='onnxruntime'):
+    """A UserError naming what to install where paddle2onnx or the ``backend`` runtime (onnxruntime, or openvino
+    for the standalone OpenVINO runtime) is missing."""
     import importlib.util
 
-    missing = [name for name in ('paddle2onnx', 'onnxruntime') if importlib.util.find_spec(name) is None]
-    if missing:
+    from paddle_models.core.inference import ONNX_BACKENDS, OPENVINO_REQUIREMENT
+
+    if backend not in ONNX_BACKENDS:
+        raise UserError(f"backend: unknown value {backend!r} for an ONNX export; expected one of "
+                        f"{', '.join(ONNX_BACKENDS)}")
+    missing = [name for name in ('paddle2onnx', backend) if importlib.util.find_spec(name) is None]
+    if missing and backend == 'onnxruntime':
         raise UserError(f"--format onnx needs {' and '.join(missing)}, which "
                         f"{'is' if len(missing) == 1 else 'are'} not installed: "
                         f"pip install {ONNX_REQUIREMENTS}")
+    if missing:
+        requirements = ['paddle2onnx==2.1.0'] * ('paddle2onnx' in missing) + [OPENVINO_REQUIREMENT] * (
+            'openvino' in missing)
+        raise UserError(f"--format onnx --backend openvino needs {' and '.join(missing)}, which "
+                        f"{'is' if len(missing) == 1 else 'are'} not installed: pip install {' '.join(requirements)}")
 
 
 def onnx_session(path, threads=1, providers=None):
@@ -440,9 +461,10 @@ def _onnx_exact_gelu():
         F.gelu = original
 
 
-def _export_onnx(model, tmp_dir, shape, output_op, transforms, keep_program=False, classes=None):
-    """Trace, convert to ``tmp_dir/model.onnx``, check ONNX Runtime against Paddle Inference on the traced program,
-    write deploy.yaml.
+def _export_onnx(model, tmp_dir, shape, output_op, transforms, keep_program=False, classes=None,
+                 backend='onnxruntime'):
+    """Trace, convert to ``tmp_dir/model.onnx``, check ``backend`` (ONNX Runtime or OpenVINO) against Paddle
+    Inference on the traced program, write deploy.yaml.
 
     The reference is the traced program rather than the dynamic model because the two may differ by design: e.g.
     SegNeXt's Hamburger head starts from random bases in dynamic-graph eval and from fixed ones when traced
@@ -461,21 +483,29 @@ def _export_onnx(model, tmp_dir, shape, output_op, transforms, keep_program=Fals
     want = _run_plain(program, params, data)
     if not keep_program:
         shutil.rmtree(scratch)
+    from paddle_models.core.inference import BACKEND_NAMES, openvino_session
+
+    runtime = BACKEND_NAMES[backend]
     try:
-        session = onnx_session(onnx_path)
-        got = session.run(None, {session.get_inputs()[0].name: data})[0]
-    except Exception as err:  # noqa: BLE001  (ONNX Runtime's errors: one line)
+        if backend == 'openvino':
+            got = openvino_session(onnx_path, 1, 'ONNX export')(data)
+        else:
+            session = onnx_session(onnx_path)
+            got = session.run(None, {session.get_inputs()[0].name: data})[0]
+    except UserError:
+        raise
+    except Exception as err:  # noqa: BLE001  (ONNX Runtime's/OpenVINO's errors: one line)
         reason = re.sub(r'^\[ONNXRuntimeError\] : \d+ : \w+ : ', '', ' '.join(str(err).split()))
-        reason = re.sub(r'/onnxruntime_src/\S+ ', '', reason)[:400]  # the C++ source location
-        raise UserError(f"ONNX export: ONNX Runtime cannot run the converted model on an input of shape "
+        reason = re.sub(r'/onnxruntime_src/\S+ |Exception from src/\S+:\d+: ', '', reason)[:400]  # C++ source places
+        raise UserError(f"ONNX export: {runtime} cannot run the converted model on an input of shape "
                         f"{list(data.shape)}: {reason}") from None
     error, differs = _agreement(got, want, output_op, 'onnx')
     if differs:
-        raise UserError(f"ONNX export: ONNX Runtime's output differs from Paddle Inference's on the traced "
+        raise UserError(f"ONNX export: {runtime}'s output differs from Paddle Inference's on the traced "
                         f"program ({differs}; Paddle's shape is {list(want.shape)})")
     deploy = {
         'model': ONNX_FILE,
-        'backend': 'onnxruntime',
+        'backend': backend,
         'transforms': transforms,
         'input_shape': shape,
         'output_op': output_op,
@@ -483,7 +513,7 @@ def _export_onnx(model, tmp_dir, shape, output_op, transforms, keep_program=Fals
         'opset': opset,
     }
     _write_deploy(tmp_dir, dict(deploy, **(classes or {})))
-    return {'opset': opset, 'check_error': error, 'keep_program': keep_program}
+    return {'opset': opset, 'check_error': error, 'keep_program': keep_program, 'backend': backend}
 
 
 def _compare(got, want, output_op):
@@ -514,8 +544,10 @@ def _agreement(got, want, output_op, name):
 
 
 def _onnx_result(info, save_dir, shape, output_op):
-    logger.info("exported %s (%s, opset %s); ONNX Runtime matches Paddle Inference", save_dir, ONNX_FILE,
-                info['opset'])
+    from paddle_models.core.inference import BACKEND_NAMES
+
+    logger.info("exported %s (%s, opset %s); %s matches Paddle Inference", save_dir, ONNX_FILE, info['opset'],
+                BACKEND_NAMES[info['backend']])
     return {
         'save_dir': save_dir,
         'model': os.path.join(save_dir, ONNX_FILE),
@@ -526,6 +558,7 @@ def _onnx_result(info, save_dir, shape, output_op):
         'output_op': output_op,
         'opset': info['opset'],
         'check_error': info['check_error'],
+        'backend': info['backend'],
         'paddle_program': os.path.join(save_dir, 'paddle') if info['keep_program'] else None,
     }
 

@@ -2,9 +2,13 @@
 
 The folder's ``deploy.yaml`` says what it holds: ``backend: paddle_inference`` (also where the key is absent, as in
 PaddleSeg's own exports: a ``model.json``/``model.pdmodel`` program with ``model.pdiparams``, FP32 or quantized
-INT8) or ``backend: onnxruntime`` (``export.py --format onnx``: ``model.onnx``). ``InferenceModel`` runs either on a
-preprocessed batch [N, C, H, W] float32 and returns the program's first output as a NumPy array: int32 class ids
-[N, H, W] for ``output_op: argmax``, else float32 logits or probabilities [N, C, H, W].
+INT8), ``backend: onnxruntime`` (``export.py --format onnx``: ``model.onnx``) or ``backend: openvino``
+(``export.py --format onnx --backend openvino``: the same ``model.onnx``, run by the standalone OpenVINO runtime,
+the ``openvino`` package). An ONNX model runs in either ONNX runtime whatever deploy.yaml names
+(``InferenceModel(backend=...)``); a Paddle program only in Paddle Inference. ``backend='auto'`` picks the faster of
+the runtimes the files allow, measured once and cached beside the export (:func:`choose_backend`).
+``InferenceModel`` runs a preprocessed batch [N, C, H, W] float32 and returns the program's first output as a NumPy
+array: int32 class ids [N, H, W] for ``output_op: argmax``, else float32 logits or probabilities [N, C, H, W].
 
 deploy/python/infer.py does the same for image files; it stays standalone (no paddle_models import), so the
 reading of deploy.yaml is written again here, with errors naming the ``--inference_model`` folder.
@@ -12,12 +16,15 @@ reading of deploy.yaml is written again here, with errors naming the ``--inferen
 Paddle Inference runs on the CPU with oneDNN where the export's oneDNN check passed (``enable_mkldnn: true``), with
 its OpenVINO engine where deploy.yaml asks for it (``enable_openvino: true``, ``export.py --format openvino``), as
 infer.py does by default, and on the GPU where Paddle's current device is one. ONNX Runtime uses the
-CPUExecutionProvider, plus CUDA where the installed onnxruntime has it and Paddle's device is a GPU.
+CPUExecutionProvider, plus CUDA where the installed onnxruntime has it and Paddle's device is a GPU. OpenVINO runs
+on the CPU in FP32 (:class:`OpenVinoSession`).
 """
 import atexit
+import json
 import os
 import shutil
 import tempfile
+import time
 
 import numpy as np
 import paddle
@@ -27,7 +34,11 @@ from paddle_models.core.visualize import check_classes
 from paddle_models.errors import UserError
 
 DEPLOY_FILE = 'deploy.yaml'
-BACKENDS = ('paddle_inference', 'onnxruntime')
+BACKENDS = ('paddle_inference', 'onnxruntime', 'openvino')
+ONNX_BACKENDS = ('onnxruntime', 'openvino')  # the runtimes an ONNX export runs in
+# the standalone OpenVINO runtime's pip requirement (pyproject.toml's extra ``openvino``), named where it is missing
+OPENVINO_REQUIREMENT = 'openvino==2026.4.1'
+BACKEND_NAMES = {'paddle_inference': 'Paddle Inference', 'onnxruntime': 'ONNX Runtime', 'openvino': 'OpenVINO'}
 
 
 class InferenceModel:
@@ -37,9 +48,14 @@ class InferenceModel:
         model_dir (str): The export folder (holding deploy.yaml).
         threads (int|None): CPU threads. Default: min(10, CPU count).
         what (str): How errors name the folder. Default: '--inference_model'.
+        backend (str|None): The runtime: None (deploy.yaml's ``backend``), 'paddle_inference', 'onnxruntime',
+            'openvino' (the last two for an ONNX export, the first for a Paddle program) or 'auto' (the fastest of
+            those the files allow and this Python has, see :func:`choose_backend`). Default: None.
 
     Attributes:
-        backend (str): 'paddle_inference' or 'onnxruntime'.
+        backend (str): 'paddle_inference', 'onnxruntime' or 'openvino': the runtime in use.
+        backend_timings (dict|None): With ``backend='auto'``: ms per run of each runtime measured (read from the
+            cache file or just measured); None otherwise.
         output_op (str|None): deploy.yaml's ``output_op`` ('argmax', 'softmax', 'none'; None where absent).
         transforms (list): deploy.yaml's preprocessing transforms config.
         model_file (str): The program or ONNX file.
@@ -48,30 +64,57 @@ class InferenceModel:
         palette (list|None): deploy.yaml's ``palette`` (an [r, g, b] per class id), None where absent.
     """
 
-    def __init__(self, model_dir, threads=None, what='--inference_model'):
+    def __init__(self, model_dir, threads=None, what='--inference_model', backend=None):
         self.what = what
         self.dir = os.path.abspath(os.fspath(model_dir))
         self.threads = threads or min(10, os.cpu_count() or 1)
         deploy = self._read_deploy()
         self.deploy = deploy
-        backend = deploy.get('backend')
-        if backend is None:
-            backend = 'onnxruntime' if str(deploy.get('model', '')).endswith('.onnx') else 'paddle_inference'
-        if backend not in BACKENDS:
-            raise UserError(f"{what}: {self.deploy_path}: Deploy.backend {backend!r} is not one of "
+        recorded = deploy.get('backend')
+        if recorded is None:
+            recorded = 'onnxruntime' if str(deploy.get('model', '')).endswith('.onnx') else 'paddle_inference'
+        if recorded not in BACKENDS:
+            raise UserError(f"{what}: {self.deploy_path}: Deploy.backend {recorded!r} is not one of "
                             f"{', '.join(BACKENDS)}")
-        self.backend = backend
         self.output_op = deploy.get('output_op')
         self.transforms = deploy.get('transforms') or []
         self.class_names, self.palette = check_classes(deploy.get('class_names'), deploy.get('palette'),
                                                        where=f"{what}: {self.deploy_path}: ", prefix='Deploy.')
         self.model_file = self._file('model')
-        if backend == 'onnxruntime':
-            self._session = self._onnx_session()
-            self._input = self._session.get_inputs()[0].name
-        else:
+        allowed = file_backends(recorded)
+        if recorded == 'paddle_inference':
             self.params_file = self._file('params')
-            self._predictor = self._paddle_predictor()
+        self.backend_timings = None
+        if backend is None:
+            backend = recorded
+        check_backend(backend, allowed, self.model_file, f"{what}: backend")
+        if backend == 'auto':
+            gpu = paddle.device.get_device().startswith('gpu')
+            backend, self._run, self.backend_timings = choose_backend(
+                self.dir, self.model_file, allowed, self.threads, 'gpu' if gpu else 'cpu', self._runner,
+                auto_shape(deploy.get('input_shape')))
+        else:
+            self._run = self._runner(backend)
+        self.backend = backend
+
+    def _runner(self, backend):
+        """A function batch -> first output running the model in ``backend``."""
+        if backend == 'onnxruntime':
+            session = self._onnx_session()
+            name = session.get_inputs()[0].name
+            return lambda batch: session.run(None, {name: batch})[0]
+        if backend == 'openvino':
+            return openvino_session(self.model_file, self.threads, f"{self.what}: {self.model_file}")
+        predictor = self._paddle_predictor()
+
+        def run(batch):
+            handle = predictor.get_input_handle(predictor.get_input_names()[0])
+            handle.reshape(list(batch.shape))
+            handle.copy_from_cpu(batch)
+            predictor.run()
+            return predictor.get_output_handle(predictor.get_output_names()[0]).copy_to_cpu()
+
+        return run
 
     @property
     def deploy_path(self):
@@ -152,15 +195,27 @@ class InferenceModel:
 
     def __call__(self, batch):
         """The first output for ``batch`` ([N, C, H, W], converted to contiguous float32)."""
-        batch = np.ascontiguousarray(batch, dtype=np.float32)
-        if self.backend == 'onnxruntime':
-            return self._session.run(None, {self._input: batch})[0]
-        predictor = self._predictor
-        handle = predictor.get_input_handle(predictor.get_input_names()[0])
-        handle.reshape(list(batch.shape))
-        handle.copy_from_cpu(batch)
-        predictor.run()
-        return predictor.get_output_handle(predictor.get_output_names()[0]).copy_to_cpu()
+        return self._run(np.ascontiguousarray(batch, dtype=np.float32))
+
+
+def file_backends(recorded):
+    """The runtimes an export whose deploy.yaml names runtime ``recorded`` can run in: an ONNX model
+    (onnxruntime, openvino) in either ONNX runtime, a Paddle program in Paddle Inference only."""
+    return ONNX_BACKENDS if recorded in ONNX_BACKENDS else ('paddle_inference',)
+
+
+def check_backend(backend, allowed, model_file, where):
+    """A one-line UserError (prefixed ``where``) unless ``backend`` is 'auto' or one of the runtimes ``allowed``
+    for ``model_file`` (see :func:`file_backends`)."""
+    if backend == 'auto' or backend in allowed:
+        return
+    if backend not in BACKENDS:
+        raise UserError(f"{where}: unknown value {backend!r}; expected one of {', '.join(BACKENDS)}, auto")
+    if allowed == ONNX_BACKENDS:
+        raise UserError(f"{where} {backend} cannot run {model_file}: an ONNX model runs in onnxruntime or "
+                        f"openvino")
+    raise UserError(f"{where} {backend} cannot run {model_file}: a Paddle program runs in paddle_inference only "
+                    f"(export.py --format onnx writes a model for onnxruntime and openvino)")
 
 
 # The op types tools/quantize.py's programs run in oneDNN INT8: Paddle's quantizable set without ``pool2d``. With
@@ -240,3 +295,247 @@ def openvino_available():
 
 def _first_line(err):
     return next((line.strip() for line in str(err).splitlines() if line.strip()), type(err).__name__)[:400]
+
+
+def openvino_settings(threads):
+    """The standalone OpenVINO runtime's CPU compile settings (deploy/python/infer.py repeats them): ``threads``
+    inference threads, the LATENCY hint (one request at a time, as the runners make them) and FP32 precision (left
+    to itself, OpenVINO runs bf16 or fp16 on CPUs that have them, which changes the results)."""
+    return {'INFERENCE_NUM_THREADS': int(threads), 'PERFORMANCE_HINT': 'LATENCY', 'INFERENCE_PRECISION_HINT': 'f32'}
+
+
+class OpenVinoSession:
+    """An ONNX model (``export.py --format onnx``) in the standalone OpenVINO runtime (the ``openvino`` package) on
+    the CPU: ``session(batch)`` returns the model's first output as a NumPy array. Compile settings:
+    :func:`openvino_settings`.
+
+    Input shapes: a model whose input shape is fixed is compiled once. A model with free dimensions is compiled for
+    each input shape it is given (its input reshaped to that shape first), up to :attr:`MAX_SHAPES` shapes; later
+    new shapes run in one compile that keeps the dimensions dynamic. Why: on a stream of same-size images a compile
+    for the static shape ran faster than the dynamic-shape compile on every model measured (most on SegFormer-B0,
+    whose attention and layer norms OpenVINO plans for known sizes, least on HarDNet's convolutions), and a compile
+    costs a fraction of a second, paid once per shape; the bound keeps a stream of ever-new sizes from compiling at
+    every image (the same bound as oneDNN's primitive cache in :func:`cpu_config`).
+
+    Args:
+        path (str): The ONNX file.
+        threads (int): CPU inference threads.
+        where (str): How errors name the model (a UserError prefix).
+
+    Raises:
+        UserError: openvino is not installed, or it cannot read the file.
+    """
+
+    MAX_SHAPES = 10
+
+    def __init__(self, path, threads, where):
+        try:
+            import openvino
+        except ImportError:
+            raise UserError(f"{where}: OpenVINO needs the openvino package, which is not installed: "
+                            f"pip install {OPENVINO_REQUIREMENT}") from None
+        self._core = openvino.Core()
+        self._partial_shape = openvino.PartialShape
+        try:
+            self._model = self._core.read_model(path)
+        except Exception as err:  # noqa: BLE001  (OpenVINO's C++ errors: a truncated or foreign file)
+            raise UserError(f"{where}: OpenVINO cannot load it: {_first_line(err)}") from None
+        self._settings = openvino_settings(threads)
+        self._requests = {}  # input shape (tuple, or None for the dynamic compile) -> infer request
+        self.static = self._model.inputs[0].get_partial_shape().is_static
+
+    def _request(self, shape):
+        if self.static:
+            shape = None
+        elif shape not in self._requests and len(self._requests) >= self.MAX_SHAPES:
+            shape = None  # the compile with free dimensions, for every shape beyond the first MAX_SHAPES
+        request = self._requests.get(shape)
+        if request is None:
+            model = self._model
+            if shape is not None:
+                model = model.clone()
+                model.reshape({model.inputs[0]: self._partial_shape(list(shape))})
+            request = self._core.compile_model(model, 'CPU', self._settings).create_infer_request()
+            self._requests[shape] = request
+        return request
+
+    def __call__(self, batch):
+        """The first output for ``batch`` (a contiguous float32 [N, C, H, W] array)."""
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        return self._request(tuple(batch.shape)).infer({0: batch})[0]
+
+
+def openvino_session(path, threads, where):
+    """:class:`OpenVinoSession` on ``path``."""
+    return OpenVinoSession(path, threads, where)
+
+
+# --- backend='auto': the fastest runtime the export's files allow, measured once per machine and versions ---
+
+CHOICE_FILE = 'backend_choice.json'  # beside deploy.yaml; deploy/python/infer.py reads and writes the same file
+AUTO_HW = 512  # the measurement's height and width where deploy.yaml's input_shape leaves them free
+AUTO_ROUNDS = 3  # timed runs per runtime (after one warm-up run each), interleaved; the median counts
+
+
+def auto_shape(input_shape):
+    """The measurement input's shape: deploy.yaml's ``input_shape`` where its dimensions are fixed, else batch 1,
+    3 channels, :data:`AUTO_HW` x :data:`AUTO_HW`."""
+    dims = list(input_shape) if isinstance(input_shape, (list, tuple)) and len(input_shape) == 4 else [None] * 4
+    default = (1, 3, AUTO_HW, AUTO_HW)
+    return [int(d) if isinstance(d, int) and not isinstance(d, bool) and d > 0 else default[i]
+            for i, d in enumerate(dims)]
+
+
+def cpu_model():
+    """The CPU's model name (``/proc/cpuinfo``; elsewhere ``platform.processor()`` or the machine type)."""
+    import platform
+
+    try:
+        with open('/proc/cpuinfo', encoding='utf-8', errors='replace') as f:
+            for line in f:
+                if line.lower().startswith('model name'):
+                    return line.split(':', 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or 'unknown'
+
+
+def backend_version(backend):
+    """The installed version of ``backend``'s package (paddle, onnxruntime, openvino), None where it is missing."""
+    try:
+        if backend == 'paddle_inference':
+            return paddle.__version__
+        if backend == 'onnxruntime':
+            import onnxruntime
+
+            return onnxruntime.__version__
+        import openvino
+
+        return openvino.get_version()
+    except ImportError:
+        return None
+
+
+def choice_key(model_file, threads, device, versions, shape):
+    """What a cached choice holds for: the machine (CPU model, CPU count), the threads and device, the runtimes'
+    versions, the model file (name, size, modification time) and the measured input shape. Any change measures
+    again."""
+    stat = os.stat(model_file)
+    return {'cpu': cpu_model(), 'cpu_count': os.cpu_count(), 'threads': int(threads), 'device': device,
+            'versions': dict(versions), 'model': os.path.basename(model_file), 'model_bytes': stat.st_size,
+            'model_mtime_ns': stat.st_mtime_ns, 'input_shape': [int(d) for d in shape]}
+
+
+def _read_choice(path, key, installed):
+    """(cached record, None) where ``path`` holds a choice for ``key`` among ``installed``, else (None, why not)."""
+    if not os.path.exists(path):
+        return None, 'not measured yet'
+    try:
+        with open(path, encoding='utf-8') as f:
+            record = json.load(f)
+    except (OSError, ValueError) as err:
+        return None, f"{os.path.basename(path)} is unreadable ({_first_line(err)})"
+    if not isinstance(record, dict) or record.get('choice') not in installed or \
+            not isinstance(record.get('timings_ms'), dict):
+        return None, f"{os.path.basename(path)} holds no valid choice"
+    cached = record.get('key')
+    if cached != key:
+        changed = sorted(k for k in key if not isinstance(cached, dict) or cached.get(k) != key[k])
+        return None, f"measured for another {', '.join(changed)}"
+    return record, None
+
+
+def _write_choice(path, record):
+    """Write ``record`` to ``path`` atomically; None, or why it could not be written."""
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', dir=os.path.dirname(path))
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide the choice from other users of the export
+        with os.fdopen(fd, 'w', encoding='utf-8') as f:
+            json.dump(record, f, indent=2)
+            f.write('\n')
+        os.replace(tmp, path)
+        return None
+    except OSError as err:
+        if tmp is not None and os.path.exists(tmp):
+            os.remove(tmp)
+        return err.strerror or str(err)
+
+
+def choose_backend(folder, model_file, candidates, threads, device, make_runner, shape, log=None):
+    """The fastest runtime for the export in ``folder``: (backend, its runner, ms per run of each runtime or None).
+
+    ``candidates`` are the runtimes the files allow (:func:`file_backends`); those whose package is installed are
+    timed once on a random input of ``shape`` (one warm-up run each, then :data:`AUTO_ROUNDS` interleaved rounds,
+    the median counts), and the choice is written to ``folder/backend_choice.json`` with the timings and
+    :func:`choice_key` (CPU model and count, threads, device, versions, model file, shape). A later call with the
+    same key reuses it without measuring; a changed key measures again. A folder that cannot be written is logged
+    in one line (the next run measures again). With one runtime installed there is nothing to measure.
+
+    Args:
+        make_runner (callable): backend -> a function batch -> output (raising UserError where the runtime
+            cannot load the model).
+        log (module|logging.Logger|None): Where the choice is logged (``info``/``warning`` of one message).
+            Default: ``paddle_models.core.logger``.
+
+    Raises:
+        UserError: None of the candidates is installed, or every one fails on the model.
+    """
+    if log is None:
+        from paddle_models.core import logger as log
+    if len(candidates) == 1:
+        log.info(f"backend auto: {candidates[0]} (the only runtime for {os.path.basename(model_file)})")
+        return candidates[0], make_runner(candidates[0]), None
+    versions = {b: backend_version(b) for b in candidates}
+    installed = [b for b in candidates if versions[b] is not None]
+    if not installed:
+        raise UserError(f"backend auto: none of {', '.join(candidates)} is installed: pip install "
+                        f"{' or '.join(candidates)}")
+    if len(installed) == 1:
+        log.info(f"backend auto: {installed[0]} (the only one of {', '.join(candidates)} installed; nothing to "
+                 f"measure)")
+        return installed[0], make_runner(installed[0]), None
+    path = os.path.join(folder, CHOICE_FILE)
+    key = choice_key(model_file, threads, device, {b: versions[b] for b in installed}, shape)
+    record, why = _read_choice(path, key, installed)
+    if record is not None:
+        choice = record['choice']
+        log.info(f"backend auto: {choice} (cached in {path}: {_timings_text(record['timings_ms'])})")
+        return choice, make_runner(choice), record['timings_ms']
+
+    log.info(f"backend auto: measuring {', '.join(installed)} on a {'x'.join(map(str, shape))} input ({why})")
+    data = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    runners, errors = {}, {}
+    for backend in installed:
+        try:
+            runner = make_runner(backend)
+            runner(data)  # warm-up: compiles, allocates
+            runners[backend] = runner
+        except Exception as err:  # noqa: BLE001  (a runtime that cannot run this model is left out)
+            errors[backend] = _first_line(err)
+            log.warning(f"backend auto: {backend} cannot run {model_file} ({errors[backend]}); left out")
+    if not runners:
+        raise UserError(f"backend auto: no runtime runs {model_file}: "
+                        f"{'; '.join(f'{b}: {e}' for b, e in errors.items())}")
+    times = {backend: [] for backend in runners}
+    for _ in range(AUTO_ROUNDS):
+        for backend, runner in runners.items():
+            start = time.perf_counter()
+            runner(data)
+            times[backend].append(1000.0 * (time.perf_counter() - start))
+    timings = {b: round(float(np.median(times[b])), 3) if b in times else None for b in installed}
+    choice = min(times, key=lambda b: timings[b])
+    record = {'choice': choice, 'timings_ms': timings, 'errors': errors, 'key': key,
+              'measured': time.strftime('%Y-%m-%dT%H:%M:%S%z'), 'rounds': AUTO_ROUNDS}
+    problem = _write_choice(path, record)
+    if problem is None:
+        log.info(f"backend auto: {choice} ({_timings_text(timings)}); cached in {path}")
+    else:
+        log.warning(f"backend auto: {choice} ({_timings_text(timings)}); could not write the cache {path} "
+                    f"({problem}): the next run measures again")
+    return choice, runners[choice], timings
+
+
+def _timings_text(timings):
+    return ', '.join(f"{b} {t:.1f} ms" if isinstance(t, (int, float)) else f"{b} failed"
+                     for b, t in timings.items())

@@ -6,6 +6,8 @@ Inference's OpenVINO engine with ``--format openvino``), with deploy.yaml. The l
         --save_dir output/inference_model
     python export.py --config configs/quickstart.yml --model_path output/best_model/model.pdparams \
         --save_dir output/onnx_model --format onnx
+    python export.py --config configs/quickstart.yml --model_path output/best_model/model.pdparams \
+        --save_dir output/onnx_openvino --format onnx --backend openvino     # the standalone OpenVINO runtime
     python export.py --config configs/hardnet.yml --model_path output/best_model/model.pdparams \
         --save_dir output/openvino_model --format openvino
     python deploy/python/infer.py --config output/inference_model/deploy.yaml --image_path some.jpg
@@ -39,6 +41,10 @@ def parse_args(argv=None):
                         help='paddle: Paddle Inference program (default); onnx: model.onnx for ONNX Runtime '
                              '(needs paddle2onnx and onnxruntime); openvino: a legacy Paddle program that '
                              'Paddle Inference runs with its OpenVINO engine on the CPU (Paddle 3.x).')
+    parser.add_argument('--backend', default=None, choices=['onnxruntime', 'openvino'],
+                        help='With --format onnx: the runtime the export is checked in and deploy.yaml names: '
+                             'onnxruntime (default) or openvino (the standalone OpenVINO runtime, pip install '
+                             'openvino). infer.py --backend can still pick either for the export.')
     parser.add_argument('--without_argmax', action='store_true', help='Same as --output_op none (PaddleSeg 2.6).')
     parser.add_argument('--with_softmax', action='store_true', help='Same as --output_op softmax (PaddleSeg 2.6).')
     return parser.parse_args(argv)
@@ -48,6 +54,9 @@ def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     cli.resolve_model_arg(args)
+    if args.backend is not None and args.format != 'onnx':
+        raise cli.UserError(f"--backend {args.backend} applies to --format onnx (an ONNX model runs in onnxruntime "
+                            f"or openvino); --format {args.format} runs in Paddle Inference")
     if args.format == 'openvino' and not legacy_mode():  # legacy programs need a fresh Paddle import
         return run_in_legacy_mode(LEGACY_ENTRY, argv)
     cfg = load_config(args.config, args.opts, require=('model',))
@@ -65,7 +74,8 @@ def main(argv=None):
     # deploy.yaml names and colours the classes as the config's dataset does (class N / default colours otherwise)
     class_names, palette = config_classes(cfg.dic, getattr(model, 'num_classes', None))
     info = export_model(model, args.save_dir, input_shape=args.input_shape, output_op=output_op,
-                        transforms=transforms, fmt=args.format, class_names=class_names, palette=palette)
+                        transforms=transforms, fmt=args.format, class_names=class_names, palette=palette,
+                        backend=args.backend)
     logger.info(f"Exported to {args.save_dir}")
     return info
 
