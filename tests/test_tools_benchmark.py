@@ -350,7 +350,7 @@ def test_onnx_runners_compute_the_same_logits(tmp_path):
     with paddle.no_grad():
         want = model(paddle.to_tensor(x))[0].numpy()
     for what in benchmark.ONNX_MEASUREMENTS:
-        got = benchmark.onnx_runner(info['model'], what, x.shape, 1)(x)
+        got = benchmark.onnx_runner(info['model'], what, 1)(x)
         assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max(), what
 
 

@@ -314,29 +314,20 @@ def worker(spec):
 EXPORTS = {'export': 'paddle', 'export_openvino': 'openvino', 'export_onnx': 'onnx'}
 
 
-def onnx_runner(model, what, shape, threads):
-    """A function running ``model.onnx`` on a float32 array of ``shape``: ONNX Runtime (``what='onnx_ort'``: CPU
-    provider, ``threads`` intra-op threads, one inter-op thread) or the standalone OpenVINO runtime
-    (``'onnx_openvino'``: reshaped to ``shape``, compiled for the CPU with ``threads`` threads, the latency hint and
-    f32 precision, so it computes what the others compute)."""
+def onnx_runner(model, what, threads):
+    """A function running ``model.onnx`` on a float32 [N, C, H, W] array as the runners do: ONNX Runtime
+    (``what='onnx_ort'``: ``core.export.onnx_session``, the CPU provider with ``threads`` intra-op threads) or the
+    standalone OpenVINO runtime (``'onnx_openvino'``: ``core.inference.OpenVinoSession``, compiled for the input's
+    shape with ``threads`` threads, the latency hint and f32 precision, so it computes what the others compute)."""
     if what == 'onnx_ort':
-        import onnxruntime as ort
+        from paddle_models.core.export import onnx_session
 
-        options = ort.SessionOptions()
-        options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-        options.log_severity_level = 3
-        session = ort.InferenceSession(model, options, providers=['CPUExecutionProvider'])
+        session = onnx_session(model, threads)
         name = session.get_inputs()[0].name
         return lambda x: session.run(None, {name: x})[0]
-    import openvino
+    from paddle_models.core.inference import OpenVinoSession
 
-    core = openvino.Core()
-    network = core.read_model(model)
-    network.reshape(list(shape))
-    compiled = core.compile_model(network, 'CPU', {'INFERENCE_NUM_THREADS': threads, 'PERFORMANCE_HINT': 'LATENCY',
-                                                   'INFERENCE_PRECISION_HINT': 'f32'})
-    request = compiled.create_infer_request()
-    return lambda x: request.infer({0: x})[0]
+    return OpenVinoSession(model, threads, model)
 
 
 def infer_worker(spec):
@@ -350,7 +341,7 @@ def infer_worker(spec):
     x = np.random.RandomState(0).randn(1, 3, h, w).astype('float32')
     if spec['what'] in ONNX_MEASUREMENTS:
         start = time.perf_counter()
-        runner = onnx_runner(exported['model'], spec['what'], x.shape, spec['threads'])
+        runner = onnx_runner(exported['model'], spec['what'], spec['threads'])
         runner(x)  # the warm-up
         setup_s = time.perf_counter() - start
         out = {'ms': _median_ms(lambda: runner(x), spec['repeats'], warmup=False), 'setup_s': setup_s,
