@@ -130,9 +130,19 @@ class SegFormer(nn.Layer):
         bias = paddle.matmul(fuse, projection.proj.bias.reshape([e, 1])).reshape([e])
         return F.conv2d(feat, weight.reshape([e, -1, 1, 1]), bias if shift is None else bias + shift)
 
+    def _level_gemm(self, feat, projection, slot, scale, shift=None):
+        """:meth:`_level` as one matrix product over the flattened map: [N, E, h * w] (plain NCHW order)."""
+        e = self.embedding_dim
+        fuse = self.linear_fuse.conv.weight.reshape([e, 4 * e])[:, slot * e:(slot + 1) * e] * scale.unsqueeze(1)
+        weight = paddle.matmul(fuse, projection.proj.weight, transpose_y=True)  # [E_out, C_i]
+        bias = paddle.matmul(fuse, projection.proj.bias.reshape([e, 1]))  # [E_out, 1]
+        shape = feature_shape(feat)
+        flat = paddle.reshape(feat, [shape[0], int(feat.shape[1]), -1])  # [N, C_i, h * w]
+        return paddle.matmul(weight, flat) + (bias if shift is None else bias + shift.reshape([e, 1]))
+
     def exported_decoder(self, feats):
-        """The all-MLP decoder up to ``linear_fuse``'s ReLU in the form exported Paddle 3 programs use (inference
-        only; the same values as the forward's):
+        """The all-MLP decoder with ``linear_pred`` (the stride-4 logits) in the form exported Paddle 3 programs
+        use (inference only; the same values as the forward's):
 
         * ``linear_fuse``'s batch norm (running statistics) is folded into the per-level 1x1 convs: its scale
           into every level's weights, its shift into level 1's bias; no separate normalisation over the stride-4
@@ -141,12 +151,16 @@ class SegFormer(nn.Layer):
           bilinear matrices of :func:`~paddle_models.layers.resize.interpolation_matrix`), ``sum_i A_i z_i B_i^T``
           is ``[A_2 A_3 A_4]`` times the levels' column-interpolated rows ``z_i B_i^T`` stacked; the columns are
           interpolated first, on the small maps, and the stride-4 map is written once instead of three times.
+        * at stride 4, level 1's conv, the sum, the ReLU and ``linear_pred`` are matrix products and elementwise ops
+          over [N, channels, H * W] in plain NCHW order, which the matrix-product upsampling writes; as 1x1 convs
+          they made oneDNN convert the 256-channel stride-4 map between its plain and channels-last layouts (a
+          copy as costly as the convs themselves), and the final upsampling then needed the plain layout again.
         """
         scale, shift = self.linear_fuse.folded_norm()  # (its conv has no bias)
         c1, c2, c3, c4 = feats
         e = self.embedding_dim
         out_shape = feature_shape(c1)  # (not of the level conv's output: a second reader keeps the add unfused)
-        y = self._level(c1, self.linear_c1, 3, scale, shift)
+        y = self._level_gemm(c1, self.linear_c1, 3, scale, shift)  # [N, E, H * W]
         h, w = out_shape[2], out_shape[3]
         rows, stacked = [], []
         for feat, projection, slot in ((c2, self.linear_c2, 2), (c3, self.linear_c3, 1), (c4, self.linear_c4, 0)):
@@ -157,8 +171,10 @@ class SegFormer(nn.Layer):
             stacked.append(paddle.reshape(z, [-1, shape[2], w]))  # [N * E, h_i, W]
             rows.append(interpolation_matrix(shape[2], h, self.align_corners, z.dtype))  # [H, h_i]
         up = paddle.matmul(paddle.concat(rows, axis=1), paddle.concat(stacked, axis=1))  # [N * E, H, W]
-        y = y + paddle.reshape(up, [out_shape[0], e, h, w])
-        return self.linear_fuse._act(y)
+        y = self.linear_fuse._act(y + paddle.reshape(up, [out_shape[0], e, -1]))
+        k = self.num_classes
+        logit = paddle.matmul(self.linear_pred.weight.reshape([k, e]), y) + self.linear_pred.bias.reshape([k, 1])
+        return paddle.reshape(logit, [out_shape[0], k, h, w])
 
     def _mmseg_decoder(self, feats):
         """mmseg's head: conv + BN + ReLU per level (at the level's resolution), upsampled to stride 4,
@@ -174,7 +190,8 @@ class SegFormer(nn.Layer):
         if self.head_style == 'mmseg':
             y = self._mmseg_decoder([c1, c2, c3, c4])
         elif not self.training and static_graph_kind() == 'pir':  # an exported Paddle 3 program
-            y = self.exported_decoder([c1, c2, c3, c4])
+            logit = self.exported_decoder([c1, c2, c3, c4])
+            return [resize(logit, feature_size(x), align_corners=self.align_corners, final=True)]
         else:
             size = feature_size(c1)
             y = self._level(c1, self.linear_c1, 3)
