@@ -1,7 +1,8 @@
 """ONNX export (``export.py --format onnx``) and running it with deploy/python/infer.py.
 
-Every config in configs/ is exported to ONNX at 1x3x64x64 with random weights and ``output_op: none``, keeping the
-Paddle program the ONNX model was converted from (``keep_program=True``); ONNX Runtime's logits must match Paddle
+Every config in configs/ is exported to ONNX with a free input size, random weights and ``output_op: none``,
+keeping the Paddle program the ONNX model was converted from (``keep_program=True``); at 1x3x50x70 (odd-sized maps
+at every stride-2 level, pooled maps that the pyramid bins do not divide) ONNX Runtime's logits must match Paddle
 Inference's (plain CPU kernels) on that same program within 1e-4, relative error measured as
 max |onnx - paddle| / max |paddle| over the whole logits tensor. A config that does not convert fails its test.
 Not marked paddle26: the ONNX path is tested on Paddle 3.x (PIR programs) only.
@@ -24,13 +25,14 @@ from paddle_models.core.config import Builder, load_config
 from paddle_models.core.export import export_model
 from paddle_models.errors import UserError
 from paddle_models.models.hardnet import HarDNet
+from paddle_models.models.multiscale_attention import MultiScaleAttention
+from paddle_models.models.pspnet import PSPNet
+from paddle_models.models.upernet import UPerNet
+from test_models_upernet import _tiny_van
 
 CONFIGS = sorted(glob.glob(os.path.join(REPO, 'configs', '*.yml')))
-INPUT_SHAPE = [1, 3, 64, 64]
-# paddle2onnx turns adaptive pooling into AveragePool with kernel and stride input // output, so the pooled map must
-# divide by every bin (1, 2, 3, 6 in UPerNet's and PSPNet's pyramids): MaxViT's 1/32 map needs 192 x 192, PSPNet's
-# 1/8 map 48 x 48
-INPUT_SIZES = {'maxvit_t_upernet_camvid': 192, 'pspnet': 48}
+# the size each config's free-size export runs at in the test
+INPUT_SHAPE = [1, 3, 50, 70]
 INFER = os.path.join(REPO, 'deploy', 'python', 'infer.py')
 TINY, TRANSFORMS = TINY_HARDNET, TINY_TRANSFORMS
 
@@ -47,19 +49,13 @@ def onnx_export(tmp_path_factory):
             try:
                 cfg = load_config(os.path.join(REPO, 'configs', name + '.yml'), require=('model',))
                 model = Builder(cfg).model()
-                cache[name] = export_model(model, str(root / name), input_shape=_input_shape(name),
-                                           output_op='none',
-                                           transforms=TRANSFORMS, fmt='onnx', keep_program=True)
+                cache[name] = export_model(model, str(root / name), output_op='none', transforms=TRANSFORMS,
+                                           fmt='onnx', keep_program=True)
             except Exception as err:  # noqa: BLE001  (reported by the test of that config)
                 cache[name] = err
         return cache[name]
 
     return get
-
-
-def _input_shape(name):
-    size = INPUT_SIZES.get(name, INPUT_SHAPE[2])
-    return INPUT_SHAPE[:2] + [size, size]
 
 
 def _paddle_inference(program_dir, data):
@@ -89,16 +85,7 @@ def _onnx_runtime(path, data):
     return session.run(None, {session.get_inputs()[0].name: data})[0]
 
 
-# Known, open (issue 13): paddle2onnx 2.1.0 writes an empty `sizes` input for one of MultiScaleAttention's Resize
-# nodes ("Number of elements of input 'sizes' (0) must be same as rank of input 'X' (4)"); strict, so the test fails
-# once the conversion works and the mark must go
-KNOWN_FAILURES = {'multiscale_attention_hardnet_camvid': "paddle2onnx 2.1.0 writes an empty Resize 'sizes' input"}
-
-
-@pytest.mark.parametrize('config', [
-    pytest.param(name, marks=pytest.mark.xfail(reason=KNOWN_FAILURES[name], strict=True))
-    if name in KNOWN_FAILURES else name
-    for name in (os.path.basename(p)[:-4] for p in CONFIGS)])
+@pytest.mark.parametrize('config', [os.path.basename(p)[:-4] for p in CONFIGS])
 def test_config_exports_to_onnx_and_matches_paddle_inference(onnx_export, config):
     info = onnx_export(config)
     if isinstance(info, Exception):
@@ -106,8 +93,8 @@ def test_config_exports_to_onnx_and_matches_paddle_inference(onnx_export, config
     with open(info['deploy_yaml'], encoding='utf-8') as f:
         deploy = yaml.safe_load(f)['Deploy']
     assert (deploy['model'], deploy['backend'], deploy['output_op']) == ('model.onnx', 'onnxruntime', 'none')
-    shape = _input_shape(config)
-    assert 'params' not in deploy and deploy['input_shape'] == shape
+    shape = INPUT_SHAPE
+    assert 'params' not in deploy and deploy['input_shape'] == [None, 3, None, None]
     num_classes = load_config(os.path.join(REPO, 'configs', config + '.yml'), require=('model',)) \
         .dic['model']['num_classes']
 
@@ -152,6 +139,36 @@ def test_onnx_export_writes_model_and_deploy_yaml_only(tiny_onnx):
         got = _onnx_runtime(info['model'], data)
         assert got.shape == (shape[0],) + tuple(shape[2:])
         assert np.mean(got != logits.argmax(1)) <= 1e-3
+
+
+# tiny models whose free-size ONNX export needs layers/resize.py's onnx_forms(): MultiScaleAttention resizes to sizes
+# read from its logits, PSPNet and UPerNet pool to bins 1, 2, 3, 6 (VAN's 1/16 and 1/32 maps: 4x5 and 2x3 at 50x70)
+FREE_SIZE_MODELS = {
+    'multiscale_attention_hardnet': lambda: MultiScaleAttention(HarDNet(num_classes=5, **TINY), attention_channels=8),
+    'pspnet': lambda: PSPNet(5, _tiny_van(), backbone_indices=(2, 3), pp_out_channels=16),
+    'upernet': lambda: UPerNet(5, _tiny_van(), channels=16),
+}
+
+
+@pytest.mark.parametrize('name', sorted(FREE_SIZE_MODELS))
+def test_free_size_onnx_export_matches_the_dynamic_model(name, tmp_path):
+    """Exported with a free input size, the ONNX model runs in ONNX Runtime at sizes the pooling bins do not divide
+    (also smaller than the 6x6 grid) and equals the dynamic model: logits within 1e-4 relative, the argmax on at
+    least 99.9% of the pixels."""
+    paddle.seed(0)
+    model = FREE_SIZE_MODELS[name]()
+    model.eval()
+    info = export_model(model, str(tmp_path / 'onnx'), output_op='none', transforms=TRANSFORMS, fmt='onnx')
+    assert info['input_shape'] == [None, 3, None, None]
+    for shape in ([1, 3, 50, 70], [2, 3, 64, 96]):
+        data = np.random.default_rng(3).standard_normal(shape).astype('float32')
+        with paddle.no_grad():
+            want = model(paddle.to_tensor(data))[0].numpy()
+        got = _onnx_runtime(info['model'], data)
+        assert got.shape == want.shape == (shape[0], 5) + tuple(shape[2:])
+        relative = float(np.abs(got.astype('float64') - want).max() / np.abs(want).max())
+        assert relative <= 1e-4, f"{name} at {shape}: max |onnx - dynamic| / max |dynamic| = {relative:.3g}"
+        assert np.mean(got.argmax(1) != want.argmax(1)) <= 1e-3
 
 
 def test_export_cli_onnx_and_infer_matches_paddle_results(tmp_path):

@@ -41,6 +41,7 @@ from paddle_models.errors import UserError
 from paddle_models.layers.conv_init import fan_out_attr, zero_bias_attr
 from paddle_models.layers.drop_path import drop_path_or_identity, drop_path_rates
 from paddle_models.layers.mlp import Mlp
+from paddle_models.layers.resize import onnx_tracing
 from paddle_models.layers.squeeze_excite import SqueezeExcite
 from paddle_models.registry import register_converter
 from paddle_models.utils.spatial import spatial_size
@@ -108,7 +109,11 @@ class Downsample(nn.Layer):
     def forward(self, x):
         # One zero row/column at the end always: for an even side a 2x2/2 pool never reaches it, for an odd side
         # the last window takes it -- TF 'SAME' pooling with the padding counted, without shape-dependent code.
-        x = F.avg_pool2d(F.pad(x, [0, 1, 0, 1]), kernel_size=2, stride=2)
+        # Traced for ONNX, the padding names all four axes (Paddle's `pad` op): paddle2onnx 2.1.0 converts the
+        # `pad3d` op of a 2-D padding without its pad value (it wrote arbitrary constants such as 1.0 and -2.8e36),
+        # which the last window of an odd side then averages in.
+        x = F.avg_pool2d(F.pad(x, [0, 0, 0, 0, 0, 1, 0, 1] if onnx_tracing() else [0, 1, 0, 1]), kernel_size=2,
+                         stride=2)
         return self.expand(x)
 
 

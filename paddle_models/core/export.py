@@ -73,7 +73,9 @@ names ``backend: openvino``. paddle2onnx aborts the whole process (SIGABRT) on a
 conversion runs in a child Python process; when it fails, the error names the ops missing from paddle2onnx's own list
 (``get_all_supported_operators_pir``), else the specific reason paddle2onnx printed (e.g. "[OP: pd_op.pool2d]
 Adaptive only support static input shape."). ``F.gelu(approximate=True)`` is traced from elementary ops
-(``_onnx_exact_gelu``).
+(``_onnx_exact_gelu``), and the trace runs inside ``layers/resize.py: onnx_forms()``, where a resize's size tensor
+is passed as its two entries and adaptive average pooling (PSPNet's and UPerNet's pyramids) is two matrix products:
+the forms paddle2onnx converts at a free input size.
 
 OpenVINO (``fmt='openvino'``, ``export.py --format openvino``): a legacy program (``model.pdmodel``) for Paddle
 Inference's OpenVINO engine, whose pass works on the legacy IR only; see :func:`_export_openvino` and
@@ -99,7 +101,7 @@ import paddle.nn.functional as F
 import yaml
 
 from paddle_models.errors import UserError
-from paddle_models.layers.resize import portable_resize
+from paddle_models.layers.resize import onnx_forms, portable_resize
 
 logger = logging.getLogger(__name__)
 
@@ -472,7 +474,7 @@ def _export_onnx(model, tmp_dir, shape, output_op, transforms, keep_program=Fals
     check."""
     scratch = os.path.join(tmp_dir, 'paddle') if keep_program else tempfile.mkdtemp(prefix='.paddle-', dir=tmp_dir)
     os.makedirs(scratch, exist_ok=True)
-    with _onnx_exact_gelu():
+    with _onnx_exact_gelu(), onnx_forms():
         op_names = _save_program(model, scratch, shape, output_op, portable=False)
     program = os.path.join(scratch, _program_file(scratch))
     params = os.path.join(scratch, SAVE_NAME + '.pdiparams')

@@ -17,12 +17,28 @@ import paddle.nn.functional as F
 
 from paddle_models.errors import UserError
 from paddle_models.layers.conv import ConvBN, ConvBNReLU
-from paddle_models.layers.resize import interpolation_matrix, resize
+from paddle_models.layers.resize import adaptive_avg_pool2d, interpolation_matrix, resize
 from paddle_models.utils.compat import static_graph_kind
 from paddle_models.utils.spatial import feature_shape
 from paddle_models.utils.validate import check_ints
 
-__all__ = ['PPModule', 'ASPPModule', 'AuxLayer', 'SeparableConvBNReLU']
+__all__ = ['PPModule', 'ASPPModule', 'AuxLayer', 'SeparableConvBNReLU', 'AdaptiveAvgPool2D']
+
+
+class AdaptiveAvgPool2D(nn.AdaptiveAvgPool2D):
+    """``nn.AdaptiveAvgPool2D`` (NCHW) computed by :func:`~paddle_models.layers.resize.adaptive_avg_pool2d`: Paddle's
+    op, except in a graph traced for ONNX, where it takes a form paddle2onnx converts at a free input size. No
+    parameters, so a model's checkpoints are unchanged.
+
+    Args:
+        output_size (int|tuple[int]): The pooled grid, b or (h, w).
+    """
+
+    def __init__(self, output_size):
+        super().__init__(output_size)
+
+    def forward(self, x):
+        return adaptive_avg_pool2d(x, self._output_size)
 
 
 class PPModule(nn.Layer):
@@ -52,7 +68,7 @@ class PPModule(nn.Layer):
             raise UserError(f"PPModule: in_channels {in_channels} is too small for {len(bin_sizes)} bins with "
                             f"dim_reduction")
         self.stages = nn.LayerList([
-            nn.Sequential(nn.AdaptiveAvgPool2D(output_size=(size, size)),
+            nn.Sequential(AdaptiveAvgPool2D(output_size=(size, size)),
                           ConvBNReLU(in_channels, branch_channels, 1))
             for size in bin_sizes
         ])

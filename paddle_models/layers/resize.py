@@ -49,6 +49,12 @@ keep their size through a module), so resizes between the same two branch sizes 
 
 Outside the context :func:`resize` is plain ``F.interpolate``, except that a bilinear ``final=True`` resize in the
 dynamic graph uses two matrix products with interpolation matrices (faster on the CPU).
+
+ONNX: export traces a model for paddle2onnx (2.1.0) with Paddle's own resize ops (paddle2onnx converts them to ONNX
+``Resize``, but not the portable path's ``lerp``) inside :func:`onnx_forms`, where two ops take the forms
+paddle2onnx converts into a model ONNX Runtime runs at a free input size: :func:`resize` passes a size tensor as
+its two entries, and :func:`adaptive_avg_pool2d` (the pooled grids of PSPNet's and UPerNet's pyramid pooling)
+becomes two matrix products with :func:`pooling_matrix` (see :func:`onnx_forms`).
 """
 import contextlib
 import numbers
@@ -81,6 +87,48 @@ def portable_resize(enabled=True):
     finally:
         _PORTABLE[0] = previous
         _MEMO.clear()
+
+
+# Set within onnx_forms(): the graph being traced is for paddle2onnx (see onnx_forms)
+_ONNX = [False]
+
+
+@contextlib.contextmanager
+def onnx_forms(enabled=True):
+    """Within this context a traced graph (never the dynamic one) takes the forms of two ops that paddle2onnx 2.1.0
+    converts into a model ONNX Runtime runs at a free input size; export traces ONNX models inside it (with Paddle's
+    own resize ops: ``portable_resize(False)``). The previous state is restored on exit.
+
+    * :func:`resize` passes a size tensor (such as ``paddle.shape(y)[2:]``) as its two 0-D entries. paddle2onnx
+      builds ONNX ``Resize``'s ``sizes`` as the concatenation of the input's (N, C) and the size tensor, whose length
+      ONNX's shape inference cannot tell where it is read from the shape of a tensor of unknown rank: any output of
+      a conv with a bias is one (paddle2onnx reshapes the bias to [1, C, 1, 1] through an ``Identity`` of that
+      shape, which hides it from shape inference). ONNX Runtime then refuses the model ("Number of elements of
+      input 'sizes' (0) must be same as rank of input 'X' (4)"): MultiScaleAttention resizes to sizes read from
+      its logits. Two 0-D entries give ``sizes`` a known length.
+    * :func:`adaptive_avg_pool2d` to a grid other than 1 x 1 is ``rows @ x @ cols^T`` with :func:`pooling_matrix`:
+      paddle2onnx converts adaptive pooling only for a static input size ("Adaptive only support static input
+      shape"), and then as an ``AveragePool`` with kernel and stride ``input // output``, which computes other
+      bins than Paddle's where the grid does not divide the map. (1 x 1 becomes ``GlobalAveragePool`` at any size.)
+
+    Other code that needs an ONNX form of its own asks :func:`onnx_tracing` (MaxViT's padding).
+
+    Args:
+        enabled (bool): Switch the ONNX forms on (default) or off for the duration of the context.
+    """
+    previous = _ONNX[0]
+    _ONNX[0] = bool(enabled)
+    try:
+        yield
+    finally:
+        _ONNX[0] = previous
+
+
+@paddle.jit.not_to_static
+def onnx_tracing():
+    """True while a graph is traced inside :func:`onnx_forms` (for paddle2onnx): model code that needs another form
+    of an op for ONNX asks here."""
+    return _ONNX[0] and not paddle.in_dynamic_mode()
 
 
 def _current_block():
@@ -135,7 +183,16 @@ def resize(x, size, mode='bilinear', align_corners=False, final=False):
         return _portable_resize(x, size, mode, align_corners, final)
     if final and mode == 'bilinear' and paddle.in_dynamic_mode() and len(x.shape) == 4:
         return _matrix_resize_dygraph(x, size, align_corners)
-    return F.interpolate(x, size=size, mode=mode, align_corners=align_corners)
+    return F.interpolate(x, size=_onnx_size(size), mode=mode, align_corners=align_corners)
+
+
+@paddle.jit.not_to_static
+def _onnx_size(size):
+    """``size`` for ``F.interpolate``: a size tensor as a list of its two 0-D entries while tracing inside
+    :func:`onnx_forms` (a ``sizes`` of known length in ONNX), else unchanged."""
+    if onnx_tracing() and _is_tensor(size):
+        return list(_split_size(size))
+    return size
 
 
 def resize_to_input(logits, x, align_corners=False):
@@ -414,14 +471,13 @@ def _build_interpolation_matrix(in_len, out_len, align_corners, dtype):
         last = float(in_len - 1) if isinstance(in_len, int) else paddle.cast(in_len, 'float32') - 1.0
         positions = paddle.arange(in_len, dtype='float32')  # [in]
     else:  # both free (the traced case): each length cast once, the ratio from those
-        in_f, out_f = paddle.cast(in_len, 'float32'), paddle.cast(out_len, 'float32')
+        in_f, positions = _positions(in_len)
+        out_f, dst = _positions(out_len)
         last = in_f - 1.0
         if align_corners:
             ratio = last / paddle.clip(out_f - 1.0, min=1.0)
         else:
             ratio = in_f / out_f * paddle.cast(out_f > 1.0, 'float32')
-        dst = paddle.arange(0.0, out_f, 1.0, dtype='float32')
-        positions = paddle.arange(0.0, in_f, 1.0, dtype='float32')
     src = dst * ratio if align_corners else (dst + 0.5) * ratio - 0.5
     src = paddle.clip(src, min=0.0, max=last)
     column = paddle.unsqueeze(src, 1)  # [out, 1]
@@ -431,3 +487,60 @@ def _build_interpolation_matrix(in_len, out_len, align_corners, dtype):
         column = paddle.expand(column, [out_len, in_len])
     matrix = F.relu(1.0 - paddle.abs(column - positions))  # [out, in]
     return matrix if dtype is None or dtype == matrix.dtype else paddle.cast(matrix, dtype)
+
+
+def _positions(length):
+    """``length`` (a python int, or an int tensor: a free length in a traced graph) as a python float or a float32
+    tensor (cast once), and the float32 positions 0 .. length - 1 ([length])."""
+    if isinstance(length, int):
+        return float(length), paddle.arange(length, dtype='float32')
+    length_f = paddle.cast(length, 'float32')
+    return length_f, paddle.arange(0.0, length_f, 1.0, dtype='float32')
+
+
+@paddle.jit.not_to_static  # python-level shape logic; called from traced code (adaptive_avg_pool2d)
+def pooling_matrix(in_len, out_len, dtype=None):
+    """[out_len, in_len] matrix (float32, or ``dtype``) whose row i averages the points of bin i of adaptive average
+    pooling from ``in_len`` to ``out_len`` points: ``1 / n`` over the n points of [floor(i * in / out),
+    ceil((i + 1) * in / out)) (Paddle's bins, as its ``adaptive_avg_pool2d`` kernel computes them: they overlap
+    where ``out`` does not divide ``in``, and cover one or two points each where ``in < out``), 0 elsewhere.
+
+    ``in_len`` is a python int or an int tensor (a free length, built in the graph), ``out_len`` a python int.
+    Point j belongs to bin i where ``(j + 1) * out > i * in`` and ``j * out < (i + 1) * in`` (the two bounds
+    multiplied out, so no rounded division decides a boundary; exact in float32 while ``in * out < 2**24``)."""
+    if isinstance(out_len, bool) or not isinstance(out_len, int) or out_len < 1:
+        raise ValueError(f"pooling_matrix: out_len must be a positive python int, got {out_len!r}")
+    return _memoised('pooling', (in_len, out_len, str(dtype)), lambda: _build_pooling_matrix(in_len, out_len, dtype))
+
+
+def _build_pooling_matrix(in_len, out_len, dtype):
+    in_f, points = _positions(in_len)  # [in]
+    bins = paddle.arange(out_len, dtype='float32').unsqueeze(1)  # [out, 1]
+    inside = paddle.logical_and((points + 1.0) * float(out_len) > bins * in_f,
+                                points * float(out_len) < (bins + 1.0) * in_f)  # [out, in]
+    members = paddle.cast(inside, 'float32')
+    matrix = members / paddle.sum(members, axis=1, keepdim=True)
+    return matrix if dtype is None or dtype == matrix.dtype else paddle.cast(matrix, dtype)
+
+
+@paddle.jit.not_to_static  # python-level choice of form and shape logic; the ops it builds are recorded as they are
+def adaptive_avg_pool2d(x, output_size):
+    """``F.adaptive_avg_pool2d(x, output_size)`` of an NCHW ``x`` (``output_size``: an int or (h, w) ints).
+
+    While tracing inside :func:`onnx_forms`, a grid other than 1 x 1 is computed as ``rows [h, H] @ x @ cols^T``
+    with :func:`pooling_matrix` (the same bins; sums in another order, so equal up to float rounding): the form
+    paddle2onnx converts at a free input size. Everywhere else (the dynamic graph, Paddle Inference exports, whose
+    oneDNN runs the pooling op) it is Paddle's op."""
+    out_h, out_w = (output_size, output_size) if isinstance(output_size, int) else tuple(output_size)
+    if not onnx_tracing() or (out_h, out_w) == (1, 1):
+        return F.adaptive_avg_pool2d(x, output_size)
+    return _matrix_pool(x, int(out_h), int(out_w))
+
+
+def _matrix_pool(x, out_h, out_w):
+    if len(x.shape) != 4:
+        raise ValueError(f"adaptive_avg_pool2d expects an NCHW tensor, got shape {list(x.shape)}")
+    in_h, in_w = _lengths(x)
+    rows = pooling_matrix(in_h, out_h, x.dtype)  # [out_h, in_h]
+    cols = pooling_matrix(in_w, out_w, x.dtype)  # [out_w, in_w]
+    return paddle.matmul(paddle.matmul(rows, x), cols, transpose_y=True)
