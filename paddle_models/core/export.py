@@ -743,7 +743,7 @@ def _save_program(model, out_dir, shape, output_op, portable):
 
 @contextlib.contextmanager
 def _fast_tracing():
-    """Two of dy2st's costs that grow with the model, removed for the duration of one trace (same program):
+    """dy2st's costs that grow with the model, removed for the duration of one trace (same program):
 
     * dy2st converts each called ``forward`` into a static function and caches it in a ``WeakKeyDictionary``
       keyed by the *bound* method, which dies right after the call: every layer instance's call converts its

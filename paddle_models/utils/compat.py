@@ -12,12 +12,6 @@ def preload_zlib():
     importlib.import_module('zlib')
 
 
-def paddle_major():
-    """Paddle's major version as an int (3 for 3.3.1, 2 for 2.6.2; 0 for a development build)."""
-    import paddle
-    return int(paddle.__version__.split('.')[0])
-
-
 def static_graph_kind():
     """What Paddle is recording into now: 'dynamic' (eager execution), 'pir' (a Paddle 3 static graph, e.g. an
     export's trace) or 'legacy' (a legacy static program: Paddle 2.6, or Paddle 3 under FLAGS_enable_pir_api=0 as
