@@ -423,6 +423,9 @@ def _build_interpolation_matrix(in_len, out_len, align_corners, dtype):
         dst = paddle.arange(0.0, out_f, 1.0, dtype='float32')
         positions = paddle.arange(0.0, in_f, 1.0, dtype='float32')
     src = dst * ratio if align_corners else (dst + 0.5) * ratio - 0.5
-    src = paddle.clip(src, min=0.0, max=last)
+    if isinstance(last, float):
+        src = paddle.clip(src, min=0.0, max=last)
+    else:  # a traced length: clip's tensor bound is dropped by OpenVINO's Paddle frontend (it reads the attribute)
+        src = paddle.minimum(paddle.clip(src, min=0.0), last)
     matrix = F.relu(1.0 - paddle.abs(paddle.unsqueeze(src, 1) - positions))  # [out, in]
     return matrix if dtype is None or dtype == matrix.dtype else paddle.cast(matrix, dtype)

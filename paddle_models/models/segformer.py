@@ -131,8 +131,10 @@ class SegFormer(nn.Layer):
         return F.conv2d(feat, weight.reshape([e, -1, 1, 1]), bias if shift is None else bias + shift)
 
     def exported_decoder(self, feats):
-        """The all-MLP decoder up to ``linear_fuse``'s ReLU in the form exported Paddle 3 programs use (inference
-        only; the same values as the forward's):
+        """The all-MLP decoder up to ``linear_fuse``'s ReLU in the form exported programs use (inference only; the
+        same values as the forward's). In legacy programs (tools/quantize.py's INT8, the OpenVINO engine) it also
+        replaces three ``bilinear_interp`` ops over the stride-4 map, the INT8 program's largest FP32 cost
+        (docs/measurements.md):
 
         * ``linear_fuse``'s batch norm (running statistics) is folded into the per-level 1x1 convs: its scale
           into every level's weights, its shift into level 1's bias; no separate normalisation over the stride-4
@@ -173,7 +175,7 @@ class SegFormer(nn.Layer):
         c1, c2, c3, c4 = self.backbone(x)
         if self.head_style == 'mmseg':
             y = self._mmseg_decoder([c1, c2, c3, c4])
-        elif not self.training and static_graph_kind() == 'pir':  # an exported Paddle 3 program
+        elif not self.training and static_graph_kind() != 'dynamic':  # an exported program (PIR or legacy)
             y = self.exported_decoder([c1, c2, c3, c4])
         else:
             size = feature_size(c1)

@@ -57,6 +57,17 @@ def _legacy_unary(op_type):
     return unary
 
 
+def _legacy_elementwise(op_type):
+    def binary(x, y, name=None):
+        from paddle.base.framework import Variable
+
+        if not isinstance(x, Variable) or not isinstance(y, Variable):
+            raise TypeError(f"{op_type} in a legacy program: both operands must be tensors, got "
+                            f"{type(x).__name__} and {type(y).__name__}")
+        return _append_legacy_op(op_type, x, {'Y': [y]}, {'axis': -1})
+    return binary
+
+
 # Paddle 3.3 moved these Python APIs into C++ (``paddle.matmul`` is ``paddle._C_ops.matmul``, ``F.gelu`` is
 # ``_C_ops.gelu``, ...): the C functions take dygraph Tensors and PIR Values and raise on a legacy program's
 # Variable ("matmul(): argument (position 1) must be Value, but got Variable"). Each is traced here into the legacy
@@ -64,6 +75,8 @@ def _legacy_unary(op_type):
 _LEGACY_APIS = {
     'matmul': _legacy_matmul,
     'gelu': _legacy_gelu,
+    'maximum': _legacy_elementwise('elementwise_max'),
+    'minimum': _legacy_elementwise('elementwise_min'),
     **{name: _legacy_unary(name) for name in ('abs', 'ceil', 'cos', 'exp', 'floor', 'log', 'rsqrt', 'sigmoid',
                                               'sin', 'sqrt', 'tanh')},
 }
@@ -91,7 +104,7 @@ def _legacy_op_api(name, original):
 @contextlib.contextmanager
 def legacy_program_apis():
     """Within this context Paddle's C-only APIs of ``_LEGACY_APIS`` (``paddle.matmul``, ``F.gelu``/``nn.GELU``,
-    ``paddle.floor``, ``F.sigmoid``, ...) also trace into a legacy program (Paddle 3.x under
+    ``paddle.minimum``, ``paddle.floor``, ``F.sigmoid``, ...) also trace into a legacy program (Paddle 3.x under
     ``FLAGS_enable_pir_api=0``, what ``tools/quantize.py`` and ``export.py --format openvino`` trace), as the same
     legacy ops Paddle 2.6 traced them to (``matmul_v2``, ``gelu``, ...). Without it SegFormer and SegNeXt fail to
     trace there (``matmul(): argument (position 1) must be Value, but got Variable``).
