@@ -57,6 +57,38 @@ def write_tiny_hardnet(folder, seed, num_classes=5):
     return model, weights, config
 
 
+# Model sections of the smallest configs of the models that legacy-program tests (the OpenVINO engine, INT8) export:
+# SegFormer at MiT-B0 widths (the smallest variant: MixVisionTransformer itself is not a registered backbone) with a
+# narrow decoder, a narrow SegNeXt (MSCAN widths 16..32, one block per stage), LinkNet on ResNet-18
+TINY_MODELS = {
+    'SegFormer': {'type': 'SegFormer', 'embedding_dim': 16,
+                  'backbone': {'type': 'MixVisionTransformer_B0', 'drop_path_rate': 0.0}},
+    'SegNeXt': {'type': 'SegNeXt', 'backbone': {'type': 'MSCAN', 'embed_dims': [16, 16, 24, 32],
+                                                'depths': [1, 1, 1, 1], 'drop_path_rate': 0.0},
+                'decoder_cfg': {'channels': 16, 'ham_channels': 16, 'num_groups': 4, 'ham_kwargs': {'MD_R': 4}}},
+    'LinkNet': {'type': 'LinkNet', 'backbone': {'type': 'ResNet18'}},
+}
+
+
+def write_tiny_config(folder, name, seed, num_classes=5):
+    """Write ``folder/<name>.yml`` (``TINY_MODELS[name]``, SyntheticShapes train and val sets of 64x64 images, the
+    tiny transforms) and ``folder/<name>.pdparams`` (its random weights after ``paddle.seed(seed)``), for the
+    command-line tools; returns (weights path, config path)."""
+    import paddle
+    import yaml
+
+    import paddle_models as pm
+
+    config, weights = folder / f'{name}.yml', folder / f'{name}.pdparams'
+    dataset = {'type': 'SyntheticShapes', 'image_size': 64, 'transforms': TINY_TRANSFORMS}
+    config.write_text(yaml.safe_dump({'model': dict(TINY_MODELS[name], num_classes=num_classes),
+                                      'train_dataset': dict(dataset, mode='train', num_samples=4),
+                                      'val_dataset': dict(dataset, mode='val')}))
+    paddle.seed(seed)
+    paddle.save(pm.build_model(str(config)).state_dict(), str(weights))
+    return weights, config
+
+
 class _FileHandler(http.server.SimpleHTTPRequestHandler):
     """Serves the folder; under ``/lying/<file>`` it announces 1000 bytes more than it sends. Records every path."""
 

@@ -3,9 +3,11 @@ running it with deploy/python/infer.py and val.py's ``InferenceModel``.
 
 A tiny HarDNet is exported by export.py's command line (which re-runs itself with ``FLAGS_enable_pir_api=0``), in
 both formats from the same weights: the OpenVINO export's logits must match the Paddle export's (PIR program,
-oneDNN) within 1e-4 relative (max |a - b| / max |b|), and infer.py's PNGs must agree. Models the engine cannot run
-right (LinkNet) or that cannot be traced as legacy programs (SegFormer) fail in one line, leaving nothing behind.
-Not marked paddle26 except where stated: Paddle 2.6 has no OpenVINO engine.
+oneDNN) within 1e-4 relative (max |a - b| / max |b|), and infer.py's PNGs must agree. SegFormer and SegNeXt (traced
+through ``utils.compat.legacy_program_apis``) and LinkNet (whose transposed convs the engine once ran one pixel
+short) match their Paddle exports the same way. A model that cannot be traced as a legacy program, or that the engine
+runs wrongly, fails in one line, leaving nothing behind. Not marked paddle26 except where stated: Paddle 2.6 has no
+OpenVINO engine.
 """
 import glob
 import os
@@ -19,7 +21,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from conftest import REPO, TINY_HARDNET, TINY_TRANSFORMS, write_tiny_hardnet
+from conftest import REPO, TINY_HARDNET, TINY_TRANSFORMS, write_tiny_config, write_tiny_hardnet
 from paddle_models.core import inference
 from paddle_models.core.export import export_model
 from paddle_models.core.inference import InferenceModel
@@ -122,23 +124,121 @@ def test_infer_runs_the_openvino_export_like_the_paddle_one(tiny_exports, tmp_pa
             assert np.mean(outputs[name][png] != ref) <= 1e-3, (name, png)
 
 
-def test_models_the_engine_cannot_run_fail_in_one_line_and_leave_nothing(tmp_path):
-    """LinkNet: OpenVINO's output is empty (caught by the export's check); SegFormer: not traceable as a legacy
-    program. Exit code 2, one error line, no traceback, no save_dir or parent left, no engine cache left."""
+def _program_ops(program_file):
+    from paddle.base.proto import framework_pb2
+
+    program = framework_pb2.ProgramDesc()
+    program.ParseFromString(program_file.read_bytes())
+    return list(program.blocks[0].ops)
+
+
+def _attr(op, name):
+    return next(a for a in op.attrs if a.name == name)
+
+
+@pytest.mark.parametrize('name', ['SegFormer', 'SegNeXt', 'LinkNet'])
+def test_transformers_and_linknet_run_in_the_engine_as_their_paddle_export(name, tmp_path):
+    """export.py --format openvino of SegFormer and SegNeXt (Paddle 3.3's C-only matmul and gelu traced into legacy
+    ops) and LinkNet: the engine's logits equal the Paddle export's (PIR program, oneDNN) at two sizes, the second
+    odd-sized (LinkNet crops its decoder's upsampled maps there)."""
+    weights, config = write_tiny_config(tmp_path, name, seed=5)
+    for fmt in ('paddle', 'openvino'):
+        result = _export_cli('--config', config, '--model_path', weights, '--save_dir', tmp_path / fmt, '--format', fmt,
+                             '--output_op', 'none')
+        assert result.returncode == 0, result.stderr
+    assert "Paddle Inference's OpenVINO engine matches its oneDNN/CPU run" in result.stderr
+    types = [op.type for op in _program_ops(tmp_path / 'openvino' / 'model.pdmodel')]
+    if name == 'SegFormer':  # the attention's products and the Mix-FFN's GELU, as Paddle 2.6 traced them
+        assert types.count('matmul_v2') >= 8 and types.count('gelu') == 2 * 4
+    if name == 'LinkNet':  # output padding 1 traced as padding (1, 0): OpenVINO's frontend drops output_padding
+        transposed = [op for op in _program_ops(tmp_path / 'openvino' / 'model.pdmodel')
+                      if op.type == 'conv2d_transpose']
+        assert len(transposed) == 6
+        assert sorted(tuple(_attr(op, 'paddings').ints) for op in transposed) == \
+            [(0, 0), (1, 0, 1, 0), (1, 0, 1, 0), (1, 0, 1, 0), (1, 0, 1, 0), (1, 1)]
+        assert all(not any(_attr(op, 'output_padding').ints) for op in transposed)
+    openvino = InferenceModel(tmp_path / 'openvino', threads=2)
+    pir = InferenceModel(tmp_path / 'paddle', threads=2)
+    for shape in ([1, 3, 64, 64], [2, 3, 50, 70]):
+        data = np.random.default_rng(2).standard_normal(shape).astype('float32')
+        got, want = openvino(data), pir(data)
+        assert got.shape == want.shape == (shape[0], 5, *shape[2:])
+        assert float(np.abs(got - want).max() / np.abs(want).max()) <= 1e-4, shape
+
+
+_REFUSED = """
+import sys
+
+import numpy as np
+import paddle
+import paddle.nn as nn
+
+from paddle_models.core.cli import main_wrapper
+from paddle_models.registry import register_model
+from paddle_models.tools import export as export_tool
+
+
+@register_model
+class RollNet(nn.Layer):
+    # paddle.roll: one of Paddle 3.3's C-only APIs that utils/compat.legacy_program_apis does not cover
+    def __init__(self, num_classes):
+        super().__init__()
+        self.num_classes = num_classes
+        self.conv = nn.Conv2D(3, num_classes, 1)
+
+    def forward(self, x):
+        return [paddle.roll(self.conv(x), 1, axis=3)]
+
+
+@register_model
+class ConstantProductNet(nn.Layer):
+    # a product with a constant 4-D right operand plus a scalar: OpenVINO's CPU plugin makes it a FullyConnected
+    # node with a fused bias it cannot build, and Paddle's engine returns an empty output (as SegNeXt's NMF did)
+    def __init__(self, num_classes):
+        super().__init__()
+        self.num_classes = num_classes
+        self.conv = nn.Conv2D(3, num_classes, 1)
+        weight = np.random.RandomState(0).rand(1, 1, num_classes, num_classes).astype('float32')
+        self.register_buffer('weight', paddle.to_tensor(weight))
+
+    def forward(self, x):
+        y = self.conv(x)
+        tokens = y.reshape([0, 1, self.num_classes, -1]).transpose([0, 1, 3, 2])
+        out = (paddle.matmul(tokens, self.weight) + 1e-6).transpose([0, 1, 3, 2])
+        return [out.reshape(paddle.shape(y))]
+
+
+main_wrapper(lambda: export_tool.main(sys.argv[1:]))
+"""
+
+
+def test_models_the_engine_cannot_take_fail_in_one_line_and_leave_nothing(tmp_path):
+    """A model using a C-only API without a legacy path cannot be traced; one the engine runs to an empty output is
+    caught by the export's check. Exit code 2, one error line, no traceback, no save_dir or parent left, no engine
+    cache left. (export.py's own code in a legacy-mode process that registers the two models.)"""
+    script = tmp_path / 'refused.py'
+    script.write_text(_REFUSED)
+    env = dict(os.environ, FLAGS_enable_pir_api='0',
+               PYTHONPATH=os.pathsep.join([REPO] + [p for p in [os.environ.get('PYTHONPATH')] if p]))
     before = glob.glob(os.path.join(tempfile.gettempdir(), 'paddle_models-openvino-*'))
-    cases = (('linknet.yml', "error: OpenVINO export: Paddle Inference's OpenVINO engine runs model LinkNet wrongly "
-                             "(shape [0, ", "; without it: [1, 64, 96]); export it with --format paddle"),
-             ('segformer_b0_camvid.yml', "error: OpenVINO export: model SegFormer cannot be traced as a legacy "
-                                         "program (FLAGS_enable_pir_api=0): ", ""))
-    for config, prefix, suffix in cases:
-        save_dir = tmp_path / config / 'out'
-        result = _export_cli('--config', os.path.join('configs', config), '--save_dir', save_dir, '--format',
-                             'openvino')
+    cases = (('RollNet', "error: OpenVINO export: model RollNet cannot be traced as a legacy program "
+                         "(FLAGS_enable_pir_api=0): TypeError: ",
+              "roll(): argument (position 1) must be Value, but got Variable"),
+             ('ConstantProductNet', "error: OpenVINO export: Paddle Inference's OpenVINO engine runs model "
+                                    "ConstantProductNet wrongly (shape [0, ",
+              "; without it: [1, 64, 96]); export it with --format paddle"))
+    for model, prefix, suffix in cases:
+        config = tmp_path / f'{model}.yml'
+        config.write_text(yaml.safe_dump({'model': {'type': model, 'num_classes': 4}}))
+        save_dir = tmp_path / model / 'out'
+        result = subprocess.run([sys.executable, str(script), '--config', str(config), '--save_dir', str(save_dir),
+                                 '--format', 'openvino', '--device', 'cpu'],
+                                capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600)
         assert result.returncode == 2, result.stderr
         lines = _error_lines(result)
         assert len(lines) == 1 and lines[0].startswith(prefix) and lines[0].endswith(suffix), result.stderr
         assert 'Traceback' not in result.stderr
-        assert not (tmp_path / config).exists()
+        assert not (tmp_path / model).exists()
     assert glob.glob(os.path.join(tempfile.gettempdir(), 'paddle_models-openvino-*')) == before  # cache removed
 
 

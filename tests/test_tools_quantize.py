@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import REPO, camvid_root
+from conftest import REPO, TINY_TRANSFORMS, camvid_root, write_tiny_config
 
 import export as export_tool
 from paddle_models.errors import UserError
@@ -179,6 +179,61 @@ def test_int8_setting_from_deploy_yaml():
         ['conv2d', 'concat']
     assert int8_setting({'precision': 'int8', 'quantization': {'method': 'post-training'}}) is True
     assert 'pool2d' not in ONEDNN_INT8_OPS and {'conv2d', 'concat', 'elementwise_add'} <= set(ONEDNN_INT8_OPS)
+    assert not {'matmul', 'matmul_v2', 'fused_matmul'} & set(ONEDNN_INT8_OPS)  # SegFormer's decoder stopped the pass
+
+
+@pytest.mark.parametrize('name', ['SegFormer', 'SegNeXt'])
+def test_transformers_quantize_and_keep_the_fp32_class_maps(name, tmp_path):
+    """A tiny SegFormer and SegNeXt (random weights, two SyntheticShapes calibration images) quantize: traced as
+    legacy programs (Paddle 3.3's C-only matmul/gelu through utils.compat.legacy_program_apis), every conv bias
+    rewritten for oneDNN's conv + bias fusion (no reshaped bias parameter left), convolutions with quantize/dequantize
+    pairs, and the INT8 program's class ids (oneDNN INT8) agreeing with the FP32 export's (PIR program, oneDNN) on
+    most pixels of the val images (random weights leave many near-ties, hence 85%; 98-99% here)."""
+    from paddle.base.proto import framework_pb2
+
+    from paddle_models.core.export import export_model
+    from paddle_models.core.inference import InferenceModel
+    from paddle_models.datasets.synthetic import SyntheticShapes
+    import paddle_models as pm
+
+    weights, config = write_tiny_config(tmp_path, name, seed=7)
+    result = subprocess.run([sys.executable, QUANTIZE, '--config', str(config), '--model_path', str(weights),
+                             '--save_dir', str(tmp_path / 'int8'), '--calib_images', '2'],
+                            capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert result.returncode == 0, result.stderr[-3000:]
+    deploy = yaml.safe_load((tmp_path / 'int8' / 'deploy.yaml').read_text())['Deploy']
+    assert deploy['precision'] == 'int8' and deploy['quantization']['calib_images'] == 2
+
+    program = framework_pb2.ProgramDesc()
+    program.ParseFromString((tmp_path / 'int8' / 'model.pdmodel').read_bytes())
+    block = program.blocks[0]
+    def dims(var):
+        return list(var.type.dense_tensor.tensor.dims) if var.type.HasField('dense_tensor') else []
+
+    vectors = {var.name for var in block.vars if var.persistable and len(dims(var)) == 1}
+    types = [op.type for op in block.ops]
+    convs = types.count('conv2d') + types.count('depthwise_conv2d')
+    assert convs > 0 and types.count('quantize_linear') >= convs
+
+    def to_channels(op):  # a 1-D parameter reshaped to [1, C, 1, 1]: a conv bias as Paddle 3 traces it
+        shape = next(list(a.ints) for a in op.attrs if a.name == 'shape')
+        return len(shape) == 4 and shape[0] == shape[2] == shape[3] == 1 and \
+            any(name in vectors for slot in op.inputs if slot.parameter == 'X' for name in slot.arguments)
+
+    assert [op for op in block.ops if op.type == 'reshape2' and to_channels(op)] == []
+    if name == 'SegFormer':
+        assert types.count('gelu') == 8 and types.count('matmul_v2') >= 16  # MiT-B0: 8 blocks, 2 products each
+
+    model = pm.build_model(str(config), pretrained=str(weights))
+    fp32 = export_model(model, str(tmp_path / 'fp32'), transforms=TINY_TRANSFORMS)
+    assert fp32['program_format'] == 'pir'
+    val = SyntheticShapes(mode='val', image_size=64, transforms=None)  # CHW, 0-255; TINY_TRANSFORMS by hand
+    batch = np.stack([(val[i]['img'] / 255.0 - 0.5) / 0.5 for i in range(4)]).astype('float32')
+    int8_ids = np.concatenate([InferenceModel(tmp_path / 'int8', threads=2)(b[None]) for b in batch])
+    fp32_ids = np.concatenate([InferenceModel(tmp_path / 'fp32', threads=2)(b[None]) for b in batch])
+    assert int8_ids.shape == fp32_ids.shape == (4, 64, 64)
+    assert len(np.unique(fp32_ids)) > 1
+    assert np.mean(int8_ids == fp32_ids) >= 0.85, np.mean(int8_ids == fp32_ids)
 
 
 # --- bad input: one-line UserErrors, checked before anything heavy runs ---

@@ -29,7 +29,10 @@ What it does:
 What runs in INT8: the op types of ``paddle_models.core.inference.ONEDNN_INT8_OPS``, recorded in deploy.yaml as
 ``quantization.int8_ops`` and passed to ``Config.enable_mkldnn_int8`` by every runner: convolutions (with their
 fused batch norm and activation: the program is traced with its batch norms unfolded, see
-``core/export.py``'s ``_legacy_bias_is_reshaped``), concatenations, additions, matmuls and reshapes between them.
+``core/export.py``'s ``_legacy_bias_is_reshaped``; with their bias, which
+``paddle_models.core.legacy.fuse_ready_conv_bias`` puts in the form the fusion matches), concatenations,
+additions, matmuls and reshapes between them. Transformer parts (LayerNorm, softmax, GELU, the attention's
+transposes) stay FP32, so SegFormer gains little or nothing over the FP32 program (see the README).
 ``pool2d`` stays FP32 (in INT8 it cost a trained HarDNet 1.7 mIoU points at the same speed, and PSPNet's program
 failed in it); ``bilinear_interp`` and ``conv2d_transpose`` (LinkNet's decoder) have no oneDNN INT8 kernel and run
 in FP32 behind dequantize/quantize reorders, so models with many of them gain less.
@@ -179,7 +182,7 @@ def quantize(args):
     from paddle_models.core.config import Builder, load_config
     from paddle_models.core.export import export_model, replace_dir
     from paddle_models.core.inference import ONEDNN_INT8_OPS
-    from paddle_models.core.legacy import append_output_op
+    from paddle_models.core.legacy import append_output_op, fuse_ready_conv_bias
     from paddle_models.core.visualize import config_classes
 
     cfg = load_config(args.config, args.opts, require=('model',))
@@ -215,6 +218,8 @@ def quantize(args):
                             f"{lines[-1] if lines else type(err).__name__}") from None
         if info['program_format'] != 'legacy':
             raise RuntimeError("the export wrote a PIR program; run this tool with FLAGS_enable_pir_api=0")
+        fused = fuse_ready_conv_bias(os.path.join(fp32_dir, PROGRAM_FILE))  # conv + bias as one oneDNN (INT8) conv
+        logger.debug("%d convolution biases rewritten for oneDNN's conv + bias fusion", fused)
 
         images = []  # read once (with a progress bar), reused by the calibration's second pass (KL, hist)
 

@@ -179,7 +179,7 @@ class MixFFN(nn.Layer):
         self.drop = nn.Dropout(drop) if drop > 0 else nn.Identity()
 
     def forward(self, x, h, w):
-        if not self.training and static_graph_kind() == 'pir':  # an exported Paddle 3 program
+        if not self.training and static_graph_kind() != 'dynamic':  # an exported program
             return self.map_form(x, h, w)
         x = self.drop(self.act(self.dwconv(self.fc1(x), h, w)))
         return self.drop(self.fc2(x))
@@ -188,7 +188,8 @@ class MixFFN(nn.Layer):
         """The same values (inference) with fc1 and fc2 as 1x1 convolutions on the map: the tokens become a map once,
         at ``dim`` channels, and everything up to fc2 stays in oneDNN's blocked conv layout. The literal form turns
         the 4x wider hidden tokens into a map and back around the depthwise conv, each a transpose plus a layout
-        conversion. Exported Paddle 3 programs use it."""
+        conversion. Exported programs use it (PIR and legacy: in tools/quantize.py's INT8 program fc1 and fc2 then
+        run as INT8 convolutions)."""
         y = F.conv2d(_map(x, x.shape[-1], h, w), self.fc1.weight.transpose([1, 0]).unsqueeze([2, 3]), self.fc1.bias)
         y = self.act(self.dwconv.dwconv(y))
         return _tokens(F.conv2d(y, self.fc2.weight.transpose([1, 0]).unsqueeze([2, 3]), self.fc2.bias))

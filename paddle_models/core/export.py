@@ -102,6 +102,7 @@ import yaml
 
 from paddle_models.errors import UserError
 from paddle_models.layers.resize import onnx_forms, portable_resize
+from paddle_models.utils.compat import legacy_program_apis
 
 logger = logging.getLogger(__name__)
 
@@ -731,7 +732,8 @@ def _save_program(model, out_dir, shape, output_op, portable):
     wrapped.eval()
     spec = [paddle.static.InputSpec(shape=list(shape), dtype='float32', name='x')]  # it rewrites the list
     static = paddle.jit.to_static(wrapped, input_spec=spec, full_graph=True)
-    with portable_resize(portable), _fast_tracing():
+    # legacy_program_apis: Paddle 3.3's C-only APIs (matmul, gelu, ...) in a legacy program (a no-op under PIR)
+    with portable_resize(portable), _fast_tracing(), legacy_program_apis():
         paddle.jit.save(static, os.path.join(out_dir, SAVE_NAME))
         try:
             program = static.forward.concrete_program.main_program

@@ -7,9 +7,13 @@ the engine were off). Paddle builds legacy programs only when it is imported wit
 tool whose process already imported Paddle with PIR on re-runs itself in a child interpreter with that flag
 (:func:`run_in_legacy_mode`). Paddle 2.6 has no PIR: it is always in legacy mode.
 
-Under that flag Paddle 3.3.1 cannot trace ops that exist only as PIR/dynamic kernels (``argmax``, ``floor``):
-such programs are traced with logits out and Paddle's own resize ops (``export_model(output_op='none',
-portable=False)``), and the output op is appended afterwards as a legacy op (:func:`append_output_op`).
+Under that flag Paddle 3.3.1's APIs that became C functions (``paddle.matmul``, ``F.gelu``, ``paddle.argmax``,
+...) take no legacy Variables. The export traces inside ``paddle_models.utils.compat.legacy_program_apis``, which
+gives the ones our models use (matmul, gelu, minimum, floor, sigmoid, ...) a legacy path; the rest (``argmax``, ``roll``,
+...) stay out of the trace: programs are traced with logits out and Paddle's own resize ops
+(``export_model(output_op='none', portable=False)``), and the output op is appended afterwards as a legacy op
+(:func:`append_output_op`). :func:`fuse_ready_conv_bias` rewrites the convolution biases of a traced legacy program
+into the form oneDNN's conv + bias fusion matches (``tools/quantize.py``).
 """
 import os
 import subprocess
@@ -18,8 +22,9 @@ import sys
 from paddle_models.errors import UserError
 
 
-# what dy2st raises where a model cannot be traced into a legacy program (e.g. SegFormer's matmul: "TypeError:
-# (InvalidType) matmul(): argument (position 1) must be Value, but got Variable")
+# what dy2st raises where a model cannot be traced into a legacy program (e.g. a Paddle 3.3 C-only API that
+# utils/compat.legacy_program_apis does not cover: "TypeError: (InvalidType) roll(): argument (position 1) must be
+# Value, but got Variable")
 TRACE_ERRORS = (TypeError, NotImplementedError, ValueError, AttributeError)
 
 
@@ -115,3 +120,61 @@ def append_output_op(src_dir, dst_dir, output_op, executor):
             out = probs
         paddle.static.save_inference_model(os.path.join(dst_dir, 'model'), [block.var(name) for name in feeds],
                                            [out], executor, program=program)
+
+
+_CONVS = ('conv2d', 'depthwise_conv2d', 'conv2d_transpose')
+
+
+def fuse_ready_conv_bias(program_file):
+    """Rewrite the legacy program ``program_file`` (``model.pdmodel``; parameters unchanged) in place so that each
+    convolution's bias is added the way Paddle Inference's conv + bias fusion matches it; returns how many.
+
+    Paddle 3.x traces ``F.conv2d(x, w, b)`` into a legacy program as ``reshape2(b)`` to [1, C, 1, 1] and
+    ``elementwise_add(conv, reshaped, axis=-1)``. ``conv_bias_onednn_fuse_pass`` wants the 1-D parameter itself,
+    added along ``axis=1`` (as Paddle 2.6 traced it), and logs "Check the Attr(axis) of Op(elementwise_add) in
+    pass(conv_bias_onednn_fuse_pass) failed!" otherwise: each such conv then runs as a conv and a separate add (in
+    INT8 each behind its own quantize/dequantize) instead of one oneDNN convolution. The rewrite gives the same
+    values: both forms add b[c] to channel c at every position."""
+    import paddle
+    from paddle.base.framework import Program  # the legacy program class (paddle.static.Program is PIR's under PIR)
+
+    dynamic = paddle.in_dynamic_mode()
+    paddle.enable_static()  # (parsing a program builds its Python ops, which needs static mode)
+    try:
+        with open(program_file, 'rb') as f:
+            program = Program.parse_from_string(f.read())
+    finally:
+        if dynamic:
+            paddle.disable_static()
+    block = program.global_block()
+    producer, readers = {}, {}
+    for op in block.ops:
+        for name in op.output_arg_names:
+            producer[name] = op
+        for name in op.input_arg_names:
+            readers[name] = readers.get(name, 0) + 1
+    reshapes = []
+    for op in block.ops:
+        if op.type != 'elementwise_add' or op.attr('axis') != -1:
+            continue
+        conv, reshape = producer.get(op.input('X')[0]), producer.get(op.input('Y')[0])
+        if conv is None or conv.type not in _CONVS or conv.attr('data_format') not in ('NCHW', 'AnyLayout') or \
+                reshape is None or reshape.type != 'reshape2' or readers.get(op.input('Y')[0]) != 1 or \
+                reshape.input('Shape') or reshape.input('ShapeTensor'):
+            continue
+        bias = block.var(reshape.input('X')[0])
+        if not bias.persistable or len(bias.shape) != 1 or list(reshape.attr('shape')) != [1, bias.shape[0], 1, 1]:
+            continue
+        op._rename_input(op.input('Y')[0], bias.name)
+        op._set_attr('axis', 1)
+        reshapes.append(reshape)
+    for reshape in reshapes:
+        index = next(i for i, op in enumerate(block.ops) if op is reshape)
+        outputs = reshape.output_arg_names
+        block._remove_op(index)
+        for name in outputs:
+            block._remove_var(name)
+    if reshapes:
+        with open(program_file, 'wb') as f:
+            f.write(program.desc.serialize_to_string())
+    return len(reshapes)

@@ -136,7 +136,12 @@ class NMF2D(nn.Layer):
     def _update_coef(self, x, bases, coef):
         numerator = paddle.matmul(x, bases, transpose_x=True)  # [B, S, N, R]
         denominator = paddle.matmul(coef, paddle.matmul(bases, bases, transpose_x=True))
-        return coef * numerator / (denominator + _EPS)
+        # eps as an [R] vector, not a scalar (same values): in an exported program with fixed bases the first
+        # product has a constant right operand, which OpenVINO's CPU plugin turns into a FullyConnected node; a
+        # scalar added to it is fused as a bias that plugin cannot build ("FullyConnected node ... could not create
+        # a primitive descriptor"; Paddle Inference's OpenVINO engine then returns an empty output), an [R] one runs
+        eps = paddle.full([self.R], _EPS, dtype=denominator.dtype)
+        return coef * numerator / (denominator + eps)
 
     def _update_bases(self, x, bases, coef):
         numerator = paddle.matmul(x, coef)  # [B, S, D, R]

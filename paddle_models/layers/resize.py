@@ -479,7 +479,10 @@ def _build_interpolation_matrix(in_len, out_len, align_corners, dtype):
         else:
             ratio = in_f / out_f * paddle.cast(out_f > 1.0, 'float32')
     src = dst * ratio if align_corners else (dst + 0.5) * ratio - 0.5
-    src = paddle.clip(src, min=0.0, max=last)
+    if isinstance(last, float):
+        src = paddle.clip(src, min=0.0, max=last)
+    else:  # a traced length: clip's tensor bound is dropped by OpenVINO's Paddle frontend (it reads the attribute)
+        src = paddle.minimum(paddle.clip(src, min=0.0), last)
     column = paddle.unsqueeze(src, 1)  # [out, 1]
     if not paddle.in_dynamic_mode():
         # the first operand at the full [out, in] shape: oneDNN's fused subtract+abs broadcasting its first operand

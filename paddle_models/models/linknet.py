@@ -30,6 +30,7 @@ followed by a crop, but with shapes that static graphs infer), and the final out
 """
 import paddle
 import paddle.nn as nn
+import paddle.nn.functional as F
 
 from paddle_models.backbones.resnet import ResNet
 from paddle_models.errors import UserError
@@ -69,8 +70,22 @@ def _upsample(layers, x, size):
     Paddle 2.6's legacy static graphs cannot: their transposed conv infers 0 for a free size, which BN rejects
     before the crop restores it, so there the crop comes first."""
     if static_graph_kind() == 'legacy':
-        return layers[2](layers[1](_crop(layers[0](x), size)))
+        return layers[2](layers[1](_crop(_legacy_transposed_conv(layers[0], x), size)))
     return _crop(layers[2](layers[1](layers[0](x))), size)
+
+
+def _legacy_transposed_conv(conv, x):
+    """The transposed conv ``conv`` (padding p, output padding q) on ``x``, for a legacy program: traced as padding
+    (p before, p - q after) on each axis and no output padding, which gives the same values (output padding adds q
+    rows and columns at the end of the padding-p output, exactly what padding only p - q at the end keeps).
+    OpenVINO's Paddle frontend (Paddle Inference's OpenVINO engine) ignores ``conv2d_transpose``'s
+    ``output_padding``: LinkNet's 3x3 stride-2 convs came out one row and column short, the skip addition failed
+    ("Eltwise shape infer input shapes dim index: 2 mismatch") and the engine returned an empty output."""
+    p, q = conv._padding, conv.output_padding
+    if not q:
+        return conv(x)
+    return F.conv2d_transpose(x, conv.weight, bias=conv.bias, padding=[p, p - q, p, p - q], stride=conv._stride,
+                              dilation=conv._dilation, groups=conv._groups, data_format=conv._data_format)
 
 
 class LinkNetDecoderBlock(nn.Layer):

@@ -141,8 +141,10 @@ class SegFormer(nn.Layer):
         return paddle.matmul(weight, flat) + (bias if shift is None else bias + shift.reshape([e, 1]))
 
     def exported_decoder(self, feats):
-        """The all-MLP decoder with ``linear_pred`` (the stride-4 logits) in the form exported Paddle 3 programs
-        use (inference only; the same values as the forward's):
+        """The all-MLP decoder with ``linear_pred`` (the stride-4 logits) in the form exported programs use
+        (inference only; the same values as the forward's). In legacy programs (tools/quantize.py's INT8, the
+        OpenVINO engine) it also replaces three ``bilinear_interp`` ops over the stride-4 map, the INT8 program's
+        largest FP32 cost (docs/measurements.md):
 
         * ``linear_fuse``'s batch norm (running statistics) is folded into the per-level 1x1 convs: its scale
           into every level's weights, its shift into level 1's bias; no separate normalisation over the stride-4
@@ -189,7 +191,7 @@ class SegFormer(nn.Layer):
         c1, c2, c3, c4 = self.backbone(x)
         if self.head_style == 'mmseg':
             y = self._mmseg_decoder([c1, c2, c3, c4])
-        elif not self.training and static_graph_kind() == 'pir':  # an exported Paddle 3 program
+        elif not self.training and static_graph_kind() != 'dynamic':  # an exported program (PIR or legacy)
             logit = self.exported_decoder([c1, c2, c3, c4])
             return [resize(logit, feature_size(x), align_corners=self.align_corners, final=True)]
         else:

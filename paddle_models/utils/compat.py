@@ -4,7 +4,10 @@
 the system zlib (``zlib.crc32``, ``gzip``, PNG checks) unless the system library is loaded first. The package's
 ``__init__`` and ``tests/conftest.py`` call it; tools import the package before Paddle.
 """
+import contextlib
 import importlib
+import sys
+import types
 
 
 def preload_zlib():
@@ -21,3 +24,113 @@ def static_graph_kind():
     if paddle.in_dynamic_mode():
         return 'dynamic'
     return 'pir' if getattr(paddle.framework, 'in_pir_mode', lambda: False)() else 'legacy'
+
+
+def _append_legacy_op(op_type, x, inputs=None, attrs=None):
+    """Append ``op_type`` (inputs ``X`` = ``x`` plus ``inputs``, output ``Out`` of ``x``'s dtype) to the current
+    legacy program; returns ``Out``."""
+    from paddle.base.layer_helper import LayerHelper
+
+    helper = LayerHelper(op_type)
+    out = helper.create_variable_for_type_inference(dtype=x.dtype)
+    helper.append_op(type=op_type, inputs={'X': [x], **(inputs or {})}, outputs={'Out': [out]}, attrs=attrs or {})
+    return out
+
+
+def _legacy_matmul(x, y, transpose_x=False, transpose_y=False, name=None):
+    return _append_legacy_op('matmul_v2', x, {'Y': [y]}, {'trans_x': bool(transpose_x), 'trans_y': bool(transpose_y)})
+
+
+def _legacy_gelu(x, approximate=False, name=None):
+    return _append_legacy_op('gelu', x, attrs={'approximate': approximate in (True, 'tanh')})
+
+
+def _legacy_unary(op_type):
+    def unary(x, name=None):
+        return _append_legacy_op(op_type, x)
+    return unary
+
+
+def _legacy_elementwise(op_type):
+    def binary(x, y, name=None):
+        from paddle.base.framework import Variable
+
+        if not isinstance(x, Variable) or not isinstance(y, Variable):
+            raise TypeError(f"{op_type} in a legacy program: both operands must be tensors, got "
+                            f"{type(x).__name__} and {type(y).__name__}")
+        return _append_legacy_op(op_type, x, {'Y': [y]}, {'axis': -1})
+    return binary
+
+
+# Paddle 3.3 moved these Python APIs into C++ (``paddle.matmul`` is ``paddle._C_ops.matmul``, ``F.gelu`` is
+# ``_C_ops.gelu``, ...): the C functions take dygraph Tensors and PIR Values and raise on a legacy program's
+# Variable ("matmul(): argument (position 1) must be Value, but got Variable"). Each is traced here into the legacy
+# op Paddle 2.6's Python code appended, with the API's signature (less the keyword-only ``out``).
+_LEGACY_APIS = {
+    'matmul': _legacy_matmul,
+    'gelu': _legacy_gelu,
+    'maximum': _legacy_elementwise('elementwise_max'),
+    'minimum': _legacy_elementwise('elementwise_min'),
+    **{name: _legacy_unary(name) for name in ('abs', 'ceil', 'cos', 'exp', 'floor', 'log', 'rsqrt', 'sigmoid',
+                                              'sin', 'sqrt', 'tanh')},
+}
+
+
+def _legacy_op_api(name, original):
+    """``original`` (one of Paddle's C functions) that also takes a legacy program's Variables: where any argument
+    is one, ``_LEGACY_APIS[name]`` appends the legacy op; dygraph Tensors and PIR Values go to ``original``. Marked
+    for dy2st not to convert it (it is called while tracing, not traced through)."""
+    import paddle
+    from paddle.base.framework import Variable
+
+    legacy = _LEGACY_APIS[name]
+
+    def api(*args, **kwargs):
+        if any(isinstance(a, Variable) for a in (*args, *kwargs.values())):
+            return legacy(*args, **kwargs)
+        return original(*args, **kwargs)
+
+    api.__name__ = api.__qualname__ = name
+    api.__doc__ = f"paddle.{name} with a legacy-program path (paddle_models.utils.compat.legacy_program_apis)"
+    return paddle.jit.not_to_static(api)
+
+
+@contextlib.contextmanager
+def legacy_program_apis():
+    """Within this context Paddle's C-only APIs of ``_LEGACY_APIS`` (``paddle.matmul``, ``F.gelu``/``nn.GELU``,
+    ``paddle.minimum``, ``paddle.floor``, ``F.sigmoid``, ...) also trace into a legacy program (Paddle 3.x under
+    ``FLAGS_enable_pir_api=0``, what ``tools/quantize.py`` and ``export.py --format openvino`` trace), as the same
+    legacy ops Paddle 2.6 traced them to (``matmul_v2``, ``gelu``, ...). Without it SegFormer and SegNeXt fail to
+    trace there (``matmul(): argument (position 1) must be Value, but got Variable``).
+
+    Every place that holds one of those C functions is patched (the ``paddle`` modules' attributes, e.g.
+    ``paddle.matmul``, ``paddle.tensor.linalg.matmul``, ``paddle.nn.functional.gelu``, and the legacy
+    ``Variable``'s methods, e.g. ``x.matmul``) and restored on exit. Dygraph Tensors and PIR Values still go to the
+    C function. A no-op in PIR mode, in dygraph-only use and where an API is a Python function (Paddle 2.6: its
+    own legacy path)."""
+    import paddle
+    from paddle.base.framework import Variable
+
+    use_pir = getattr(paddle.framework, 'use_pir_api', None)
+    originals = {}
+    if use_pir is not None and not use_pir():
+        for name in _LEGACY_APIS:
+            function = getattr(paddle._C_ops, name, None)
+            if isinstance(function, types.BuiltinFunctionType):
+                originals[name] = function
+    replaced = []  # (owner, attribute, original)
+    try:
+        if originals:
+            apis = {id(function): _legacy_op_api(name, function) for name, function in originals.items()}
+            owners = [module for key, module in list(sys.modules.items())
+                      if module is not None and (key == 'paddle' or key.startswith('paddle.'))] + [Variable]
+            for owner in owners:
+                namespace = vars(owner)
+                for name, function in originals.items():
+                    if namespace.get(name) is function:
+                        setattr(owner, name, apis[id(function)])
+                        replaced.append((owner, name, function))
+        yield
+    finally:
+        for owner, name, function in reversed(replaced):
+            setattr(owner, name, function)
