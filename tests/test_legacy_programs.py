@@ -51,7 +51,8 @@ class Apis(nn.Layer):
         u = (self.gelu(b) + F.gelu(b, approximate=True) + paddle.tanh(b) + self.sigmoid(b) + F.sigmoid(b)
              + paddle.floor(b) + paddle.ceil(b) + paddle.sin(b) + paddle.cos(b))
         v = paddle.exp(-m) + paddle.sqrt(m) + paddle.rsqrt(m) + paddle.log(m)
-        w = paddle.maximum(b, 0.5 * b) + paddle.minimum(b, 0.5 * b)
+        w = paddle.maximum(b, 0.5 * b) + paddle.minimum(b, 0.5 * b) + paddle.argmax(b, axis=1, keepdim=True).astype(
+            'float32')
         return [(u + v + w).reshape(paddle.shape(y))]
 
 
@@ -141,7 +142,7 @@ def test_c_only_apis_trace_into_legacy_ops_with_the_dynamic_graphs_values(report
     types = [op for op, _, _ in report['apis']['ops']]
     for op_type, count in (('matmul_v2', 3), ('gelu', 2), ('sigmoid', 2), ('tanh', 1), ('floor', 1), ('ceil', 1),
                            ('sin', 1), ('cos', 1), ('exp', 1), ('sqrt', 1), ('rsqrt', 1), ('log', 1), ('abs', 1),
-                           ('elementwise_max', 1), ('elementwise_min', 1)):
+                           ('elementwise_max', 1), ('elementwise_min', 1), ('arg_max', 1)):
         assert types.count(op_type) == count, (op_type, types)
     assert report['apis']['diff'] <= 1e-5 * report['apis']['max_ref'], report['apis']
 

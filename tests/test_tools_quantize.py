@@ -236,6 +236,64 @@ def test_transformers_quantize_and_keep_the_fp32_class_maps(name, tmp_path):
     assert np.mean(int8_ids == fp32_ids) >= 0.85, np.mean(int8_ids == fp32_ids)
 
 
+_UNTRACEABLE = """
+import sys
+
+import paddle
+import paddle.nn as nn
+
+from paddle_models.registry import register_model
+
+sys.path.insert(0, sys.argv[1])
+import quantize as quantize_tool  # noqa: E402  (tools/quantize.py)
+from paddle_models.errors import UserError  # noqa: E402
+
+
+@register_model
+class RollNet(nn.Layer):
+    # paddle.roll: one of Paddle 3.3's C-only APIs that utils/compat.legacy_program_apis does not cover
+    def __init__(self, num_classes):
+        super().__init__()
+        self.num_classes = num_classes
+        self.conv = nn.Conv2D(3, num_classes, 1)
+
+    def forward(self, x):
+        return [paddle.roll(self.conv(x), 1, axis=3)]
+
+
+paddle.save(RollNet(5).state_dict(), sys.argv[3])
+try:
+    quantize_tool.main(['--config', sys.argv[2], '--model_path', sys.argv[3], '--save_dir', sys.argv[4],
+                        '--calib_images', '1'])
+except UserError as err:
+    print('error: ' + str(err), file=sys.stderr)
+    sys.exit(2)
+"""
+
+
+@pytest.mark.skipif(not hasattr(__import__('paddle').framework, 'use_pir_api'), reason='Paddle 2.6: no C-only APIs')
+def test_a_model_that_cannot_be_traced_as_a_legacy_program_is_one_line_and_leaves_nothing(tmp_path):
+    """tools/quantize.py's own code in a legacy-mode process that registers a model calling ``paddle.roll``."""
+    script, config = tmp_path / 'untraceable.py', tmp_path / 'roll.yml'
+    script.write_text(_UNTRACEABLE)
+    config.write_text(yaml.safe_dump({'model': {'type': 'RollNet', 'num_classes': 5},
+                                      'train_dataset': {'type': 'SyntheticShapes', 'image_size': 32, 'mode': 'train',
+                                                        'num_samples': 2, 'transforms': TINY_TRANSFORMS}}))
+    env = dict(os.environ, FLAGS_enable_pir_api='0',
+               PYTHONPATH=os.pathsep.join([REPO] + [p for p in [os.environ.get('PYTHONPATH')] if p]))
+    save_dir = tmp_path / 'out' / 'int8'
+    result = subprocess.run([sys.executable, str(script), os.path.join(REPO, 'tools'), str(config),
+                             str(tmp_path / 'roll.pdparams'), str(save_dir)],
+                            capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
+    assert result.returncode == 2, result.stderr[-3000:]
+    lines = [line for line in result.stderr.splitlines() if line.startswith('error:')]
+    assert len(lines) == 1 and lines[0].startswith(
+        f"error: {config}: model RollNet cannot be quantized: tracing it as a legacy program "
+        f"(FLAGS_enable_pir_api=0) failed: ") and \
+        "roll(): argument (position 1) must be Value, but got Variable" in lines[0], result.stderr[-3000:]
+    assert not (tmp_path / 'out').exists()
+
+
 # --- bad input: one-line UserErrors, checked before anything heavy runs ---
 
 @pytest.fixture

@@ -9,11 +9,14 @@ What it does:
 1. Exports the model as a *legacy* static program (``model.pdmodel``): Paddle 3.x's PIR programs have no oneDNN
    INT8 passes (only the legacy IR has ``quant_dequant_onednn_pass`` / ``cpu_quantize_pass``), so this tool runs
    with ``FLAGS_enable_pir_api=0``, which must be set before Paddle is imported (the command line does it; a caller
-   that has imported Paddle with PIR on gets the work done in a subprocess). Under that flag Paddle 3.3.1 cannot
-   trace ops that exist only as PIR/dynamic kernels (``argmax``, ``floor``), so the model is traced with
+   that has imported Paddle with PIR on gets the work done in a subprocess). Under that flag Paddle 3.3.1's APIs
+   that became C functions (``paddle.matmul``, ``F.gelu``, ``paddle.argmax``, ...) take no legacy variables; the
+   export traces them through ``paddle_models.utils.compat.legacy_program_apis``. The model is traced with
    ``output_op`` 'none' (logits) and with Paddle's own ``bilinear_interp`` / ``nearest_interp`` instead of the
    portable resize (oneDNN runs those ops in legacy programs); the argmax is appended to the quantized program
-   afterwards as the legacy ``arg_max`` op, so the output is int32 class ids as with ``export.py``.
+   afterwards as the legacy ``arg_max`` op, so the output is int32 class ids as with ``export.py``. Its
+   convolution biases are then rewritten into the form oneDNN's conv + bias fusion matches
+   (``paddle_models.core.legacy.fuse_ready_conv_bias``).
 2. Calibrates on ``--calib_images`` images of the config's ``train_dataset`` (evenly spread over it), read through
    the validation transforms (no random augmentation), batch 1, with ``PostTrainingQuantization`` (``--algo``,
    default hist: of KL, avg, mse and hist it kept the INT8 class maps of a trained HarDNet closest to the FP32

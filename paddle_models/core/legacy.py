@@ -9,8 +9,8 @@ tool whose process already imported Paddle with PIR on re-runs itself in a child
 
 Under that flag Paddle 3.3.1's APIs that became C functions (``paddle.matmul``, ``F.gelu``, ``paddle.argmax``,
 ...) take no legacy Variables. The export traces inside ``paddle_models.utils.compat.legacy_program_apis``, which
-gives the ones our models use (matmul, gelu, minimum, floor, sigmoid, ...) a legacy path; the rest (``argmax``, ``roll``,
-...) stay out of the trace: programs are traced with logits out and Paddle's own resize ops
+gives the ones our models use (matmul, gelu, argmax, minimum, floor, sigmoid, ...) a legacy path; others
+(``paddle.roll``, ...) still fail there. Programs are traced with logits out and Paddle's own resize ops
 (``export_model(output_op='none', portable=False)``), and the output op is appended afterwards as a legacy op
 (:func:`append_output_op`). :func:`fuse_ready_conv_bias` rewrites the convolution biases of a traced legacy program
 into the form oneDNN's conv + bias fusion matches (``tools/quantize.py``).

@@ -26,13 +26,13 @@ def static_graph_kind():
     return 'pir' if getattr(paddle.framework, 'in_pir_mode', lambda: False)() else 'legacy'
 
 
-def _append_legacy_op(op_type, x, inputs=None, attrs=None):
-    """Append ``op_type`` (inputs ``X`` = ``x`` plus ``inputs``, output ``Out`` of ``x``'s dtype) to the current
-    legacy program; returns ``Out``."""
+def _append_legacy_op(op_type, x, inputs=None, attrs=None, dtype=None):
+    """Append ``op_type`` (inputs ``X`` = ``x`` plus ``inputs``, output ``Out`` of ``dtype``, default ``x``'s) to the
+    current legacy program; returns ``Out``."""
     from paddle.base.layer_helper import LayerHelper
 
     helper = LayerHelper(op_type)
-    out = helper.create_variable_for_type_inference(dtype=x.dtype)
+    out = helper.create_variable_for_type_inference(dtype=x.dtype if dtype is None else dtype)
     helper.append_op(type=op_type, inputs={'X': [x], **(inputs or {})}, outputs={'Out': [out]}, attrs=attrs or {})
     return out
 
@@ -43,6 +43,14 @@ def _legacy_matmul(x, y, transpose_x=False, transpose_y=False, name=None):
 
 def _legacy_gelu(x, approximate=False, name=None):
     return _append_legacy_op('gelu', x, attrs={'approximate': approximate in (True, 'tanh')})
+
+
+def _legacy_argmax(x, axis=None, keepdim=False, dtype='int64', name=None):
+    from paddle.base.framework import convert_np_dtype_to_dtype_
+
+    var_type = convert_np_dtype_to_dtype_(dtype)
+    return _append_legacy_op('arg_max', x, attrs={'axis': 0 if axis is None else int(axis), 'flatten': axis is None,
+                                                  'keepdims': bool(keepdim), 'dtype': int(var_type)}, dtype=var_type)
 
 
 def _legacy_unary(op_type):
@@ -69,6 +77,7 @@ def _legacy_elementwise(op_type):
 _LEGACY_APIS = {
     'matmul': _legacy_matmul,
     'gelu': _legacy_gelu,
+    'argmax': _legacy_argmax,
     'maximum': _legacy_elementwise('elementwise_max'),
     'minimum': _legacy_elementwise('elementwise_min'),
     **{name: _legacy_unary(name) for name in ('abs', 'ceil', 'cos', 'exp', 'floor', 'log', 'rsqrt', 'sigmoid',
