@@ -115,8 +115,8 @@ def legacy_program_apis():
     Every place that holds one of those C functions is patched (the ``paddle`` modules' attributes, e.g.
     ``paddle.matmul``, ``paddle.tensor.linalg.matmul``, ``paddle.nn.functional.gelu``, and the legacy
     ``Variable``'s methods, e.g. ``x.matmul``) and restored on exit. Dygraph Tensors and PIR Values still go to the
-    C function. A no-op in PIR mode, in dygraph-only use and where an API is a Python function (Paddle 2.6: its
-    own legacy path)."""
+    C function. A no-op in PIR mode; on Paddle 2.6 the Python APIs keep their own legacy path and hand the C
+    functions dygraph tensors only."""
     import paddle
     from paddle.base.framework import Variable
 
@@ -134,7 +134,7 @@ def legacy_program_apis():
             owners = [module for key, module in list(sys.modules.items())
                       if module is not None and (key == 'paddle' or key.startswith('paddle.'))] + [Variable]
             for owner in owners:
-                namespace = vars(owner)
+                namespace = getattr(owner, '__dict__', {})
                 for name, function in originals.items():
                     if namespace.get(name) is function:
                         setattr(owner, name, apis[id(function)])
