@@ -57,3 +57,26 @@ def test_bad_arguments_are_one_line():
         result = subprocess.run([sys.executable, TOOL, *argv], capture_output=True, text=True, timeout=120, cwd=REPO)
         assert result.returncode == 2 and result.stderr.startswith(message), result.stderr
         assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_the_parts_of_each_runtime_add_up_to_the_gap():
+    result = {
+        'paddle_onednn': {'run_ms': 20.0, 'kinds': [['convolution brgconv_1x1:avx512_core', 8.0, 3],
+                                                     ['reorder jit:uni', 3.0, 5], ['concat simple:any', 1.0, 1],
+                                                     ['outside oneDNN (Paddle kernels, executor)', 8.0, 0]]},
+        'onnxruntime': {'run_ms': 16.0, 'kinds': [['Conv', 9.0, 3], ['Transpose', 2.0, 2], ['Concat', 1.0, 1],
+                                                  ['outside kernels', 4.0, 0]]},
+        'openvino': {'run_ms': 12.0, 'kinds': [['Convolution brgconv_avx512_1x1_f32', 7.0, 3],
+                                               ['Reorder reorder_jit', 1.5, 1], ['Concat ref_f32', 0.5, 1]]}}
+    assert profile_runtimes.parts('paddle_onednn', result['paddle_onednn']) == {
+        'compute': 8.0, 'copies': 3.0, 'concat': 1.0, 'outside': 8.0}
+    assert profile_runtimes.parts('onnxruntime', result['onnxruntime']) == {
+        'compute': 9.0, 'copies': 2.0, 'concat': 1.0, 'outside': 4.0}
+    row = profile_runtimes.gap_row('configs/x.yml', result)
+    assert row['best'] == 'openvino' and row['gap_ms'] == 8.0
+    assert row['other'] == {'compute': 7.0, 'copies': 1.5, 'concat': 0.5, 'outside': 3.0}
+    assert row['diff'] == {'compute': 1.0, 'copies': 1.5, 'concat': 0.5, 'outside': 5.0}
+    assert sum(row['diff'].values()) == row['gap_ms']
+    table = profile_runtimes.format_summary([row]).splitlines()
+    assert table[2] == ('| `configs/x.yml` | 20.0 | openvino | 12.0 | 1.67 | +1.0 (8.0 - 7.0) | +1.5 (3.0 - 1.5) | '
+                        '+0.5 (1.0 - 0.5) | +5.0 (8.0 - 3.0) |')
