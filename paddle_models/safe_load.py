@@ -34,8 +34,10 @@ used as it stands: ``_rebuilt`` walks its description (fields field by field, ti
 and has numpy build the same dtype afresh from it, which computes flags and alignment itself; objects anywhere, kinds
 other than bool/int/float/complex/bytes/str/void, fields outside the item or not listed in its names, sizes that do
 not fit the type and odd byte orders are refused. Arrays, numpy scalars and dtypes get only rebuilt dtypes, and an
-array's shape must fit its data exactly. The result is then turned into what ``paddle.load`` returns: the same structure, arrays as Paddle
-tensors (named as ``paddle.load`` names them) unless ``return_numpy``.
+array's shape must fit its data exactly.
+
+The result is then turned into what ``paddle.load`` returns: the same structure, arrays as Paddle tensors (named as
+``paddle.load`` names them) unless ``return_numpy``.
 
 ``guard_paddleseg()`` routes PaddleSeg's own weight loading (``paddleseg.utils.load_pretrained_model``,
 ``load_entire_model``, ``resume``, and the ViT/CAE backbones' position-embedding loaders) through the same reader,
@@ -94,6 +96,9 @@ _FIXED_SIZE_KINDS = 'biufc'
 _BYTE_ORDERS = ('<', '>', '|', '=')
 _ALIGNED_STRUCT = 0x80  # numpy's NPY_ALIGNED_STRUCT flag: the structure was laid out with align=True
 _MAX_DTYPE_DEPTH = 16  # nested structures / sub-arrays; numpy's own pickles of real dtypes stay far below
+# fields and sub-arrays in all, counted along every path: a pickle can reuse one dtype for many fields at every
+# level, which would make the walk (and numpy's own printing of such a dtype) take exponential time
+_MAX_DTYPE_PARTS = 10000
 
 
 def _leaf(scalar_type, byteorder, size, where):
@@ -120,11 +125,11 @@ def _leaf(scalar_type, byteorder, size, where):
     return dtype.newbyteorder(byteorder) if byteorder in '<>' else dtype
 
 
-def _rebuilt_subarray(base, shape, size, where, depth):
+def _rebuilt_subarray(base, shape, size, where, depth, budget):
     """numpy's own sub-array dtype ``(base, shape)`` of ``size`` bytes, ``base`` rebuilt too."""
     if type(shape) is not tuple or not all(type(n) is int and n >= 0 for n in shape):
         raise _Refused(f"{where} is a sub-array of shape {shape!r}")
-    base = _rebuilt(base, f"{where} sub-array", depth + 1)
+    base = _rebuilt(base, f"{where} sub-array", depth + 1, budget)
     total = base.itemsize
     for n in shape:
         total *= n
@@ -136,7 +141,7 @@ def _rebuilt_subarray(base, shape, size, where, depth):
         raise _Refused(f"{where} is a sub-array numpy cannot build ({_first_line(err)})") from None
 
 
-def _rebuilt_struct(names, fields, size, aligned, where, depth):
+def _rebuilt_struct(names, fields, size, aligned, where, depth, budget):
     """numpy's own structured dtype with the fields ``names`` of ``fields`` ({name or title: (dtype, offset[,
     title])}) in ``size``-byte items; each field rebuilt, inside the item, and no entry of ``fields`` unlisted."""
     if type(names) is not tuple or not all(type(n) is str for n in names) or type(fields) is not dict:
@@ -148,7 +153,7 @@ def _rebuilt_struct(names, fields, size, aligned, where, depth):
         entry = fields.get(name)
         if type(entry) is not tuple or len(entry) not in (2, 3):
             raise _Refused(f"{where} lists field {name!r} without a (dtype, offset) entry")
-        field = _rebuilt(entry[0], f"{where} field {name!r}", depth + 1)
+        field = _rebuilt(entry[0], f"{where} field {name!r}", depth + 1, budget)
         offset = entry[1]
         if type(offset) is not int or offset < 0 or offset + field.itemsize > size:
             raise _Refused(f"{where} field {name!r} lies outside its {size}-byte item (offset {offset!r}, "
@@ -174,20 +179,31 @@ def _rebuilt_struct(names, fields, size, aligned, where, depth):
         raise _Refused(f"{where} is a structured dtype numpy cannot build ({_first_line(err)})") from None
 
 
-def _rebuilt(dtype, where, depth=0):
+def _spend(budget):
+    """Count one more dtype in the walk of one top-level dtype (``budget``: [parts left, how to name the top])."""
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise _Refused(f"{budget[1]} has more than {_MAX_DTYPE_PARTS} fields and sub-arrays in all")
+
+
+def _rebuilt(dtype, where, depth=0, budget=None):
     """numpy's own dtype equal to ``dtype``, built afresh from its description, so that none of the flags,
     alignment or sizes stored with it is used; raises ``_Refused`` (naming ``where``) for anything a weight file
-    never holds: objects in any field or sub-array, odd kinds, sizes or byte orders, fields out of place."""
+    never holds: objects in any field or sub-array, odd kinds, sizes or byte orders, fields out of place, nesting
+    deeper than ``_MAX_DTYPE_DEPTH`` or more than ``_MAX_DTYPE_PARTS`` parts."""
+    budget = [_MAX_DTYPE_PARTS, where] if budget is None else budget
     if not isinstance(dtype, np.dtype):
         raise _Refused(f"{where} has no numpy dtype")
     if depth > _MAX_DTYPE_DEPTH:
         raise _Refused(f"{where} nests structures more than {_MAX_DTYPE_DEPTH} deep")
+    _spend(budget)
     if dtype.subdtype is not None or dtype.names is not None:
         if dtype.type is not np.void or dtype.subdtype is not None and dtype.names is not None:
             raise _Refused(f"{where} is a {dtype.type.__name__} dtype with fields or a sub-array")
         if dtype.subdtype is not None:
-            return _rebuilt_subarray(*dtype.subdtype, dtype.itemsize, where, depth)
-        return _rebuilt_struct(dtype.names, dict(dtype.fields), dtype.itemsize, dtype.isalignedstruct, where, depth)
+            return _rebuilt_subarray(*dtype.subdtype, dtype.itemsize, where, depth, budget)
+        return _rebuilt_struct(dtype.names, dict(dtype.fields), dtype.itemsize, dtype.isalignedstruct, where, depth,
+                               budget)
     return _leaf(dtype.type, dtype.byteorder, dtype.itemsize, where)
 
 
@@ -209,8 +225,9 @@ def _dtype_from_state(dtype, state):
         if subarray is not None:
             if type(subarray) is not tuple or len(subarray) != 2:
                 raise _Refused(f"{where} is a malformed sub-array")
-            return _rebuilt_subarray(*subarray, size, where, 0)
-        return _rebuilt_struct(names, fields, size, bool(flags & _ALIGNED_STRUCT), where, 0)
+            return _rebuilt_subarray(*subarray, size, where, 0, [_MAX_DTYPE_PARTS, where])
+        return _rebuilt_struct(names, fields, size, bool(flags & _ALIGNED_STRUCT), where, 0,
+                               [_MAX_DTYPE_PARTS, where])
     return _leaf(dtype.type, byteorder, dtype.itemsize if size == -1 else size, where)
 
 

@@ -444,6 +444,18 @@ def test_nesting_too_deep_is_refused(tmp_path):
     assert _refused(path) == f"{path}: refusing to load: a numpy dtype {fields}nests structures more than 16 deep"
 
 
+def test_dtypes_reused_as_fields_at_every_level_are_refused_quickly(tmp_path):
+    """One zero-size structure reused as each of 100 fields, ten levels deep: a few kB of pickle, 100**10 fields
+    when walked (numpy prints or converts such a dtype in exponential time). The walk stops counting at 10000."""
+    names = tuple(f'f{i}' for i in range(100))
+    dtype = np.dtype([])
+    for _ in range(10):
+        dtype = ForgedDtype('V0', _struct_state(names, {name: (dtype, 0) for name in names}, 0))
+    path = _write(tmp_path, ForgedArray((1,), dtype, b''))
+    assert os.path.getsize(path) < 20000
+    assert _refused(path) == f"{path}: refusing to load: a numpy dtype has more than 10000 fields and sub-arrays in all"
+
+
 @pytest.mark.parametrize('shape, raw', [((2 ** 40,), b'\0' * 8), ((2 ** 62, 2 ** 62), b'\0' * 8), ((3,), b'\0' * 8),
                                         ((2, 1), b'\0' * 7)])
 def test_array_shapes_must_fit_the_data(tmp_path, shape, raw):
