@@ -14,6 +14,7 @@ prints at its start (``current.pdparams`` / ``current.safetensors``), ready to b
 Not in the paddle26 subset: the Paddle 2.6.2 venv has no hypothesis; the same loader code is covered there by
 tests/test_safe_load.py.
 """
+import collections
 import faulthandler
 import json
 import os
@@ -69,12 +70,8 @@ def _numpy_values():
     struct_dtype = np.dtype([('a', '<f4'), ('b', '>i2', (2,)), ('c', 'S3')], align=True)
     return pickle.dumps({'epoch': np.int64(3), 'lr': np.float32(0.5), 'names': np.array(['ab', 'c']),
                          'table': np.zeros(2, struct_dtype), 'big': np.arange(3, dtype='>f8'),
-                         'nested': collections_value()}, protocol=4)
-
-
-def collections_value():
-    import collections
-    return collections.OrderedDict([('t', (1, 2.5, 'x')), ('s', {1, 2}), ('f', frozenset({'a'}))])
+                         'nested': collections.OrderedDict([('t', (1, 2.5, 'x')), ('s', {1, 2}),
+                                                            ('f', frozenset({'a'}))])}, protocol=4)
 
 
 def _seeds():
