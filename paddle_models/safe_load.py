@@ -25,8 +25,19 @@ So the unpickler resolves only these globals (plus ``collections.OrderedDict``, 
 numpy's scalar constructor, which plain state values pickle to), each to a checking stand-in rather than the real
 function; any other global, pickle's object-creation opcodes (NEWOBJ, INST, OBJ), extension codes, persistent IDs,
 a BUILD on anything but an array or dtype, and arrays of Python objects are refused with one line naming the file and
-what it asked for. The result is then turned into what ``paddle.load`` returns: the same structure, arrays as Paddle
-tensors (named as ``paddle.load`` names them) unless ``return_numpy``.
+what it asked for.
+
+A numpy dtype's pickled state (byte order, fields with offsets, sub-array, size, alignment and flags such as "holds
+Python objects") is a claim, and numpy's ``__setstate__`` believes it: a structured dtype whose object field is
+hidden behind a cleared flag reads raw file bytes as object pointers (a crash, or worse). So no dtype from a file is
+used as it stands: ``_rebuilt`` walks its description (fields field by field, titles, sub-arrays, nested structures)
+and has numpy build the same dtype afresh from it, which computes flags and alignment itself; objects anywhere, kinds
+other than bool/int/float/complex/bytes/str/void, fields outside the item or not listed in its names, sizes that do
+not fit the type and odd byte orders are refused. Arrays, numpy scalars and dtypes get only rebuilt dtypes, and an
+array's shape must fit its data exactly.
+
+The result is then turned into what ``paddle.load`` returns: the same structure, arrays as Paddle tensors (named as
+``paddle.load`` names them) unless ``return_numpy``.
 
 ``guard_paddleseg()`` routes PaddleSeg's own weight loading (``paddleseg.utils.load_pretrained_model``,
 ``load_entire_model``, ``resume``, and the ViT/CAE backbones' position-embedding loaders) through the same reader,
@@ -77,11 +88,171 @@ def _numpy_attr(name):
     return getattr(importlib.import_module(module), name)
 
 
-def _check_dtype(dtype, what):
+# the kinds of dtype a weight file may hold: bool, signed and unsigned integers, floats, complex, bytes, str and
+# void (raw bytes, structures of these); never objects ('O'), datetimes or numpy 2's variable-width strings, whose
+# items are or hold pointers or need metadata
+_PLAIN_KINDS = 'biufcSUV'
+_FIXED_SIZE_KINDS = 'biufc'
+_BYTE_ORDERS = ('<', '>', '|', '=')
+_ALIGNED_STRUCT = 0x80  # numpy's NPY_ALIGNED_STRUCT flag: the structure was laid out with align=True
+_MAX_DTYPE_DEPTH = 16  # nested structures / sub-arrays; numpy's own pickles of real dtypes stay far below
+# fields and sub-arrays in all, counted along every path: a pickle can reuse one dtype for many fields at every
+# level, which would make the walk (and numpy's own printing of such a dtype) take exponential time
+_MAX_DTYPE_PARTS = 10000
+
+
+def _leaf(scalar_type, byteorder, size, where):
+    """numpy's own dtype for a plain (unstructured) ``scalar_type`` item of ``size`` bytes in ``byteorder``."""
+    base = np.dtype(scalar_type)
+    if base.kind == 'O':
+        raise _Refused(f"{where} holds Python objects (numpy dtype object), which a Paddle weight file never does")
+    if base.kind not in _PLAIN_KINDS:
+        raise _Refused(f"{where} has numpy dtype {base.name}, which a Paddle weight file never holds")
+    if byteorder not in _BYTE_ORDERS:
+        raise _Refused(f"{where} has byte order {byteorder!r}, which numpy never writes")
+    if type(size) is not int or size < 0:
+        raise _Refused(f"{where} has an item size of {size!r} bytes")
+    if base.kind in _FIXED_SIZE_KINDS:
+        if size != base.itemsize:
+            raise _Refused(f"{where} claims {size} bytes per {base.name} item, which has {base.itemsize}")
+        dtype = base
+    elif base.kind == 'U':
+        if size % 4:
+            raise _Refused(f"{where} claims {size} bytes per str item, not a multiple of 4")
+        dtype = np.dtype((np.str_, size // 4))
+    else:
+        dtype = np.dtype((base.type, size))
+    return dtype.newbyteorder(byteorder) if byteorder in '<>' else dtype
+
+
+def _rebuilt_subarray(base, shape, size, where, depth, budget):
+    """numpy's own sub-array dtype ``(base, shape)`` of ``size`` bytes, ``base`` rebuilt too."""
+    if type(shape) is not tuple or not all(type(n) is int and n >= 0 for n in shape):
+        raise _Refused(f"{where} is a sub-array of shape {shape!r}")
+    base = _rebuilt(base, f"{where} sub-array", depth + 1, budget)
+    total = base.itemsize
+    for n in shape:
+        total *= n
+    if total != size:
+        raise _Refused(f"{where} claims {size} bytes for a sub-array of shape {shape} of {base.itemsize}-byte items")
+    try:
+        return np.dtype((base, shape))
+    except (TypeError, ValueError) as err:
+        raise _Refused(f"{where} is a sub-array numpy cannot build ({_first_line(err)})") from None
+
+
+def _rebuilt_struct(names, fields, size, aligned, where, depth, budget):
+    """numpy's own structured dtype with the fields ``names`` of ``fields`` ({name or title: (dtype, offset[,
+    title])}) in ``size``-byte items; each field rebuilt, inside the item, and no entry of ``fields`` unlisted."""
+    if type(names) is not tuple or not all(type(n) is str for n in names) or type(fields) is not dict:
+        raise _Refused(f"{where} is a structured dtype with malformed fields")
+    if type(size) is not int or size < 0:
+        raise _Refused(f"{where} has an item size of {size!r} bytes")
+    listed, formats, offsets, titles = {}, [], [], []
+    for name in names:
+        entry = fields.get(name)
+        if type(entry) is not tuple or len(entry) not in (2, 3):
+            raise _Refused(f"{where} lists field {name!r} without a (dtype, offset) entry")
+        field = _rebuilt(entry[0], f"{where} field {name!r}", depth + 1, budget)
+        offset = entry[1]
+        if type(offset) is not int or offset < 0 or offset + field.itemsize > size:
+            raise _Refused(f"{where} field {name!r} lies outside its {size}-byte item (offset {offset!r}, "
+                           f"{field.itemsize} bytes)")
+        title = entry[2] if len(entry) == 3 else None
+        if title is not None and type(title) is not str:
+            raise _Refused(f"{where} field {name!r} has a title of type {type(title).__name__}")
+        listed[name] = entry
+        if title is not None:
+            listed[title] = entry
+        formats.append(field)
+        offsets.append(offset)
+        titles.append(title)
+    for key, entry in fields.items():  # a title's entry is its field's (the same tuple, as numpy pickles it)
+        same = listed.get(key)
+        if same is None or entry is not same and not (type(entry) is tuple and len(entry) == len(same) and
+                                                       entry[0] is same[0] and entry[1:] == same[1:]):
+            raise _Refused(f"{where} has a field {key!r} that its names do not list (a hidden field)")
+    try:
+        return np.dtype({'names': list(names), 'formats': formats, 'offsets': offsets, 'titles': titles,
+                         'itemsize': size}, align=aligned)
+    except (TypeError, ValueError) as err:
+        raise _Refused(f"{where} is a structured dtype numpy cannot build ({_first_line(err)})") from None
+
+
+def _spend(budget):
+    """Count one more dtype in the walk of one top-level dtype (``budget``: [parts left, how to name the top])."""
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise _Refused(f"{budget[1]} has more than {_MAX_DTYPE_PARTS} fields and sub-arrays in all")
+
+
+def _rebuilt(dtype, where, depth=0, budget=None):
+    """numpy's own dtype equal to ``dtype``, built afresh from its description, so that none of the flags,
+    alignment or sizes stored with it is used; raises ``_Refused`` (naming ``where``) for anything a weight file
+    never holds: objects in any field or sub-array, odd kinds, sizes or byte orders, fields out of place, nesting
+    deeper than ``_MAX_DTYPE_DEPTH`` or more than ``_MAX_DTYPE_PARTS`` parts."""
+    budget = [_MAX_DTYPE_PARTS, where] if budget is None else budget
     if not isinstance(dtype, np.dtype):
-        raise _Refused(f"{what} has no numpy dtype")
-    if dtype.hasobject:
-        raise _Refused(f"{what} holds Python objects (dtype {dtype}), which a Paddle weight file never does")
+        raise _Refused(f"{where} has no numpy dtype")
+    if depth > _MAX_DTYPE_DEPTH:
+        raise _Refused(f"{where} nests structures more than {_MAX_DTYPE_DEPTH} deep")
+    _spend(budget)
+    if dtype.subdtype is not None or dtype.names is not None:
+        if dtype.type is not np.void or dtype.subdtype is not None and dtype.names is not None:
+            raise _Refused(f"{where} is a {dtype.type.__name__} dtype with fields or a sub-array")
+        if dtype.subdtype is not None:
+            return _rebuilt_subarray(*dtype.subdtype, dtype.itemsize, where, depth, budget)
+        return _rebuilt_struct(dtype.names, dict(dtype.fields), dtype.itemsize, dtype.isalignedstruct, where, depth,
+                               budget)
+    return _leaf(dtype.type, dtype.byteorder, dtype.itemsize, where)
+
+
+def _dtype_from_state(dtype, state):
+    """numpy's own dtype for the ``(version, byte order, sub-array, names, fields, size, alignment, flags)`` state a
+    pickle gives the dtype ``dtype`` (made from its type code): flags and alignment are not read, only whether the
+    structure was aligned (which numpy checks)."""
+    if type(state) is not tuple or len(state) != 8 or state[0] != 3:
+        raise _Refused("it sets the state of a numpy dtype to something paddle.save never writes")
+    _, byteorder, subarray, names, fields, size, _alignment, flags = state
+    if type(byteorder) is not str:
+        raise _Refused(f"a numpy dtype has byte order {byteorder!r}, which numpy never writes")
+    where = "a numpy dtype"
+    if subarray is not None or names is not None or fields is not None:
+        if dtype.type is not np.void or subarray is not None and (names is not None or fields is not None):
+            raise _Refused(f"{where} of type {dtype.type.__name__} is given fields or a sub-array")
+        if type(size) is not int or type(flags) is not int:
+            raise _Refused("it sets the state of a numpy dtype to something paddle.save never writes")
+        if subarray is not None:
+            if type(subarray) is not tuple or len(subarray) != 2:
+                raise _Refused(f"{where} is a malformed sub-array")
+            return _rebuilt_subarray(*subarray, size, where, 0, [_MAX_DTYPE_PARTS, where])
+        return _rebuilt_struct(names, fields, size, bool(flags & _ALIGNED_STRUCT), where, 0,
+                               [_MAX_DTYPE_PARTS, where])
+    return _leaf(dtype.type, byteorder, dtype.itemsize if size == -1 else size, where)
+
+
+def _first_line(err):
+    lines = str(err).strip().splitlines()
+    return lines[0] if lines else type(err).__name__
+
+
+def _array_state(state):
+    """The ``(version, shape, dtype, is_fortran, raw)`` state of an array, checked, with its dtype rebuilt; raises
+    ValueError (corrupt) where the shape does not fit the data exactly."""
+    if type(state) is not tuple or len(state) != 5 or state[0] != 1 or type(state[3]) is not bool:
+        raise _Refused("it sets the state of a numpy array to something paddle.save never writes")
+    version, shape, dtype, is_fortran, raw = state
+    if type(shape) is not tuple or not all(type(n) is int and n >= 0 for n in shape):
+        raise _Refused(f"an array has shape {shape!r}")
+    dtype = _rebuilt(dtype, "an array")
+    if not isinstance(raw, bytes):
+        raise _Refused("it sets the state of a numpy array to something other than raw data")
+    count = 1
+    for n in shape:
+        count *= n
+    if count * dtype.itemsize != len(raw) or count and not dtype.itemsize:
+        raise ValueError(f"an array of shape {shape} and {dtype.itemsize}-byte items holds {len(raw)} bytes")
+    return version, shape, dtype, is_fortran, raw
 
 
 def _build_reconstruct(args):
@@ -94,23 +265,27 @@ def _build_reconstruct(args):
 
 
 def _build_dtype(args):
-    # numpy.dtype(code, align, copy): a dtype from its type code
-    if not 1 <= len(args) <= 3 or not isinstance(args[0], str) or not all(isinstance(a, bool) for a in args[1:]):
+    # numpy.dtype(code, align, copy): a dtype from its type code; always a copy (copy=False would hand out numpy's
+    # shared built-in dtype, which a BUILD would then change for the whole process), rebuilt like any other
+    if not 1 <= len(args) <= 3 or type(args[0]) is not str or not all(type(a) is bool for a in args[1:]):
         raise _misused(_DTYPE)
     try:
-        return np.dtype(*args)
-    except (TypeError, ValueError) as err:
-        raise _Refused(f"it asks for an unknown numpy dtype {args[0]!r} ({err})") from None
+        made = np.dtype(args[0], bool(args[1]) if len(args) > 1 else False, True)
+    except (TypeError, ValueError, SyntaxError) as err:
+        raise _Refused(f"it asks for an unknown numpy dtype {args[0]!r} ({_first_line(err)})") from None
+    fresh = _rebuilt(made, "a numpy dtype")
+    made.__setstate__(fresh.__reduce__()[2])
+    return made
 
 
 def _build_scalar(args):
     # numpy.core.multiarray.scalar(dtype, raw bytes): a numpy scalar such as numpy.float32(0.5)
     if len(args) != 2 or not isinstance(args[1], bytes):
         raise _misused(_SCALAR)
-    _check_dtype(args[0], "a numpy scalar")
-    if len(args[1]) != args[0].itemsize:
+    dtype = _rebuilt(args[0], "a numpy scalar")
+    if len(args[1]) != dtype.itemsize:
         raise ValueError("numpy scalar of the wrong size")
-    return _numpy_attr('scalar')(args[0], args[1])
+    return _numpy_attr('scalar')(dtype, args[1])
 
 
 def _build_encode(args):
@@ -202,16 +377,10 @@ class _SafeUnpickler(pickle._Unpickler):
         inst = self.stack[-1]
         if type(inst) is np.ndarray:
             # ndarray state: (version, shape, dtype, is_fortran, raw bytes)
-            if type(state) is not tuple or len(state) != 5:
-                raise _Refused("it sets the state of a numpy array to something paddle.save never writes")
-            _check_dtype(state[2], "an array")
-            if not isinstance(state[4], bytes):
-                raise _Refused("it sets the state of a numpy array to something other than raw data")
-            inst.__setstate__(state)
+            inst.__setstate__(_array_state(state))
         elif isinstance(inst, np.dtype):
-            if type(state) is not tuple or any(isinstance(v, np.dtype) and v.hasobject for v in state):
-                raise _Refused("it sets the state of a numpy dtype to something paddle.save never writes")
-            inst.__setstate__(state)
+            # the dtype takes the state of the one numpy builds from the description, never the file's own
+            inst.__setstate__(_dtype_from_state(inst, state).__reduce__()[2])
         else:
             raise _Refused(f"it sets the state of a {type(inst).__name__} object, which a Paddle weight file never "
                            f"does")

@@ -332,10 +332,185 @@ def test_pickle_features_that_could_reach_code_are_refused(tmp_path, body, reaso
     assert _refused(path) == f"{path}: refusing to load: {reason}"
 
 
-def test_arrays_of_python_objects_are_refused(tmp_path):
-    path = _raw(tmp_path, pickle.dumps({'w': np.array([1, 'text'], dtype=object)}, protocol=4))
-    assert _refused(path) == (f"{path}: refusing to load: an array holds Python objects (dtype object), which a "
-                              f"Paddle weight file never does")
+# ----------------------------------------------------------------------------------------------------------------
+# numpy dtypes: whatever a pickled dtype claims about itself (flags, fields, sizes, byte order) is checked field by
+# field and rebuilt by numpy; Python objects anywhere are refused
+
+_RECONSTRUCT_FN = np.zeros(0).__reduce__()[0]  # numpy's _reconstruct, under the module name of this numpy
+
+
+class ForgedDtype:
+    """Pickles as numpy pickles a dtype, ``numpy.dtype(code, False, copy)`` + BUILD ``state``, with any state."""
+
+    def __init__(self, code, state, copy=True):
+        self.code, self.state, self.copy = code, state, copy
+
+    def __reduce__(self):
+        return np.dtype, (self.code, False, self.copy), self.state
+
+
+class ForgedArray:
+    """Pickles as numpy pickles an array: ``_reconstruct(ndarray, (0,), b'b')`` + BUILD ``(1, shape, dtype, False,
+    raw)``, with any shape, dtype and data."""
+
+    def __init__(self, shape, dtype, raw):
+        self.shape, self.dtype, self.raw = shape, dtype, raw
+
+    def __reduce__(self):
+        return _RECONSTRUCT_FN, (np.ndarray, (0,), b'b'), (1, self.shape, self.dtype, False, self.raw)
+
+
+def _struct_state(names, fields, size, flags=0):
+    return 3, '|', None, names, fields, size, 1, flags
+
+
+OBJECTS = "holds Python objects (numpy dtype object), which a Paddle weight file never does"
+# an object dtype with its "holds objects" flags cleared, and a structure with an object field whose flags say none
+HIDDEN_OBJECT = ForgedDtype('O8', (3, '|', None, None, None, -1, -1, 0))
+FORGED_STRUCT = ForgedDtype('V8', _struct_state(('a',), {'a': (HIDDEN_OBJECT, 0)}, 8))
+
+
+def _write(tmp_path, obj, name='bad.pdparams'):
+    return _raw(tmp_path, pickle.dumps({'w': obj}, protocol=4), name)
+
+
+def test_the_forged_object_field_crashes_numpy_and_is_refused(tmp_path):
+    """The issue's file: a structured array whose object field hides behind a cleared flag. numpy's own unpickler
+    believes the flag and dereferences the file's bytes as object pointers (the process dies); ours refuses it."""
+    path = _write(tmp_path, ForgedArray((2,), FORGED_STRUCT, b'\x41' * 16))
+    crash = subprocess.run([sys.executable, '-c', f"import pickle; print(pickle.load(open({path!r}, 'rb')))"],
+                           capture_output=True, timeout=120)
+    assert crash.returncode < 0, crash  # killed by a signal (SIGSEGV): the file is a real crasher
+    assert _refused(path) == f"{path}: refusing to load: a numpy dtype {OBJECTS}"
+    with pytest.raises(UserError):
+        load_paddle_file(path, return_numpy=True)
+
+
+@pytest.mark.parametrize('dtype, reason', [
+    # Python objects: as a whole, in a field, in a nested structure's field, in a sub-array, behind forged flags
+    (ForgedDtype('O8', (3, '|', None, None, None, -1, -1, 0)), f"a numpy dtype {OBJECTS}"),
+    (np.dtype([('a', 'f4'), ('b', 'O')]), f"a numpy dtype {OBJECTS}"),
+    (np.dtype([('a', 'f4'), ('n', [('x', 'i2'), ('y', 'O')])]), f"a numpy dtype {OBJECTS}"),
+    (np.dtype(('O', (2, 2))), f"a numpy dtype {OBJECTS}"),
+    (ForgedDtype('V16', (3, '|', (HIDDEN_OBJECT, (2,)), None, None, 16, 8, 0)), f"a numpy dtype {OBJECTS}"),
+    (ForgedDtype('V8', _struct_state(('n',), {'n': (FORGED_STRUCT, 0)}, 8)), f"a numpy dtype {OBJECTS}"),
+    # a title is a second key for a field: it may not lead to another dtype
+    (ForgedDtype('V8', _struct_state(('a',), {'a': (np.dtype('f4'), 0, 'T'), 'T': (np.dtype('f8'), 0, 'T')}, 8)),
+     "a numpy dtype has a field 'T' that its names do not list (a hidden field)"),
+    # a field numpy keeps but the names do not list
+    (ForgedDtype('V8', _struct_state(('a',), {'a': (np.dtype('f4'), 0), 'hid': (np.dtype('f4'), 4)}, 8)),
+     "a numpy dtype has a field 'hid' that its names do not list (a hidden field)"),
+    # fields outside the item: negative, overflowing, past the end
+    (ForgedDtype('V8', _struct_state(('a',), {'a': (np.dtype('f8'), -4)}, 8)),
+     "a numpy dtype field 'a' lies outside its 8-byte item (offset -4, 8 bytes)"),
+    (ForgedDtype('V8', _struct_state(('a',), {'a': (np.dtype('f4'), 2 ** 63 - 2)}, 8)),
+     f"a numpy dtype field 'a' lies outside its 8-byte item (offset {2 ** 63 - 2}, 4 bytes)"),
+    (ForgedDtype('V8', _struct_state(('a', 'b'), {'a': (np.dtype('f4'), 0), 'b': (np.dtype('f8'), 4)}, 8)),
+     "a numpy dtype field 'b' lies outside its 8-byte item (offset 4, 8 bytes)"),
+    # sizes that do not fit the type
+    (ForgedDtype('f4', (3, '<', None, None, None, 1, 1, 0)), "a numpy dtype claims 1 bytes per float32 item, "
+                                                              "which has 4"),
+    (ForgedDtype('V8', (3, '|', (np.dtype('f4'), (4,)), None, None, 8, 4, 0)),
+     "a numpy dtype claims 8 bytes for a sub-array of shape (4,) of 4-byte items"),
+    (ForgedDtype('V8', (3, '|', (np.dtype('f4'), (-2,)), None, None, 8, 4, 0)),
+     "a numpy dtype is a sub-array of shape (-2,)"),
+    (ForgedDtype('U2', (3, '<', None, None, None, 7, 4, 8)), "a numpy dtype claims 7 bytes per str item, not a "
+                                                              "multiple of 4"),
+    # fields or a sub-array on a dtype that is not a structure
+    (ForgedDtype('f4', _struct_state(('a',), {'a': (np.dtype('i1'), 0)}, 4)),
+     "a numpy dtype of type float32 is given fields or a sub-array"),
+    # byte orders numpy never writes
+    (ForgedDtype('f4', (3, 'x', None, None, None, -1, -1, 0)), "a numpy dtype has byte order 'x', which numpy "
+                                                                "never writes"),
+    (ForgedDtype('f4', (3, 1, None, None, None, -1, -1, 0)), "a numpy dtype has byte order 1, which numpy never "
+                                                              "writes"),
+    # kinds a weight file never holds
+    (np.dtype('M8[s]'), "a numpy dtype has numpy dtype datetime64, which a Paddle weight file never holds"),
+    (ForgedDtype('M8', (3, '<', None, None, None, -1, -1, 0)),
+     "a numpy dtype has numpy dtype datetime64, which a Paddle weight file never holds"),
+])
+def test_unsafe_dtypes_are_refused(tmp_path, dtype, reason):
+    itemsize = 8 if isinstance(dtype, ForgedDtype) else dtype.itemsize
+    path = _write(tmp_path, ForgedArray((1,), dtype, b'\x41' * itemsize))
+    assert _refused(path) == f"{path}: refusing to load: {reason}"
+
+
+def test_nesting_too_deep_is_refused(tmp_path):
+    dtype = np.dtype('f4')
+    for _ in range(20):
+        dtype = np.dtype([('n', dtype)])
+    path = _write(tmp_path, ForgedArray((1,), dtype, b'\0' * 4))
+    fields = "field 'n' " * 17
+    assert _refused(path) == f"{path}: refusing to load: a numpy dtype {fields}nests structures more than 16 deep"
+
+
+def test_dtypes_reused_as_fields_at_every_level_are_refused_quickly(tmp_path):
+    """One zero-size structure reused as each of 100 fields, ten levels deep: a few kB of pickle, 100**10 fields
+    when walked (numpy prints or converts such a dtype in exponential time). The walk stops counting at 10000."""
+    names = tuple(f'f{i}' for i in range(100))
+    dtype = np.dtype([])
+    for _ in range(10):
+        dtype = ForgedDtype('V0', _struct_state(names, {name: (dtype, 0) for name in names}, 0))
+    path = _write(tmp_path, ForgedArray((1,), dtype, b''))
+    assert os.path.getsize(path) < 20000
+    assert _refused(path) == f"{path}: refusing to load: a numpy dtype has more than 10000 fields and sub-arrays in all"
+
+
+@pytest.mark.parametrize('shape, raw', [((2 ** 40,), b'\0' * 8), ((2 ** 62, 2 ** 62), b'\0' * 8), ((3,), b'\0' * 8),
+                                        ((2, 1), b'\0' * 7)])
+def test_array_shapes_must_fit_the_data(tmp_path, shape, raw):
+    path = _write(tmp_path, ForgedArray(shape, np.dtype('f4'), raw))
+    assert _refused(path) == f"{path}: {TRUNCATED}"
+
+
+@pytest.mark.parametrize('shape', [(-1,), (1.5,), ('2',), 2])
+def test_array_shapes_must_be_counts(tmp_path, shape):
+    path = _write(tmp_path, ForgedArray(shape, np.dtype('f4'), b'\0' * 4))
+    assert _refused(path) == f"{path}: refusing to load: an array has shape {shape!r}"
+
+
+def test_zero_size_items_cannot_make_huge_arrays(tmp_path):
+    path = _write(tmp_path, ForgedArray((10 ** 15,), np.dtype([]), b''))
+    assert _refused(path) == f"{path}: {TRUNCATED}"
+
+
+def test_a_dtype_build_cannot_change_numpys_shared_dtypes(tmp_path):
+    """dtype('f4', False, False) is numpy's one shared float32; a BUILD on it must not turn every float32 of the
+    process big-endian: the file gets a copy (and numpy stores a big-endian array's data in native order)."""
+    big = ForgedDtype('f4', (3, '>', None, None, None, -1, -1, 0), copy=False)
+    path = _raw(tmp_path, pickle.dumps({'d': big, 'w': ForgedArray((1,), big, np.array([1.5], '>f4').tobytes())},
+                                       protocol=4))
+    state = load_paddle_file(path, return_numpy=True)
+    assert state['d'] == np.dtype('>f4') and state['w'].dtype == np.dtype('float32') and state['w'][0] == 1.5
+    assert np.dtype('float32').byteorder == '=' and np.zeros(1, 'float32').dtype.isnative
+
+
+SAFE_DTYPES = [
+    np.dtype('>f4'), np.dtype('<u2'), np.dtype('?'), np.dtype('c16'), np.dtype('S5'), np.dtype('>U3'), np.dtype('V3'),
+    np.dtype([('a', '<f4'), ('b', '>i8', (2, 3)), ('c', 'S2')]),
+    np.dtype([('a', 'u1'), ('b', 'f8')], align=True),
+    np.dtype({'names': ['a', 'b'], 'formats': ['f4', 'i2'], 'offsets': [8, 0], 'titles': ['Alpha', None],
+              'itemsize': 16}),
+    np.dtype([('outer', [('inner', [('x', 'f2', (2,))]), ('y', '?')])]),
+    np.dtype(('i4', (2, 2))),
+]
+
+
+@pytest.mark.parametrize('dtype', SAFE_DTYPES, ids=str)
+def test_safe_dtypes_load_as_numpy_loads_them(tmp_path, dtype):
+    """Structured, nested, titled, aligned, sub-array, big-endian, bytes and str arrays: the same dtype and bytes
+    as numpy's own unpickling, and a dtype whose flags numpy computed (equal to a fresh one's)."""
+    array = np.frombuffer(np.random.default_rng(0).bytes(3 * dtype.itemsize), dtype)
+    if dtype.kind == 'U':  # a valid str needs code points
+        array = np.array(['a', 'bc', 'xyz'], dtype)
+    data = pickle.dumps({'w': array, 'd': dtype, 's': array[0]}, protocol=4)
+    path = _raw(tmp_path, data)
+    ours, ref = load_paddle_file(path, return_numpy=True), pickle.loads(data)
+    assert ours['w'].dtype == ref['w'].dtype and ours['w'].shape == ref['w'].shape
+    assert ours['w'].tobytes() == ref['w'].tobytes()
+    assert ours['d'] == dtype and ours['d'].flags == dtype.flags and ours['d'].isalignedstruct == dtype.isalignedstruct
+    assert ours['w'].dtype.flags == ref['w'].dtype.flags and ours['w'].dtype.alignment == ref['w'].dtype.alignment
+    assert type(ours['s']) is type(ref['s']) and ours['s'].tobytes() == ref['s'].tobytes()
 
 
 def test_truncated_and_foreign_files(tmp_path):
