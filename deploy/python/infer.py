@@ -94,14 +94,36 @@ def str2bool(value):
     raise argparse.ArgumentTypeError(f"expected True or False, got {value!r}")
 
 
+def positive_int(text):
+    """argparse type: an integer >= 1 (as ``paddle_models.core.cli.positive_int``; this runner stands alone)."""
+    try:
+        value = int(str(text).strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """Errors are a one-line UserError (``main`` prints it, exit 2), not argparse's usage text: ``--batch_size
+    must be a positive integer, got 0`` (as ``paddle_models.core.cli.ArgumentParser``)."""
+
+    def error(self, message):
+        head, sep, rest = message.partition(': ')
+        if sep and head.startswith('argument ') and rest.startswith('must be '):
+            raise UserError(f"{head[len('argument '):].split('/')[-1]} {rest}")
+        raise UserError(message)
+
+
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description='Segment images with an exported model (Paddle Inference, ONNX '
+    parser = ArgumentParser(description='Segment images with an exported model (Paddle Inference, ONNX '
                                                  'Runtime or OpenVINO, as deploy.yaml or --backend says).')
     parser.add_argument('--config', dest='cfg', required=True, help='deploy.yaml written by the export.')
     parser.add_argument('--image_path', required=True,
                         help='An image, a folder of images, or a .txt list of image paths.')
     parser.add_argument('--save_dir', default='./output', help='Folder for the result PNGs. Default: ./output')
-    parser.add_argument('--batch_size', type=int, default=1, help='Images per inference run. Default: 1')
+    parser.add_argument('--batch_size', type=positive_int, default=1, help='Images per inference run. Default: 1')
     parser.add_argument('--backend', choices=list(BACKENDS) + ['auto'], default=None,
                         help="The runtime, overriding deploy.yaml's backend where the files allow: an ONNX export "
                              "runs in onnxruntime or openvino (the standalone OpenVINO runtime), a Paddle program in "
@@ -113,13 +135,13 @@ def parse_args(argv=None):
                         help='Use TensorRT on GPU. Default: False')
     parser.add_argument('--precision', choices=['fp32', 'fp16', 'int8'], default='fp32',
                         help='TensorRT precision. Default: fp32')
-    parser.add_argument('--min_subgraph_size', type=int, default=3,
+    parser.add_argument('--min_subgraph_size', type=positive_int, default=3,
                         help='Smallest subgraph TensorRT takes over. Default: 3')
     parser.add_argument('--enable_auto_tune', type=str2bool, nargs='?', const=True, default=False,
                         help='Collect TensorRT dynamic shapes by running some of the images first. Default: False')
     parser.add_argument('--auto_tuned_shape_file', default='auto_tune_tmp.pbtxt',
                         help='Temporary file for the auto-tuned shapes.')
-    parser.add_argument('--cpu_threads', type=int, default=min(10, os.cpu_count() or 1),
+    parser.add_argument('--cpu_threads', type=positive_int, default=min(10, os.cpu_count() or 1),
                         help='CPU math threads. Default: min(10, CPU count)')
     parser.add_argument('--enable_mkldnn', type=str2bool, nargs='?', const=True, default=None,
                         help='Use oneDNN on CPU. Default: on when deploy.yaml records a passed oneDNN check.')
@@ -134,12 +156,7 @@ def parse_args(argv=None):
                         help='Accepted for compatibility: logits/probability outputs always get an argmax.')
     parser.add_argument('--print_detail', type=str2bool, nargs='?', const=True, default=True,
                         help="Show Paddle Inference's GLOG output. Default: True")
-    args = parser.parse_args(argv)
-    if args.batch_size < 1:
-        parser.error(f"argument --batch_size: must be >= 1, got {args.batch_size}")
-    if args.cpu_threads < 1:
-        parser.error(f"argument --cpu_threads: must be >= 1, got {args.cpu_threads}")
-    return args
+    return parser.parse_args(argv)
 
 
 def get_image_list(image_path):
@@ -1127,7 +1144,11 @@ def _predict_all(args, cfg, items, tuned, backend):
 
 
 def main(argv=None):
-    args = parse_args(argv)
+    try:
+        args = parse_args(argv)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     if not logger.handlers:  # own handler and level: importing Paddle 2.6 resets the root logger to WARNING
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter('%(asctime)s %(levelname)s %(name)s: %(message)s'))
