@@ -4,7 +4,7 @@ overlays, all from Python.
     import paddle_models as pm
     pm.train('configs/quickstart.yml', iters=500, do_eval=True, save_dir='output/qs')
     seg = pm.Segmenter('configs/quickstart.yml', 'output/qs/best_model/model.pdparams')
-    mask = seg.predict(image)                  # H x W x 3 uint8 RGB array, or an image file
+    mask = seg.predict(image)                  # an RGB/RGBA/grey array, a PIL image, or an image file
     plt.imshow(pm.visualize(image, mask, dataset='SyntheticShapes'))
 
 ``train``, ``evaluate`` and ``export`` run the command-line tools' own ``main`` (``paddle_models.tools.train``,
@@ -202,8 +202,10 @@ class Segmenter:
         record of resizes and paddings (``trans_info``) that maps the output back to the image's size.
 
         Args:
-            image: An image file (str or path), or an (H, W, 3) uint8 **RGB** array (as PIL, matplotlib and most
-                notebook code hold images). Files are read as the tools read them (``cv2.imread``, BGR) and arrays
+            image: An image file (str or path), an **RGB** array (as PIL, matplotlib and most notebook code
+                hold images) or a PIL image: uint8, other integers 0..255 or floats in [0, 1] (``plt.imread`` of a
+                PNG), (H, W, 3) RGB, (H, W, 4) RGBA (alpha dropped) or (H, W) grey (see
+                ``core.visualize.as_rgb_image``). Files are read as the tools read them (``cv2.imread``, BGR) and arrays
                 are flipped to BGR, so that PaddleSeg's transforms (which turn BGR into RGB) see both alike: an
                 array and the same image saved to a lossless file give the same input.
         """
@@ -230,13 +232,14 @@ class Segmenter:
         """The class map of one image.
 
         Args:
-            image: An image file, or an (H, W, 3) uint8 RGB array (see ``preprocess``).
+            image: An image file, an RGB/RGBA/grey array or a PIL image (see ``preprocess``).
 
         Returns:
             ndarray: (H, W) int64 class ids, at the image's size.
 
         Raises:
-            UserError: An unreadable or truncated file, or an array that is not (H, W, 3) uint8.
+            UserError: An unreadable or truncated file; an empty array, one holding NaN, values out of range, or
+                of another shape or dtype.
         """
         chw, trans_info = self.preprocess(image)
         return self._predict_inputs([chw], trans_info)[0]
@@ -246,7 +249,7 @@ class Segmenter:
         model at once (images of other sizes run in their own batches).
 
         Args:
-            images (list): Image files and/or (H, W, 3) uint8 RGB arrays.
+            images (list): Image files, arrays and/or PIL images (see ``preprocess``).
             batch_size (int): Most images per forward pass.
 
         Returns:
@@ -282,7 +285,7 @@ def visualize(image, mask, alpha=0.5, dataset=None, palette=None, class_names=No
     """The image with its class map blended in, in the dataset's colours, and a legend of the classes shown.
 
     Args:
-        image: An image file or an (H, W, 3) uint8 RGB array.
+        image: An image file, an RGB/RGBA/grey array or a PIL image (see ``Segmenter.preprocess``).
         mask (ndarray): (H, W) integer class ids (``Segmenter.predict``'s output, or a label). Ids without a
             colour (the ignore index 255) leave their pixels unchanged.
         alpha (float): Opacity of the class colours: 0 shows the image only, 1 the colours only. Default 0.5.

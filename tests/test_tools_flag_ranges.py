@@ -101,3 +101,13 @@ def test_command_lines_print_one_line_and_exit_2(tmp_path):
                             'a.jpg', '--batch_size', '0', '--save_dir', out) == \
         "error: --batch_size must be a positive integer, got 0"
     assert not out.exists()
+
+
+@pytest.mark.paddle26
+@pytest.mark.parametrize('threads', [0, -2, 1.5, True, '4'])
+def test_inference_model_threads_are_checked(threads):
+    from paddle_models.core.inference import InferenceModel
+
+    with pytest.raises(UserError) as err:
+        InferenceModel('no_such_export', threads=threads)
+    assert str(err.value) == f"--inference_model: threads must be a positive integer or None, got {threads!r}"

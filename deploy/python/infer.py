@@ -239,6 +239,12 @@ class DeployConfig:
             raise UserError(f"--config: {path}: Deploy.transforms must be a list of dicts with a 'type'")
         self.transform_cfgs = transforms
         self.class_names, self.palette = self._classes()
+        # the dimensions the export fixes (deploy.yaml input_shape [N, C, H, W]; None where free)
+        shape = self.deploy.get('input_shape')
+        shape = list(shape) if isinstance(shape, list) and len(shape) == 4 else [None] * 4
+        self.fixed_batch, _, self.fixed_h, self.fixed_w = [
+            d if isinstance(d, int) and not isinstance(d, bool) and d > 0 else None for d in shape]
+        self.resize_logged = False
 
     def _classes(self):
         """``Deploy.class_names`` and ``Deploy.palette`` (each None where absent), checked: a non-empty string per
@@ -583,7 +589,7 @@ class Predictor:
                 from None
 
     def preprocess(self, path):
-        return preprocess(self.transforms, path)
+        return preprocess(self.transforms, path, self.cfg)
 
     def infer(self, batch):
         try:
@@ -650,7 +656,7 @@ class OnnxPredictor:
         logger.info("ONNX Runtime: providers %s", ', '.join(self.session.get_providers()))
 
     def preprocess(self, path):
-        return preprocess(self.transforms, path)
+        return preprocess(self.transforms, path, self.cfg)
 
     def infer(self, batch):
         return self.session.run(None, {self.input_name: np.ascontiguousarray(batch, dtype=np.float32)})[0]
@@ -712,7 +718,7 @@ class OpenVinoPredictor:
         logger.info("OpenVINO %s: CPU, %d thread(s), FP32", openvino.get_version().split('-')[0], args.cpu_threads)
 
     def preprocess(self, path):
-        return preprocess(self.transforms, path)
+        return preprocess(self.transforms, path, self.cfg)
 
     def _request(self, shape):
         if self.static or (shape not in self.requests and len(self.requests) >= self.MAX_SHAPES):
@@ -973,9 +979,39 @@ def incomplete_image(data):
     return None
 
 
-def preprocess(transforms, path):
+def fit_input(chw, trans_info, cfg, path):
+    """The network input resized to the export's fixed height and width (deploy.yaml ``input_shape``), bilinear,
+    with a ``('resize', (h, w))`` record added to ``trans_info`` so that ``reverse_transform`` maps the prediction
+    back to this size (nearest); unchanged where the export's size is free or already met. Logged once.
+    (``paddle_models.core.inference.fit_input`` does the same for ``InferenceModel``; this runner stands alone.)"""
+    import cv2
+
+    h, w = chw.shape[1:]
+    size = (cfg.fixed_h or h, cfg.fixed_w or w)
+    if size == (h, w):
+        return chw, trans_info
+    if not cfg.resize_logged:
+        logger.info("the export's input is fixed at %sx%s (HxW, deploy.yaml input_shape): inputs of other sizes are "
+                    "resized to it and the predictions back (first: %s, %dx%d)", size[0], size[1], path, h, w)
+        cfg.resize_logged = True
+    hwc = cv2.resize(np.ascontiguousarray(chw.transpose(1, 2, 0)), (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
+    chw = np.ascontiguousarray(hwc.reshape(size[0], size[1], -1).transpose(2, 0, 1))
+    return chw, list(trans_info) + [('resize', (h, w))]
+
+
+def stack_batch(inputs, cfg):
+    """``inputs`` stacked into a batch, padded with copies of the last one to the export's fixed batch size
+    (deploy.yaml ``input_shape``; the padded outputs are dropped by the caller's ``zip``)."""
+    inputs = list(inputs)
+    if cfg.fixed_batch:
+        inputs += [inputs[-1]] * (cfg.fixed_batch - len(inputs))
+    return np.stack(inputs)
+
+
+def preprocess(transforms, path, cfg=None):
     """CHW float32 input and the transforms' shape record for one image, read as Compose reads it (cv2 with the
-    transforms' read flag) after checking that the file is complete."""
+    transforms' read flag) after checking that the file is complete; with ``cfg`` (DeployConfig), fitted to the
+    export's fixed input size (``fit_input``)."""
     import cv2
 
     try:
@@ -990,7 +1026,8 @@ def preprocess(transforms, path):
     if image is None:
         raise UserError(f"--image_path: cannot read image {path}")
     data = transforms({'img': image.astype('float32')})
-    return np.ascontiguousarray(data['img'], dtype=np.float32), data.get('trans_info', [])
+    chw, trans_info = np.ascontiguousarray(data['img'], dtype=np.float32), data.get('trans_info', [])
+    return (chw, trans_info) if cfg is None else fit_input(chw, trans_info, cfg, path)
 
 
 def save_result(label, save_dir, name, palette):
@@ -1027,7 +1064,7 @@ def auto_tune(args, cfg, items, num=10):
     transforms = cfg.build_transforms()
     handle = predictor.get_input_handle(predictor.get_input_names()[0])
     for path, _ in items[:num]:
-        data = preprocess(transforms, path)[0][np.newaxis]
+        data = preprocess(transforms, path, cfg)[0][np.newaxis]
         handle.reshape(list(data.shape))
         handle.copy_from_cpu(data)
         try:
@@ -1108,16 +1145,21 @@ def _predict_all(args, cfg, items, tuned, backend):
     os.makedirs(args.save_dir, exist_ok=True)
     palette = result_palette(cfg)
     timer = {'preprocess': 0.0, 'inference': 0.0, 'postprocess': 0.0}
+    batch_size = args.batch_size
+    if cfg.fixed_batch and cfg.fixed_batch != batch_size:
+        logger.info("the export's batch size is fixed at %d (deploy.yaml input_shape): batches of %d, not "
+                    "--batch_size %d", cfg.fixed_batch, cfg.fixed_batch, batch_size)
+        batch_size = cfg.fixed_batch
 
     if args.benchmark:  # warm-up runs, not timed
         warm, _ = predictor.preprocess(items[0][0])
         for _ in range(2):
-            predictor.infer(np.stack([warm] * min(args.batch_size, len(items))))
+            predictor.infer(stack_batch([warm] * min(batch_size, len(items)), cfg))
 
     runs = 0
-    for batch in batches(items, predictor, args.batch_size, timer):
+    for batch in batches(items, predictor, batch_size, timer):
         start = time.perf_counter()
-        output = predictor.infer(np.stack([b[0] for b in batch]))
+        output = predictor.infer(stack_batch([b[0] for b in batch], cfg))
         timer['inference'] += time.perf_counter() - start
         runs += 1
         start = time.perf_counter()
@@ -1133,7 +1175,7 @@ def _predict_all(args, cfg, items, tuned, backend):
         n = len(items)
         engine = BACKEND_NAMES[backend] if backend in ONNX_BACKENDS else \
             f"oneDNN {'on' if predictor.use_onednn else 'off'}"
-        print(f"benchmark: {n} image(s), {runs} run(s) of batch size <= {args.batch_size}, device {args.device}, "
+        print(f"benchmark: {n} image(s), {runs} run(s) of batch size <= {batch_size}, device {args.device}, "
               f"{engine}, {args.cpu_threads} CPU thread(s)")
         if args.model_name:
             print(f"  model      : {args.model_name}")
