@@ -21,6 +21,8 @@ from paddle_models.core.config import Builder, load_config
 from paddle_models.core.export import export_model
 from paddle_models.core.inference import InferenceModel
 
+pytestmark = pytest.mark.paddle26
+
 INFER = os.path.join(REPO, 'deploy', 'python', 'infer.py')
 sys.path.insert(0, os.path.dirname(INFER))
 import infer as infer_tool  # noqa: E402
@@ -49,10 +51,9 @@ def _resized(chw, size):
 
 
 def _nearest(ids, size):
-    """Paddle's nearest rule: source index floor(dst * in / out)."""
-    rows = np.minimum(np.floor(np.arange(size[0]) * np.float32(ids.shape[0] / size[0])).astype(int), ids.shape[0] - 1)
-    cols = np.minimum(np.floor(np.arange(size[1]) * np.float32(ids.shape[1] / size[1])).astype(int), ids.shape[1] - 1)
-    return ids[rows[:, None], cols[None, :]]
+    """Class ids resized as Paddle resizes them (nearest neighbour, ``F.interpolate``)."""
+    tensor = paddle.to_tensor(ids[np.newaxis, np.newaxis].astype(np.float32))
+    return F.interpolate(tensor, list(size), mode='nearest').numpy()[0, 0].astype(ids.dtype)
 
 
 def _images(folder):

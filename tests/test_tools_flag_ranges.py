@@ -20,6 +20,8 @@ import infer as infer_tool  # noqa: E402
 sys.path.insert(0, os.path.join(REPO, 'tools'))
 import quantize as quantize_tool  # noqa: E402
 
+pytestmark = pytest.mark.paddle26
+
 QUICKSTART = os.path.join(REPO, 'configs', 'quickstart.yml')
 CASES = [
     (train_tool, ['--batch_size', '0'], "--batch_size must be a positive integer, got 0"),
@@ -49,7 +51,6 @@ CASES = [
 ]
 
 
-@pytest.mark.paddle26
 @pytest.mark.parametrize('tool, argv, message', CASES, ids=lambda v: ' '.join(v) if isinstance(v, list) else None)
 def test_numeric_flags_are_range_checked(tool, argv, message):
     with pytest.raises(UserError) as err:
@@ -69,7 +70,6 @@ def test_infer_numeric_flags_are_range_checked(argv, message):
     assert str(err.value) == message
 
 
-@pytest.mark.paddle26
 def test_edge_values_pass():
     args = train_tool.parse_args(['--keep_checkpoint_max', '0', '--num_workers', '0', '--seed', '0',
                                   '--batch_size', '1'])
@@ -103,7 +103,6 @@ def test_command_lines_print_one_line_and_exit_2(tmp_path):
     assert not out.exists()
 
 
-@pytest.mark.paddle26
 @pytest.mark.parametrize('threads', [0, -2, 1.5, True, '4'])
 def test_inference_model_threads_are_checked(threads):
     from paddle_models.core.inference import InferenceModel
