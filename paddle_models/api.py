@@ -4,7 +4,7 @@ overlays, all from Python.
     import paddle_models as pm
     pm.train('configs/quickstart.yml', iters=500, do_eval=True, save_dir='output/qs')
     seg = pm.Segmenter('configs/quickstart.yml', 'output/qs/best_model/model.pdparams')
-    mask = seg.predict(image)                  # H x W x 3 uint8 RGB array, or an image file
+    mask = seg.predict(image)                  # an RGB/RGBA/grey array, a PIL image, or an image file
     plt.imshow(pm.visualize(image, mask, dataset='SyntheticShapes'))
 
 ``train``, ``evaluate`` and ``export`` run the command-line tools' own ``main`` (``paddle_models.tools.train``,
@@ -29,7 +29,7 @@ from paddle_models.core.checkpoint import load_model_weights
 from paddle_models.core.config import Builder, _closest, load_config
 from paddle_models.core.infer import aug_logits, predict_logits
 from paddle_models.core.predict import apply_transforms
-from paddle_models.core.visualize import (check_mask, check_rgb_image, colour_overlay, config_classes, dataset_info,
+from paddle_models.core.visualize import (as_rgb_image, check_mask, colour_overlay, config_classes, dataset_info,
                                           draw_legend, full_palette, legend_entries)
 from paddle_models.errors import UserError
 from paddle_models.pretrained import get_pretrained, is_pretrained_name, list_pretrained, pretrained_weights
@@ -132,10 +132,11 @@ def load_weights(model, path):
 
 
 def _read_rgb(image, what='image'):
-    """An image file (read as ``cv2.imread`` reads it, then flipped to RGB) or an array, as (H, W, 3) uint8 RGB."""
+    """An image file (read as ``cv2.imread`` reads it, then flipped to RGB), an array or a PIL image
+    (``as_rgb_image``: uint8 or [0, 1] floats, RGB, RGBA or grey), as (H, W, 3) uint8 RGB."""
     if isinstance(image, (str, os.PathLike)):
         return np.ascontiguousarray(image_io.read_image(os.fspath(image))[..., ::-1])
-    return check_rgb_image(image, what)
+    return as_rgb_image(image, what)
 
 
 class Segmenter:
@@ -201,8 +202,10 @@ class Segmenter:
         record of resizes and paddings (``trans_info``) that maps the output back to the image's size.
 
         Args:
-            image: An image file (str or path), or an (H, W, 3) uint8 **RGB** array (as PIL, matplotlib and most
-                notebook code hold images). Files are read as the tools read them (``cv2.imread``, BGR) and arrays
+            image: An image file (str or path), an **RGB** array (as PIL, matplotlib and most notebook code
+                hold images) or a PIL image: uint8, other integers 0..255 or floats in [0, 1] (``plt.imread`` of a
+                PNG), (H, W, 3) RGB, (H, W, 4) RGBA (alpha dropped) or (H, W) grey (see
+                ``core.visualize.as_rgb_image``). Files are read as the tools read them (``cv2.imread``, BGR) and arrays
                 are flipped to BGR, so that PaddleSeg's transforms (which turn BGR into RGB) see both alike: an
                 array and the same image saved to a lossless file give the same input.
         """
@@ -229,13 +232,14 @@ class Segmenter:
         """The class map of one image.
 
         Args:
-            image: An image file, or an (H, W, 3) uint8 RGB array (see ``preprocess``).
+            image: An image file, an RGB/RGBA/grey array or a PIL image (see ``preprocess``).
 
         Returns:
             ndarray: (H, W) int64 class ids, at the image's size.
 
         Raises:
-            UserError: An unreadable or truncated file, or an array that is not (H, W, 3) uint8.
+            UserError: An unreadable or truncated file; an empty array, one holding NaN, values out of range, or
+                of another shape or dtype.
         """
         chw, trans_info = self.preprocess(image)
         return self._predict_inputs([chw], trans_info)[0]
@@ -245,7 +249,7 @@ class Segmenter:
         model at once (images of other sizes run in their own batches).
 
         Args:
-            images (list): Image files and/or (H, W, 3) uint8 RGB arrays.
+            images (list): Image files, arrays and/or PIL images (see ``preprocess``).
             batch_size (int): Most images per forward pass.
 
         Returns:
@@ -281,7 +285,7 @@ def visualize(image, mask, alpha=0.5, dataset=None, palette=None, class_names=No
     """The image with its class map blended in, in the dataset's colours, and a legend of the classes shown.
 
     Args:
-        image: An image file or an (H, W, 3) uint8 RGB array.
+        image: An image file, an RGB/RGBA/grey array or a PIL image (see ``Segmenter.preprocess``).
         mask (ndarray): (H, W) integer class ids (``Segmenter.predict``'s output, or a label). Ids without a
             colour (the ignore index 255) leave their pixels unchanged.
         alpha (float): Opacity of the class colours: 0 shows the image only, 1 the colours only. Default 0.5.
@@ -339,20 +343,24 @@ def flags_to_argv(flags):
     return argv
 
 
-def _run_tool(function, tool, argv):
-    """Run ``paddle_models.tools.<tool>``'s ``main(argv)`` and return what it returns; a flag it does not know
-    (argparse's exit) is a UserError with argparse's message."""
+def _run_tool(function, tool, fixed, flags):
+    """Run ``paddle_models.tools.<tool>``'s ``main`` with the arguments ``fixed`` (a list: the function's own, e.g.
+    ``--config``) and the keyword arguments ``flags`` as flags, and return what it returns.
+
+    Each keyword must name one of the tool's flags exactly (argparse would take ``iter=5`` as ``--iters``): an
+    unknown one is a UserError naming it and the closest flags; one the function sets itself too."""
+    from paddle_models.core.cli import option_strings
+
     module = importlib.import_module(f"paddle_models.tools.{tool}")  # imported on first use: import stays light
-    stderr = io.StringIO()
-    try:
-        with contextlib.redirect_stderr(stderr):
-            module.parse_args(argv)  # argparse's checks first, with its message captured
-    except SystemExit:
-        lines = [line for line in stderr.getvalue().splitlines() if line.strip()]
-        message = lines[-1].split('error: ', 1)[-1] if lines else 'bad arguments'
-        raise UserError(f"{function}(): {message} (the keyword arguments are the tool's flags: python -m "
-                        f"paddle_models.tools.{tool} --help)") from None
-    return module.main(argv)
+    known = [option[2:] for option in option_strings(module.build_parser()) if option.startswith('--')]
+    for name in flags:
+        if name not in known or name == 'help':
+            raise UserError(f"{function}(): unknown keyword argument {name!r}"
+                            f"{_closest(name, [k for k in known if k != 'help'])}; the keyword arguments are the "
+                            f"tool's flags: python -m paddle_models.tools.{tool} --help")
+        if f"--{name}" in fixed:
+            raise UserError(f"{function}(): {name} is set by {function}()'s own arguments; pass it there")
+    return module.main(list(fixed) + flags_to_argv(flags))
 
 
 def train(config, **flags):
@@ -370,7 +378,7 @@ def train(config, **flags):
     Raises:
         UserError: As the command line reports it (an unknown flag, a bad config or value).
     """
-    return _run_tool('train', 'train', ['--config', os.fspath(config)] + flags_to_argv(flags))
+    return _run_tool('train', 'train', ['--config', os.fspath(config)], flags)
 
 
 def evaluate(config, weights, **flags):
@@ -386,8 +394,8 @@ def evaluate(config, weights, **flags):
         dict: ``miou``, ``class_iou``, ``acc``, ``kappa``, ``mdice``, ``confusion_matrix``, ... (see
         ``paddle_models.core.evaluate.evaluate``).
     """
-    argv = ['--config', os.fspath(config), '--model_path', os.fspath(weights)] + flags_to_argv(flags)
-    return _run_tool('evaluate', 'val', argv)
+    _check_weights('evaluate', weights)
+    return _run_tool('evaluate', 'val', ['--config', os.fspath(config), '--model_path', os.fspath(weights)], flags)
 
 
 def export(config, weights=None, save_dir='output/inference_model', **flags):
@@ -403,5 +411,15 @@ def export(config, weights=None, save_dir='output/inference_model', **flags):
         dict: ``model``, ``params``, ``deploy_yaml`` (paths), ``onednn`` (whether Paddle Inference ran the program
         with oneDNN), ... (see ``paddle_models.core.export.export_model``).
     """
-    flags = dict(flags, model_path=weights, save_dir=save_dir)
-    return _run_tool('export', 'export', ['--config', os.fspath(config)] + flags_to_argv(flags))
+    if weights is not None:
+        _check_weights('export', weights)
+    fixed = ['--config', os.fspath(config), '--save_dir', os.fspath(save_dir)]
+    return _run_tool('export', 'export', fixed + (['--model_path', os.fspath(weights)] if weights is not None else []),
+                     flags)
+
+
+def _check_weights(function, weights):
+    """A UserError naming ``function``'s ``weights`` argument where the file or folder does not exist (the tool
+    itself would name its flag, ``--model_path``)."""
+    if not isinstance(weights, (str, os.PathLike)) or not os.path.exists(weights):
+        raise UserError(f"{function}(): weights not found: {weights}")

@@ -165,12 +165,60 @@ def test_segmenter_resizing_val_transforms_give_a_map_of_the_image_size(tmp_path
     assert segmenter.predict(_rgb_image(48)).shape == (48, 48)
 
 
+def test_segmenter_takes_what_notebooks_hold(segmenter, tmp_path):
+    """plt.imread of a PNG (float RGBA in [0, 1]), PIL images, grey and RGBA arrays, integer arrays: each predicts
+    as the uint8 RGB array of the same pixels."""
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    image = _rgb_image(seed=7)
+    expected = segmenter.predict(image)
+    png = str(tmp_path / 'image.png')
+    Image.fromarray(np.dstack([image, np.full(image.shape[:2], 200, np.uint8)])).save(png)  # an RGBA file
+    from_plt = plt.imread(png)
+    assert from_plt.dtype == np.float32 and from_plt.shape == image.shape[:2] + (4,)
+    np.testing.assert_array_equal(segmenter.predict(from_plt), expected)
+    np.testing.assert_array_equal(segmenter.predict(Image.open(png)), expected)  # PIL RGBA
+    np.testing.assert_array_equal(segmenter.predict(Image.fromarray(image)), expected)  # PIL RGB
+    np.testing.assert_array_equal(segmenter.predict(image.astype(np.int64)), expected)
+    np.testing.assert_array_equal(segmenter.predict(image.astype(np.float64) / 255), expected)
+    # grey: the same value in all three channels
+    grey = image[..., 1]
+    grey_rgb = np.repeat(grey[..., None], 3, axis=2)
+    np.testing.assert_array_equal(segmenter.preprocess(grey)[0], segmenter.preprocess(grey_rgb)[0])
+    np.testing.assert_array_equal(segmenter.predict(grey[..., None]), segmenter.predict(grey_rgb))
+    np.testing.assert_array_equal(segmenter.predict(Image.fromarray(grey)), segmenter.predict(grey_rgb))
+    np.testing.assert_array_equal(segmenter.predict(Image.fromarray(image).convert('P')),
+                                  segmenter.predict(np.asarray(Image.fromarray(image).convert('P').convert('RGB'))))
+    assert pm.visualize(from_plt, expected, legend=False).shape == image.shape
+
+
+def _nan_image():
+    image = np.zeros((8, 8, 3), np.float32)
+    image[2, 3, 1] = np.nan
+    return image
+
+
 @pytest.mark.parametrize('image, message', [
-    (np.zeros((8, 8), np.uint8), "image must be an H x W x 3 uint8 RGB array, got shape [8, 8] and dtype uint8"),
-    (np.zeros((8, 8, 3), np.float32),
-     "image must be an H x W x 3 uint8 RGB array, got shape [8, 8, 3] and dtype float32"),
-    (np.zeros((8, 8, 4), np.uint8),
-     "image must be an H x W x 3 uint8 RGB array, got shape [8, 8, 4] and dtype uint8"),
+    (np.zeros((0, 0, 3), np.uint8), "image is empty (shape [0, 0, 3])"),
+    (np.zeros((0, 0), np.float32), "image is empty (shape [0, 0])"),
+    (np.zeros((8, 0, 3), np.uint8), "image is empty (shape [8, 0, 3])"),
+    (_nan_image(), "image holds NaN or infinite values"),
+    (np.full((8, 8, 3), np.inf, np.float64), "image holds NaN or infinite values"),
+    (np.zeros((8, 8, 2), np.uint8),
+     "image must be an H x W (grey), H x W x 3 (RGB) or H x W x 4 (RGBA) array, got shape [8, 8, 2]"),
+    (np.zeros((1, 8, 8, 3), np.uint8),
+     "image must be an H x W (grey), H x W x 3 (RGB) or H x W x 4 (RGBA) array, got shape [1, 8, 8, 3]"),
+    (np.zeros(8, np.uint8), "image must be an H x W (grey), H x W x 3 (RGB) or H x W x 4 (RGBA) array, got shape [8]"),
+    (np.full((8, 8, 3), 255.0, np.float32),
+     "image: float values must be in [0, 1] (as plt.imread gives), got [255, 255]; pass uint8 for values 0..255"),
+    (np.full((8, 8, 3), -0.5), "image: float values must be in [0, 1] (as plt.imread gives), got [-0.5, -0.5]; "
+                               "pass uint8 for values 0..255"),
+    (np.full((8, 8, 3), 300, np.uint16), "image: integer values must be 0..255, got 300..300 (uint16)"),
+    (np.full((8, 8), -1, np.int32), "image: integer values must be 0..255, got -1..-1 (int32)"),
+    (np.zeros((8, 8, 3), bool), "image: unsupported dtype bool (expected uint8, integers 0..255 or floats in [0, 1])"),
+    (np.zeros((8, 8, 3), np.complex64),
+     "image: unsupported dtype complex64 (expected uint8, integers 0..255 or floats in [0, 1])"),
 ])
 def test_segmenter_refuses_bad_arrays(segmenter, image, message):
     with pytest.raises(UserError) as err:
@@ -284,17 +332,36 @@ def test_train_evaluate_and_predict_from_python(tmp_path, capsys):
 
 
 def test_train_refuses_unknown_flags_and_bad_values(tmp_path):
+    for name, close in (('itrs', ' (did you mean iters, log_iters?)'), ('iter', ' (did you mean iters, log_iters?)'),
+                        ('batch', ' (did you mean batch_size?)'), ('do_evl', ' (did you mean do_eval?)'),
+                        ('gpu_count', ''), ('help', '')):
+        with pytest.raises(UserError) as err:  # argparse alone would take iter=5 as --iters 5
+            pm.train(QUICKSTART, **{name: 5}, save_dir=str(tmp_path / 'x'))
+        assert str(err.value) == (f"train(): unknown keyword argument {name!r}{close}; the keyword arguments are the "
+                                  f"tool's flags: python -m paddle_models.tools.train --help")
     with pytest.raises(UserError) as err:
-        pm.train(QUICKSTART, itrs=3)
-    assert str(err.value) == ("train(): unrecognized arguments: --itrs 3 (the keyword arguments are the tool's "
-                              "flags: python -m paddle_models.tools.train --help)")
+        pm.evaluate(QUICKSTART, QUICKSTART, aug_evl=True)
+    assert str(err.value).startswith("evaluate(): unknown keyword argument 'aug_evl' (did you mean aug_eval")
+    with pytest.raises(UserError) as err:
+        pm.evaluate(QUICKSTART, QUICKSTART, model_path='other.pdparams')
+    assert str(err.value) == "evaluate(): model_path is set by evaluate()'s own arguments; pass it there"
     with pytest.raises(UserError) as err:
         pm.train(QUICKSTART, iters=0, save_dir=str(tmp_path / 'x'))
     assert str(err.value) == "--iters must be a positive integer, got 0"
     assert not os.path.exists(tmp_path / 'x')
     with pytest.raises(UserError) as err:
         pm.evaluate(QUICKSTART, str(tmp_path / 'none.pdparams'))
-    assert str(err.value) == f"--model_path not found: {tmp_path / 'none.pdparams'}"
+    assert str(err.value) == f"evaluate(): weights not found: {tmp_path / 'none.pdparams'}"
+    with pytest.raises(UserError) as err:
+        pm.export(QUICKSTART, str(tmp_path / 'none.pdparams'), save_dir=str(tmp_path / 'x'))
+    assert str(err.value) == f"export(): weights not found: {tmp_path / 'none.pdparams'}"
+    for flags, message in (({'num_workers': -1}, "--num_workers must be an integer >= 0, got -1"),
+                           ({'save_interval': 0}, "--save_interval must be a positive integer, got 0"),
+                           ({'batch_size': 'two'}, "--batch_size must be an integer, got 'two'")):
+        with pytest.raises(UserError) as err:
+            pm.train(QUICKSTART, save_dir=str(tmp_path / 'x'), **flags)
+        assert str(err.value) == message
+    assert not os.path.exists(tmp_path / 'x')
 
 
 def test_flags_to_argv():

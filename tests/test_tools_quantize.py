@@ -321,7 +321,7 @@ def test_missing_config_and_weights(files, tmp_path):
 @pytest.mark.parametrize('count', [0, -3])
 def test_calib_images_below_one(files, tmp_path, count):
     config, weights = files
-    with pytest.raises(UserError, match=rf"^--calib_images must be >= 1, got {count}$"):
+    with pytest.raises(UserError, match=rf"^--calib_images must be a positive integer, got {count}$"):
         _main('--config', config, '--model_path', weights, '--save_dir', tmp_path / 'o', '--calib_images', count)
 
 

@@ -49,7 +49,6 @@ import sys
 if __name__ == '__main__':  # before anything imports Paddle: legacy programs, see the module docstring
     os.environ['FLAGS_enable_pir_api'] = '0'
 
-import argparse  # noqa: E402
 import logging  # noqa: E402
 import shutil  # noqa: E402
 import tempfile  # noqa: E402
@@ -63,6 +62,7 @@ import paddle_models  # noqa: E402,F401  (first: preloads zlib before paddle, re
 import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 
+from paddle_models.core import cli  # noqa: E402
 from paddle_models.core.legacy import TRACE_ERRORS, legacy_mode, run_in_legacy_mode  # noqa: E402
 from paddle_models.errors import UserError  # noqa: E402
 
@@ -77,13 +77,12 @@ WARN_AGREEMENT = 0.9
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
-        description='Post-training INT8 quantization for Paddle Inference with oneDNN (CPU).')
+    parser = cli.parser('Post-training INT8 quantization for Paddle Inference with oneDNN (CPU).')
     parser.add_argument('--config', required=True, help='The PaddleSeg-format YAML config of the model.')
     parser.add_argument('--model_path', required=True, help='Trained weights (.pdparams or a checkpoint folder).')
     parser.add_argument('--save_dir', default='./output/inference_model_int8',
                         help='Folder for the quantized program and deploy.yaml. Default: ./output/inference_model_int8')
-    parser.add_argument('--calib_images', type=int, default=32,
+    parser.add_argument('--calib_images', type=cli.positive_int, default=32,
                         help='Training images used for calibration (batch 1). Default: 32')
     parser.add_argument('--algo', default='hist', choices=ALGOS,
                         help='How activation ranges are chosen from the calibration data (hist: the 99.999%% '
@@ -96,8 +95,6 @@ def parse_args(argv=None):
 
 def check_args(args):
     """The flags' own problems as one-line UserErrors, before anything heavy is loaded."""
-    if args.calib_images < 1:
-        raise UserError(f"--calib_images must be >= 1, got {args.calib_images}")
     if not os.path.isfile(args.config):
         raise UserError(f"--config: {args.config} does not exist")
     if not os.path.exists(args.model_path):

@@ -94,14 +94,36 @@ def str2bool(value):
     raise argparse.ArgumentTypeError(f"expected True or False, got {value!r}")
 
 
+def positive_int(text):
+    """argparse type: an integer >= 1 (as ``paddle_models.core.cli.positive_int``; this runner stands alone)."""
+    try:
+        value = int(str(text).strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """Errors are a one-line UserError (``main`` prints it, exit 2), not argparse's usage text: ``--batch_size
+    must be a positive integer, got 0`` (as ``paddle_models.core.cli.ArgumentParser``)."""
+
+    def error(self, message):
+        head, sep, rest = message.partition(': ')
+        if sep and head.startswith('argument ') and rest.startswith('must be '):
+            raise UserError(f"{head[len('argument '):].split('/')[-1]} {rest}")
+        raise UserError(message)
+
+
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description='Segment images with an exported model (Paddle Inference, ONNX '
+    parser = ArgumentParser(description='Segment images with an exported model (Paddle Inference, ONNX '
                                                  'Runtime or OpenVINO, as deploy.yaml or --backend says).')
     parser.add_argument('--config', dest='cfg', required=True, help='deploy.yaml written by the export.')
     parser.add_argument('--image_path', required=True,
                         help='An image, a folder of images, or a .txt list of image paths.')
     parser.add_argument('--save_dir', default='./output', help='Folder for the result PNGs. Default: ./output')
-    parser.add_argument('--batch_size', type=int, default=1, help='Images per inference run. Default: 1')
+    parser.add_argument('--batch_size', type=positive_int, default=1, help='Images per inference run. Default: 1')
     parser.add_argument('--backend', choices=list(BACKENDS) + ['auto'], default=None,
                         help="The runtime, overriding deploy.yaml's backend where the files allow: an ONNX export "
                              "runs in onnxruntime or openvino (the standalone OpenVINO runtime), a Paddle program in "
@@ -113,13 +135,13 @@ def parse_args(argv=None):
                         help='Use TensorRT on GPU. Default: False')
     parser.add_argument('--precision', choices=['fp32', 'fp16', 'int8'], default='fp32',
                         help='TensorRT precision. Default: fp32')
-    parser.add_argument('--min_subgraph_size', type=int, default=3,
+    parser.add_argument('--min_subgraph_size', type=positive_int, default=3,
                         help='Smallest subgraph TensorRT takes over. Default: 3')
     parser.add_argument('--enable_auto_tune', type=str2bool, nargs='?', const=True, default=False,
                         help='Collect TensorRT dynamic shapes by running some of the images first. Default: False')
     parser.add_argument('--auto_tuned_shape_file', default='auto_tune_tmp.pbtxt',
                         help='Temporary file for the auto-tuned shapes.')
-    parser.add_argument('--cpu_threads', type=int, default=min(10, os.cpu_count() or 1),
+    parser.add_argument('--cpu_threads', type=positive_int, default=min(10, os.cpu_count() or 1),
                         help='CPU math threads. Default: min(10, CPU count)')
     parser.add_argument('--enable_mkldnn', type=str2bool, nargs='?', const=True, default=None,
                         help='Use oneDNN on CPU. Default: on when deploy.yaml records a passed oneDNN check.')
@@ -134,12 +156,7 @@ def parse_args(argv=None):
                         help='Accepted for compatibility: logits/probability outputs always get an argmax.')
     parser.add_argument('--print_detail', type=str2bool, nargs='?', const=True, default=True,
                         help="Show Paddle Inference's GLOG output. Default: True")
-    args = parser.parse_args(argv)
-    if args.batch_size < 1:
-        parser.error(f"argument --batch_size: must be >= 1, got {args.batch_size}")
-    if args.cpu_threads < 1:
-        parser.error(f"argument --cpu_threads: must be >= 1, got {args.cpu_threads}")
-    return args
+    return parser.parse_args(argv)
 
 
 def get_image_list(image_path):
@@ -222,6 +239,12 @@ class DeployConfig:
             raise UserError(f"--config: {path}: Deploy.transforms must be a list of dicts with a 'type'")
         self.transform_cfgs = transforms
         self.class_names, self.palette = self._classes()
+        # the dimensions the export fixes (deploy.yaml input_shape [N, C, H, W]; None where free)
+        shape = self.deploy.get('input_shape')
+        shape = list(shape) if isinstance(shape, list) and len(shape) == 4 else [None] * 4
+        self.fixed_batch, _, self.fixed_h, self.fixed_w = [
+            d if isinstance(d, int) and not isinstance(d, bool) and d > 0 else None for d in shape]
+        self.resize_logged = False
 
     def _classes(self):
         """``Deploy.class_names`` and ``Deploy.palette`` (each None where absent), checked: a non-empty string per
@@ -566,7 +589,7 @@ class Predictor:
                 from None
 
     def preprocess(self, path):
-        return preprocess(self.transforms, path)
+        return preprocess(self.transforms, path, self.cfg)
 
     def infer(self, batch):
         try:
@@ -633,7 +656,7 @@ class OnnxPredictor:
         logger.info("ONNX Runtime: providers %s", ', '.join(self.session.get_providers()))
 
     def preprocess(self, path):
-        return preprocess(self.transforms, path)
+        return preprocess(self.transforms, path, self.cfg)
 
     def infer(self, batch):
         return self.session.run(None, {self.input_name: np.ascontiguousarray(batch, dtype=np.float32)})[0]
@@ -695,7 +718,7 @@ class OpenVinoPredictor:
         logger.info("OpenVINO %s: CPU, %d thread(s), FP32", openvino.get_version().split('-')[0], args.cpu_threads)
 
     def preprocess(self, path):
-        return preprocess(self.transforms, path)
+        return preprocess(self.transforms, path, self.cfg)
 
     def _request(self, shape):
         if self.static or (shape not in self.requests and len(self.requests) >= self.MAX_SHAPES):
@@ -956,9 +979,39 @@ def incomplete_image(data):
     return None
 
 
-def preprocess(transforms, path):
+def fit_input(chw, trans_info, cfg, path):
+    """The network input resized to the export's fixed height and width (deploy.yaml ``input_shape``), bilinear,
+    with a ``('resize', (h, w))`` record added to ``trans_info`` so that ``reverse_transform`` maps the prediction
+    back to this size (nearest); unchanged where the export's size is free or already met. Logged once.
+    (``paddle_models.core.inference.fit_input`` does the same for ``InferenceModel``; this runner stands alone.)"""
+    import cv2
+
+    h, w = chw.shape[1:]
+    size = (cfg.fixed_h or h, cfg.fixed_w or w)
+    if size == (h, w):
+        return chw, trans_info
+    if not cfg.resize_logged:
+        logger.info("the export's input is fixed at %sx%s (HxW, deploy.yaml input_shape): inputs of other sizes are "
+                    "resized to it and the predictions back (first: %s, %dx%d)", size[0], size[1], path, h, w)
+        cfg.resize_logged = True
+    hwc = cv2.resize(np.ascontiguousarray(chw.transpose(1, 2, 0)), (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
+    chw = np.ascontiguousarray(hwc.reshape(size[0], size[1], -1).transpose(2, 0, 1))
+    return chw, list(trans_info) + [('resize', (h, w))]
+
+
+def stack_batch(inputs, cfg):
+    """``inputs`` stacked into a batch, padded with copies of the last one to the export's fixed batch size
+    (deploy.yaml ``input_shape``; the padded outputs are dropped by the caller's ``zip``)."""
+    inputs = list(inputs)
+    if cfg.fixed_batch:
+        inputs += [inputs[-1]] * (cfg.fixed_batch - len(inputs))
+    return np.stack(inputs)
+
+
+def preprocess(transforms, path, cfg=None):
     """CHW float32 input and the transforms' shape record for one image, read as Compose reads it (cv2 with the
-    transforms' read flag) after checking that the file is complete."""
+    transforms' read flag) after checking that the file is complete; with ``cfg`` (DeployConfig), fitted to the
+    export's fixed input size (``fit_input``)."""
     import cv2
 
     try:
@@ -973,7 +1026,8 @@ def preprocess(transforms, path):
     if image is None:
         raise UserError(f"--image_path: cannot read image {path}")
     data = transforms({'img': image.astype('float32')})
-    return np.ascontiguousarray(data['img'], dtype=np.float32), data.get('trans_info', [])
+    chw, trans_info = np.ascontiguousarray(data['img'], dtype=np.float32), data.get('trans_info', [])
+    return (chw, trans_info) if cfg is None else fit_input(chw, trans_info, cfg, path)
 
 
 def save_result(label, save_dir, name, palette):
@@ -1010,7 +1064,7 @@ def auto_tune(args, cfg, items, num=10):
     transforms = cfg.build_transforms()
     handle = predictor.get_input_handle(predictor.get_input_names()[0])
     for path, _ in items[:num]:
-        data = preprocess(transforms, path)[0][np.newaxis]
+        data = preprocess(transforms, path, cfg)[0][np.newaxis]
         handle.reshape(list(data.shape))
         handle.copy_from_cpu(data)
         try:
@@ -1091,16 +1145,21 @@ def _predict_all(args, cfg, items, tuned, backend):
     os.makedirs(args.save_dir, exist_ok=True)
     palette = result_palette(cfg)
     timer = {'preprocess': 0.0, 'inference': 0.0, 'postprocess': 0.0}
+    batch_size = args.batch_size
+    if cfg.fixed_batch and cfg.fixed_batch != batch_size:
+        logger.info("the export's batch size is fixed at %d (deploy.yaml input_shape): batches of %d, not "
+                    "--batch_size %d", cfg.fixed_batch, cfg.fixed_batch, batch_size)
+        batch_size = cfg.fixed_batch
 
     if args.benchmark:  # warm-up runs, not timed
         warm, _ = predictor.preprocess(items[0][0])
         for _ in range(2):
-            predictor.infer(np.stack([warm] * min(args.batch_size, len(items))))
+            predictor.infer(stack_batch([warm] * min(batch_size, len(items)), cfg))
 
     runs = 0
-    for batch in batches(items, predictor, args.batch_size, timer):
+    for batch in batches(items, predictor, batch_size, timer):
         start = time.perf_counter()
-        output = predictor.infer(np.stack([b[0] for b in batch]))
+        output = predictor.infer(stack_batch([b[0] for b in batch], cfg))
         timer['inference'] += time.perf_counter() - start
         runs += 1
         start = time.perf_counter()
@@ -1116,7 +1175,7 @@ def _predict_all(args, cfg, items, tuned, backend):
         n = len(items)
         engine = BACKEND_NAMES[backend] if backend in ONNX_BACKENDS else \
             f"oneDNN {'on' if predictor.use_onednn else 'off'}"
-        print(f"benchmark: {n} image(s), {runs} run(s) of batch size <= {args.batch_size}, device {args.device}, "
+        print(f"benchmark: {n} image(s), {runs} run(s) of batch size <= {batch_size}, device {args.device}, "
               f"{engine}, {args.cpu_threads} CPU thread(s)")
         if args.model_name:
             print(f"  model      : {args.model_name}")
@@ -1127,7 +1186,11 @@ def _predict_all(args, cfg, items, tuned, backend):
 
 
 def main(argv=None):
-    args = parse_args(argv)
+    try:
+        args = parse_args(argv)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     if not logger.handlers:  # own handler and level: importing Paddle 2.6 resets the root logger to WARNING
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter('%(asctime)s %(levelname)s %(name)s: %(message)s'))

@@ -1,5 +1,6 @@
 """What the command-line tools share: flags, device selection and turning user errors into one line on stderr."""
 import argparse
+import math
 import os
 import sys
 
@@ -47,13 +48,13 @@ def resolve_model_arg(args):
 def add_inference_args(parser, aug_flag='--aug_eval'):
     """Test-time augmentation and sliding-window flags (PaddleSeg's names)."""
     parser.add_argument(aug_flag, action='store_true', help='Multi-scale and flip test-time augmentation.')
-    parser.add_argument('--scales', nargs='+', type=float, default=[1.0], help='Scales for augmentation.')
+    parser.add_argument('--scales', nargs='+', type=positive_float, default=[1.0], help='Scales for augmentation.')
     parser.add_argument('--flip_horizontal', action='store_true', help='Add horizontal flips to augmentation.')
     parser.add_argument('--flip_vertical', action='store_true', help='Add vertical flips to augmentation.')
     parser.add_argument('--is_slide', action='store_true', help='Sliding-window inference.')
-    parser.add_argument('--crop_size', nargs=2, type=int, default=None, metavar=('W', 'H'),
+    parser.add_argument('--crop_size', nargs=2, type=positive_int, default=None, metavar=('W', 'H'),
                         help='Window size for --is_slide.')
-    parser.add_argument('--stride', nargs=2, type=int, default=None, metavar=('W', 'H'),
+    parser.add_argument('--stride', nargs=2, type=positive_int, default=None, metavar=('W', 'H'),
                         help='Window stride for --is_slide.')
 
 
@@ -141,5 +142,83 @@ def main_wrapper(main):
         _exit_now(130, "error: interrupted")
 
 
+# --- numeric flags: argparse ``type=`` helpers, each a range; a bad value is one line naming the flag ------------
+
+def _integer(text):
+    try:
+        return int(str(text).strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+
+
+def _number(text):
+    try:
+        value = float(str(text).strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+    return value
+
+
+def positive_int(text):
+    """argparse type: an integer >= 1 (batch sizes, intervals, thread counts, window sizes)."""
+    value = _integer(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def non_negative_int(text):
+    """argparse type: an integer >= 0 (worker counts; ``--keep_checkpoint_max 0`` keeps all)."""
+    value = _integer(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {value}")
+    return value
+
+
+def seed_int(text):
+    """argparse type: a random seed, an integer in [0, 2**32) (NumPy's range; other values crash it)."""
+    value = _integer(text)
+    if not 0 <= value < 2 ** 32:
+        raise argparse.ArgumentTypeError(f"must be an integer in [0, 2**32), got {value}")
+    return value
+
+
+def dimension(text):
+    """argparse type: a tensor dimension, a positive integer or -1 (free)."""
+    value = _integer(text)
+    if value < 1 and value != -1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer or -1 (free), got {value}")
+    return value
+
+
+def positive_float(text):
+    """argparse type: a finite number > 0 (scales)."""
+    value = _number(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's parser whose errors are a UserError (one line: ``main_wrapper`` prints it and exits 2, the API
+    raises it) instead of the usage text and ``SystemExit``. A range helper's message reads ``--FLAG must be ...,
+    got V``; argparse's own (an unknown flag, a bad choice, a missing value) keep its wording."""
+
+    def error(self, message):
+        head, sep, rest = message.partition(': ')
+        if sep and head.startswith('argument ') and rest.startswith('must be '):
+            flag = head[len('argument '):].split('/')[-1]  # '-s/--scales' names the long form
+            raise UserError(f"{flag} {rest}")
+        raise UserError(message)
+
+
 def parser(description):
-    return argparse.ArgumentParser(description=description)
+    """The command-line tools' parser (see :class:`ArgumentParser`)."""
+    return ArgumentParser(description=description)
+
+
+def option_strings(parser):
+    """Every flag ``parser`` takes (``--iters``, ``--help``, ...)."""
+    return [option for action in parser._actions for option in action.option_strings]

@@ -30,6 +30,7 @@ import numpy as np
 import paddle
 import yaml
 
+from paddle_models.core import logger
 from paddle_models.core.visualize import check_classes
 from paddle_models.errors import UserError
 
@@ -67,6 +68,8 @@ class InferenceModel:
     def __init__(self, model_dir, threads=None, what='--inference_model', backend=None):
         self.what = what
         self.dir = os.path.abspath(os.fspath(model_dir))
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+            raise UserError(f"{what}: threads must be a positive integer or None, got {threads!r}")
         self.threads = threads or min(10, os.cpu_count() or 1)
         deploy = self._read_deploy()
         self.deploy = deploy
@@ -78,6 +81,8 @@ class InferenceModel:
                             f"{', '.join(BACKENDS)}")
         self.output_op = deploy.get('output_op')
         self.transforms = deploy.get('transforms') or []
+        self.fixed_shape = fixed_dims(deploy.get('input_shape'))
+        self._resize_logged = False
         self.class_names, self.palette = check_classes(deploy.get('class_names'), deploy.get('palette'),
                                                        where=f"{what}: {self.deploy_path}: ", prefix='Deploy.')
         self.model_file = self._file('model')
@@ -194,8 +199,61 @@ class InferenceModel:
         return True
 
     def __call__(self, batch):
-        """The first output for ``batch`` ([N, C, H, W], converted to contiguous float32)."""
-        return self._run(np.ascontiguousarray(batch, dtype=np.float32))
+        """The first output for ``batch`` ([N, C, H, W], converted to contiguous float32), at the batch's size.
+
+        An export of a fixed input size (deploy.yaml ``input_shape``) runs on any size: the batch is resized to the
+        fixed height and width (``fit_input``, bilinear) and the output back (``restore_size``: nearest for class
+        ids, bilinear for scores), logged once; a fixed batch size is met by running chunks of it, the last padded.
+        """
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        fixed_n, _, fixed_h, fixed_w = self.fixed_shape
+        if batch.ndim != 4:
+            return self._run(batch)
+        n, _, h, w = batch.shape
+        size = (fixed_h or h, fixed_w or w)
+        if size != (h, w):
+            if not self._resize_logged:
+                logger.info(f"{self.what}: the export's input is fixed at {size[0]}x{size[1]} (HxW, deploy.yaml "
+                            f"input_shape): inputs of other sizes are resized to it and its output back (first: "
+                            f"{h}x{w})")
+                self._resize_logged = True
+            batch = fit_input(batch, size)
+        if fixed_n and fixed_n != n:
+            chunks = [batch[i:i + fixed_n] for i in range(0, n, fixed_n)]
+            outputs = [self._run(np.concatenate([c] + [c[-1:]] * (fixed_n - len(c))))[:len(c)] for c in chunks]
+            out = np.concatenate(outputs)
+        else:
+            out = self._run(batch)
+        return restore_size(out, (h, w)) if size != (h, w) else out
+
+
+def fixed_dims(input_shape):
+    """deploy.yaml's ``input_shape`` as [N, C, H, W] with None for each free dimension (all None where it is absent
+    or not four dimensions, as in PaddleSeg's exports of any size)."""
+    dims = list(input_shape) if isinstance(input_shape, (list, tuple)) and len(input_shape) == 4 else [None] * 4
+    return [d if isinstance(d, int) and not isinstance(d, bool) and d > 0 else None for d in dims]
+
+
+def fit_input(batch, size):
+    """``batch`` [N, C, H, W] float32 resized to ``size`` (h, w), bilinear (``cv2.INTER_LINEAR``, as
+    deploy/python/infer.py's ``fit_input``): the input of an export whose size is fixed."""
+    import cv2
+
+    resized = [cv2.resize(np.ascontiguousarray(chw.transpose(1, 2, 0)), (size[1], size[0]),
+                          interpolation=cv2.INTER_LINEAR).reshape(size[0], size[1], -1).transpose(2, 0, 1)
+               for chw in batch]
+    return np.ascontiguousarray(np.stack(resized), dtype=np.float32)
+
+
+def restore_size(out, size):
+    """An export's output at the fitted size mapped back to ``size`` (h, w): class ids [N, H, W] by nearest
+    neighbour, scores [N, C, H, W] bilinear (``core.infer.undo_transforms``, as the transforms' own resizes)."""
+    from paddle_models.core.infer import undo_transforms
+
+    record = [('resize', (int(size[0]), int(size[1])))]
+    if out.ndim == 3:
+        return undo_transforms(paddle.to_tensor(out[:, np.newaxis]), record).numpy()[:, 0]
+    return undo_transforms(paddle.to_tensor(out), record).numpy()
 
 
 def file_backends(recorded):

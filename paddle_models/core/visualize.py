@@ -136,13 +136,47 @@ def check_classes(class_names, palette, num_classes=None, where='', prefix=''):
     return names, colours
 
 
-def check_rgb_image(image, what='image'):
-    """``image`` as an (H, W, 3) uint8 array; a UserError naming ``what`` for any other shape or dtype."""
+def as_rgb_image(image, what='image'):
+    """``image`` as an (H, W, 3) uint8 RGB array, from what notebook code holds: uint8 (or other integer) arrays of
+    values 0..255, float arrays in [0, 1] (``plt.imread`` of a PNG; scaled by 255 and rounded), RGB, RGBA (alpha
+    dropped), grey (H, W) or (H, W, 1) arrays (repeated into three channels), and PIL images (any mode).
+
+    Raises:
+        UserError: One line naming ``what``: an empty image, another shape or dtype, NaN or infinite values, integers
+            outside 0..255, floats outside [0, 1].
+    """
+    if type(image).__module__.startswith('PIL.'):  # PIL: palette, 16-bit, CMYK ... modes become RGB
+        image = image if image.mode in ('RGB', 'RGBA', 'L') else image.convert('RGB')
     array = np.asarray(image)
-    if array.ndim != 3 or array.shape[2] != 3 or array.dtype != np.uint8:
-        raise UserError(f"{what} must be an H x W x 3 uint8 RGB array, got shape {list(array.shape)} and dtype "
-                        f"{array.dtype}")
-    return array
+    shape = list(array.shape)
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (1, 3, 4)):
+        raise UserError(f"{what} must be an H x W (grey), H x W x 3 (RGB) or H x W x 4 (RGBA) array, got shape "
+                        f"{shape}")
+    if array.size == 0:
+        raise UserError(f"{what} is empty (shape {shape})")
+    if array.dtype == np.uint8:
+        pass
+    elif np.issubdtype(array.dtype, np.integer):
+        low, high = int(array.min()), int(array.max())
+        if low < 0 or high > 255:
+            raise UserError(f"{what}: integer values must be 0..255, got {low}..{high} ({array.dtype})")
+        array = array.astype(np.uint8)
+    elif np.issubdtype(array.dtype, np.floating):
+        if not np.isfinite(array).all():
+            raise UserError(f"{what} holds NaN or infinite values")
+        low, high = float(array.min()), float(array.max())
+        if low < 0 or high > 1:
+            raise UserError(f"{what}: float values must be in [0, 1] (as plt.imread gives), got [{low:g}, {high:g}]; "
+                            f"pass uint8 for values 0..255")
+        array = np.rint(array.astype(np.float64) * 255).astype(np.uint8)
+    else:
+        raise UserError(f"{what}: unsupported dtype {array.dtype} (expected uint8, integers 0..255 or floats in "
+                        f"[0, 1])")
+    if array.ndim == 2:
+        array = array[:, :, np.newaxis]
+    if array.shape[2] == 1:
+        array = np.repeat(array, 3, axis=2)
+    return np.ascontiguousarray(array[:, :, :3])
 
 
 def check_mask(mask, shape, what='mask'):

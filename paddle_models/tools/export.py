@@ -27,13 +27,13 @@ from paddle_models.core.visualize import config_classes
 LEGACY_ENTRY = 'paddle_models.tools.export'
 
 
-def parse_args(argv=None):
+def build_parser():
     parser = cli.parser('Export a segmentation model for Paddle Inference.')
     cli.add_config_args(parser)
     parser.add_argument('--model_path', default=None, help='Weights (.pdparams or a checkpoint folder).')
     cli.add_model_arg(parser)
     parser.add_argument('--save_dir', default='./output/inference_model', help='Where the exported files go.')
-    parser.add_argument('--input_shape', nargs='+', type=int, default=None,
+    parser.add_argument('--input_shape', nargs='+', type=cli.dimension, default=None,
                         help='Fixed input shape N C H W (default: any batch and spatial size).')
     parser.add_argument('--output_op', default='argmax', choices=['argmax', 'softmax', 'none'],
                         help='Operation appended to the model output.')
@@ -47,7 +47,11 @@ def parse_args(argv=None):
                              'openvino). infer.py --backend can still pick either for the export.')
     parser.add_argument('--without_argmax', action='store_true', help='Same as --output_op none (PaddleSeg 2.6).')
     parser.add_argument('--with_softmax', action='store_true', help='Same as --output_op softmax (PaddleSeg 2.6).')
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv=None):
+    return build_parser().parse_args(argv)
 
 
 def main(argv=None):

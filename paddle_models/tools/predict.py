@@ -14,7 +14,7 @@ from paddle_models.core.predict import check_custom_color, predict
 from paddle_models.core.visualize import config_classes
 
 
-def parse_args(argv=None):
+def build_parser():
     parser = cli.parser('Predict images with a segmentation model.')
     cli.add_config_args(parser)
     parser.add_argument('--model_path', default=None, help='Weights (.pdparams or a checkpoint folder).')
@@ -26,7 +26,11 @@ def parse_args(argv=None):
                         help='Colours replacing the start of the palette, as flat R G B values: class 0 gets the '
                              'first three, class 1 the next three, ... Default: test_config.custom_color, else '
                              "the dataset's palette, then PaddleSeg's (the colours deploy/python/infer.py uses).")
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv=None):
+    return build_parser().parse_args(argv)
 
 
 def main(argv=None):

@@ -10,21 +10,24 @@ from paddle_models.core.profiler import parse_profiler_options
 from paddle_models.core.train import repeat_dataset, set_seed, train
 
 
-def parse_args(argv=None):
+def build_parser():
     parser = cli.parser('Train a segmentation model.')
     cli.add_config_args(parser)
     parser.add_argument('--save_dir', default='./output', help='Where checkpoints and logs go.')
-    parser.add_argument('--iters', type=int, default=None, help='Training iterations (overrides the config).')
-    parser.add_argument('--batch_size', type=int, default=None, help='Images per device per iteration.')
+    parser.add_argument('--iters', type=cli.positive_int, default=None,
+                        help='Training iterations (overrides the config).')
+    parser.add_argument('--batch_size', type=cli.positive_int, default=None, help='Images per device per iteration.')
     parser.add_argument('--learning_rate', type=float, default=None, help='Base learning rate.')
     parser.add_argument('--do_eval', action='store_true', help='Evaluate every --save_interval iterations.')
     parser.add_argument('--use_vdl', action='store_true', help='Log scalars to VisualDL in --save_dir.')
-    parser.add_argument('--save_interval', type=int, default=1000, help='Iterations between checkpoints.')
-    parser.add_argument('--log_iters', type=int, default=10, help='Iterations between log lines.')
-    parser.add_argument('--keep_checkpoint_max', type=int, default=5, help='Most iter_N checkpoints kept.')
+    parser.add_argument('--save_interval', type=cli.positive_int, default=1000,
+                        help='Iterations between checkpoints.')
+    parser.add_argument('--log_iters', type=cli.positive_int, default=10, help='Iterations between log lines.')
+    parser.add_argument('--keep_checkpoint_max', type=cli.non_negative_int, default=5,
+                        help='Most iter_N checkpoints kept (0: all).')
     parser.add_argument('--resume_model', default=None, help='An iter_N checkpoint folder to continue from.')
-    parser.add_argument('--seed', type=int, default=None, help='Random seed for a reproducible run.')
-    parser.add_argument('--num_workers', type=int, default=0, help='Data loading worker processes.')
+    parser.add_argument('--seed', type=cli.seed_int, default=None, help='Random seed for a reproducible run.')
+    parser.add_argument('--num_workers', type=cli.non_negative_int, default=0, help='Data loading worker processes.')
     parser.add_argument('--precision', default='fp32', choices=['fp32', 'fp16'], help='fp16 (AMP) needs a GPU.')
     parser.add_argument('--amp_level', default='O1', choices=['O1', 'O2'], help='AMP level with fp16.')
     parser.add_argument('--use_ema', action='store_true',
@@ -34,26 +37,23 @@ def parse_args(argv=None):
                         help='Profile some iterations, e.g. "batch_range=[10,20]; profile_path=out/profile.json" '
                              '(PaddleSeg\'s keys: batch_range, state, sorted_key, tracer_option, profile_path, '
                              'exit_on_finished).')
-    parser.add_argument('--repeats', type=int, default=1,
+    parser.add_argument('--repeats', type=cli.positive_int, default=1,
                         help='Repeat the training samples this many times in each epoch. Default: 1.')
     cli.add_data_format_arg(parser)
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv=None):
+    return build_parser().parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
     cli.check_data_format(args.data_format)
-    if args.repeats < 1:
-        raise cli.UserError(f"--repeats must be a positive integer, got {args.repeats}")
-    if args.seed is not None and not 0 <= args.seed < 2 ** 32:  # NumPy's range; negative seeds would crash
-        raise cli.UserError(f"--seed must be an integer in [0, 2**32), got {args.seed}")
     if args.profiler_options is not None:
         parse_profiler_options(args.profiler_options)
     cfg = load_config(args.config, args.opts, args.learning_rate, args.batch_size, args.iters,
                       require=('model', 'train_dataset', 'loss', 'optimizer', 'lr_scheduler', 'batch_size', 'iters'))
-    for flag in ('save_interval', 'log_iters'):
-        if getattr(args, flag) <= 0:
-            raise cli.UserError(f"--{flag} must be positive, got {getattr(args, flag)}")
     cli.set_device(args.device, args.precision)
     set_seed(args.seed)
     builder = Builder(cfg)

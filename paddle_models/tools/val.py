@@ -14,7 +14,7 @@ from paddle_models.core.evaluate import evaluate, evaluate_inference_model
 from paddle_models.core.visualize import config_classes
 
 
-def parse_args(argv=None):
+def build_parser():
     parser = cli.parser('Evaluate a segmentation model.')
     cli.add_config_args(parser)
     parser.add_argument('--model_path', default=None, help='Weights (.pdparams or a checkpoint folder).')
@@ -23,14 +23,19 @@ def parse_args(argv=None):
                         help='Evaluate the exported model in DIR (export.py --save_dir: Paddle program or ONNX, as '
                              'DIR/deploy.yaml says) instead of --model_path, batch 1.')
     cli.add_inference_args(parser, '--aug_eval')
-    parser.add_argument('--num_workers', type=int, default=0, help='Unused (kept for PaddleSeg compatibility).')
+    parser.add_argument('--num_workers', type=cli.non_negative_int, default=0,
+                        help='Unused (kept for PaddleSeg compatibility).')
     parser.add_argument('--precision', default='fp32', choices=['fp32', 'fp16'], help='fp16 (AMP) needs a GPU.')
     parser.add_argument('--amp_level', default='O1', choices=['O1', 'O2'], help='AMP level with fp16.')
     parser.add_argument('--auc_roc', type=cli.str2bool, nargs='?', const=True, default=None,
                         help='Also report the AUC-ROC of the class probabilities (--auc_roc or --auc_roc True). '
                              'Default: test_config.auc_roc, else False.')
     cli.add_data_format_arg(parser)
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv=None):
+    return build_parser().parse_args(argv)
 
 
 def main(argv=None):
