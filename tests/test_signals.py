@@ -229,3 +229,31 @@ def test_infer_stops(runner, tmp_path, signum):
     code, err, _, _ = tool.stop(signum)
     assert_interrupted(code, err, signum)
     assert os.listdir(tmp_path / 'result') == ['img0.png']
+
+
+# a process whose clean-up hangs after SIGTERM: it catches the Interrupted and sleeps
+HANGING = '''
+import os, sys, time
+from paddle_models.core import folders, signals
+signals.GRACE_S = 1
+signals.install()
+folder = folders.new_hidden_dir(sys.argv[1], 'model')
+lock = folders.FolderLock(folders.lock_path_beside(os.path.join(sys.argv[1], 'model')), sys.argv[1]).acquire()
+print('ready', flush=True)
+try:
+    time.sleep(60)
+except KeyboardInterrupt:
+    time.sleep(60)  # a clean-up that never ends
+'''
+
+
+def test_a_hanging_clean_up_is_ended_by_the_watchdog(tmp_path):
+    """GRACE_S after the signal, the watchdog removes the registered temporary folder and lock and ends the
+    process with the signal's exit code."""
+    tool = Tool(['-c', HANGING, tmp_path])
+    tool.wait_for(lambda: any(line.strip() == 'ready' for line in tool.out))
+    assert len(os.listdir(tmp_path)) == 2
+    code, err, _, _ = tool.stop(signal.SIGTERM)
+    assert code == 143 and 'Traceback' not in err, err
+    assert err.strip().splitlines()[-1] == "error: interrupted by SIGTERM (clean-up took over 1 s; ended it)"
+    assert os.listdir(tmp_path) == []
