@@ -60,6 +60,7 @@ Behaviour worth knowing:
   ``model.json``/``model.pdmodel``/``model.pdiparams`` is one line naming the file (Paddle's own error is a C++
   message naming neither), as is any other failure to create the predictor from them.
 * Errors the user must fix (missing config or image, bad deploy.yaml) print one line on stderr and exit 2.
+  SIGTERM and SIGINT end the run with ``error: interrupted by SIGTERM`` (or SIGINT) and exit code 143 (130).
 """
 import argparse
 import atexit
