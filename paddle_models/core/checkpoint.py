@@ -72,6 +72,19 @@ def save_checkpoint(save_dir, name, model, optimizer=None, extra=None, ema=None,
     return target
 
 
+def remove_checkpoint(path):
+    """Remove checkpoint folder ``path`` (``--keep_checkpoint_max``) at once from the user's view: it is renamed to
+    a hidden ``.<name>.tmp-*`` first, so an interruption during the removal leaves no half-deleted checkpoint under
+    its name, only a leftover that ``remove_stale_temp_folders`` removes at the next start."""
+    parent, name = os.path.split(path)
+    hidden = hidden_name(parent, name, 'tmp')
+    try:
+        os.replace(path, hidden)
+    except OSError:
+        hidden = path
+    shutil.rmtree(hidden, ignore_errors=True)
+
+
 # the names our engine saves under, and the probe of check_save_dir: only their hidden folders are ever removed
 _HIDDEN_NAMES = r'iter_\d+|best_model|ema_best_model|probe'
 

@@ -13,7 +13,6 @@ import math
 import os
 import random
 import secrets
-import shutil
 import time
 import warnings
 
@@ -22,8 +21,8 @@ import paddle
 
 from paddle_models.core import logger
 from paddle_models.core.checkpoint import (EMA_FILE, TRAIN_STATE_FILE, check_save_dir, iter_checkpoints,
-                                           read_train_state, remove_empty_folders, remove_stale_temp_folders, resume,
-                                           save_checkpoint)
+                                           read_train_state, remove_checkpoint, remove_empty_folders,
+                                           remove_stale_temp_folders, resume, save_checkpoint)
 from paddle_models.core.ema import ModelEMA
 from paddle_models.core.evaluate import evaluate
 from paddle_models.core.folders import FolderLock, lock_path_inside
@@ -335,7 +334,7 @@ class _Checkpoints:
             self.kept.remove(path)
         self.kept.append(path)
         while len(self.kept) > self.keep_max > 0:
-            shutil.rmtree(self.kept.popleft(), ignore_errors=True)
+            remove_checkpoint(self.kept.popleft())
 
     def remove_if_unused(self):
         """After a failure: a run that failed before its first save leaves nothing behind."""
