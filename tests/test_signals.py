@@ -75,7 +75,7 @@ class Tool:
             time.sleep(0.05)
 
     def paused(self):
-        return any(line.strip() == 'PAUSED' for line in self.err)
+        return any(line.rstrip().endswith('PAUSED') for line in self.err)  # after a progress bar's partial line
 
     def stop(self, signum, timeout=30):
         """Send ``signum``; returns (exit code, stderr, stdout, seconds until the process ended)."""

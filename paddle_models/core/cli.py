@@ -117,6 +117,12 @@ def set_device(device, precision='fp32'):
 def _exit_now(code, message):
     """Print ``message`` and leave at once: data-loader worker processes left by an interrupted loop can block an
     ordinary interpreter exit (Paddle's loader shutdown waits on them), and everything worth keeping is on disk."""
+    progress = sys.modules.get('tqdm')
+    for bar in list(getattr(getattr(progress, 'tqdm', None), '_instances', ())):  # the message on a line of its own
+        try:
+            bar.close()
+        except Exception:  # noqa: BLE001  (a bar that cannot draw any more: nothing to finish)
+            pass
     print(message, file=sys.stderr)
     signals.clean_up()  # what an interrupted write left registered (normally nothing: its own handler removed it)
     inference = sys.modules.get('paddle_models.core.inference')
