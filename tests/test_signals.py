@@ -117,6 +117,7 @@ def hidden(folder):
     return sorted(p for p in os.listdir(folder) if p.startswith('.')) if os.path.isdir(folder) else []
 
 
+@pytest.mark.paddle26
 @pytest.mark.parametrize('signum, workers', [(signal.SIGTERM, 0), (signal.SIGINT, 1)])
 def test_training_stops_naming_its_last_good_checkpoint(tmp_path, signum, workers):
     """Caught mid-run (after its second checkpoint): exit 143/130, the iteration it stopped at and the newest
@@ -150,6 +151,7 @@ def test_training_stopped_before_its_first_save_leaves_nothing(tmp_path):
     assert not (tmp_path / 'new').exists()
 
 
+@pytest.mark.paddle26
 @pytest.mark.parametrize('signum', [signal.SIGTERM, signal.SIGINT])
 def test_export_stops_and_removes_its_temporary_folder(runner, tmp_path, signum):
     _, weights, config = write_tiny_hardnet(tmp_path, seed=0)
@@ -247,6 +249,7 @@ except KeyboardInterrupt:
 '''
 
 
+@pytest.mark.paddle26
 def test_a_hanging_clean_up_is_ended_by_the_watchdog(tmp_path):
     """GRACE_S after the signal, the watchdog removes the registered temporary folder and lock and ends the
     process with the signal's exit code."""
