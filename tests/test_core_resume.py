@@ -180,13 +180,16 @@ def test_run_killed_during_a_save_resumes_exactly(uninterrupted, tmp_path):
     assert proc.returncode == -9, proc.stderr[-3000:]
     assert logged_losses(proc.stdout) == {it: full[it] for it in range(1, 11)}
     leftovers = hidden(save_dir)
-    assert len(leftovers) == 1 and leftovers[0].startswith('.iter_10.tmp-')
+    assert len(leftovers) == 2 and leftovers[0].startswith('.iter_10.tmp-') and leftovers[1] == '.paddle_models.lock'
     assert os.listdir(save_dir / leftovers[0]) == ['model.pdparams']
+    killed = int((save_dir / '.paddle_models.lock').read_text())  # its lock: the next run takes it over
 
     proc = run_script(train_args(config, save_dir, '--do_eval', '--resume_model', save_dir / 'iter_5'))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (f"Removed 1 unfinished checkpoint folder(s) left by an interrupted save in {save_dir}: {leftovers[0]}"
             in proc.stdout)
+    assert f"[WARNING] --save_dir {save_dir}: took over the lock left by PID {killed}, which is no longer running" \
+        in proc.stdout
     resumed = logged_losses(proc.stdout)
     assert resumed == {it: full[it] for it in range(6, ITERS + 1)}
     # 2 evaluations x (4 summary lines, 5 named per-class lines, the best-model line)

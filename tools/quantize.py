@@ -51,7 +51,6 @@ if __name__ == '__main__':  # before anything imports Paddle: legacy programs, s
 
 import logging  # noqa: E402
 import shutil  # noqa: E402
-import tempfile  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
@@ -180,7 +179,8 @@ def quantize(args):
 
     from paddle_models.core.checkpoint import load_model_weights
     from paddle_models.core.config import Builder, load_config
-    from paddle_models.core.export import export_model, replace_dir
+    from paddle_models.core.export import export_model
+    from paddle_models.core.folders import ReplacingWrite
     from paddle_models.core.inference import ONEDNN_INT8_OPS
     from paddle_models.core.legacy import append_output_op, fuse_ready_conv_bias
     from paddle_models.core.visualize import config_classes
@@ -197,14 +197,8 @@ def quantize(args):
     load_model_weights(model, args.model_path)
 
     save_dir = os.path.abspath(args.save_dir)
-    parent = os.path.dirname(save_dir)
-    new_parents = []
-    path = parent
-    while path and not os.path.exists(path):
-        new_parents.append(path)
-        path = os.path.dirname(path)
-    os.makedirs(parent, exist_ok=True)
-    tmp_dir = tempfile.mkdtemp(prefix=f'.{os.path.basename(save_dir)}.tmp-', dir=parent)
+    write = ReplacingWrite(save_dir)  # locked: one writer; the leftovers of killed runs removed
+    tmp_dir = write.open()
     try:
         fp32_dir = os.path.join(tmp_dir, 'fp32')
         try:
@@ -276,14 +270,9 @@ def quantize(args):
         with open(os.path.join(tmp_dir, DEPLOY_FILE), 'w', encoding='utf-8') as f:
             yaml.safe_dump({'Deploy': deploy}, f, default_flow_style=False, sort_keys=False)
         shutil.rmtree(fp32_dir)
-        replace_dir(tmp_dir, save_dir)
+        write.commit()
     except BaseException:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
-        for path in new_parents:  # the folders made for save_dir, deepest first, where still empty
-            try:
-                os.rmdir(path)
-            except OSError:
-                break
+        write.abort()
         raise
     logger.info("wrote the INT8 program to %s; run it with deploy/python/infer.py --config %s", save_dir,
                 os.path.join(save_dir, DEPLOY_FILE))
@@ -308,9 +297,6 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    try:
-        main()
-    except UserError as err:
-        text = str(err).strip()
-        print(f"error: {text.splitlines()[-1] if text else type(err).__name__}", file=sys.stderr)
-        sys.exit(2)
+    from paddle_models.core import cli
+
+    cli.main_wrapper(main)

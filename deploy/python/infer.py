@@ -12,9 +12,10 @@ Behaviour worth knowing:
 * ``--image_path``: an image file, a folder (searched recursively) or a .txt list (first column of each line,
   relative to the list's folder, as PaddleSeg's lists).
 * Results: one palette-mode PNG per image, named after the image (``<stem>.png``; for a folder, the image's path
-  under it is kept), pixel value = class id. The prediction is mapped back to the original image size through the
-  resize/padding steps recorded by the transforms (nearest neighbour, as PaddleSeg's ``reverse_transform``); with
-  transforms that keep the size it is the network output unchanged.
+  under it is kept; where two images would share a name, the later gets ``<stem>_1.png``, ...), pixel value =
+  class id; ``--save_dir`` is created when the first result is written. The prediction is mapped back to the
+  original image size through the resize/padding steps recorded by the transforms (nearest neighbour, as
+  PaddleSeg's ``reverse_transform``); with transforms that keep the size it is the network output unchanged.
 * Classes: the PNG colours are deploy.yaml's ``Deploy.palette`` (an ``[r, g, b]`` per class id, written by
   ``export.py`` from the config's dataset), PaddleSeg's pseudo-colour map
   (``paddleseg.utils.visualize.get_color_map_list``, predict.py's default) for the ids it does not cover or where
@@ -59,6 +60,7 @@ Behaviour worth knowing:
   ``model.json``/``model.pdmodel``/``model.pdiparams`` is one line naming the file (Paddle's own error is a C++
   message naming neither), as is any other failure to create the predictor from them.
 * Errors the user must fix (missing config or image, bad deploy.yaml) print one line on stderr and exit 2.
+  SIGTERM and SIGINT end the run with ``error: interrupted by SIGTERM`` (or SIGINT) and exit code 143 (130).
 """
 import argparse
 import atexit
@@ -67,6 +69,7 @@ import logging
 import math
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -83,6 +86,54 @@ IMAGE_SUFFIXES = ('.jpeg', '.jpg', '.bmp', '.png', '.tif', '.tiff', '.webp')
 
 class UserError(Exception):
     """Something the user must fix; ``str()`` is the one-line message."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM or SIGINT arrived (``install_signal_handlers``); ``signum`` is which."""
+
+    def __init__(self, signum):
+        super().__init__(signum)
+        self.signum = int(signum)
+
+
+_SIGNALS = {'installed': False, 'stopping': False}
+
+
+def install_signal_handlers():
+    """SIGTERM and SIGINT raise :class:`Interrupted` in the main thread, so that the run ends with one line and exit
+    code 128 + the signal number (143, 130) instead of a traceback, or a hang in the handler Paddle installs for
+    SIGTERM (glog's, which prints a stack trace from inside the signal and can deadlock in ``malloc``). Called by
+    the command line, and again after Paddle is imported (the import installs that handler)."""
+    _SIGNALS['installed'] = True
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, _on_signal)
+
+
+def _on_signal(signum, frame):
+    if _SIGNALS['stopping']:  # already on the way out
+        return
+    _SIGNALS['stopping'] = True
+    raise Interrupted(signum)
+
+
+def distinct_names(items):
+    """``items`` ([(image path, output name)]) with no two output names alike: the first image with a name keeps
+    it, each later one gets ``<name>_1``, ``<name>_2``, ... (the first such name no image has; compared
+    case-insensitively), so ``a.jpg`` and ``a.png`` give ``a.png`` and ``a_1.png`` (predict.py's rule)."""
+    taken = {name.casefold() for _, name in items}
+    used, out = set(), []
+    for path, name in items:
+        unique = name
+        if name.casefold() in used:
+            number = 1
+            while f"{name}_{number}".casefold() in taken:
+                number += 1
+            unique = f"{name}_{number}"
+            taken.add(unique.casefold())
+            logger.info("%s: its result is named %s.png (another image has the name %s)", path, unique, name)
+        used.add(unique.casefold())
+        out.append((path, unique))
+    return out
 
 
 def str2bool(value):
@@ -1093,7 +1144,7 @@ def batches(items, predictor, batch_size, timer):
 
 def run(args):
     cfg = DeployConfig(args.cfg)
-    items = get_image_list(args.image_path)
+    items = distinct_names(get_image_list(args.image_path))
     backend = resolve_backend(args, cfg)
 
     if cfg.allowed == ONNX_BACKENDS:
@@ -1112,6 +1163,8 @@ def run(args):
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')  # Paddle 3 warns about ccache on import
         import paddle
+    if _SIGNALS['installed']:
+        install_signal_handlers()  # again: importing Paddle replaced the SIGTERM handler
     check_model_files(cfg)
 
     if args.device is None:
@@ -1142,7 +1195,6 @@ def _predict_all(args, cfg, items, tuned, backend):
         backend, predictor = choose_backend(args, cfg, make_predictor)
     else:
         predictor = make_predictor(backend)
-    os.makedirs(args.save_dir, exist_ok=True)
     palette = result_palette(cfg)
     timer = {'preprocess': 0.0, 'inference': 0.0, 'postprocess': 0.0}
     batch_size = args.batch_size
@@ -1202,7 +1254,12 @@ def main(argv=None):
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as err:  # Ctrl-C, or a signal under install_signal_handlers
+        signum = getattr(err, 'signum', signal.SIGINT)
+        print(f"error: interrupted by {signal.Signals(signum).name}", file=sys.stderr)
+        return 128 + signum
 
 
 if __name__ == '__main__':
+    install_signal_handlers()
     sys.exit(main())

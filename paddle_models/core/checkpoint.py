@@ -3,11 +3,11 @@ import contextlib
 import json
 import os
 import re
-import secrets
 import shutil
 
 import paddle
 
+from paddle_models.core.folders import forget_temp, hidden_name, new_hidden_dir, remove_stale_hidden
 from paddle_models.errors import UserError
 from paddle_models.safe_load import load_paddle_file
 from paddle_models.weights import check_fit
@@ -42,7 +42,7 @@ def save_checkpoint(save_dir, name, model, optimizer=None, extra=None, ema=None,
     """
     os.makedirs(save_dir, exist_ok=True)
     target = os.path.join(save_dir, name)
-    tmp = _new_hidden_dir(save_dir, name, 'tmp')
+    tmp = new_hidden_dir(save_dir, name, 'tmp')
     old = None
     try:
         paddle.save(model.state_dict(), os.path.join(tmp, model_file))
@@ -54,11 +54,13 @@ def save_checkpoint(save_dir, name, model, optimizer=None, extra=None, ema=None,
             with open(os.path.join(tmp, filename), 'w') as f:
                 f.write(text)
         if os.path.isdir(target):
-            old = _hidden_name(save_dir, name, 'old')
+            old = hidden_name(save_dir, name, 'old')
             os.replace(target, old)
         os.replace(tmp, target)
+        forget_temp(tmp)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        forget_temp(tmp)
         if old is not None and not os.path.exists(target):
             try:
                 os.replace(old, target)  # the previous checkpoint goes back where it was
@@ -70,31 +72,21 @@ def save_checkpoint(save_dir, name, model, optimizer=None, extra=None, ema=None,
     return target
 
 
+def remove_checkpoint(path):
+    """Remove checkpoint folder ``path`` (``--keep_checkpoint_max``) at once from the user's view: it is renamed to
+    a hidden ``.<name>.tmp-*`` first, so an interruption during the removal leaves no half-deleted checkpoint under
+    its name, only a leftover that ``remove_stale_temp_folders`` removes at the next start."""
+    parent, name = os.path.split(path)
+    hidden = hidden_name(parent, name, 'tmp')
+    try:
+        os.replace(path, hidden)
+    except OSError:
+        hidden = path
+    shutil.rmtree(hidden, ignore_errors=True)
+
+
 # the names our engine saves under, and the probe of check_save_dir: only their hidden folders are ever removed
-_HIDDEN = re.compile(r'\.(iter_\d+|best_model|ema_best_model|probe)\.(tmp|old)-\w+')
-
-
-def _hidden_name(save_dir, name, kind):
-    """An unused path ``save_dir/.<name>.<kind>-<random hex>``."""
-    while True:
-        path = os.path.join(save_dir, f'.{name}.{kind}-{secrets.token_hex(4)}')
-        if not os.path.lexists(path):
-            return path
-
-
-def _new_hidden_dir(save_dir, name, kind):
-    """Create an empty folder ``save_dir/.<name>.<kind>-<random hex>`` and return its path.
-
-    ``os.mkdir`` gives it the mode the user's umask allows (``tempfile.mkdtemp`` would make it ``drwx------``, and
-    the checkpoint folder renamed from it would keep that mode).
-    """
-    while True:
-        try:
-            path = _hidden_name(save_dir, name, kind)
-            os.mkdir(path)
-            return path
-        except FileExistsError:
-            continue
+_HIDDEN_NAMES = r'iter_\d+|best_model|ema_best_model|probe'
 
 
 def remove_stale_temp_folders(save_dir):
@@ -103,7 +95,7 @@ def remove_stale_temp_folders(save_dir):
     A ``.<name>.tmp-*`` folder is a save that never completed: removed. A ``.<name>.old-*`` folder is a previous
     checkpoint moved aside while a new one took its name: removed when ``<name>`` exists, renamed back to ``<name>``
     when the kill came between the two renames. Only the names ``save_checkpoint`` and ``check_save_dir`` use are
-    touched.
+    touched (``folders.remove_stale_hidden``); the caller holds ``save_dir``'s lock.
 
     Args:
         save_dir (str): The folder a run is about to save into (need not exist).
@@ -111,22 +103,7 @@ def remove_stale_temp_folders(save_dir):
     Returns:
         (list of removed folder paths, list of restored checkpoint paths)
     """
-    removed, restored = [], []
-    if not os.path.isdir(save_dir):
-        return removed, restored
-    for entry in sorted(os.listdir(save_dir)):
-        match = _HIDDEN.fullmatch(entry)
-        path = os.path.join(save_dir, entry)
-        if not match or os.path.islink(path) or not os.path.isdir(path):
-            continue
-        target = os.path.join(save_dir, match.group(1))
-        if match.group(2) == 'old' and match.group(1) != 'probe' and not os.path.lexists(target):
-            os.replace(path, target)
-            restored.append(target)
-        else:
-            shutil.rmtree(path)
-            removed.append(path)
-    return removed, restored
+    return remove_stale_hidden(save_dir, _HIDDEN_NAMES)
 
 
 def iter_checkpoints(save_dir):
@@ -202,7 +179,7 @@ def _probe_write(save_dir):
     ``UserError`` naming ``save_dir``."""
     probe = None
     try:
-        probe = _new_hidden_dir(save_dir, 'probe', 'tmp')
+        probe = new_hidden_dir(save_dir, 'probe', 'tmp')
         with open(os.path.join(probe, 'probe'), 'wb') as f:
             f.write(b'\0' * 4096)
             f.flush()
@@ -212,6 +189,7 @@ def _probe_write(save_dir):
     finally:
         if probe is not None:
             shutil.rmtree(probe, ignore_errors=True)
+            forget_temp(probe)
 
 
 def remove_empty_folders(path, top):

@@ -6,6 +6,7 @@ import sys
 
 import paddle
 
+from paddle_models.core import signals
 from paddle_models.errors import UserError
 
 
@@ -117,7 +118,14 @@ def set_device(device, precision='fp32'):
 def _exit_now(code, message):
     """Print ``message`` and leave at once: data-loader worker processes left by an interrupted loop can block an
     ordinary interpreter exit (Paddle's loader shutdown waits on them), and everything worth keeping is on disk."""
+    progress = sys.modules.get('tqdm')
+    for bar in list(getattr(getattr(progress, 'tqdm', None), '_instances', ())):  # the message on a line of its own
+        try:
+            bar.close()
+        except Exception:  # noqa: BLE001  (a bar that cannot draw any more: nothing to finish)
+            pass
     print(message, file=sys.stderr)
+    signals.clean_up()  # what an interrupted write left registered (normally nothing: its own handler removed it)
     inference = sys.modules.get('paddle_models.core.inference')
     if inference is not None:  # os._exit skips atexit: the OpenVINO engine's temporary cache
         inference.remove_openvino_cache()
@@ -131,15 +139,21 @@ def _exit_now(code, message):
 
 def main_wrapper(main):
     """Run ``main()`` (every command-line tool's entry point); a UserError becomes ``error: <its one line>`` on stderr
-    and exit code 2, Ctrl-C exit code 130. A data-loader worker's UserError reaches here as the UserError itself
-    (the training loader carries it, see ``core/train.py``), so errors are told apart by type alone."""
+    and exit code 2. A data-loader worker's UserError reaches here as the UserError itself (the training loader
+    carries it, see ``core/train.py``), so errors are told apart by type alone.
+
+    SIGTERM and SIGINT (Ctrl-C) are handled by ``core/signals.py`` (not by Paddle's handler, which can deadlock):
+    the work stops, its temporary folders are removed, and ``error: interrupted by SIGTERM[: what was stopped]``
+    ends the process with exit code 143 (130 for SIGINT), without a traceback."""
+    signals.install()
     try:
         main()
     except UserError as err:
         text = str(err).strip()  # one line by contract; the last is the message should a wrapped reason add lines
         _exit_now(2, f"error: {text.splitlines()[-1] if text else type(err).__name__}")
-    except KeyboardInterrupt:
-        _exit_now(130, "error: interrupted")
+    except KeyboardInterrupt as err:
+        stopped = err if isinstance(err, signals.Interrupted) else signals.Interrupted()  # a plain one: Ctrl-C
+        _exit_now(stopped.exit_code, f"error: {stopped}")
 
 
 # --- numeric flags: argparse ``type=`` helpers, each a range; a bad value is one line naming the flag ------------

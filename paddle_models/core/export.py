@@ -100,6 +100,7 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 import yaml
 
+from paddle_models.core.folders import ReplacingWrite
 from paddle_models.errors import UserError
 from paddle_models.layers.resize import onnx_forms, portable_resize
 from paddle_models.utils.compat import legacy_program_apis
@@ -223,14 +224,8 @@ def export_model(model, save_dir, input_shape=None, output_op='argmax', transfor
     save_dir = os.path.abspath(os.fspath(save_dir))
     _check_save_dir(save_dir)
 
-    parent = os.path.dirname(save_dir)
-    new_parents = _missing_dirs(parent)
-    try:
-        os.makedirs(parent, exist_ok=True)
-        tmp_dir = tempfile.mkdtemp(prefix=f'.{os.path.basename(save_dir)}.tmp-', dir=parent)
-    except OSError as err:
-        _remove_empty(new_parents)
-        raise UserError(f"save_dir: cannot write in {parent}: {err.strerror or err}") from None
+    write = ReplacingWrite(save_dir, 'save_dir')  # locked: one writer; the leftovers of killed exports removed
+    tmp_dir = write.open()
     modes = [(layer, layer.training) for layer in model.sublayers(include_self=True)]
     previous_stage = os.environ.get('PADDLESEG_EXPORT_STAGE')
     try:
@@ -238,11 +233,11 @@ def export_model(model, save_dir, input_shape=None, output_op='argmax', transfor
         model.eval()
         if fmt == 'onnx':
             info = _export_onnx(model, tmp_dir, shape, output_op, transforms, keep_program, classes, backend)
-            replace_dir(tmp_dir, save_dir)
+            write.commit()
             return _onnx_result(info, save_dir, shape, output_op)
         if fmt == 'openvino':
             info = _export_openvino(model, tmp_dir, shape, output_op, transforms, classes)
-            replace_dir(tmp_dir, save_dir)
+            write.commit()
             logger.info("exported %s (%s); Paddle Inference's OpenVINO engine matches its oneDNN/CPU run", save_dir,
                         OPENVINO_PROGRAM)
             return dict(info, save_dir=save_dir, model=os.path.join(save_dir, OPENVINO_PROGRAM),
@@ -279,10 +274,9 @@ def export_model(model, save_dir, input_shape=None, output_op='argmax', transfor
         if onednn_error is not None:
             deploy['mkldnn_error'] = onednn_error
         _write_deploy(tmp_dir, dict(deploy, **classes))
-        replace_dir(tmp_dir, save_dir)
+        write.commit()
     except BaseException:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
-        _remove_empty(new_parents)
+        write.abort()
         raise
     finally:
         model.train() if modes[0][1] else model.eval()  # also Paddle's global tracer mode, as the root had it
@@ -1023,37 +1017,3 @@ def _deviation(fast, plain, output_op):
         if not math.isfinite(diff) or diff > 1e-3 * scale:
             return f"oneDNN output differs from the plain CPU run (max abs diff {diff:.3g})"
     return None
-
-
-def _missing_dirs(path):
-    """The folders of ``path`` that do not exist yet, deepest first."""
-    missing = []
-    while path and not os.path.exists(path):
-        missing.append(path)
-        path = os.path.dirname(path)
-    return missing
-
-
-def _remove_empty(dirs):
-    """Remove the folders export created (deepest first) where they are still empty."""
-    for path in dirs:
-        try:
-            os.rmdir(path)
-        except OSError:
-            return
-
-
-def replace_dir(new_dir, save_dir):
-    """Move ``new_dir`` to ``save_dir``; a previous ``save_dir`` is removed only once the new one is in place."""
-    if not os.path.exists(save_dir):
-        os.rename(new_dir, save_dir)
-        return
-    old = tempfile.mkdtemp(prefix=f'.{os.path.basename(save_dir)}.old-', dir=os.path.dirname(save_dir))
-    os.rmdir(old)
-    os.rename(save_dir, old)
-    try:
-        os.rename(new_dir, save_dir)
-    except BaseException:
-        os.rename(old, save_dir)
-        raise
-    shutil.rmtree(old, ignore_errors=True)

@@ -16,6 +16,7 @@ gives the ones our models use (matmul, gelu, argmax, minimum, floor, sigmoid, ..
 into the form oneDNN's conv + bias fusion matches (``tools/quantize.py``).
 """
 import os
+import signal
 import subprocess
 import sys
 
@@ -56,14 +57,18 @@ def run_in_legacy_mode(script, argv):
             env['PYTHONPATH'] = os.pathsep.join([root] + [p for p in [os.environ.get('PYTHONPATH')] if p])
     proc = subprocess.Popen(command + list(argv), env=env, stderr=subprocess.PIPE)
     pending = b''  # from the start of a possible final 'error: ' line on, held back: the caller prints it once
-    for chunk in iter(lambda: proc.stderr.read1(4096), b''):
-        pending += chunk
-        cut = pending.rfind(b'\nerror: ') + 1  # 0 where absent or at the start
-        if cut == 0 and not pending.startswith(b'error: '):
-            cut = len(pending)
-        _write_stderr(pending[:cut])
-        pending = pending[cut:]
-    code = proc.wait()
+    try:
+        for chunk in iter(lambda: proc.stderr.read1(4096), b''):
+            pending += chunk
+            cut = pending.rfind(b'\nerror: ') + 1  # 0 where absent or at the start
+            if cut == 0 and not pending.startswith(b'error: '):
+                cut = len(pending)
+            _write_stderr(pending[:cut])
+            pending = pending[cut:]
+        code = proc.wait()
+    except KeyboardInterrupt as err:  # SIGTERM/SIGINT (core/signals.py): the child stops and cleans up too
+        _stop_child(proc, getattr(err, 'signum', signal.SIGINT))
+        raise
     lines = [line for line in pending.decode(errors='replace').splitlines() if line.strip()]
     if code == 2 and lines and lines[-1].startswith('error: '):
         _write_stderr(pending[:pending.rfind(b'error: ')])
@@ -72,6 +77,18 @@ def run_in_legacy_mode(script, argv):
     if code != 0:
         raise RuntimeError(f"{os.path.basename(script)} failed in its legacy-mode subprocess (exit code {code})"
                            + (f": {lines[-1]}" if lines else ""))
+
+
+def _stop_child(proc, signum, wait_s=30):
+    """Pass ``signum`` on to the child ``proc`` and wait for it to clean up (SIGKILL after ``wait_s`` seconds); its
+    output is dropped: the caller reports the interruption."""
+    if proc.poll() is None:
+        proc.send_signal(signum)
+    try:
+        proc.communicate(timeout=wait_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
 
 
 def _package_root():

@@ -10,6 +10,7 @@ from paddleseg.utils.visualize import get_color_map_list
 from PIL import Image
 from tqdm import tqdm
 
+from paddle_models.core import logger
 from paddle_models.core.infer import aug_logits, predict_logits
 from paddle_models import image_io
 from paddle_models.errors import UserError
@@ -109,6 +110,30 @@ def output_name(path, base):
     return os.path.splitext(name)[0]
 
 
+def unique_names(names):
+    """``names`` (output names without suffix, in the images' order) made distinct: the first image with a name
+    keeps it, each later one gets ``<name>_1``, ``<name>_2``, ... (the first such name that no image has), so
+    ``a.jpg`` and ``a.png`` give ``a.png`` and ``a_1.png`` instead of one overwriting the other. Names are compared
+    case-insensitively (``A.jpg`` and ``a.png`` would share a file on macOS and Windows).
+
+    Returns:
+        list[str]: The names, in the same order.
+    """
+    taken = {name.casefold() for name in names}
+    used, out = set(), []
+    for name in names:
+        unique = name
+        if name.casefold() in used:
+            number = 1
+            while f"{name}_{number}".casefold() in taken:
+                number += 1
+            unique = f"{name}_{number}"
+            taken.add(unique.casefold())
+        used.add(unique.casefold())
+        out.append(unique)
+    return out
+
+
 def bytes_per_pixel(num_classes):
     """Memory prediction needs per image pixel at least, before the model's own activations: the decoded image
     (3 B), its float32 copy, the transformed copy and the input tensor (12 B each), the class scores at the image's
@@ -135,7 +160,8 @@ def predict(model, image_path, transforms, save_dir='output/result', palette=Non
             crop_size=None, stride=None, progress=True, custom_color=None):
     """Predict every image of ``image_path`` and write ``save_dir/pseudo_color_prediction/NAME.png`` (palette PNG
     whose pixel values are class ids) and ``save_dir/added_prediction/NAME.jpg`` (overlay); NAME is always inside
-    ``save_dir`` (``output_name``).
+    ``save_dir`` (``output_name``), and no two images share one (``unique_names``: ``a.jpg`` and ``a.png`` give
+    ``a`` and ``a_1``). Folders are created when the first result is written.
 
     Every image is checked before anything is written: readable, complete (not truncated) and small enough for the
     available memory (``bytes_per_pixel``); else a UserError names the image (and its size).
@@ -159,10 +185,15 @@ def predict(model, image_path, transforms, save_dir='output/result', palette=Non
     palette = palette or default_palette(num_classes or 256)
     if custom_color:
         palette = apply_custom_color(palette, custom_color)
+    names = unique_names([output_name(path, base) for path in images])
+    for path, name in zip(images, names):
+        if name != output_name(path, base):
+            logger.info(f"{path}: its results are named {name} (another image has the name "
+                        f"{output_name(path, base)})")
     model.eval()
     written = []
     with paddle.no_grad():
-        for path in tqdm(images, desc='predict', unit='img', disable=not progress):
+        for path, name in tqdm(list(zip(images, names)), desc='predict', unit='img', disable=not progress):
             width, height = sizes[path]
             try:
                 original = read_image(path, max_pixels)
@@ -178,7 +209,6 @@ def predict(model, image_path, transforms, save_dir='output/result', palette=Non
             except MemoryError:
                 size = f" is {width}x{height} pixels" if width and height else ''
                 raise UserError(f"image too large for memory: {path}{size}") from None
-            name = output_name(path, base)
             colour_path = os.path.join(save_dir, 'pseudo_color_prediction', name + '.png')
             overlay_path = os.path.join(save_dir, 'added_prediction', name + '.jpg')
             os.makedirs(os.path.dirname(colour_path), exist_ok=True)

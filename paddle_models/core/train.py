@@ -13,7 +13,6 @@ import math
 import os
 import random
 import secrets
-import shutil
 import time
 import warnings
 
@@ -22,11 +21,13 @@ import paddle
 
 from paddle_models.core import logger
 from paddle_models.core.checkpoint import (EMA_FILE, TRAIN_STATE_FILE, check_save_dir, iter_checkpoints,
-                                           read_train_state, remove_empty_folders, remove_stale_temp_folders, resume,
-                                           save_checkpoint)
+                                           read_train_state, remove_checkpoint, remove_empty_folders,
+                                           remove_stale_temp_folders, resume, save_checkpoint)
 from paddle_models.core.ema import ModelEMA
 from paddle_models.core.evaluate import evaluate
+from paddle_models.core.folders import FolderLock, lock_path_inside
 from paddle_models.core.profiler import TrainProfiler, parse_profiler_options
+from paddle_models.core.signals import interrupted
 from paddle_models.errors import UserError
 
 # Paddle's BatchNorm warns on its first training forward pass; an error later in the run would print it to stderr
@@ -300,12 +301,18 @@ class _Checkpoints:
         self.last_good = last_good  # the newest complete iter_N checkpoint of this run (or the resumed one)
         self.kept = collections.deque()  # iter_N folders in save_dir, oldest first
         self.created = None  # the topmost folder created for save_dir (None: it existed)
+        self.lock = None  # save_dir's FolderLock while this run writes there
 
     def open(self, need_bytes):
-        """Check ``save_dir`` for room, clean up after killed saves and count the ``iter_N`` folders already there
-        (rank 0 only: the other ranks write nothing)."""
-        self.created = _prepare_save_dir(self.save_dir, need_bytes)
+        """Check ``save_dir`` for room, take its lock (one run per folder), clean up after killed saves and count
+        the ``iter_N`` folders already there (rank 0 only: the other ranks write nothing)."""
+        self.created, self.lock = _prepare_save_dir(self.save_dir, need_bytes)
         self.kept.extend(iter_checkpoints(self.save_dir))
+
+    def release(self):
+        """Unlock ``save_dir`` (after success or failure)."""
+        if self.lock is not None:
+            self.lock.release()
 
     def describe_last_good(self):
         return self.last_good or 'none was saved yet'
@@ -327,10 +334,11 @@ class _Checkpoints:
             self.kept.remove(path)
         self.kept.append(path)
         while len(self.kept) > self.keep_max > 0:
-            shutil.rmtree(self.kept.popleft(), ignore_errors=True)
+            remove_checkpoint(self.kept.popleft())
 
     def remove_if_unused(self):
         """After a failure: a run that failed before its first save leaves nothing behind."""
+        self.release()
         if self.created:
             remove_empty_folders(self.save_dir, self.created)
 
@@ -361,23 +369,32 @@ def _evaluate_keep_best(net, best, val_dataset, test_config, precision, amp_leve
 
 
 def _prepare_save_dir(save_dir, need_bytes):
-    """Check ``save_dir`` (``check_save_dir``) and clean up after saves that were killed, logging what was done.
+    """Check ``save_dir`` (``check_save_dir``), lock it (``folders.FolderLock``: a second run into it stops with a
+    line naming this one's PID) and clean up after saves that were killed, logging what was done.
 
     Returns:
-        str: The topmost folder created here, None if ``save_dir`` existed (``check_save_dir``).
+        (str, FolderLock): The topmost folder created here, None if ``save_dir`` existed (``check_save_dir``), and
+        the lock, held until the run releases it.
     """
     created = check_save_dir(save_dir, need_bytes)
+    lock = FolderLock(lock_path_inside(save_dir), save_dir)
     try:
+        lock.acquire()
         removed, restored = remove_stale_temp_folders(save_dir)
-    except OSError as err:
-        raise UserError(f"--save_dir {save_dir}: cannot clean up unfinished checkpoint folders "
-                        f"({err.strerror or err})") from None
+    except BaseException as err:
+        lock.release()
+        if created:
+            remove_empty_folders(save_dir, created)
+        if isinstance(err, OSError):
+            raise UserError(f"--save_dir {save_dir}: cannot clean up unfinished checkpoint folders "
+                            f"({err.strerror or err})") from None
+        raise
     if removed:
         logger.info(f"Removed {len(removed)} unfinished checkpoint folder(s) left by an interrupted save in "
                     f"{save_dir}: {', '.join(os.path.basename(p) for p in removed)}")
     for path in restored:
         logger.warning(f"Put {path} back: a save replacing it was interrupted")
-    return created
+    return created, lock
 
 
 class _MainThreadLoader:
@@ -634,11 +651,13 @@ class _Run:
     # finishing --------------------------------------------------------------------------------------------------
 
     def close(self):
-        """Stop the profiler and close the VisualDL writer, after success or failure."""
-        if self.profiler is not None:
+        """Stop the profiler, close the VisualDL writer and unlock ``save_dir``, after success or failure."""
+        if getattr(self, 'profiler', None) is not None:
             self.profiler.close()
-        if self.writer is not None:
+        if getattr(self, 'writer', None) is not None:
             self.writer.close()
+        if self.checkpoints is not None:
+            self.checkpoints.release()
 
     def summary(self):
         summary = {'last_iter': self.iteration, 'best_miou': self.best[0], 'best_iter': self.best[1],
@@ -689,13 +708,21 @@ def train(model, train_dataset, losses, optimizer, save_dir='output', iters=1000
     run.resume(resume_model, use_ema)
     run.set_up_devices(precision, amp_level)
     run.build_loader(train_dataset, num_workers, seed, resume_model)
-    run.open_outputs(save_dir, keep_checkpoint_max, use_vdl, resume_model)
-    run.set_evaluation(val_dataset if do_eval else None, test_config)
-    run.start(profiler_options)
+    run.checkpoints = None
     try:
+        run.open_outputs(save_dir, keep_checkpoint_max, use_vdl, resume_model)
+        run.set_evaluation(val_dataset if do_eval else None, test_config)
+        run.start(profiler_options)
         run.run_epochs()
+    except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM/SIGINT under the command line's handlers
+        if run.checkpoints is not None:
+            run.checkpoints.remove_if_unused()
+        stopped = f"training stopped at iter {getattr(run, 'iteration', run.start_iter)}, last good checkpoint: " \
+                  f"{run.checkpoints.describe_last_good() if run.checkpoints else 'none was saved yet'}"
+        raise interrupted(err, stopped) from None
     except BaseException:
-        run.checkpoints.remove_if_unused()
+        if run.checkpoints is not None:
+            run.checkpoints.remove_if_unused()
         raise
     finally:
         run.close()
