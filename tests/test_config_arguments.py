@@ -21,7 +21,8 @@ BASE = {
     'iters': 10,
     'model': {'type': 'HarDNet', 'num_classes': 5},
     'train_dataset': {'type': 'SyntheticShapes', 'mode': 'train', 'num_samples': 4,
-                      'transforms': [{'type': 'RandomHorizontalFlip'}, {'type': 'Normalize'}]},
+                      'transforms': [{'type': 'RandomHorizontalFlip'},
+                                     {'type': 'RandomPaddingCrop', 'crop_size': [32, 32]}, {'type': 'Normalize'}]},
     'val_dataset': {'type': 'SyntheticShapes', 'mode': 'val', 'num_samples': 2,
                     'transforms': [{'type': 'Normalize'}]},
     'optimizer': {'type': 'SGD', 'momentum': 0.9, 'weight_decay': 4.0e-5},
@@ -71,8 +72,8 @@ def refused(path, *args, **kwargs):
     ('lr_scheduler', 'decay_steps', 2.5, None, "lr_scheduler.decay_steps must be an integer >= 1, got 2.5"),
     ('lr_scheduler', 'cycle', 'no', None, "lr_scheduler.cycle must be true or false, got 'no'"),
     ('lr_scheduler', 'warmup_iters', -3, None, "lr_scheduler.warmup_iters must be an integer >= 0, got -3"),
-    ('lr_scheduler', 'gamma', 0.5, None,
-     "lr_scheduler.gamma: PolynomialDecay takes no argument 'gamma' (did you mean power?)"),
+    ('lr_scheduler', 'learningrate', 0.5, None,
+     "lr_scheduler.learningrate: PolynomialDecay takes no argument 'learningrate' (did you mean learning_rate?)"),
     # losses, the coef of the loss section included
     ('loss', 'coef', ['one'], None, "loss.coef must be a non-empty list of numbers >= 0, got ['one']"),
     ('loss', 'coef', [1, -0.4], None, "loss.coef must be a non-empty list of numbers >= 0, got [1, -0.4]"),
@@ -85,8 +86,10 @@ def refused(path, *args, **kwargs):
      "train_dataset.transforms.0.prob must be a number in [0, 1], got 'high'"),
     ('train_dataset', 'prob', 1.5, ('transforms', 0),
      "train_dataset.transforms.0.prob must be a number in [0, 1], got 1.5"),
+    ('train_dataset', 'crop_size', [0, 64], ('transforms', 1),
+     "train_dataset.transforms.1.crop_size must be a list of 2 integers >= 1 ([width, height]), got [0, 64]"),
     ('val_dataset', 'mean', 'imagenet', ('transforms', 0),
-     "val_dataset.transforms.0.mean must be a list of numbers or a number, got 'imagenet'"),
+     "val_dataset.transforms.0.mean must be a number or a list of numbers, got 'imagenet'"),
     # datasets
     ('train_dataset', 'num_samples', 'many', None,
      "train_dataset.num_samples must be an integer >= 1, got 'many'"),
@@ -156,14 +159,13 @@ def test_builder_checks_what_it_builds():
 
 
 def test_good_values_pass_and_build(tmp_path):
-    """Ints where floats are declared, null where the default is None, sizes as one int or a pair, a weight decay
-    of 0 (PaddleSeg asserts a float: the builder passes 0.0)."""
+    """Ints where floats are declared, null where the default is None, a probability of 1, a weight decay of 0
+    (PaddleSeg asserts a float: the builder passes 0.0)."""
     dic = yaml.safe_load(yaml.safe_dump(BASE))
     dic['optimizer'].update(weight_decay=0, momentum=0)
     dic['lr_scheduler'].update(learning_rate=1, end_lr=0)
     dic['model']['pretrained'] = None
-    dic['train_dataset']['transforms'] = [{'type': 'RandomPaddingCrop', 'crop_size': 32},
-                                          {'type': 'RandomPaddingCrop', 'crop_size': [32, 48]},
+    dic['train_dataset']['transforms'] = [{'type': 'RandomPaddingCrop', 'crop_size': [32, 48]},
                                           {'type': 'RandomDistort', 'brightness_prob': 1}, {'type': 'Normalize'}]
     path = tmp_path / 'c.yml'
     path.write_text(yaml.safe_dump(dic))

@@ -38,8 +38,8 @@ def refused(path):
 def test_python_tags_are_refused_before_anything_runs(tmp_path, value, shown):
     marker = tmp_path / 'ran'
     path = tmp_path / 'c.yml'
-    path.write_text(VALID + f"export: {{x: {value.format(marker=marker)}}}\n")
-    assert refused(path) == (f"{path}: refusing the YAML tag {shown} at line 4 (python tags could run code); a config "
+    path.write_text(VALID + f"export:\n  x: {value.format(marker=marker)}\n")
+    assert refused(path) == (f"{path}: refusing the YAML tag {shown} at line 5 (python tags could run code); a config "
                              f"holds plain values only")
     assert not marker.exists()
 

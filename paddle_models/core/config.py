@@ -241,11 +241,10 @@ def _numbers(minimum=None):
 
 
 def _size():
-    """PaddleSeg's sizes: one integer or a [width, height] pair, each >= 1."""
-    def test(v):
-        items = v if isinstance(v, (list, tuple)) and len(v) == 2 else [v]
-        return all(isinstance(x, int) and not isinstance(x, bool) and x >= 1 for x in items)
-    return _Rule(test, 'an integer >= 1 or a list of 2 integers >= 1')
+    """A [width, height] pair of integers >= 1 (crop and resize sizes)."""
+    return _Rule(lambda v: isinstance(v, (list, tuple)) and len(v) == 2 and
+                 all(isinstance(x, int) and not isinstance(x, bool) and x >= 1 for x in v),
+                 'a list of 2 integers >= 1 ([width, height])')
 
 
 def _of_kind(kind, none_ok=False):
@@ -319,7 +318,7 @@ def _rule(group, name):
 def _refuse(origin, keypath, words, value):
     """One line: where the value came from (the file, an --opts item or a flag), the key, what fits, the value."""
     hint = ''
-    if isinstance(value, str) and _FLOAT_TEXT.match(value) and 'number' in words:
+    if isinstance(value, str) and _FLOAT_TEXT.match(value) and 'e' in value.lower() and 'number' in words:
         hint = ' (YAML 1.1 reads 1e-4 without a dot as a string: write 1.0e-4)'
     where = origin if origin.startswith('--') and ' ' not in origin else f"{origin}: {keypath}"
     return UserError(f"{where} must be {words}, got {value!r}{hint}")
