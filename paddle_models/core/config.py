@@ -2,7 +2,8 @@
 
 ``_base_`` inheritance merges files as PaddleSeg does (``paddleseg.cvlibs.config.merge_config_dicts``); the checks
 are ours so that every mistake ends as one ``UserError`` line naming the file, key or value: an empty file, a value
-of the wrong kind in ``--opts``, a batch size or iteration count that is not a positive integer, ...
+of the wrong kind in ``--opts``, a batch size or iteration count that is not a positive integer, a component argument
+of the wrong kind or range (``check_arguments``), ... Files are read by ``paddle_models.safe_yaml.load_yaml``.
 """
 import ast
 import copy
