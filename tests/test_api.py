@@ -72,8 +72,7 @@ def test_build_model_by_name_builds_nested_components():
      "build_model: 'HardNet' is neither a config file (.yml), a published checkpoint nor a registered model "
      "(did you mean HarDNet?)"),
     (lambda: pm.build_model('HarDNet', foo=1),
-     "build_model('HarDNet'): cannot build HarDNet at model: HarDNet.__init__() got an unexpected keyword "
-     "argument 'foo'"),
+     "build_model('HarDNet'): model.foo: HarDNet takes no argument 'foo'"),
     (lambda: pm.build_model('configs/missing.yml'), "config file not found: configs/missing.yml"),
     (lambda: pm.build_model('FCN', num_classes=2, backbone={'type': 'HRNet_W99'}),
      "build_model('FCN'): unknown type 'HRNet_W99' at model.backbone.type"),

@@ -114,6 +114,6 @@ def test_base_inheritance_and_builder(tmp_path):
 
 
 def test_constructor_error_is_user_error(tmp_path):
-    path = write(tmp_path, dict(BASE, loss={'types': [{'type': 'CrossEntropyLoss', 'bogus': 1}], 'coef': [1]}))
-    with pytest.raises(UserError, match=r"cannot build CrossEntropyLoss at loss.types.0: .*bogus"):
+    path = write(tmp_path, dict(BASE, loss={'types': [{'type': 'MixedLoss', 'coef': [1]}], 'coef': [1]}))
+    with pytest.raises(UserError, match=r"cannot build MixedLoss at loss.types.0: .*missing .*'losses'"):
         Builder(load_config(path)).losses()

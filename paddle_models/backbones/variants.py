@@ -1,5 +1,7 @@
 """Registering the released sizes of a backbone (``VAN_B0``, ``MSCAN_T``, ``HRNet_W18`` ...) as factories of its
 class."""
+import inspect
+
 from paddle_models.errors import UserError
 from paddle_models.registry import register_backbone, register_variant
 
@@ -29,4 +31,11 @@ def backbone_variant(cls, name, doc, defaults=None, **fixed):
         return cls(**fixed, **dict(defaults, **kwargs))
 
     build.__module__ = cls.__module__  # the variant belongs to its class's file (where its converters live)
+    # The class's arguments with the variant's values as defaults, so that a config's arguments are checked against
+    # them before anything is built (core/config.py: check_arguments); giving a fixed one is refused by build.
+    values = dict(defaults, **fixed)
+    params = [p.replace(kind=p.KEYWORD_ONLY, default=values.get(n, p.default))
+              if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) else p
+              for n, p in inspect.signature(cls).parameters.items() if p.kind != p.VAR_POSITIONAL]
+    build.__signature__ = inspect.Signature(params)
     return register_variant(register_backbone, build, name, doc)

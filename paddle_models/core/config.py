@@ -2,13 +2,15 @@
 
 ``_base_`` inheritance merges files as PaddleSeg does (``paddleseg.cvlibs.config.merge_config_dicts``); the checks
 are ours so that every mistake ends as one ``UserError`` line naming the file, key or value: an empty file, a value
-of the wrong kind in ``--opts``, a batch size or iteration count that is not a positive integer, ...
+of the wrong kind in ``--opts``, a batch size or iteration count that is not a positive integer, a component argument
+of the wrong kind or range (``check_arguments``), ... Files are read by ``paddle_models.safe_yaml.load_yaml``.
 """
 import ast
 import copy
 import difflib
 import inspect
 import os
+import re
 
 import paddle
 import yaml
@@ -16,6 +18,8 @@ from paddleseg.cvlibs import manager
 from paddleseg.cvlibs.config import Config, merge_config_dicts
 
 from paddle_models.errors import UserError
+from paddle_models.safe_yaml import load_yaml
+from paddle_models.utils.validate import _bounds, _inside
 
 # Top-level keys PaddleSeg's tools understand; an --opts key may add one of these even where the YAML lacks it.
 TOP_LEVEL_KEYS = ('batch_size', 'iters', 'train_dataset', 'val_dataset', 'optimizer', 'lr_scheduler', 'loss',
@@ -197,6 +201,280 @@ def _accepts_argument(cls, name):
     return any(p.kind == inspect.Parameter.VAR_KEYWORD for p in params.values())
 
 
+# ---- Checking every component argument before anything is built ----------------------------------------------
+#
+# Each argument a config gives a component is checked against what the component's signature says (the kind of its
+# default, its annotation where there is one) and, where that says nothing or too little (no default, a None
+# default, a number whose range matters), against the declared rule of ARGUMENT_RULES. One walk (``check_arguments``)
+# covers ours and PaddleSeg's components, paddle's LR schedulers and the optimizers, and ``Builder`` runs the same
+# check on each component it builds (so the notebook API's keywords are checked too).
+#
+# Why not a validation library (pydantic, jsonschema, cerberus, voluptuous)? The schema here is not written down
+# anywhere: it is read from the signatures of some 200 registered classes at run time (PaddleSeg's included, which
+# we do not own) plus the small table below. A library would need that schema generated from the same signatures,
+# and its messages reworded into the one line the error contract asks for; what is left to write is the code
+# below, which reuses the kind vocabulary (``_kinds_of``, ``_fits``, ``_KIND_WORDS``) that ``--opts`` already uses and
+# the range wording of ``utils/validate.py``.
+
+class _Rule:
+    """A declared type and range: ``test(value)`` says whether it fits, ``words`` says what is expected."""
+
+    def __init__(self, test, words, none_ok=False):
+        self.test = test
+        self.words = words
+        self.none_ok = none_ok
+
+
+def _number(minimum=None, maximum=None, below_max=False, above_min=False):
+    return _Rule(lambda v: _is_number(v) and _inside(v, minimum, maximum, below_max, above_min),
+                 f"a number{_bounds(minimum, maximum, below_max, above_min)}")
+
+
+def _integer(minimum=None, maximum=None):
+    return _Rule(lambda v: isinstance(v, int) and not isinstance(v, bool) and _inside(v, minimum, maximum),
+                 f"an integer{_bounds(minimum, maximum)}")
+
+
+def _numbers(minimum=None):
+    return _Rule(lambda v: isinstance(v, (list, tuple)) and bool(v) and
+                 all(_is_number(x) and _inside(x, minimum, None) for x in v),
+                 f"a non-empty list of numbers{_bounds(minimum, None)}")
+
+
+def _size():
+    """A [width, height] pair of integers >= 1 (crop and resize sizes)."""
+    return _Rule(lambda v: isinstance(v, (list, tuple)) and len(v) == 2 and
+                 all(isinstance(x, int) and not isinstance(x, bool) and x >= 1 for x in v),
+                 'a list of 2 integers >= 1 ([width, height])')
+
+
+def _of_kind(kind, none_ok=False):
+    return _Rule(lambda v: _fits(v, kind), _KIND_WORDS[kind] + (' or null' if none_ok else ''), none_ok)
+
+
+_PROB = _number(0, 1)
+# Declared rules by component group (the manager's name, 'lr_scheduler', or 'loss' for the loss section itself) and
+# argument name. A rule replaces what the signature's default says; None still passes where the default is None.
+ARGUMENT_RULES = {
+    'optimizers': {'momentum': _number(0, 1, below_max=True), 'weight_decay': _number(0),
+                   'beta1': _number(0, 1, below_max=True), 'beta2': _number(0, 1, below_max=True),
+                   'epsilon': _number(0, above_min=True), 'layerwise_decay': _number(0, 1, above_min=True),
+                   'grad_clip_cfg': _of_kind('mapping'), 'custom_cfg': _of_kind('list')},
+    'lr_scheduler': {'learning_rate': _number(0, above_min=True), 'end_lr': _number(0),
+                     'power': _number(0, above_min=True), 'decay_steps': _integer(1), 'warmup_iters': _integer(0),
+                     'warmup_start_lr': _number(0), 'gamma': _number(0, above_min=True), 'step_size': _integer(1),
+                     'T_max': _integer(1), 'eta_min': _number(0)},
+    'loss': {'types': _of_kind('list'), 'coef': _numbers(0)},
+    'losses': {'coef': _numbers(0), 'ignore_index': _integer()},
+    'transforms': {'prob': _PROB, 'crop_size': _size(), 'target_size': _size(),
+                   'min_scale_factor': _number(0, above_min=True), 'max_scale_factor': _number(0, above_min=True),
+                   'scale_step_size': _number(0)},
+    'datasets': {'num_classes': _integer(1), 'dataset_root': _of_kind('str'), 'mode': _of_kind('str'),
+                 'transforms': _of_kind('list'), 'ignore_index': _integer(), 'num_samples': _integer(1),
+                 'img_channels': _integer(1)},
+    'models': {'num_classes': _integer(1), 'pretrained': _of_kind('str', none_ok=True), 'in_channels': _integer(1)},
+    'backbones': {'pretrained': _of_kind('str', none_ok=True), 'in_channels': _integer(1)},
+}
+# Probabilities of the random transforms (RandomDistort's brightness_prob, ...) end in _prob.
+_SUFFIX_RULES = {'transforms': {'_prob': _PROB}}
+_SCALAR_ANNOTATIONS = {'int': 'int', 'float': 'number', 'bool': 'bool', 'str': 'str', 'list': 'list',
+                       'tuple': 'list', 'dict': 'mapping'}
+_LIST_ANNOTATIONS = ('list[', 'List[', 'tuple[', 'Tuple[', 'Sequence[')
+_FLOAT_TEXT = re.compile(r'^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$')
+
+
+def _annotation_kinds(annotation):
+    """(kinds, none_ok) from an annotation such as ``float``, ``'int'``, ``'Sequence[int] | None'``; (None, False)
+    where any part is something else (``Tensor``, a class): then the annotation says nothing we can check."""
+    if annotation is inspect.Parameter.empty:
+        return None, False
+    text = annotation.__name__ if isinstance(annotation, type) else str(annotation).replace('typing.', '')
+    if text.startswith('Optional[') and text.endswith(']'):
+        text = f"{text[len('Optional['):-1]} | None"
+    kinds, none_ok = set(), False
+    for part in (p.strip() for p in text.split('|')):
+        if part in ('None', 'NoneType'):
+            none_ok = True
+        elif part in _SCALAR_ANNOTATIONS:
+            kinds.add(_SCALAR_ANNOTATIONS[part])
+        elif part.startswith(_LIST_ANNOTATIONS) and part.endswith(']'):
+            kinds.add('list')
+        else:
+            return None, False
+    if 'number' in kinds:
+        kinds.discard('int')
+    return (kinds or None), none_ok
+
+
+def _rule(group, name):
+    rules = ARGUMENT_RULES.get(group, {})
+    if name in rules:
+        return rules[name]
+    for suffix, rule in _SUFFIX_RULES.get(group, {}).items():
+        if name.endswith(suffix):
+            return rule
+    return None
+
+
+def _refuse(origin, keypath, words, value):
+    """One line: where the value came from (the file, an --opts item or a flag), the key, what fits, the value."""
+    hint = ''
+    if isinstance(value, str) and _FLOAT_TEXT.match(value) and 'e' in value.lower() and 'number' in words:
+        hint = ' (YAML 1.1 reads 1e-4 without a dot as a string: write 1.0e-4)'
+    where = origin if origin.startswith('--') and ' ' not in origin else f"{origin}: {keypath}"
+    return UserError(f"{where} must be {words}, got {value!r}{hint}")
+
+
+def _origin(origins, keypath, path):
+    """What set ``keypath``: the ``--opts`` item or flag for it or for an entry of it (``loss.coef.0=x`` for
+    ``loss.coef``), else the config file."""
+    if keypath in origins:
+        return origins[keypath]
+    inner = [origin for key, origin in origins.items() if key.startswith(keypath + '.')]
+    return inner[-1] if inner else path
+
+
+def _check_value(value, param, group, name, keypath, origin):
+    """``value`` against the declared rule of (group, name), else the parameter's annotation and default."""
+    has_default = param is not None and param.default is not inspect.Parameter.empty
+    default = param.default if has_default else None
+    rule = _rule(group, name)
+    if rule is not None:
+        if value is None and (rule.none_ok or (has_default and default is None)):
+            return
+        if not rule.test(value):
+            raise _refuse(origin, keypath, rule.words, value)
+        return
+    if param is None:
+        return
+    kinds, none_ok = _annotation_kinds(param.annotation)
+    if kinds is None:
+        kinds, none_ok = _kinds_of(default), none_ok or (has_default and default is None)
+    if not kinds:
+        return
+    if value is None:
+        if none_ok or kinds & {'str', 'list', 'numbers', 'mapping'}:
+            return
+    elif any(_fits(value, kind) for kind in kinds):
+        return
+    order = ('int', 'number', 'bool', 'str', 'numbers', 'list', 'mapping')
+    words = [_KIND_WORDS[k] for k in order if k in kinds and not (k == 'list' and 'numbers' in kinds)]
+    raise _refuse(origin, keypath, ' or '.join(words), value)
+
+
+def _parameters(cls):
+    """(parameters by name, takes **kwargs) of ``cls``'s constructor; (None, True) where it has no signature."""
+    try:
+        params = dict(inspect.signature(cls).parameters)
+    except (TypeError, ValueError):
+        return None, True
+    var_keyword = any(p.kind == inspect.Parameter.VAR_KEYWORD for p in params.values())
+    return {n: p for n, p in params.items() if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}, var_keyword
+
+
+def _owner_key(where):
+    """The key that holds the component at dotted place ``where`` (``val_dataset.transforms.0`` -> 'transforms')."""
+    return next((p for p in reversed(where.split('.')) if not p.isdigit()), where)
+
+
+def optimizer_type(opt_cfg):
+    """The optimizer class name an ``optimizer`` section stands for: the lower-case names ``sgd``, ``adam`` and
+    ``adamw`` are accepted, and SGD with a ``momentum`` is ``Momentum`` (as PaddleSeg's configs write it)."""
+    name = opt_cfg.get('type')
+    name = {'sgd': 'SGD', 'adam': 'Adam', 'adamw': 'AdamW'}.get(name, name) if isinstance(name, str) else name
+    return 'Momentum' if name == 'SGD' and 'momentum' in opt_cfg else name
+
+
+def _check_component(node, where, path, origins, recurse=True):
+    """Each argument of the component configured by ``node`` (a mapping with ``type``) at dotted place ``where``:
+    accepted by its constructor and of the kind and range expected; nested components too when ``recurse``."""
+    name = node.get('type')
+    owner = _owner_key(where)
+    preferred = _MANAGER_BY_KEY.get(owner)
+    cls = preferred.components_dict.get(name) if preferred is not None and isinstance(name, str) else None
+    group = preferred.name if cls is not None else None
+    for component_manager in _ALL_MANAGERS if cls is None and isinstance(name, str) else ():
+        if name in component_manager.components_dict:
+            cls, group = component_manager.components_dict[name], component_manager.name
+            break
+    if cls is None:
+        return  # _check_types names unknown types
+    params, var_keyword = _parameters(cls)
+    for key, value in node.items():
+        if key == 'type':
+            continue
+        keypath = f"{where}.{key}"
+        origin = _origin(origins, keypath, path)
+        if params is not None and key not in params and not var_keyword:
+            close = _closest(key, [p for p in params if p != 'self'])
+            raise UserError(f"{origin}: {keypath}: {name} takes no argument {key!r}{close}")
+        if isinstance(value, dict) and 'type' in value:
+            if recurse:
+                _check_component(value, keypath, path, origins)
+            continue
+        if isinstance(value, list) and any(isinstance(v, dict) and 'type' in v for v in value):
+            for i, item in enumerate(value):
+                if recurse and isinstance(item, dict) and 'type' in item:
+                    _check_component(item, f"{keypath}.{i}", path, origins)
+            continue
+        _check_value(value, (params or {}).get(key), group, key, keypath, origin)
+
+
+def _check_lr_scheduler(lr_cfg, path, origins):
+    """The ``lr_scheduler`` section: paddle's scheduler class named by ``type`` plus the warm-up keys."""
+    cls = getattr(paddle.optimizer.lr, str(lr_cfg.get('type')), None)
+    params, var_keyword = _parameters(cls) if inspect.isclass(cls) else (None, True)
+    for key, value in lr_cfg.items():
+        if key == 'type':
+            continue
+        keypath = f"lr_scheduler.{key}"
+        origin = _origin(origins, keypath, path)
+        if params is not None and key not in params and key not in LR_SCHEDULER_EXTRA_KEYS and not var_keyword:
+            close = _closest(key, [p for p in list(params) + list(LR_SCHEDULER_EXTRA_KEYS) if p != 'self'])
+            raise UserError(f"{origin}: {keypath}: {lr_cfg['type']} takes no argument {key!r}{close}")
+        _check_value(value, (params or {}).get(key), 'lr_scheduler', key, keypath, origin)
+
+
+def _check_loss_section(loss_cfg, key, path, origins):
+    for name in ('types', 'coef'):
+        if name in loss_cfg:
+            _check_value(loss_cfg[name], None, 'loss', name, f"{key}.{name}", _origin(origins, f"{key}.{name}", path))
+    for i, item in enumerate(loss_cfg.get('types') or []):
+        if isinstance(item, dict) and 'type' in item:
+            _check_component(item, f"{key}.types.{i}", path, origins)
+
+
+def check_arguments(dic, path, origins=None):
+    """Every component argument of config ``dic`` (read from ``path``) checked before anything is built.
+
+    Args:
+        dic (dict): The config after ``--opts`` and flags.
+        path (str): The config file, named in messages.
+        origins (dict): Dotted key -> the ``--opts`` item or flag that set it, named instead of the file.
+
+    Raises:
+        UserError: e.g. "c.yml: optimizer.momentum must be a number in [0, 1), got 'fast'".
+    """
+    origins = origins or {}
+    for key in ('model', 'train_dataset', 'val_dataset'):
+        if isinstance(dic.get(key), dict):
+            _check_component(dic[key], key, path, origins)
+    for key in ('loss', 'distill_loss'):
+        if isinstance(dic.get(key), dict):
+            _check_loss_section(dic[key], key, path, origins)
+    if isinstance(dic.get('optimizer'), dict):
+        _check_component(dict(dic['optimizer'], type=optimizer_type(dic['optimizer'])), 'optimizer', path, origins)
+    if isinstance(dic.get('lr_scheduler'), dict):
+        _check_lr_scheduler(dic['lr_scheduler'], path, origins)
+    for keys, kinds in KNOWN_KINDS.items():
+        if len(keys) == 2 and isinstance(dic.get(keys[0]), dict) and keys[1] in dic[keys[0]]:
+            value = dic[keys[0]][keys[1]]
+            if value is not None and not any(_fits(value, kind) for kind in kinds):
+                keypath = '.'.join(keys)
+                words = ' or '.join(_KIND_WORDS[k] for k in sorted(kinds))
+                raise _refuse(_origin(origins, keypath, path), keypath, words, value)
+
+
 def apply_opts(dic, opts):
     """Apply ``--opts`` overrides ``['a.b=c', ...]`` to the config dict in place.
 
@@ -326,6 +604,10 @@ def load_config(path, opts=None, learning_rate=None, batch_size=None, iters=None
         if key not in dic or dic[key] in (None, {}):
             raise UserError(f"{path}: no '{key}' section in the config")
     _check_types(dic, path)
+    origins = {item.split('=', 1)[0]: f"--opts {item}" for item in opts or [] if '=' in item}
+    if learning_rate is not None:
+        origins['lr_scheduler.learning_rate'] = '--learning_rate'
+    check_arguments(dic, path, origins)
     _sync_num_classes(dic, path)
 
     cfg = Config.__new__(Config)
@@ -339,7 +621,7 @@ def _read_yaml(path, chain=()):
     file checked: readable UTF-8 YAML, not empty, a mapping, its bases present and not including itself."""
     try:
         with open(path, 'r', encoding='utf-8') as f:
-            dic = yaml.load(f, Loader=yaml.FullLoader)
+            dic = load_yaml(f, path)
     except yaml.YAMLError as err:
         mark = getattr(err, 'problem_mark', None)
         where = f" at line {mark.line + 1}" if mark is not None else ''
@@ -414,10 +696,12 @@ class Builder:
         """The component ``cfg['type']`` built with the other keys as arguments, nested ``{'type': ...}`` mappings
         (and lists of them) first; ``where`` is the dotted place in the config, named in messages."""
         cfg = copy.deepcopy(cfg)
-        name = cfg.pop('type')
-        cls = _component_class({'type': name})
+        name = cfg.get('type')
+        cls = _component_class({'type': name}) if isinstance(name, str) else None
         if cls is None:
             raise UserError(f"{self.path}: unknown type {name!r} at {where}.type")
+        _check_component(cfg, where, self.path, {}, recurse=False)
+        cfg.pop('type')
         kwargs = {}
         for key, value in cfg.items():
             if isinstance(value, dict) and 'type' in value:
@@ -465,6 +749,7 @@ class Builder:
             raise UserError(f"{self.path}: {key} needs non-empty lists 'types' and 'coef'")
         if len(types) == 1 and len(coef) > 1:
             types = types * len(coef)
+        _check_value(coef, None, 'loss', 'coef', f"{key}.coef", self.path)
         if len(types) != len(coef):
             raise UserError(f"{self.path}: {key}.types has {len(types)} entries but {key}.coef has {len(coef)}")
         return {'types': [self.build_component(t, f'{key}.types.{i}') for i, t in enumerate(types)],
@@ -474,6 +759,7 @@ class Builder:
         """A ``paddle.optimizer.lr`` scheduler by name, as PaddleSeg builds it: ``PolynomialDecay`` decays over
         ``iters`` (less the warm-up) unless ``decay_steps`` is given; ``warmup_iters`` wraps it in ``LinearWarmup``."""
         lr_cfg = copy.deepcopy(self._section('lr_scheduler'))
+        _check_lr_scheduler(lr_cfg, self.path, {})
         name = lr_cfg.pop('type', None)
         warmup_iters = lr_cfg.pop('warmup_iters', 0)
         warmup_start_lr = lr_cfg.pop('warmup_start_lr', 0.0)
@@ -496,9 +782,8 @@ class Builder:
         """The optimizer of ``model``'s parameters driven by ``lr_scheduler``; the lower-case names ``sgd``, ``adam``
         and ``adamw`` are accepted, and SGD with a ``momentum`` builds ``Momentum``."""
         opt_cfg = copy.deepcopy(self._section('optimizer'))
-        aliases = {'sgd': 'SGD', 'adam': 'Adam', 'adamw': 'AdamW'}
-        opt_cfg['type'] = aliases.get(opt_cfg.get('type'), opt_cfg.get('type'))
-        if opt_cfg['type'] == 'SGD' and 'momentum' in opt_cfg:
-            opt_cfg['type'] = 'Momentum'
+        opt_cfg['type'] = optimizer_type(opt_cfg)
+        if _is_number(opt_cfg.get('weight_decay')):  # PaddleSeg asserts a float: `weight_decay: 0` is meant as 0.0
+            opt_cfg['weight_decay'] = float(opt_cfg['weight_decay'])
         factory = self.build_component(opt_cfg, 'optimizer')
         return factory(model, lr_scheduler)

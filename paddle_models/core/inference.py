@@ -33,6 +33,7 @@ import yaml
 from paddle_models.core import logger
 from paddle_models.core.visualize import check_classes
 from paddle_models.errors import UserError
+from paddle_models.safe_yaml import load_yaml
 
 DEPLOY_FILE = 'deploy.yaml'
 BACKENDS = ('paddle_inference', 'onnxruntime', 'openvino')
@@ -134,7 +135,7 @@ class InferenceModel:
                             f"writes it)")
         try:
             with open(self.deploy_path, 'r', encoding='utf-8') as f:
-                dic = yaml.safe_load(f)
+                dic = load_yaml(f, self.deploy_path)
         except (yaml.YAMLError, UnicodeDecodeError) as err:
             raise UserError(f"{self.what}: {self.deploy_path} is not valid YAML: {' '.join(str(err).split())}") \
                 from None
