@@ -213,3 +213,24 @@ def test_train_cli_refuses_before_anything_runs(tmp_path, section, key, value, i
     assert 'Traceback' not in proc.stderr
     assert [line for line in proc.stderr.splitlines() if line.strip()] == [f"error: {expected.format(path=path)}"]
     assert not save_dir.exists()
+
+
+@pytest.mark.parametrize('key, value, expected', [
+    ('stride', [0, 0], "test_config.stride must be a list of 2 integers >= 1 ([width, height]), got [0, 0]"),
+    ('crop_size', [512], "test_config.crop_size must be a list of 2 integers >= 1 ([width, height]), got [512]"),
+    ('scales', [0.75, -1.0], "test_config.scales must be a number > 0 or a non-empty list of numbers > 0, "
+                             "got [0.75, -1.0]"),
+    ('scales', 0, "test_config.scales must be a number > 0 or a non-empty list of numbers > 0, got 0"),
+    ('custom_color', [0, 0, 300], "test_config.custom_color must be a list of integers in [0, 255], three per "
+                                  "class, got [0, 0, 300]"),
+])
+def test_test_config_values_are_range_checked(tmp_path, key, value, expected):
+    dic = yaml.safe_load(yaml.safe_dump(BASE))
+    dic['test_config'] = {'is_slide': True, 'crop_size': [32, 32], 'stride': [16, 16], key: value}
+    path = tmp_path / 'c.yml'
+    path.write_text(yaml.safe_dump(dic))
+    assert refused(str(path)) == f"{path}: {expected}"
+    dic['test_config'][key] = {'stride': [8, 8], 'crop_size': [32, 24], 'scales': [0.75, 1.0],
+                               'custom_color': [0, 0, 255]}[key]
+    path.write_text(yaml.safe_dump(dic))
+    assert load_config(str(path)).dic['test_config'][key] == dic['test_config'][key]

@@ -109,3 +109,21 @@ def test_deploy_yaml_is_read_the_same_way(tmp_path):
     assert str(excinfo.value) == (f"{tmp_path / 'deploy.yaml'}: refusing the YAML tag !!python/object/apply:os.system "
                                   f"at line 1 (python tags could run code); a config holds plain values only")
     assert not marker.exists()
+
+
+def test_infer_py_refuses_aliases_and_tags_in_deploy_yaml(tmp_path):
+    """deploy/python/infer.py (standalone, without safe_yaml) refuses any alias in a deploy.yaml — export.py never
+    writes one — and python tags, each in one line."""
+    marker = tmp_path / 'ran'
+    cases = {'bomb.yaml': (billion_laughs() + 'Deploy: {model: m.json}\n',
+                           'uses a YAML alias (*a at line 2), which a deploy.yaml never holds'),
+             'tag.yaml': (f"Deploy: !!python/object/apply:os.system ['touch {marker}']\n", 'is not valid YAML')}
+    for name, (text, message) in cases.items():
+        (tmp_path / name).write_text(text)
+        proc = subprocess.run([sys.executable, os.path.join(REPO, 'deploy', 'python', 'infer.py'), '--config',
+                               str(tmp_path / name), '--image_path', str(tmp_path)],
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2, proc.stderr
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"error: --config: {tmp_path / name} {message}"), lines
+    assert not marker.exists()

@@ -262,7 +262,13 @@ class DeployConfig:
             raise UserError(f"--config: {path} does not exist")
         try:
             with codecs.open(path, 'r', 'utf-8') as f:
-                dic = yaml.safe_load(f)
+                text = f.read()
+            # export.py never writes aliases; refusing them bounds what a hostile file can expand to
+            alias = next((e for e in yaml.parse(text) if isinstance(e, yaml.AliasEvent)), None)
+            if alias is not None:
+                raise UserError(f"--config: {path} uses a YAML alias (*{alias.anchor} at line "
+                                f"{alias.start_mark.line + 1}), which a deploy.yaml never holds")
+            dic = yaml.safe_load(text)
         except (yaml.YAMLError, UnicodeDecodeError) as err:
             raise UserError(f"--config: {path} is not valid YAML: {' '.join(str(err).split())}") from None
         if not isinstance(dic, dict) or not isinstance(dic.get('Deploy'), dict):

@@ -274,6 +274,14 @@ ARGUMENT_RULES = {
                  'img_channels': _integer(1)},
     'models': {'num_classes': _integer(1), 'pretrained': _of_kind('str', none_ok=True), 'in_channels': _integer(1)},
     'backbones': {'pretrained': _of_kind('str', none_ok=True), 'in_channels': _integer(1)},
+    # test_config (not a component): the values val.py and predict.py divide by and resize with
+    'test_config': {'scales': _Rule(lambda v: (_is_number(v) and v > 0) or (
+        isinstance(v, (list, tuple)) and bool(v) and all(_is_number(x) and x > 0 for x in v)),
+        'a number > 0 or a non-empty list of numbers > 0'),
+        'crop_size': _size(), 'stride': _size(),
+        'custom_color': _Rule(lambda v: isinstance(v, (list, tuple)) and len(v) % 3 == 0 and all(
+            isinstance(x, int) and not isinstance(x, bool) and 0 <= x <= 255 for x in v),
+            'a list of integers in [0, 255], three per class')},
 }
 # Probabilities of the random transforms (RandomDistort's brightness_prob, ...) end in _prob.
 _SUFFIX_RULES = {'transforms': {'_prob': _PROB}}
@@ -473,6 +481,11 @@ def check_arguments(dic, path, origins=None):
                 keypath = '.'.join(keys)
                 words = ' or '.join(_KIND_WORDS[k] for k in sorted(kinds))
                 raise _refuse(_origin(origins, keypath, path), keypath, words, value)
+    for name, value in (dic.get('test_config') or {}).items() if isinstance(dic.get('test_config'), dict) else ():
+        rule = _rule('test_config', name)
+        if rule is not None and value is not None and not rule.test(value):
+            keypath = f"test_config.{name}"
+            raise _refuse(_origin(origins, keypath, path), keypath, rule.words, value)
 
 
 def apply_opts(dic, opts):
