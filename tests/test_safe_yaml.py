@@ -112,11 +112,12 @@ def test_deploy_yaml_is_read_the_same_way(tmp_path):
 
 
 def test_infer_py_refuses_aliases_and_tags_in_deploy_yaml(tmp_path):
-    """deploy/python/infer.py (standalone, without safe_yaml) refuses any alias in a deploy.yaml — export.py never
-    writes one — and python tags, each in one line."""
+    """deploy/python/infer.py (standalone, without safe_yaml) measures a deploy.yaml's size with its aliases
+    expanded and refuses python tags, each in one line (aliases themselves are fine: PyYAML's dump writes them for
+    repeated lists, see tests/test_class_names.py)."""
     marker = tmp_path / 'ran'
     cases = {'bomb.yaml': (billion_laughs() + 'Deploy: {model: m.json}\n',
-                           'uses a YAML alias (*a at line 2), which a deploy.yaml never holds'),
+                           'expands to more than 100000 YAML values through its aliases'),
              'tag.yaml': (f"Deploy: !!python/object/apply:os.system ['touch {marker}']\n", 'is not valid YAML')}
     for name, (text, message) in cases.items():
         (tmp_path / name).write_text(text)
@@ -127,3 +128,15 @@ def test_infer_py_refuses_aliases_and_tags_in_deploy_yaml(tmp_path):
         lines = proc.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith(f"error: --config: {tmp_path / name} {message}"), lines
     assert not marker.exists()
+
+
+def test_infer_py_counts_yaml_values_with_aliases_expanded():
+    sys.path.insert(0, os.path.join(REPO, 'deploy', 'python'))
+    try:
+        import infer
+    finally:
+        sys.path.pop(0)
+    assert infer._expanded_size('a: 1\nb: [1, 2, 3]\n') == 8  # the mapping, 2 keys, 1, the list and its 3 items
+    # the mapping, 3 keys, the anchored list (4), its alias (4), a list of two aliases (1 + 4 + 4)
+    assert infer._expanded_size('a: &x [1, 2, 3]\nb: *x\nc: [*x, *x]\n') == 1 + 3 + 4 + 4 + 9
+    assert infer._expanded_size(billion_laughs()) == infer.MAX_YAML_VALUES + 1

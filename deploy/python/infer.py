@@ -253,6 +253,37 @@ ONNX_BACKENDS = ('onnxruntime', 'openvino')  # the runtimes an ONNX export runs 
 BACKEND_NAMES = {'paddle_inference': 'Paddle Inference', 'onnxruntime': 'ONNX Runtime', 'openvino': 'OpenVINO'}
 
 
+MAX_YAML_VALUES = 100000  # a deploy.yaml holds a few hundred
+
+
+def _expanded_size(text):
+    """How many values the YAML ``text`` holds with its aliases expanded, counted from the parser's events in one
+    pass (an alias adds the size of what its anchor named), so a "billion laughs" file is measured, not expanded.
+    (paddle_models.safe_yaml does the same for configs; this script stands alone.)"""
+    sizes, stack, total = {}, [], 0
+    for event in yaml.parse(text):
+        if isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
+            stack.append([event.anchor, 1])
+            continue
+        if isinstance(event, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
+            anchor, size = stack.pop()
+        elif isinstance(event, yaml.ScalarEvent):
+            anchor, size = event.anchor, 1
+        elif isinstance(event, yaml.AliasEvent):
+            anchor, size = None, sizes.get(event.anchor, 1)
+        else:
+            continue
+        if anchor is not None:
+            sizes[anchor] = size
+        if stack:
+            stack[-1][1] += size
+        else:
+            total += size
+        if total > MAX_YAML_VALUES or (stack and stack[-1][1] > MAX_YAML_VALUES):
+            return MAX_YAML_VALUES + 1  # enough said: stop before the counts grow further
+    return total
+
+
 class DeployConfig:
     """deploy.yaml: program and params paths (or the ONNX model), backend, preprocessing, export facts (output op,
     oneDNN check)."""
@@ -263,11 +294,9 @@ class DeployConfig:
         try:
             with codecs.open(path, 'r', 'utf-8') as f:
                 text = f.read()
-            # export.py never writes aliases; refusing them bounds what a hostile file can expand to
-            alias = next((e for e in yaml.parse(text) if isinstance(e, yaml.AliasEvent)), None)
-            if alias is not None:
-                raise UserError(f"--config: {path} uses a YAML alias (*{alias.anchor} at line "
-                                f"{alias.start_mark.line + 1}), which a deploy.yaml never holds")
+            if _expanded_size(text) > MAX_YAML_VALUES:
+                raise UserError(f"--config: {path} expands to more than {MAX_YAML_VALUES} YAML values through its "
+                                f"aliases")
             dic = yaml.safe_load(text)
         except (yaml.YAMLError, UnicodeDecodeError) as err:
             raise UserError(f"--config: {path} is not valid YAML: {' '.join(str(err).split())}") from None
