@@ -8,6 +8,7 @@ logits by a few percent of their range, which flips the class only where the two
 (object borders), so a calibrated model that keeps its accuracy disagrees on a few percent of the pixels at most.
 """
 import importlib.util
+import re
 import os
 import subprocess
 import sys
@@ -372,3 +373,25 @@ def test_cli_error_is_one_line_exit_2_and_config_without_train_dataset(files, tm
     with pytest.raises(UserError, match=r"^.*c\.yml: no 'train_dataset' section to calibrate on$"):
         _main('--config', config, '--model_path', weights, '--save_dir', tmp_path / 'out')
     assert not (tmp_path / 'out').exists()
+
+
+def test_low_agreement_writes_nothing_unless_min_agreement_is_lowered():
+    """A quantized model whose class map agrees with the FP32 one on too few pixels is refused (the run's folder
+    swap is aborted, as for the untraceable model above); ``--min_agreement`` moves the bar, 0 writes anything."""
+    quantize_tool.check_min_agreement(0.85, quantize_tool.MIN_AGREEMENT, 3)
+    quantize_tool.check_min_agreement(0.33, 0.0, 3)
+    with pytest.raises(UserError) as err:
+        quantize_tool.check_min_agreement(0.3301, 0.8, 3)
+    assert str(err.value) == ("--min_agreement 0.8: INT8 and FP32 agree on only 33.0% of the pixels of calibration "
+                              "image 3; nothing written (more --calib_images or another --algo may help; "
+                              "--min_agreement 0 writes it anyway)")
+    assert quantize_tool.parse_args(['--config', 'c', '--model_path', 'w']).min_agreement == 0.8
+
+
+@pytest.mark.parametrize('value', ['1.5', '-0.1', 'nan', 'x'])
+def test_min_agreement_outside_zero_one(files, tmp_path, value):
+    config, weights = files
+    message = f"must be a number in [0, 1], got {value}" if value not in ('nan', 'x') else \
+        (f"must be a finite number, got nan" if value == 'nan' else "must be a number, got 'x'")
+    with pytest.raises(UserError, match=rf"^--min_agreement {re.escape(message)}$"):
+        _main('--config', config, '--model_path', weights, '--save_dir', tmp_path / 'o', '--min_agreement', value)

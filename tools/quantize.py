@@ -73,6 +73,9 @@ DEPLOY_FILE = 'deploy.yaml'
 PROGRAM_FILE, PARAMS_FILE = 'model.pdmodel', 'model.pdiparams'
 # agreement of the FP32 and INT8 class maps on the check image below which a warning is logged
 WARN_AGREEMENT = 0.9
+# ... and below which nothing is written unless --min_agreement is lowered (a quantized model that far from its
+# FP32 program is broken, not approximate: a trained HarDNet agrees on 97-99%, random tiny models on 85-99%)
+MIN_AGREEMENT = 0.8
 
 
 def parse_args(argv=None):
@@ -87,6 +90,10 @@ def parse_args(argv=None):
                         help='How activation ranges are chosen from the calibration data (hist: the 99.999%% '
                              'quantile of each activation\'s absolute values; emd: the scale that keeps each activation\'s mean '
                              'and spread closest). Default: hist')
+    parser.add_argument('--min_agreement', type=cli.fraction, default=MIN_AGREEMENT,
+                        help='The share of a calibration image\'s pixels on which the INT8 and FP32 class maps must '
+                             'agree for the INT8 model to be written; below it the run fails and writes nothing '
+                             f'(0 writes it whatever the agreement). Default: {MIN_AGREEMENT}')
     parser.add_argument('--opts', nargs='+', default=None, metavar='KEY=VALUE',
                         help='Override config keys, e.g. --opts train_dataset.dataset_root=data/camvid')
     return parser.parse_args(argv)
@@ -118,6 +125,15 @@ def check_save_dir(save_dir):
         raise UserError(f"--save_dir: {existing} (a parent of {save_dir}) is not a folder")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise UserError(f"--save_dir: cannot write in {existing} (permission denied)")
+
+
+def check_min_agreement(agreement, minimum, index):
+    """A UserError where the INT8 and FP32 class maps of calibration image ``index`` agree on less than
+    ``minimum`` of the pixels: such a model is not written (``--min_agreement`` lowers the bar)."""
+    if agreement < minimum:
+        raise UserError(f"--min_agreement {minimum:g}: INT8 and FP32 agree on only {100 * agreement:.1f}% of the "
+                        f"pixels of calibration image {index}; nothing written (more --calib_images or another "
+                        f"--algo may help; --min_agreement 0 writes it anyway)")
 
 
 def calibration_indices(size, count):
@@ -247,6 +263,7 @@ def quantize(args):
         level = logging.WARNING if agreement < WARN_AGREEMENT else logging.INFO
         logger.log(level, "INT8 and FP32 agree on %.1f%% of the pixels of calibration image %d",
                    100 * agreement, indices[0])
+        check_min_agreement(agreement, args.min_agreement, indices[0])
 
         with open(os.path.join(fp32_dir, DEPLOY_FILE), encoding='utf-8') as f:
             deploy = yaml.safe_load(f)['Deploy']

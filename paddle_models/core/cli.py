@@ -215,6 +215,14 @@ def positive_float(text):
     return value
 
 
+def fraction(text):
+    """argparse type: a number in [0, 1] (shares of pixels)."""
+    value = _number(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 1], got {text}")
+    return value
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """argparse's parser whose errors are a UserError (one line: ``main_wrapper`` prints it and exits 2, the API
     raises it) instead of the usage text and ``SystemExit``. A range helper's message reads ``--FLAG must be ...,
