@@ -195,7 +195,7 @@ def test_run_killed_during_a_save_resumes_exactly(uninterrupted, tmp_path):
     # 2 evaluations x (4 summary lines, 5 named per-class lines, the best-model line)
     assert eval_lines(proc.stdout) == eval_lines(full_log, after=5) and len(eval_lines(proc.stdout)) == 20
     assert hidden(save_dir) == []
-    assert sorted(os.listdir(save_dir)) == ['best_model', 'iter_10', 'iter_12', 'iter_5']
+    assert sorted(os.listdir(save_dir)) == ['best_model', 'config.yml', 'iter_10', 'iter_12', 'iter_5']
     assert (save_dir / 'best_model' / 'score.txt').read_text() == (full_dir / 'best_model' / 'score.txt').read_text()
     assert_same_weights(full_dir / f'iter_{ITERS}', save_dir / f'iter_{ITERS}')
 
@@ -235,7 +235,7 @@ def test_save_failing_mid_run_keeps_the_last_good_checkpoint(tmp_path):
     assert_one_line_error(proc, f"saving checkpoint {save_dir / 'iter_10'} failed (No space left on device); "
                                 f"training stopped, last good checkpoint: {save_dir / 'iter_5'}")
     assert 'iter: 10/12' in proc.stdout and 'iter: 11/12' not in proc.stdout
-    assert os.listdir(save_dir) == ['iter_5']  # no partial .iter_10.tmp-* folder
+    assert sorted(os.listdir(save_dir)) == ['config.yml', 'iter_5']  # no partial .iter_10.tmp-* folder
     assert sorted(os.listdir(save_dir / 'iter_5')) == ['model.pdopt', 'model.pdparams', 'train_state.json']
     assert load_state_dict(save_dir / 'iter_5')  # complete and readable
 
@@ -279,8 +279,8 @@ def test_stale_temporary_folders_are_removed_at_start(tmp_path, capsys):
             f".best_model.old-1234abcd, .best_model.tmp-0a1b2c3d, .iter_20.tmp-k2j4_x, .probe.tmp-9f8e7d6c") in out
     assert f"Put {save_dir / 'ema_best_model'} back: a save replacing it was interrupted" in out
     assert hidden(save_dir) == ['.cache', '.iter_3.tmp-file']
-    assert sorted(p for p in os.listdir(save_dir) if not p.startswith('.')) == ['best_model', 'ema_best_model',
-                                                                                'iter_1']
+    assert sorted(p for p in os.listdir(save_dir) if not p.startswith('.')) == ['best_model', 'config.yml',
+                                                                                'ema_best_model', 'iter_1']
     assert (save_dir / 'best_model' / 'score.txt').read_text() == 'kept'
     assert (save_dir / 'ema_best_model' / 'score.txt').read_text() == 'restored'
 

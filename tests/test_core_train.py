@@ -121,6 +121,27 @@ def test_logs_show_progress(tmp_path, capsys):
         assert field in line
 
 
+def test_run_saves_its_merged_config_and_logs_the_environment(tmp_path, capsys):
+    """``save_dir/config.yml`` is the config the run used: the file with the command line's overrides applied (as
+    PaddleSeg prints it at start); the log names Paddle, PaddleSeg and the device."""
+    import paddleseg
+
+    config = tiny_config(tmp_path, iters=2, batch_size=2, train_samples=4)
+    save_dir = tmp_path / 'o'
+    train_tool.main(['--config', config, '--save_dir', str(save_dir), '--iters', '1', '--learning_rate', '0.01',
+                     '--opts', 'train_dataset.num_samples=6', '--device', 'cpu'])
+    saved = yaml.safe_load((save_dir / 'config.yml').read_text())
+    expected = yaml.safe_load(open(config))
+    expected['iters'] = 1
+    expected['lr_scheduler']['learning_rate'] = 0.01
+    expected['train_dataset']['num_samples'] = 6
+    assert saved == expected
+    assert not [name for name in os.listdir(save_dir) if name.startswith('config.yml.tmp')]
+    line = [l for l in capsys.readouterr().out.splitlines() if '[INFO] Environment: ' in l][0]
+    assert f"Paddle {paddle.__version__}" in line and f"PaddleSeg {paddleseg.__version__}" in line
+    assert 'device cpu' in line
+
+
 def run_train(tmp_path, config, save_dir, extra=()):
     train_tool.main(['--config', config, '--save_dir', save_dir, '--seed', '3', '--device', 'cpu',
                      '--log_iters', '1'] + list(extra))
@@ -239,4 +260,4 @@ def test_data_parallel_under_the_launcher(tmp_path):
     rank1 = (logs / 'workerlog.1').read_text()
     assert 'batch 2 x 2 device(s)' in rank0 and 'iter: 4/4' in rank0
     assert '[TRAIN]' not in rank1
-    assert sorted(os.listdir(tmp_path / 'out')) == ['iter_4']
+    assert sorted(os.listdir(tmp_path / 'out')) == ['config.yml', 'iter_4']

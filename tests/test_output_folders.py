@@ -127,7 +127,7 @@ def test_the_stale_lock_of_a_dead_run_is_taken_over_and_said_so(tmp_path, capsys
     train_tool.main(['--config', config, '--save_dir', str(save_dir), '--device', 'cpu'])
     out = capsys.readouterr().out
     assert f"[WARNING] --save_dir {save_dir}: took over the lock left by PID {pid}, which is no longer running" in out
-    assert sorted(os.listdir(save_dir)) == ['iter_1']  # the lock is removed at the end
+    assert sorted(os.listdir(save_dir)) == ['config.yml', 'iter_1']  # the lock is removed at the end
 
     model, weights, export_config = write_tiny_hardnet(tmp_path, seed=0)
     (tmp_path / '.model.lock').write_text(f"{pid}\n")

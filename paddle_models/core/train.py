@@ -35,6 +35,53 @@ from paddle_models.errors import UserError
 warnings.filterwarnings('ignore', message='When training, we now always track global mean and variance')
 
 
+CONFIG_FILE = 'config.yml'
+
+
+def environment():
+    """What the run ran on, as PaddleSeg logs it at start: Python, Paddle (and its CUDA build), PaddleSeg,
+    paddle_models, the device Paddle uses and the CPU threads. A dict of display strings."""
+    import platform
+
+    import paddleseg
+
+    import paddle_models
+
+    cuda = paddle.is_compiled_with_cuda()
+    device = paddle.device.get_device()
+    if device.startswith('gpu'):
+        try:
+            device += f" ({paddle.device.cuda.get_device_name()})"
+        except Exception:  # noqa: BLE001  (a name is a nicety)
+            pass
+    return {
+        'Python': platform.python_version(),
+        'Paddle': paddle.__version__ + (f", CUDA {paddle.version.cuda()}" if cuda else ', CPU build'),
+        'PaddleSeg': paddleseg.__version__,
+        'paddle_models': paddle_models.__version__,
+        'device': device,
+        'CPU threads': f"{os.cpu_count()} cores, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}",
+        'platform': platform.platform(),
+    }
+
+
+def save_config(config, save_dir):
+    """Write ``config`` (the merged config dict: YAML, its ``_base_`` files and the command line's overrides) to
+    ``save_dir/config.yml``, atomically (a temporary file renamed over it), so a run's folder says what it ran."""
+    import yaml
+
+    path = os.path.join(save_dir, CONFIG_FILE)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:
+        with open(tmp, 'w', encoding='utf-8') as f:
+            yaml.safe_dump(config, f, default_flow_style=False, sort_keys=False, allow_unicode=True)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
 def set_seed(seed):
     """Seed Python, NumPy and Paddle so that a run can be repeated exactly (on CPU)."""
     if seed is None:
@@ -670,7 +717,7 @@ class _Run:
 def train(model, train_dataset, losses, optimizer, save_dir='output', iters=10000, batch_size=2,
           val_dataset=None, resume_model=None, save_interval=1000, log_iters=10, num_workers=0, use_vdl=False,
           keep_checkpoint_max=5, precision='fp32', amp_level='O1', test_config=None, do_eval=False, seed=None,
-          use_ema=False, profiler_options=None):
+          use_ema=False, profiler_options=None, config=None):
     """Train ``model`` for ``iters`` iterations.
 
     Args:
@@ -697,6 +744,8 @@ def train(model, train_dataset, losses, optimizer, save_dir='output', iters=1000
             run continues from), evaluation (``do_eval``) also scores the average and keeps the best one in
             ``ema_best_model/ema_model.pdparams``.
         profiler_options (str): PaddleSeg's profiler option string (``TrainProfiler``); None: no profiling.
+        config (dict): The merged config the run was built from (train.py passes it): saved as
+            ``save_dir/config.yml`` when the run starts (rank 0). None: nothing saved.
 
     Returns:
         dict: 'last_iter', 'best_miou', 'best_iter', 'last_loss', 'iters_per_epoch', and with ``use_ema``
@@ -711,6 +760,10 @@ def train(model, train_dataset, losses, optimizer, save_dir='output', iters=1000
     run.checkpoints = None
     try:
         run.open_outputs(save_dir, keep_checkpoint_max, use_vdl, resume_model)
+        if run.rank == 0:
+            logger.info("Environment: " + "; ".join(f"{k} {v}" for k, v in environment().items()))
+            if config is not None:
+                logger.info(f"Config saved as {save_config(config, save_dir)}")
         run.set_evaluation(val_dataset if do_eval else None, test_config)
         run.start(profiler_options)
         run.run_epochs()

@@ -71,7 +71,8 @@ def main(argv=None):
                  save_interval=args.save_interval, log_iters=args.log_iters, num_workers=args.num_workers,
                  use_vdl=args.use_vdl, keep_checkpoint_max=args.keep_checkpoint_max, precision=args.precision,
                  amp_level=args.amp_level, test_config=cfg.dic.get('test_config'), do_eval=args.do_eval,
-                 seed=args.seed, use_ema=args.use_ema, profiler_options=args.profiler_options)
+                 seed=args.seed, use_ema=args.use_ema, profiler_options=args.profiler_options,
+                 config=cfg.dic)
 
 if __name__ == '__main__':
     cli.main_wrapper(main)
