@@ -54,5 +54,10 @@ def test_notebook_runs_without_errors(tmp_path, monkeypatch, kernel_name):
     text = ''.join(out.get('text', '') for out in outputs if out.output_type == 'stream')
     assert 'Paddle Inference gives the same masks: [True, True, True, True]' in text
     assert 'iter: 10/10' in text
+    # training and evaluation show ipywidgets progress bars (tqdm.auto), as in AI Studio
+    widgets = [out for out in outputs if out.output_type == 'display_data'
+               and 'application/vnd.jupyter.widget-view+json' in out.get('data', {})]
+    bars = [out['data'].get('text/plain', '') for out in widgets]
+    assert any(bar.startswith('train:') for bar in bars), bars
     for path in ('train/best_model/model.pdparams', 'inference_model/deploy.yaml', 'example.png'):
         assert os.path.isfile(tmp_path / 'out' / path), path

@@ -13,6 +13,7 @@ import math
 import os
 import random
 import secrets
+import sys
 import time
 import warnings
 
@@ -80,6 +81,17 @@ def save_config(config, save_dir):
         if os.path.exists(tmp):
             os.remove(tmp)
     return path
+
+
+def in_notebook():
+    """True inside a Jupyter kernel (notebooks, AI Studio), where a widget progress bar shows the run's progress;
+    a terminal keeps the log lines alone (a text bar would break them up)."""
+    shell = sys.modules.get('IPython')
+    try:
+        ip = shell.get_ipython() if shell is not None else None
+    except Exception:  # noqa: BLE001
+        return False
+    return ip is not None and 'IPKernelApp' in getattr(ip, 'config', {})
 
 
 def set_seed(seed):
@@ -605,6 +617,11 @@ class _Run:
         logger.info(f"Training {type(self.model).__name__} for {self.iters} iters, batch {self.batch_size} x "
                     f"{self.world_size} device(s)")
         self.profiler = TrainProfiler(profiler_options) if profiler_options is not None else None
+        self.bar = None
+        if self.rank == 0 and in_notebook():
+            from tqdm.auto import tqdm  # ipywidgets' bar in a notebook
+
+            self.bar = tqdm(total=self.iters, initial=self.iteration, desc='train', unit='iter')
 
     # training ---------------------------------------------------------------------------------------------------
 
@@ -621,6 +638,8 @@ class _Run:
                     self.stopped = True  # as PaddleSeg, which exits here
                     break
                 self.speed.step_done()
+                if self.bar is not None:
+                    self.bar.update(1)
                 if self.rank == 0 and self._due(self.log_iters):
                     self.log(loss, lr)
                 if self.ema is not None:
@@ -672,6 +691,8 @@ class _Run:
                     f"lr: {lr:.6f}, batch_cost: {batch_cost:.4f}, reader_cost: {reader_cost:.5f}, "
                     f"ips: {self.batch_size * self.world_size / batch_cost:.2f} samples/sec | ETA "
                     f"{_format_eta((self.iters - self.iteration) * batch_cost)}")
+        if self.bar is not None:
+            self.bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
         if self.writer is not None:
             self.writer.add_scalar('Train/loss', loss, self.iteration)
             self.writer.add_scalar('Train/lr', lr, self.iteration)
@@ -701,6 +722,8 @@ class _Run:
         """Stop the profiler, close the VisualDL writer and unlock ``save_dir``, after success or failure."""
         if getattr(self, 'profiler', None) is not None:
             self.profiler.close()
+        if getattr(self, 'bar', None) is not None:
+            self.bar.close()
         if getattr(self, 'writer', None) is not None:
             self.writer.close()
         if self.checkpoints is not None:
