@@ -72,7 +72,7 @@ if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
 from paddle_models.core.cli import main_wrapper  # noqa: E402  (the package first: it preloads zlib before paddle)
-from paddle_models.errors import UserError  # noqa: E402
+from paddle_models.errors import UserError, error_line  # noqa: E402
 
 MEASUREMENTS = ('dynamic', 'infer', 'infer_onednn')  # the default of --measure
 # our own ONNX export (export.py --format onnx) in ONNX Runtime and in the standalone OpenVINO runtime
@@ -379,8 +379,7 @@ def _result(result):
     for line in result.stdout.splitlines()[::-1]:
         if line.startswith('BENCHMARK '):
             return json.loads(line[len('BENCHMARK '):])
-    error = [line for line in result.stderr.strip().splitlines() if line.strip()]
-    reason = error[-1] if error else 'no output'
+    reason = error_line(result.stderr)
     return {'ms': f"n/a ({reason[len('error: '):] if reason.startswith('error: ') else reason}"[:125] + ')'}
 
 
@@ -447,8 +446,7 @@ def quantize_int8(config_path, weights, save_dir, threads):
                             env=dict(_env(threads), FLAGS_enable_pir_api='0'))
     program = os.path.join(save_dir, 'model.pdmodel')
     if result.returncode != 0 or not os.path.isfile(program):
-        error = [line for line in result.stderr.strip().splitlines() if line.strip()]
-        reason = error[-1] if error else f"exit code {result.returncode}"
+        reason = error_line(result.stderr, default=f"exit code {result.returncode}")
         reason = reason[len('error: '):] if reason.startswith('error: ') else reason
         reason = re.sub(r' \(at /\S+\)$', '', reason.replace(f"{config_path}: ", '', 1))  # Paddle's C++ location
         return {'ms': f"n/a (INT8: {reason})"[:200]}

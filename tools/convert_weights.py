@@ -47,7 +47,7 @@ import numpy as np  # noqa: E402
 import paddle  # noqa: E402
 
 from paddle_models.core.cli import main_wrapper  # noqa: E402
-from paddle_models.errors import UserError  # noqa: E402
+from paddle_models.errors import UserError, error_line  # noqa: E402
 from paddle_models.registry import CONVERTERS  # noqa: E402
 from paddle_models.weights import check_fit  # noqa: E402
 from paddleseg.cvlibs import manager  # noqa: E402
@@ -180,8 +180,7 @@ def _torch_load_error(path, err):
 
 
 def _first_line(err):
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    return lines[0] if lines else type(err).__name__
+    return error_line(err, 'first', type(err).__name__)
 
 
 def convert(arch, fmt, input_path, output_path):

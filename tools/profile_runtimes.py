@@ -38,7 +38,7 @@ if REPO not in sys.path:
 
 import paddle_models  # noqa: E402,F401  (first: preloads zlib before paddle, registers every component)
 from paddle_models.core.cli import main_wrapper  # noqa: E402
-from paddle_models.errors import UserError  # noqa: E402
+from paddle_models.errors import UserError, error_line  # noqa: E402
 
 RUNTIMES = ('paddle_onednn', 'onnxruntime', 'openvino')
 TOP = 12  # entries per runtime in the report
@@ -162,8 +162,7 @@ def _spawn(spec, env=None):
                             env=dict(os.environ, OMP_NUM_THREADS=str(spec.get('threads', 1)), GLOG_minloglevel='2',
                                      **(env or {})))
     if result.returncode != 0:
-        lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
-        raise UserError(f"{spec.get('config', '')}: {spec['what']} failed: {lines[-1] if lines else 'no output'}")
+        raise UserError(f"{spec.get('config', '')}: {spec['what']} failed: {error_line(result.stderr)}")
     return result.stdout
 
 

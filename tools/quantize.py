@@ -63,7 +63,7 @@ import yaml  # noqa: E402
 
 from paddle_models.core import cli  # noqa: E402
 from paddle_models.core.legacy import TRACE_ERRORS, legacy_mode, run_in_legacy_mode  # noqa: E402
-from paddle_models.errors import UserError  # noqa: E402
+from paddle_models.errors import UserError, error_line  # noqa: E402
 
 logger = logging.getLogger('quantize')
 
@@ -181,8 +181,7 @@ def check_agreement(fp32_dir, int8_dir, data):
     try:
         int8 = _run(_predictor(os.path.join(int8_dir, PROGRAM_FILE), os.path.join(int8_dir, PARAMS_FILE), True), data)
     except Exception as err:  # noqa: BLE001  (Paddle's C++ errors; named in the message)
-        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-        raise RuntimeError(f"the quantized program does not run with oneDNN INT8: {lines[-1] if lines else err}") \
+        raise RuntimeError(f"the quantized program does not run with oneDNN INT8: {error_line(err, default=err)}") \
             from err
     return float(np.mean(np.argmax(fp32, axis=1) == int8))
 
@@ -222,10 +221,9 @@ def quantize(args):
             info = export_model(model, fp32_dir, output_op='none', transforms=transforms, portable=False,
                                 class_names=class_names, palette=palette)
         except TRACE_ERRORS as err:
-            lines = [line.strip() for line in str(err).splitlines() if line.strip()]
             raise UserError(f"{cfg.path}: model {cfg.dic['model'].get('type')} cannot be quantized: tracing it as "
                             f"a legacy program (FLAGS_enable_pir_api=0) failed: "
-                            f"{lines[-1] if lines else type(err).__name__}") from None
+                            f"{error_line(err, default=type(err).__name__)}") from None
         if info['program_format'] != 'legacy':
             raise RuntimeError("the export wrote a PIR program; run this tool with FLAGS_enable_pir_api=0")
         fused = fuse_ready_conv_bias(os.path.join(fp32_dir, PROGRAM_FILE))  # conv + bias as one oneDNN (INT8) conv

@@ -53,7 +53,7 @@ for path in (REPO, TOOLS):
 
 import benchmark  # noqa: E402  (tools/benchmark.py; imports the package, which preloads zlib before paddle)
 from paddle_models.core.cli import main_wrapper  # noqa: E402
-from paddle_models.errors import UserError  # noqa: E402
+from paddle_models.errors import UserError, error_line  # noqa: E402
 
 CAMVID_CLASSES = 11
 MEASUREMENTS = ('dynamic', 'infer_onednn')
@@ -172,11 +172,6 @@ def training_config(dic, dataset_root, iters, batch_size, crop, scale):
     return dic
 
 
-def _last_line(text):
-    lines = [line.strip() for line in (text or '').splitlines() if line.strip()]
-    return lines[-1] if lines else 'no output'
-
-
 def train_and_evaluate(dic, dataset_root, iters, batch_size, crop, scale, threads, work_dir):
     """Train under the zoo's budget in a ``train.py`` subprocess and return the val mIoU and the time it took.
 
@@ -197,7 +192,7 @@ def train_and_evaluate(dic, dataset_root, iters, batch_size, crop, scale, thread
     seconds = time.time() - start
     score = os.path.join(save_dir, 'best_model', 'score.txt')
     if result.returncode != 0 or not os.path.isfile(score):
-        return {'miou': f"n/a ({_last_line(result.stderr or result.stdout)[:160]})", 'seconds': seconds}
+        return {'miou': f"n/a ({error_line(result.stderr or result.stdout)[:160]})", 'seconds': seconds}
     match = re.search(r'miou: ([0-9.]+)', open(score).read())
     return {'miou': float(match.group(1)) if match else 'n/a (no mIoU in score.txt)', 'seconds': seconds}
 
@@ -528,7 +523,7 @@ def measure_checkpoint(entry, size, threads, repeats, timeout, work_dir, tool=BE
         raise
     seconds = time.time() - start
     if proc.returncode != 0 or not os.path.isfile(out_json):
-        reason = _last_line(stderr or stdout)
+        reason = error_line(stderr or stdout)
         reason = reason[len('error: '):] if reason.startswith('error: ') else reason
         return {'infer_onednn_ms': f"n/a ({reason[:160]})", 'seconds': seconds}
     with open(out_json) as f:
@@ -660,7 +655,7 @@ def run_pretrained(args, argv):
         try:
             params = count_params(entry['name'])
         except Exception as err:  # noqa: BLE001  (recorded in the cell; the run goes on)
-            params = f"n/a ({_last_line(f'{type(err).__name__}: {err}')[:160]})"
+            params = f"n/a ({error_line(f'{type(err).__name__}: {err}')[:160]})"
         with tempfile.TemporaryDirectory(prefix='zoo-') as work_dir:
             bench = measure_checkpoint(entry, args.size, args.threads, args.repeats, args.timeout, work_dir)
         results['models'][entry['name']] = {

@@ -101,7 +101,7 @@ import paddle.nn.functional as F
 import yaml
 
 from paddle_models.core.folders import ReplacingWrite
-from paddle_models.errors import UserError
+from paddle_models.errors import UserError, error_line
 from paddle_models.layers.resize import onnx_forms, portable_resize
 from paddle_models.utils.compat import legacy_program_apis
 
@@ -945,8 +945,7 @@ def _predict(program, params, data, onednn, openvino=False):
 
 def _error_line(err):
     """The informative line of a Paddle error (its last non-empty line, C++ location kept short)."""
-    lines = [line.strip() for line in str(err).splitlines() if line.strip() and not line.strip().startswith('[')]
-    text = lines[-1] if lines else type(err).__name__
+    text = error_line(err, 'last', type(err).__name__, skip=('[',))
     text = re.sub(r'\s*\(at /paddle/[^)]*\)', '', text)  # the C++ source location
     return ' '.join(text.split())[:400]
 

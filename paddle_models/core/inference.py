@@ -32,7 +32,7 @@ import yaml
 
 from paddle_models.core import logger
 from paddle_models.core.visualize import check_classes
-from paddle_models.errors import UserError
+from paddle_models.errors import UserError, error_line
 from paddle_models.safe_yaml import load_yaml
 
 DEPLOY_FILE = 'deploy.yaml'
@@ -356,7 +356,7 @@ def openvino_available():
 
 
 def _first_line(err):
-    return next((line.strip() for line in str(err).splitlines() if line.strip()), type(err).__name__)[:400]
+    return error_line(err, 'first', type(err).__name__)[:400]
 
 
 def openvino_settings(threads):
