@@ -155,7 +155,7 @@ def test_profiler_records_the_batch_range_and_stops(tmp_path, capsys):
     # so the trace holds iterations 3 and 4 (ProfileStep#2, #3); then training ends (exit_on_finished)
     assert profile_steps(profile) == [2, 3]
     assert result['last_iter'] == 4
-    assert sorted(os.listdir(tmp_path / 'out')) == ['iter_1', 'iter_2', 'iter_3']
+    assert sorted(os.listdir(tmp_path / 'out')) == ['config.yml', 'iter_1', 'iter_2', 'iter_3']
     out = capsys.readouterr().out
     assert f'Profiler: trace of iterations 3..4 written to {profile}' in out
     assert 'Operator Summary' in out  # paddle.profiler's summary tables
@@ -168,7 +168,7 @@ def test_profiler_can_let_training_go_on(tmp_path):
                               '--device', 'cpu', '--profiler_options',
                               f'batch_range=[0,2];exit_on_finished=false;profile_path={profile}'])
     assert profile_steps(profile) == [1, 2]
-    assert result['last_iter'] == 5 and os.listdir(tmp_path / 'out') == ['iter_5']
+    assert result['last_iter'] == 5 and sorted(os.listdir(tmp_path / 'out')) == ['config.yml', 'iter_5']
 
 
 def test_profiler_option_defaults_and_errors():

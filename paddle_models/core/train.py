@@ -700,7 +700,11 @@ class _Run:
 
     def evaluate_and_save(self):
         """Every ``save_interval`` iterations and at the end: evaluate the model (and its EMA), keeping the best,
-        then save ``iter_N`` with the ``train_state.json`` that lets a resumed run continue exactly."""
+        then save ``iter_N`` with the ``train_state.json`` that lets a resumed run continue exactly. The run's
+        merged config goes to ``save_dir/config.yml`` with the first save (a run stopped before it leaves nothing)."""
+        if getattr(self, 'config', None) is not None:
+            logger.info(f"Config saved as {save_config(self.config, self.save_dir)}")
+            self.config = None
         if self.val_dataset is not None:
             evaluation = dict(val_dataset=self.val_dataset, test_config=self.test_config, precision=self.precision,
                               amp_level=self.amp_level, iteration=self.iteration, checkpoints=self.checkpoints,
@@ -768,7 +772,7 @@ def train(model, train_dataset, losses, optimizer, save_dir='output', iters=1000
             ``ema_best_model/ema_model.pdparams``.
         profiler_options (str): PaddleSeg's profiler option string (``TrainProfiler``); None: no profiling.
         config (dict): The merged config the run was built from (train.py passes it): saved as
-            ``save_dir/config.yml`` when the run starts (rank 0). None: nothing saved.
+            ``save_dir/config.yml`` with the run's first checkpoint (rank 0). None: nothing saved.
 
     Returns:
         dict: 'last_iter', 'best_miou', 'best_iter', 'last_loss', 'iters_per_epoch', and with ``use_ema``
@@ -785,8 +789,7 @@ def train(model, train_dataset, losses, optimizer, save_dir='output', iters=1000
         run.open_outputs(save_dir, keep_checkpoint_max, use_vdl, resume_model)
         if run.rank == 0:
             logger.info("Environment: " + "; ".join(f"{k} {v}" for k, v in environment().items()))
-            if config is not None:
-                logger.info(f"Config saved as {save_config(config, save_dir)}")
+        run.config = config
         run.set_evaluation(val_dataset if do_eval else None, test_config)
         run.start(profiler_options)
         run.run_epochs()
