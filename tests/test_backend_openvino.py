@@ -24,7 +24,8 @@ from PIL import Image
 if paddle.__version__.split('.')[0] == '2':  # CI's Paddle 2.6.2 venv runs only the paddle26 subset, without openvino
     pytest.skip('the OpenVINO backend is tested with Paddle 3 (the main suite)', allow_module_level=True)
 import openvino  # noqa: E402,F401  (a missing package fails here, not as a skip: CI installs it)
-from conftest import REPO, TINY_TRANSFORMS, run_export, write_tiny_hardnet  # noqa: E402
+from conftest import REPO, run_export, write_tiny_hardnet  # noqa: E402
+from helpers import TINY_TRANSFORMS
 from paddle_models.core import inference
 from paddle_models.core.export import export_model
 from paddle_models.core.inference import CHOICE_FILE, InferenceModel

@@ -21,7 +21,8 @@ import pytest
 import yaml
 from PIL import Image
 
-from conftest import REPO, TINY_HARDNET, TINY_TRANSFORMS, write_tiny_config, write_tiny_hardnet
+from conftest import REPO, write_tiny_config, write_tiny_hardnet
+from helpers import TINY_HARDNET, TINY_TRANSFORMS
 from paddle_models.core import inference
 from paddle_models.core.export import export_model
 from paddle_models.core.inference import InferenceModel

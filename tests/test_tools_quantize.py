@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import REPO, TINY_TRANSFORMS, camvid_root, write_tiny_config
+from conftest import REPO, camvid_root, write_tiny_config
+from helpers import SMALL_HARDNET, TINY_TRANSFORMS
 
 import export as export_tool
 from paddle_models.errors import UserError
@@ -25,8 +26,6 @@ from paddle_models.errors import UserError
 QUANTIZE = os.path.join(REPO, 'tools', 'quantize.py')
 INFER = os.path.join(REPO, 'deploy', 'python', 'infer.py')
 SIZE = [128, 96]  # [width, height] the images are resized to (camvid_mini's are 480x360)
-SMALL_HARDNET = {'type': 'HarDNet', 'num_classes': 11, 'stem_channels': [8, 8, 16, 16], 'ch_list': [24, 32, 48, 64],
-                 'gr': [6, 8, 10, 12], 'n_layers': [2, 2, 4, 4]}
 VAL_IMAGES = 8
 
 _spec = importlib.util.spec_from_file_location('quantize_tool', QUANTIZE)
