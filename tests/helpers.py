@@ -260,3 +260,33 @@ def assert_one_line_error(proc, expected):
     assert 'Traceback' not in proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert lines == [f"error: {expected}"], proc.stderr[-3000:]
+
+
+# ------------------------------------------------------------------------------------------ behaviour at any size
+
+def assert_fits_any_size(model, shape, num_classes, local=True):
+    """``model`` in eval mode on a random ``shape`` input: one output of ``[N, num_classes, H, W]``; each sample's
+    output equals its output alone (no batch mixing); and, for a ``local`` model (one whose receptive field is
+    small next to the input: not a deep backbone with global pooling), a 2x2 patch changed at the top-left, then
+    the bottom-right corner, changes the output most in that corner's quarter of the image (padding, cropping and
+    upsampling at odd sizes keep the output aligned with the input: a flipped, transposed or grossly shifted map
+    moves the change away). Corners are checked from 16x16 inputs on (smaller ones have no room for it)."""
+    model.eval()
+    x = np.random.RandomState(0).randn(*shape).astype('float32')
+    height, width = shape[2:]
+    with paddle.no_grad():
+        out = model(paddle.to_tensor(x))
+        assert len(out) == 1 and out[0].shape == [shape[0], num_classes, height, width]
+        base = out[0].numpy()
+        alone = model(paddle.to_tensor(x[-1:]))[0].numpy()
+        np.testing.assert_allclose(alone[0], base[-1], rtol=1e-5, atol=1e-5)
+        if not local or min(height, width) < 16:
+            return
+        for rows, cols, corner in ((slice(0, 2), slice(0, 2), (0, 0)),
+                                   (slice(-2, None), slice(-2, None), (height - 1, width - 1))):
+            changed = x.copy()
+            changed[0, :, rows, cols] += 5.0
+            diff = np.abs(model(paddle.to_tensor(changed))[0].numpy()[0] - base[0]).sum(0)
+            assert diff.max() > 1e-3
+            row, col = np.unravel_index(diff.argmax(), diff.shape)
+            assert abs(row - corner[0]) < height / 2 and abs(col - corner[1]) < width / 2, (corner, (row, col))

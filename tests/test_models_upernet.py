@@ -12,7 +12,7 @@ from paddle_models.errors import UserError
 from paddle_models.models.semantic_fpn import SemanticFPN
 from paddle_models.models.upernet import UPerNet
 from paddleseg.cvlibs import manager
-from helpers import export_and_infer, randomize_norms, tiny_van, train_steps
+from helpers import assert_fits_any_size, export_and_infer, randomize_norms, tiny_van, train_steps
 
 
 def _paddleseg_state(reference, seed):
@@ -77,10 +77,8 @@ def test_any_backbone_any_size(model_cls, size):
     kwargs = dict(channels=16) if model_cls is UPerNet else dict(fpn_channels=16, channels=8)
     backbones = [tiny_van(), ResNeXt(depth=50, cardinality=2, output_stride=16)]
     for backbone in backbones:
-        model = model_cls(4, backbone, **kwargs)
-        model.eval()
-        out = model(paddle.randn([1, 3, *size]))
-        assert len(out) == 1 and out[0].shape == [1, 4, *size]
+        # (local=False: pooled and deep features reach the whole image; each sample's output must still be its own)
+        assert_fits_any_size(model_cls(4, backbone, **kwargs), (2, 3, *size), 4, local=False)
 
 
 @pytest.mark.parametrize('model_cls', [UPerNet, SemanticFPN])

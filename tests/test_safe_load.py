@@ -689,11 +689,7 @@ def test_resume_with_a_truncated_optimizer_file(tmp_path, hardnet_state):
 @pytest.fixture(scope='module')
 def exported(tmp_path_factory):
     from paddle_models.core.export import export_model
-    from paddle_models.models.hardnet import HarDNet
-
-    paddle.seed(0)
-    model = HarDNet(num_classes=3, stem_channels=(8, 8, 8, 8), ch_list=(8, 12, 16), gr=(4, 4, 6),
-                    n_layers=(2, 2, 4))
+    model = tiny_hardnet(num_classes=3, seed=0)
     model.eval()
     save_dir = tmp_path_factory.mktemp('export') / 'inference_model'
     return export_model(model, str(save_dir), transforms=[{'type': 'Normalize'}])
