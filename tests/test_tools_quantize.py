@@ -7,7 +7,6 @@ ones on >= 95% of the pixels and keep the pixel accuracy against the labels with
 logits by a few percent of their range, which flips the class only where the two best logits are nearly tied
 (object borders), so a calibrated model that keeps its accuracy disagrees on a few percent of the pixels at most.
 """
-import importlib.util
 import re
 import os
 import subprocess
@@ -18,7 +17,7 @@ import pytest
 import yaml
 
 from conftest import REPO, camvid_root, write_tiny_config
-from helpers import SMALL_HARDNET, TINY_TRANSFORMS
+from helpers import SMALL_HARDNET, TINY_TRANSFORMS, load_script
 
 import export as export_tool
 from paddle_models.errors import UserError
@@ -28,9 +27,7 @@ INFER = os.path.join(REPO, 'deploy', 'python', 'infer.py')
 SIZE = [128, 96]  # [width, height] the images are resized to (camvid_mini's are 480x360)
 VAL_IMAGES = 8
 
-_spec = importlib.util.spec_from_file_location('quantize_tool', QUANTIZE)
-quantize_tool = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(quantize_tool)
+quantize_tool = load_script(os.path.relpath(QUANTIZE, REPO))
 
 
 def _config(tmp, camvid, **extra):
