@@ -15,6 +15,8 @@ preload_zlib()  # before any test module imports paddle: Paddle 2.6.2 bundles a 
 
 import pytest  # noqa: E402
 
+from helpers import TINY_HARDNET, TINY_TRANSFORMS, hardnet_section  # noqa: E402,F401  (re-exported for fixtures)
+
 CAMVID_MINI = os.path.normpath(os.path.join(REPO, '..', 'shared', 'data', 'camvid_mini'))
 
 
@@ -33,11 +35,6 @@ def camvid():
     return camvid_root()
 
 
-# A HarDNet small enough to export in seconds, and the val transforms its export tests write to deploy.yaml
-TINY_HARDNET = dict(stem_channels=(8, 8, 8, 8), ch_list=(8, 12, 16), gr=(4, 4, 6), n_layers=(2, 2, 4))
-TINY_TRANSFORMS = [{'type': 'Normalize', 'mean': [0.5, 0.5, 0.5], 'std': [0.5, 0.5, 0.5]}]
-
-
 def write_tiny_hardnet(folder, seed, num_classes=5):
     """Save a tiny HarDNet's random weights (``paddle.seed(seed)``) and a config building it into ``folder``, for
     export.py's command line; returns (model, weights path, config path)."""
@@ -52,7 +49,7 @@ def write_tiny_hardnet(folder, seed, num_classes=5):
     weights, config = folder / 'model.pdparams', folder / 'tiny.yml'
     paddle.save(model.state_dict(), str(weights))
     config.write_text(yaml.safe_dump({
-        'model': dict(type='HarDNet', num_classes=num_classes, **{k: list(v) for k, v in TINY_HARDNET.items()}),
+        'model': hardnet_section(num_classes),
         'val_dataset': {'type': 'SyntheticShapes', 'image_size': 64, 'mode': 'val', 'transforms': TINY_TRANSFORMS}}))
     return model, weights, config
 

@@ -15,29 +15,10 @@ from paddle_models.backbones import hrnet
 from paddle_models.backbones.hrnet import HRNet, HRNet_W18_Small_V1, HRNet_W48
 from paddle_models.errors import UserError
 from paddle_models.layers import PolarizedSelfAttention
+from helpers import randomized, tamed
 
 VARIANTS = ['HRNet_W18_Small_V1', 'HRNet_W18_Small_V2', 'HRNet_W18', 'HRNet_W30', 'HRNet_W32', 'HRNet_W40',
             'HRNet_W44', 'HRNet_W48', 'HRNet_W60', 'HRNet_W64']
-
-
-def randomized(state, seed=0):
-    """Random weights of moderate scale (conv/linear ~ N(0, 1/fan_in), BN statistics and affine terms, biases):
-    PaddleSeg's initial convs (std 0.001) would make every output ~0 and hide mistakes."""
-    rng = np.random.RandomState(seed)
-    out = {}
-    for key, value in state.items():
-        shape = list(value.shape)
-        if key.endswith('_variance'):
-            array = rng.uniform(0.5, 1.5, shape)
-        elif key.endswith('_mean') or key.endswith('bias'):
-            array = rng.uniform(-0.2, 0.2, shape)
-        elif len(shape) == 1:
-            array = rng.uniform(0.5, 1.5, shape)
-        else:
-            fan_in = shape[0] if len(shape) == 2 else int(np.prod(shape[1:]))  # Linear weights are [in, out]
-            array = rng.normal(0.0, fan_in ** -0.5, shape)
-        out[key] = paddle.to_tensor(array.astype('float32'))
-    return out
 
 
 def _shapes(layer):
@@ -82,20 +63,6 @@ def test_small_v1_features_equal_paddleseg(kwargs, size):
     x = paddle.to_tensor(np.random.RandomState(1).randn(1, 3, *size).astype('float32'))
     _features_match(HRNet_W18_Small_V1(**kwargs), ref_hrnet.HRNet_W18_Small_V1(**kwargs), x)
     assert HRNet_W18_Small_V1(**kwargs)(x)[0].shape == [1, 240, (size[0] + 3) // 4, (size[1] + 3) // 4]
-
-
-def tamed(state, factor=0.3):
-    """``randomized`` weights with the affine terms of every residual branch's last BN and of every fusion path
-    scaled by ``factor``: the wide networks then keep activations of order 1 instead of growing ~3x per module
-    (with ``randomized`` alone HRNet-W48's last maps reach ~1e4, and PSA's softmax over such logits turns float
-    rounding into 25% differences)."""
-    out = {}
-    for key, value in state.items():
-        affine = key.endswith('.bias') or (key.endswith('.weight') and len(value.shape) == 1)
-        if affine and ('conv2._batch_norm' in key or 'fuse_func' in key):
-            value = value * factor
-        out[key] = value
-    return out
 
 
 @pytest.mark.paddle26

@@ -22,7 +22,7 @@ from paddle_models.errors import UserError
 from paddle_models.models.semantic_fpn import SemanticFPN
 from paddle_models.models.upernet import UPerNet
 from paddleseg.cvlibs import manager
-from test_backbones_resnext import _count, _export_and_infer, _randomize, _train_steps
+from helpers import count_params, export_and_infer, randomize_norms, train_steps
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = dict(embed_dims=[32, 32, 64, 64], depths=[1, 1, 1, 1], stem_width=16, head_hidden_size=32)
@@ -33,7 +33,7 @@ def test_registered_and_parameter_counts_match_timm_tf_models():
         models = {n: manager.BACKBONES.components_dict[f'MaxViT_{n}'](num_classes=1000) for n in 'TSBL'}
         features_only = MaxViT_T()
     # timm maxvit_{tiny,small,base,large}_tf_224 (the official architecture), with the 1000-class head
-    assert {n: _count(m) for n, m in models.items()} == {'T': 30_916_528, 'S': 68_927_956, 'B': 119_467_708,
+    assert {n: count_params(m) for n, m in models.items()} == {'T': 30_916_528, 'S': 68_927_956, 'B': 119_467_708,
                                                           'L': 211_785_560}
     # timm's state dicts hold 560 / 562 / 1199 / 1197 entries: ours plus one num_batches_tracked per BatchNorm
     for name, want in zip('TSBL', (560, 562, 1199, 1197)):
@@ -105,7 +105,7 @@ def test_partition_attention_matches_numpy_reference(partition, size):
     """Windows/grid of 3 on maps of 6x9 (exact) and 5x7 (padded to 6x9 and cropped)."""
     paddle.seed(0)
     layer = PartitionAttention(16, partition, size=3, dim_head=8)
-    _randomize(layer, seed=1)
+    randomize_norms(layer, seed=1)
     table = layer.attn.rel_pos.relative_position_bias_table
     table.set_value(paddle.to_tensor(np.random.RandomState(2).randn(*table.shape).astype('float32')))
     layer.eval()
@@ -181,7 +181,7 @@ def test_classifier_head():
 def test_trains_inside_upernet():
     paddle.seed(0)
     model = UPerNet(4, MaxViT(**TINY), channels=16, dropout_prob=0.0)
-    losses = _train_steps(model, steps=6, learning_rate=0.1)
+    losses = train_steps(model, steps=6, learning_rate=0.1)
     assert losses[-1] < losses[0] * 0.9, losses
 
 
@@ -189,8 +189,8 @@ def test_trains_inside_upernet():
 def test_export_and_infer_with_onednn(tmp_path):
     paddle.seed(0)
     model = SemanticFPN(5, MaxViT(**TINY), fpn_channels=16, channels=8)
-    _randomize(model, seed=3)
-    _export_and_infer(model, tmp_path)  # free input size; the 64x96 image pads every attention
+    randomize_norms(model, seed=3)
+    export_and_infer(model, tmp_path)  # free input size; the 64x96 image pads every attention
 
 
 def test_export_with_a_fixed_input_size_runs_with_onednn(tmp_path):

@@ -1,7 +1,6 @@
 """ResNet backbones: ResNet*_vd against PaddleSeg 2.8.0's ResNet_vd (weights and outputs), output strides, dilation
 and multi-grid, and the torchvision-layout ResNet-18/34 against paddle.vision's ResNet (same names) plus the
 torchvision key map."""
-import importlib.util
 import os
 
 import numpy as np
@@ -10,12 +9,12 @@ import pytest
 from paddleseg.cvlibs import manager
 from paddleseg.models.backbones import resnet_vd as reference
 
-from conftest import REPO
 
 import paddle_models  # noqa: F401  (registers our components)
 from paddle_models.backbones import resnet_vd
 from paddle_models.backbones.resnet import ResNet, ResNet18, ResNet34, convert_torchvision_weights
 from paddle_models.errors import UserError
+from helpers import load_script
 
 
 def _randomized(state, seed):
@@ -206,9 +205,6 @@ def test_resnet_bad_arguments():
 
 def test_convert_tool_finds_the_torchvision_key_map():
     """tools/convert_weights.py finds key maps by name in the architecture's file: ResNet18/34 offer 'torchvision'."""
-    spec = importlib.util.spec_from_file_location('convert_weights_tool', os.path.join(REPO, 'tools',
-                                                                                      'convert_weights.py'))
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = load_script(os.path.join('tools', 'convert_weights.py'))
     for arch in ('ResNet18', 'ResNet34'):
         assert tool.key_maps(tool.find_arch(arch)) == {'torchvision': convert_torchvision_weights}

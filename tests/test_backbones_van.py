@@ -5,7 +5,6 @@ with oneDNN, and the shared DropPath / LayerNorm2d layers.
 The transformers parity tests need ``torch==2.13.0`` and ``transformers==4.57.6`` (the last release with VanModel);
 they skip, naming what is missing, where those are not installed.
 """
-import importlib.util
 import os
 
 import numpy as np
@@ -19,12 +18,10 @@ from paddle_models.errors import UserError
 from paddle_models.layers import DropPath, LayerNorm2d
 from paddle_models.models.semantic_fpn import SemanticFPN
 from paddleseg.cvlibs import manager
-from test_backbones_resnext import _count, _export_and_infer, _train_steps
+from helpers import count_params, export_and_infer, load_script, train_steps
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_spec = importlib.util.spec_from_file_location('convert_weights', os.path.join(REPO, 'tools', 'convert_weights.py'))
-convert_weights = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(convert_weights)
+convert_weights = load_script(os.path.join('tools', 'convert_weights.py'))
 
 B0 = dict(hidden_sizes=[32, 64, 160, 256], depths=[3, 3, 5, 2], mlp_ratios=[8, 8, 4, 4])
 
@@ -42,7 +39,7 @@ def _torch_and_transformers():
 
 def test_registered_and_parameter_counts():
     with paddle.LazyGuard():
-        counts = {n: _count(manager.BACKBONES.components_dict[f'VAN_{n}'](num_classes=1000))
+        counts = {n: count_params(manager.BACKBONES.components_dict[f'VAN_{n}'](num_classes=1000))
                   for n in ('B0', 'B1', 'B2', 'B3', 'B4', 'B5', 'B6')}
         features_only = VAN_B0()
     # transformers' VanForImageClassification counts 4,106,312 / 13,862,824 / 26,579,496 for B0-B2: those include
@@ -54,7 +51,7 @@ def test_registered_and_parameter_counts():
     assert [round(counts[n] / 1e6, 1) for n in ('B0', 'B1', 'B2', 'B3', 'B4', 'B5')] == \
         [4.1, 13.9, 26.6, 44.8, 60.3, 90.0]
     assert round(counts['B6'] / 1e6) == 200
-    assert _count(features_only) == counts['B0'] - (256 * 1000 + 1000)
+    assert count_params(features_only) == counts['B0'] - (256 * 1000 + 1000)
     assert features_only.feat_channels == [32, 64, 160, 256]
     block = features_only.block3[4]
     assert block.attn.spatial_gating_unit.conv0.weight.shape == [160, 1, 5, 5]
@@ -184,14 +181,14 @@ def test_official_checkpoint_layout_converts(tmp_path):
 def test_trains_inside_a_segmentation_model():
     paddle.seed(0)
     model = SemanticFPN(4, VAN_B0(), fpn_channels=32, channels=16, dropout_prob=0.0)
-    losses = _train_steps(model)
+    losses = train_steps(model)
     assert losses[-1] < losses[0] * 0.9, losses
 
 
 def test_export_and_infer_with_onednn(tmp_path):
     paddle.seed(0)
     model = SemanticFPN(5, VAN_B0(), fpn_channels=32, channels=16)
-    _export_and_infer(model, tmp_path)
+    export_and_infer(model, tmp_path)
 
 
 def test_drop_path_drops_whole_samples_and_rescales():

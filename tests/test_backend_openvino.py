@@ -7,7 +7,6 @@ once and caches the choice in ``backend_choice.json`` beside deploy.yaml. Needs 
 (requirements-test.txt); tiny HarDNets, inputs of at most 96 pixels (the auto measurement's default 512 x 512 is
 replaced by a fixed 64 x 64 input shape where a test measures). Not marked paddle26: ONNX exports need Paddle 3.x.
 """
-import importlib.util
 import json
 import logging
 import os
@@ -24,7 +23,8 @@ from PIL import Image
 if paddle.__version__.split('.')[0] == '2':  # CI's Paddle 2.6.2 venv runs only the paddle26 subset, without openvino
     pytest.skip('the OpenVINO backend is tested with Paddle 3 (the main suite)', allow_module_level=True)
 import openvino  # noqa: E402,F401  (a missing package fails here, not as a skip: CI installs it)
-from conftest import REPO, TINY_TRANSFORMS, run_export, write_tiny_hardnet  # noqa: E402
+from conftest import REPO, run_export, write_tiny_hardnet  # noqa: E402
+from helpers import TINY_TRANSFORMS, load_infer  # noqa: E402
 from paddle_models.core import inference
 from paddle_models.core.export import export_model
 from paddle_models.core.inference import CHOICE_FILE, InferenceModel
@@ -63,14 +63,6 @@ def _dynamic(model, data):
         return model(paddle.to_tensor(data))[0].numpy()
 
 
-def _load_infer():
-    """deploy/python/infer.py as a module of its own (it is a script, not a package module)."""
-    spec = importlib.util.spec_from_file_location('infer_backend_test', INFER)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 class _Lines(logging.Handler):
     def __init__(self):
         super().__init__()
@@ -83,7 +75,7 @@ class _Lines(logging.Handler):
 @pytest.fixture
 def infer(capsys):
     """Run infer.py's ``main`` in this process: ``run(argv) -> (exit code, its log lines, its error lines)``."""
-    module = _load_infer()
+    module = load_infer()
     lines = _Lines()
     logger = logging.getLogger('infer')
 

@@ -14,7 +14,8 @@ import yaml
 from paddleseg.utils.visualize import get_color_map_list
 from PIL import Image
 
-from conftest import REPO, TINY_HARDNET, TINY_TRANSFORMS, camvid_root, write_tiny_hardnet
+from conftest import REPO, camvid_root, write_tiny_hardnet
+from helpers import TINY_HARDNET, TINY_TRANSFORMS, hardnet_section
 from paddle_models.core.export import export_model
 from paddle_models.core.inference import InferenceModel
 from paddle_models.core.predict import default_palette
@@ -263,7 +264,7 @@ def camvid_export(tmp_path_factory):
     paddle.save(model.state_dict(), str(weights))
     config = tmp / 'camvid.yml'
     config.write_text(yaml.safe_dump({
-        'model': dict(type='HarDNet', num_classes=11, **{k: list(v) for k, v in TINY_HARDNET.items()}),
+        'model': hardnet_section(11),
         'val_dataset': {'type': 'CamVid', 'dataset_root': root, 'mode': 'val', 'val_path': str(tmp / 'val3.txt'),
                         'transforms': TINY_TRANSFORMS}}))
     save_dir = tmp / 'export'

@@ -8,7 +8,7 @@ import pytest
 
 import val as val_tool
 from paddle_models.core.infer import aug_logits, predict_logits, slide_logits, undo_transforms
-from test_core_train import tiny_config
+from helpers import tiny_config, tiny_hardnet
 
 
 class PixelwiseModel(paddle.nn.Layer):
@@ -74,11 +74,7 @@ def test_predict_logits_requires_window_sizes():
 
 def test_val_with_augmentation_and_sliding_windows(tmp_path):
     config = tiny_config(tmp_path)
-    from paddle_models.models.hardnet import HarDNet
-    from test_core_train import TINY_HARDNET
-    kwargs = {k: v for k, v in TINY_HARDNET.items() if k != 'type'}
-    paddle.seed(1)
-    paddle.save(HarDNet(**kwargs).state_dict(), str(tmp_path / 'w.pdparams'))
+    paddle.save(tiny_hardnet(seed=1).state_dict(), str(tmp_path / 'w.pdparams'))
     weights = str(tmp_path / 'w.pdparams')
     plain = val_tool.main(['--config', config, '--model_path', weights, '--device', 'cpu'])
     # windows as large as the image: exactly the plain evaluation

@@ -22,7 +22,7 @@ import train as train_tool
 from conftest import REPO
 from paddle_models.core.checkpoint import load_state_dict, save_checkpoint
 from paddle_models.errors import UserError
-from test_core_train import tiny_config
+from helpers import NaNAfter, assert_one_line_error, tiny_config
 
 ITERS = 12
 # random scaling, cropping, flipping and colour distortion: PaddleSeg's transforms draw from Python's `random` and
@@ -105,12 +105,6 @@ def run_script(args, env=None, runner=None):
     command = [sys.executable] + ([str(runner)] if runner else []) + [os.path.join(REPO, 'train.py')]
     return subprocess.run(command + [str(a) for a in args], cwd=REPO, capture_output=True, text=True, timeout=300,
                           env=dict(os.environ, **(env or {})))
-
-
-def assert_one_line_error(proc, expected):
-    assert proc.returncode == 2, proc.stderr[-3000:]
-    assert 'Traceback' not in proc.stderr
-    assert [l for l in proc.stderr.splitlines() if l.strip()] == [f"error: {expected}"], proc.stderr[-3000:]
 
 
 def hidden(folder):
@@ -382,9 +376,8 @@ def test_failure_before_the_first_save_leaves_no_save_dir(tmp_path, existed):
     from paddle_models.core.train import train
     from paddle_models.datasets.synthetic import SyntheticShapes
     from paddle_models.losses.cross_entropy import CrossEntropyLoss
-    from test_core_train import _NaNAfter
     import paddleseg.transforms as T
-    model = _NaNAfter(5, nan_from=1)
+    model = NaNAfter(5, nan_from=1)
     optimizer = paddle.optimizer.SGD(0.01, parameters=model.parameters())
     dataset = SyntheticShapes(mode='train', num_samples=4, transforms=[T.Normalize()])
     save_dir = tmp_path / 'out' / 'run'

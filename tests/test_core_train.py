@@ -13,34 +13,7 @@ import train as train_tool
 import val as val_tool
 from paddle_models.core.train import train
 from paddle_models.errors import UserError
-
-TINY_HARDNET = {'type': 'HarDNet', 'num_classes': 5, 'stem_channels': [8, 12, 16, 24],
-                'ch_list': [24, 32, 48, 64, 80], 'gr': [4, 6, 8, 8, 10], 'n_layers': [2, 2, 4, 4, 4]}
-
-
-def tiny_config(tmp_path, train_samples=64, val_samples=16, iters=20, batch_size=4, lr=0.05, random_aug=True,
-                name='tiny.yml', model=None, image_size=64):
-    transforms = [{'type': 'RandomHorizontalFlip'}] if random_aug else []
-    cfg = {
-        'batch_size': batch_size,
-        'iters': iters,
-        'train_dataset': {'type': 'SyntheticShapes', 'mode': 'train', 'num_samples': train_samples,
-                          'image_size': image_size, 'transforms': transforms + [{'type': 'Normalize'}]},
-        'val_dataset': {'type': 'SyntheticShapes', 'mode': 'val', 'num_samples': val_samples,
-                        'image_size': image_size, 'transforms': [{'type': 'Normalize'}]},
-        'model': dict(model or TINY_HARDNET),
-        'optimizer': {'type': 'SGD', 'momentum': 0.9, 'weight_decay': 4e-5},
-        'lr_scheduler': {'type': 'PolynomialDecay', 'learning_rate': lr, 'end_lr': 0.0, 'power': 0.9},
-        'loss': {'types': [{'type': 'CrossEntropyLoss'}], 'coef': [1]},
-    }
-    path = tmp_path / name
-    path.write_text(yaml.safe_dump(cfg))
-    return str(path)
-
-
-def load_params(path):
-    return {k: v.numpy() for k, v in paddle.load(path).items()}
-
+from helpers import NaNAfter, load_params, tiny_config
 
 @pytest.fixture(scope='module')
 def trained(tmp_path_factory):
@@ -179,28 +152,11 @@ def test_resume_continues_at_same_iteration_and_lr(tmp_path, capsys):
         np.testing.assert_allclose(a[key], b[key], rtol=1e-5, atol=1e-6, err_msg=key)
 
 
-class _NaNAfter(paddle.nn.Layer):
-    """A 1x1-conv segmenter whose output turns NaN from a given call on."""
-
-    def __init__(self, num_classes, nan_from):
-        super().__init__()
-        self.conv = paddle.nn.Conv2D(3, num_classes, 1)
-        self.calls = 0
-        self.nan_from = nan_from
-
-    def forward(self, x):
-        self.calls += 1
-        out = self.conv(x)
-        if self.training and self.calls >= self.nan_from:
-            out = out * float('nan')
-        return [out]
-
-
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     from paddle_models.datasets.synthetic import SyntheticShapes
     from paddle_models.losses.cross_entropy import CrossEntropyLoss
     import paddleseg.transforms as T
-    model = _NaNAfter(5, nan_from=5)
+    model = NaNAfter(5, nan_from=5)
     optimizer = paddle.optimizer.SGD(paddle.optimizer.lr.PolynomialDecay(0.01, 10), parameters=model.parameters())
     dataset = SyntheticShapes(mode='train', num_samples=8, transforms=[T.Normalize()])
     save_dir = str(tmp_path / 'out')
@@ -218,7 +174,7 @@ def test_outputs_must_match_coefs(tmp_path):
     from paddle_models.datasets.synthetic import SyntheticShapes
     from paddle_models.losses.cross_entropy import CrossEntropyLoss
     import paddleseg.transforms as T
-    model = _NaNAfter(5, nan_from=10 ** 9)
+    model = NaNAfter(5, nan_from=10 ** 9)
     optimizer = paddle.optimizer.SGD(0.01, parameters=model.parameters())
     dataset = SyntheticShapes(mode='train', num_samples=4, transforms=[T.Normalize()])
     with pytest.raises(UserError) as excinfo:

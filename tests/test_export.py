@@ -23,13 +23,13 @@ from paddleseg.cvlibs import manager
 from paddleseg.utils.visualize import get_color_map_list
 
 from conftest import REPO, camvid_root, run_export
+from helpers import TINY_HARDNET
 from paddle_models.core import export as export_module
 from paddle_models.core.export import export_model
 from paddle_models.errors import UserError
 from paddle_models.models.hardnet import HarDNet
 
 INFER = os.path.join(REPO, 'deploy', 'python', 'infer.py')
-TINY = dict(stem_channels=(8, 8, 8, 8), ch_list=(8, 12, 16), gr=(4, 4, 6), n_layers=(2, 2, 4))
 NUM_CLASSES = 5
 TRANSFORMS = [{'type': 'Normalize', 'mean': [0.5, 0.5, 0.5], 'std': [0.5, 0.5, 0.5]}]
 IS_PIR = not paddle.__version__.startswith('2.')
@@ -37,7 +37,7 @@ IS_PIR = not paddle.__version__.startswith('2.')
 
 def _tiny_model(seed=0):
     paddle.seed(seed)
-    model = HarDNet(num_classes=NUM_CLASSES, **TINY)
+    model = HarDNet(num_classes=NUM_CLASSES, **TINY_HARDNET)
     model.eval()
     return model
 

@@ -19,7 +19,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from conftest import REPO, TINY_HARDNET, TINY_TRANSFORMS, camvid_root, write_tiny_hardnet
+from conftest import REPO, camvid_root, write_tiny_hardnet
 from paddle_models.core import export as export_module
 from paddle_models.core.config import Builder, load_config
 from paddle_models.core.export import export_model
@@ -28,7 +28,7 @@ from paddle_models.models.hardnet import HarDNet
 from paddle_models.models.multiscale_attention import MultiScaleAttention
 from paddle_models.models.pspnet import PSPNet
 from paddle_models.models.upernet import UPerNet
-from test_models_upernet import _tiny_van
+from helpers import TINY_HARDNET, TINY_TRANSFORMS, tiny_van
 
 CONFIGS = sorted(glob.glob(os.path.join(REPO, 'configs', '*.yml')))
 # the size each config's free-size export runs at in the test
@@ -145,8 +145,8 @@ def test_onnx_export_writes_model_and_deploy_yaml_only(tiny_onnx):
 # read from its logits, PSPNet and UPerNet pool to bins 1, 2, 3, 6 (VAN's 1/16 and 1/32 maps: 4x5 and 2x3 at 50x70)
 FREE_SIZE_MODELS = {
     'multiscale_attention_hardnet': lambda: MultiScaleAttention(HarDNet(num_classes=5, **TINY), attention_channels=8),
-    'pspnet': lambda: PSPNet(5, _tiny_van(), backbone_indices=(2, 3), pp_out_channels=16),
-    'upernet': lambda: UPerNet(5, _tiny_van(), channels=16),
+    'pspnet': lambda: PSPNet(5, tiny_van(), backbone_indices=(2, 3), pp_out_channels=16),
+    'upernet': lambda: UPerNet(5, tiny_van(), channels=16),
 }
 
 

@@ -21,7 +21,8 @@ import pytest
 import yaml
 from PIL import Image
 
-from conftest import REPO, TINY_HARDNET, TINY_TRANSFORMS, write_tiny_config, write_tiny_hardnet
+from conftest import REPO, write_tiny_config, write_tiny_hardnet
+from helpers import TINY_HARDNET, TINY_TRANSFORMS, load_infer
 from paddle_models.core import inference
 from paddle_models.core.export import export_model
 from paddle_models.core.inference import InferenceModel
@@ -295,13 +296,9 @@ def test_paddle26_has_no_engine_and_says_so(tmp_path):
 
 def test_infer_refuses_openvino_where_paddle_has_no_engine(tiny_exports, tmp_path, monkeypatch, capsys):
     """infer.py (standalone, so its own check): one ``error:`` line naming deploy.yaml, exit code 2, no PNG."""
-    import importlib.util
-
     import paddle.inference
 
-    spec = importlib.util.spec_from_file_location('infer_no_engine', INFER)
-    infer = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(infer)
+    infer = load_infer()
     monkeypatch.setattr(paddle.inference, 'Config', type('Config', (), {}))  # a Config without the engine
     image = tmp_path / 'im.png'
     Image.fromarray(np.zeros((20, 30, 3), np.uint8)).save(image)

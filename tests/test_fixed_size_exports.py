@@ -16,7 +16,8 @@ import pytest
 from PIL import Image
 
 import val as val_tool
-from conftest import REPO, TINY_TRANSFORMS, write_tiny_hardnet
+from conftest import REPO, write_tiny_hardnet
+from helpers import TINY_TRANSFORMS
 from paddle_models.core.config import Builder, load_config
 from paddle_models.core.export import export_model
 from paddle_models.core.inference import InferenceModel

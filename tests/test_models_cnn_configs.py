@@ -4,6 +4,7 @@ crops, the heaviest layers narrowed through --opts so that CI stays fast."""
 import os
 
 import numpy as np
+import paddle
 import pytest
 
 from conftest import REPO
@@ -49,9 +50,13 @@ def test_config_builds_the_documented_model(name):
     assert check(model)
     assert model.num_classes == 11
     assert sum(int(np.prod(p.shape)) for p in model.parameters() if not p.stop_gradient) == params
-    # (one loss entry per training output: the training run below would stop otherwise)
-    losses = builder.losses()
-    assert len(losses['types']) == len(losses['coef'])
+    # one loss coefficient per output of the model in training mode (the auxiliary heads, deep supervision and
+    # classification branches only run there): train.py stops at the first step otherwise
+    model.train()
+    with paddle.no_grad():
+        outputs = model(paddle.to_tensor(np.random.RandomState(0).randn(2, 3, 64, 64).astype('float32')))
+    assert len(outputs) == len(builder.losses()['coef'])
+    assert outputs[0].shape == [2, 11, 64, 64]  # the main prediction, compared with the label map
 
 
 def test_unet_3plus_config_is_the_full_recipe():

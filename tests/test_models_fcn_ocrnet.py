@@ -20,8 +20,7 @@ from paddle_models.errors import UserError
 from paddle_models.models.fcn import FCN
 from paddle_models.models.mscale_ocrnet import MscaleOCRNet
 from paddle_models.models.ocrnet import OCRNet
-from test_backbones_hrnet import randomized, tamed
-from test_backbones_resnext import _export_and_infer
+from helpers import export_and_infer, randomized, tamed
 
 PSA_CONFIG = os.path.join(REPO, '..', 'shared', 'paddleseg-2.8.0-configs', 'configs', 'mscale_ocrnet',
                           'mscale_ocrnet_hrnetv2_psa_cityscapes_1024x2048_150k.yml')
@@ -131,7 +130,7 @@ def test_mscale_ocrnet_psa_exports_and_runs_with_onednn(tmp_path):
     model = MscaleOCRNet(4, backbone=hrnet.HRNet_W18_Small_V1(use_psa=True), mscale=[1.0], ocr_mid_channels=16,
                          ocr_key_channels=8)
     model.set_state_dict(randomized(model.state_dict(), seed=4))  # (a seed that predicts several classes)
-    _export_and_infer(model, tmp_path)
+    export_and_infer(model, tmp_path)
 
 
 def test_mscale_ocrnet_single_scale_is_the_plain_ocr_prediction():

@@ -15,12 +15,12 @@ from paddleseg.models import hardnet as reference_hardnet
 import paddle_models  # noqa: F401  (registers our components)
 from paddle_models.errors import UserError
 from paddle_models.models.hardnet import HarDNet, harmonic_links, harmonic_width
+from helpers import TINY_HARDNET, assert_fits_any_size
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Small widths (fast); a 16-layer block exercises links reaching back 16 layers (to the block input).
 SMALL = dict(stem_channels=(8, 8, 8, 16), ch_list=(16, 24, 32), gr=(4, 6, 8), n_layers=(2, 16, 3))
-TINY = dict(stem_channels=(8, 8, 8, 8), ch_list=(8, 12, 16), gr=(4, 4, 6), n_layers=(2, 2, 4))
 
 
 def _randomized_state(model, seed):
@@ -107,22 +107,35 @@ def test_registered_in_manager_without_warning():
     assert 'exists already' not in result.stderr
 
 
-# (7, 11): the smallest size TINY (3 levels) accepts, 2 ** 3 - 1, as the HarDNet docstring states.
+# (7, 11): the smallest size TINY_HARDNET (3 levels) accepts, 2 ** 3 - 1, as the HarDNet docstring states.
 @pytest.mark.parametrize('shape', [(2, 3, 70, 90), (1, 3, 31, 53), (1, 3, 64, 64), (1, 3, 7, 11)])
-def test_output_shape_any_input_size(shape):
+def test_any_input_size_gives_aligned_per_sample_outputs(shape):
     paddle.seed(0)
-    model = HarDNet(num_classes=4, **TINY)
-    x = paddle.randn(shape)
-    for training in (True, False):
-        model.train() if training else model.eval()
-        outputs = model(x)
-        assert isinstance(outputs, list) and len(outputs) == 1
-        assert outputs[0].shape == [shape[0], 4, shape[2], shape[3]]
+    model = HarDNet(num_classes=4, **TINY_HARDNET)
+    model.train()
+    outputs = model(paddle.randn(shape))
+    assert isinstance(outputs, list) and len(outputs) == 1
+    assert outputs[0].shape == [shape[0], 4, shape[2], shape[3]]
+    assert_fits_any_size(model, shape, 4)
+
+
+def test_the_alignment_check_catches_a_flipped_output():
+    class Flipped(paddle.nn.Layer):
+        def __init__(self, model):
+            super().__init__()
+            self.model = model
+
+        def forward(self, x):
+            return [paddle.flip(self.model(x)[0], axis=[2, 3])]
+
+    paddle.seed(0)
+    with pytest.raises(AssertionError, match=r'\(0, 0\)'):
+        assert_fits_any_size(Flipped(HarDNet(num_classes=4, **TINY_HARDNET)), (1, 3, 31, 53), 4)
 
 
 def test_sgd_steps_reduce_loss():
     paddle.seed(0)
-    model = HarDNet(num_classes=3, **TINY)
+    model = HarDNet(num_classes=3, **TINY_HARDNET)
     rng = np.random.RandomState(0)
     labels = rng.randint(0, 3, (4, 4, 4)).repeat(8, axis=1).repeat(8, axis=2)  # 8x8-pixel blocks of classes
     images = np.eye(3)[labels].transpose(0, 3, 1, 2) * 2 + rng.randn(4, 3, 32, 32) * 0.5  # class colour + noise
@@ -146,13 +159,13 @@ def test_sgd_steps_reduce_loss():
 
 def test_pretrained_loads_local_file(tmp_path):
     paddle.seed(0)
-    source = HarDNet(num_classes=3, **TINY)
+    source = HarDNet(num_classes=3, **TINY_HARDNET)
     source.set_state_dict(_randomized_state(source, seed=4))
     path = str(tmp_path / 'model.pdparams')
     paddle.save(source.state_dict(), path)
 
     paddle.seed(5)
-    loaded = HarDNet(num_classes=3, pretrained=path, **TINY)
+    loaded = HarDNet(num_classes=3, pretrained=path, **TINY_HARDNET)
     source.eval()
     loaded.eval()
     x = paddle.randn([1, 3, 40, 48])
@@ -163,48 +176,48 @@ def test_pretrained_errors(tmp_path):
     paddle.seed(0)
     missing = str(tmp_path / 'nope.pdparams')
     with pytest.raises(UserError) as err:
-        HarDNet(num_classes=3, pretrained=missing, **TINY)
+        HarDNet(num_classes=3, pretrained=missing, **TINY_HARDNET)
     assert str(err.value) == f"HarDNet: pretrained weights not found: {missing}"
 
     url = 'ftp://example.com/hardnet.pdparams'  # http(s) URLs download: tests/test_weights_download.py
     with pytest.raises(UserError) as err:
-        HarDNet(num_classes=3, pretrained=url, **TINY)
+        HarDNet(num_classes=3, pretrained=url, **TINY_HARDNET)
     assert str(err.value) == f"pretrained must be a local .pdparams file or an http(s) URL: {url}"
 
     garbage = tmp_path / 'garbage.pdparams'
     garbage.write_bytes(b'not a pickle\n' * 3)
     with pytest.raises(UserError) as err:
-        HarDNet(num_classes=3, pretrained=str(garbage), **TINY)
+        HarDNet(num_classes=3, pretrained=str(garbage), **TINY_HARDNET)
     assert str(err.value).startswith(f"HarDNet: cannot read pretrained weights {garbage}: ")
     assert '\n' not in str(err.value)
 
     # another class count is fine-tuning: the classifier keeps its initial weights, the rest must fit exactly
     other_classes = str(tmp_path / 'classes5.pdparams')
-    five_classes = HarDNet(num_classes=5, **TINY)
+    five_classes = HarDNet(num_classes=5, **TINY_HARDNET)
     paddle.save(five_classes.state_dict(), other_classes)
-    three = HarDNet(num_classes=3, pretrained=other_classes, **TINY)
+    three = HarDNet(num_classes=3, pretrained=other_classes, **TINY_HARDNET)
     key = 'decoder.conv1x1_up.0._conv.weight'
     np.testing.assert_array_equal(three.state_dict()[key].numpy(), five_classes.state_dict()[key].numpy())
     other_width = str(tmp_path / 'wider.pdparams')
-    paddle.save(HarDNet(num_classes=3, **dict(TINY, stem_channels=(8, 8, 8, 12))).state_dict(), other_width)
+    paddle.save(HarDNet(num_classes=3, **dict(TINY_HARDNET, stem_channels=(8, 8, 8, 12))).state_dict(), other_width)
     with pytest.raises(UserError) as err:
-        HarDNet(num_classes=3, pretrained=other_width, **TINY)
+        HarDNet(num_classes=3, pretrained=other_width, **TINY_HARDNET)
     assert str(err.value).startswith(f"HarDNet: pretrained weights {other_width} does not fit the model: ")
     assert "cls_head" not in str(err.value) and "in the file but" in str(err.value)
 
-    state = HarDNet(num_classes=3, **TINY).state_dict()
+    state = HarDNet(num_classes=3, **TINY_HARDNET).state_dict()
     keys = list(state)
     extra = str(tmp_path / 'extra.pdparams')
     paddle.save(dict(state, **{'aux.weight': paddle.zeros([2]), 'aux.bias': paddle.zeros([2])}), extra)
     with pytest.raises(UserError) as err:
-        HarDNet(num_classes=3, pretrained=extra, **TINY)
+        HarDNet(num_classes=3, pretrained=extra, **TINY_HARDNET)
     assert str(err.value) == (f"HarDNet: pretrained weights {extra} does not fit the model: 2 keys not in the model "
                               "(aux.weight, aux.bias)")
 
     fewer = str(tmp_path / 'fewer.pdparams')
     paddle.save({k: v for k, v in state.items() if k not in keys[:4]}, fewer)
     with pytest.raises(UserError) as err:
-        HarDNet(num_classes=3, pretrained=fewer, **TINY)
+        HarDNet(num_classes=3, pretrained=fewer, **TINY_HARDNET)
     assert str(err.value) == (f"HarDNet: pretrained weights {fewer} does not fit the model: 4 keys missing from the "
                               f"file ({', '.join(keys[:3])}, ...)")
 
@@ -219,7 +232,7 @@ def test_pretrained_errors(tmp_path):
 ])
 def test_bad_arguments(kwargs, message):
     with pytest.raises(UserError) as err:
-        HarDNet(num_classes=3, **dict(TINY, **kwargs))
+        HarDNet(num_classes=3, **dict(TINY_HARDNET, **kwargs))
     assert str(err.value) == message
 
 

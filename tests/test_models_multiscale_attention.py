@@ -13,17 +13,12 @@ from conftest import REPO
 import paddle_models  # noqa: F401  (registers our components)
 from paddle_models.backbones.hrnet import HRNet_W18_Small_V1
 from paddle_models.core.config import Builder, load_config
-from paddle_models.core.export import export_model
 from paddle_models.errors import UserError
 from paddle_models.models.fcn import FCN
 from paddle_models.models.hardnet import HarDNet
 from paddle_models.models.multiscale_attention import MultiScaleAttention
 from paddle_models.models.unet_plusplus import UNetPlusPlus
-from test_backbones_hrnet import randomized
-from test_backbones_resnext import _export_and_infer, _train_steps
-
-TINY_HARDNET = dict(stem_channels=(4, 4, 8, 8), ch_list=(8, 12, 16), gr=(4, 4, 6), n_layers=(2, 2, 2))
-
+from helpers import TINY_HARDNET, export_and_infer, randomized, train_steps
 
 def _hardnet(num_classes=3):
     model = HarDNet(num_classes, **TINY_HARDNET)
@@ -97,7 +92,7 @@ def test_training_outputs_and_learning():
     expected = _up(a05 * p05, [32, 32]) + (1 - _up(a05, [32, 32])) * at_1
     np.testing.assert_allclose(fused.numpy(), expected.numpy(), rtol=0, atol=1e-5)
     paddle.seed(0)
-    losses = _train_steps(MultiScaleAttention(HarDNet(4, **TINY_HARDNET), attention_channels=8), steps=6,
+    losses = train_steps(MultiScaleAttention(HarDNet(4, **TINY_HARDNET), attention_channels=8), steps=6,
                           learning_rate=0.2)
     assert all(b < a for a, b in zip(losses, losses[1:])) and losses[-1] < losses[0] * 0.95, losses
 
@@ -138,7 +133,7 @@ def test_export_bakes_the_scales_and_runs_with_onednn(tmp_path):
     paddle.seed(1)  # (Paddle's initialisation: this random model predicts several classes on the test image)
     model = MultiScaleAttention(HarDNet(3, **TINY_HARDNET), attention_channels=8)
     model.eval()
-    _export_and_infer(model, tmp_path)
+    export_and_infer(model, tmp_path)
     info_dir = tmp_path / 'export'
     config = Config(str(info_dir / ('model.json' if os.path.exists(info_dir / 'model.json') else 'model.pdmodel')),
                     str(info_dir / 'model.pdiparams'))

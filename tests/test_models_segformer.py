@@ -6,7 +6,6 @@ mmseg SegFormer checkpoints (mmseg's SegformerHead, against a numpy forward), th
 The transformers parity test needs ``torch==2.13.0`` and ``transformers==4.57.6``; it skips, naming what is
 missing, where they are not installed.
 """
-import importlib.util
 import os
 import subprocess
 import sys
@@ -25,47 +24,19 @@ from paddle_models.backbones.mix_transformer import MixVisionTransformer, MixVis
 from paddle_models.core.export import export_model
 from paddle_models.errors import UserError
 from paddle_models.models.segformer import SegFormer, SegFormer_B0
+from helpers import count_params, load_script, perturb, strict_load
 
-_spec = importlib.util.spec_from_file_location('convert_weights', os.path.join(REPO, 'tools', 'convert_weights.py'))
-convert_weights = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(convert_weights)
+convert_weights = load_script(os.path.join('tools', 'convert_weights.py'))
 INFER = os.path.join(REPO, 'deploy', 'python', 'infer.py')
-
-
-def _count(model):
-    """Trainable parameters (BN statistics are Paddle parameters too, but buffers in PyTorch's counts)."""
-    return sum(int(np.prod(p.shape)) for p in model.parameters() if not p.stop_gradient)
-
-
-def _perturb(state, seed):
-    """Every tensor moved by U(-0.1, 0.1), variances drawn from U(0.5, 1.5): the init (zero biases, unit norms,
-    BN statistics 0/1) would hide mapping mistakes."""
-    rng = np.random.RandomState(seed)
-    for key, value in state.items():
-        array = value.numpy()
-        if key.endswith('_variance'):
-            array = rng.uniform(0.5, 1.5, array.shape)
-        else:
-            array = array + rng.uniform(-0.1, 0.1, array.shape)
-        value.set_value(paddle.to_tensor(array.astype('float32')))
-    return state
-
-
-def _strict_load(ours, reference_state):
-    own = ours.state_dict()
-    assert set(own) == set(reference_state)
-    for key, value in own.items():
-        assert list(value.shape) == list(reference_state[key].shape), key
-    ours.set_state_dict(reference_state)
 
 
 def test_registered_and_parameter_counts():
     with paddle.LazyGuard():
         b0 = manager.MODELS.components_dict['SegFormer_B0'](num_classes=150)
-        sizes = {n: _count(manager.BACKBONES.components_dict[f'MixVisionTransformer_{n}']())
+        sizes = {n: count_params(manager.BACKBONES.components_dict[f'MixVisionTransformer_{n}']())
                  for n in ('B0', 'B1', 'B2', 'B3', 'B4', 'B5')}
     # transformers 4.57.6 SegformerForSemanticSegmentation(num_labels=150) counts 3,752,694
-    assert _count(b0) == 3_752_694
+    assert count_params(b0) == 3_752_694
     assert manager.MODELS.components_dict['SegFormer'] is SegFormer
     # the paper's encoder sizes (Table 1 lists 3.7M / 13.7M / 27.5M / 45.2M / 64.1M / 84.7M with the decoder;
     # the encoders alone are 3.3M / 13.1M / 24.2M / 44.0M / 60.8M / 81.4M)
@@ -83,10 +54,10 @@ def test_parity_with_paddleseg(size):
     embedding = 256 if size == 'B0' else 768
     reference = ReferenceSegFormer(5, getattr(reference_mit, f'MixVisionTransformer_{size}')(), embedding)
     reference.eval()
-    state = _perturb(reference.state_dict(), seed=1)
+    state = perturb(reference.state_dict(), seed=1)
     ours = manager.MODELS.components_dict[f'SegFormer_{size}'](num_classes=5)
     ours.eval()
-    _strict_load(ours, state)
+    strict_load(ours, state)
     for shape in ([2, 3, 64, 64], [1, 3, 70, 45]):  # odd sizes: ceil strides, reductions that floor
         x = paddle.to_tensor(np.random.RandomState(2).randn(*shape).astype('float32'))
         with paddle.no_grad():
@@ -103,7 +74,7 @@ def test_fused_decoder_equals_literal_decoder():
     linear_c{i} -> upsample -> concat -> linear_fuse, the forward also in training mode (BN batch statistics, gradients reach every decoder parameter)."""
     paddle.seed(3)
     model = SegFormer(4, MixVisionTransformer_B0(drop_path_rate=0.0), embedding_dim=32, dropout_prob=0.0)
-    _perturb(model.state_dict(), seed=4)
+    perturb(model.state_dict(), seed=4)
     x = paddle.randn([2, 3, 64, 96])
     feats = model.backbone(x)
     size = feats[0].shape[2:]
@@ -132,7 +103,7 @@ def test_mix_ffn_map_form_equals_token_form():
     that is not square."""
     paddle.seed(5)
     model = MixVisionTransformer_B0(drop_path_rate=0.0)
-    _perturb(model.state_dict(), seed=6)
+    perturb(model.state_dict(), seed=6)
     model.eval()
     ffn = model.block2[1].mlp
     h, w = 5, 7
@@ -148,7 +119,7 @@ def test_export_free_size_and_infer_with_onednn(tmp_path):
     64x96 nor a multiple of 32) matches the dynamic graph."""
     paddle.seed(0)
     model = SegFormer_B0(num_classes=5, embedding_dim=64)
-    _perturb(model.state_dict(), seed=5)
+    perturb(model.state_dict(), seed=5)
     model.eval()
     transforms = [{'type': 'Normalize', 'mean': [0.5, 0.5, 0.5], 'std': [0.5, 0.5, 0.5]}]
     info = export_model(model, str(tmp_path / 'export'), transforms=transforms)
@@ -226,7 +197,7 @@ def test_hf_safetensors_converts_without_torch_and_refuses_wrong_sizes(tmp_path)
     save_file = pytest.importorskip('safetensors.numpy', reason='needs safetensors').save_file
     paddle.seed(0)
     source = SegFormer_B0(num_classes=3)
-    _perturb(source.state_dict(), seed=6)
+    perturb(source.state_dict(), seed=6)
     hf = {}
     for key, value in source.state_dict().items():
         value = value.numpy()
@@ -331,7 +302,7 @@ def test_mmseg_mit_layout_converts(tmp_path):
     """mmseg's MiT names convert onto the same backbone."""
     paddle.seed(0)
     source = MixVisionTransformer_B0()
-    _perturb(source.state_dict(), seed=7)
+    perturb(source.state_dict(), seed=7)
     state = {k: v.numpy() for k, v in source.state_dict().items()}
     mm = _mmseg_mit_state(state)
     mm['decode_head.conv_seg.weight'] = np.zeros([3, 256, 1, 1], 'float32')  # ignored (a different head)
@@ -374,7 +345,7 @@ def test_mmseg_segformer_checkpoint_converts_with_mmseg_head(tmp_path):
 
     paddle.seed(1)
     backbone = MixVisionTransformer_B0(block_eps=1e-6, stage_eps=1e-6, embed_eps=1e-6)
-    _perturb(backbone.state_dict(), seed=8)
+    perturb(backbone.state_dict(), seed=8)
     backbone.eval()
     mm = _mmseg_mit_state({k: v.numpy() for k, v in backbone.state_dict().items()})
     rng = np.random.RandomState(9)

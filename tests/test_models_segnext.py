@@ -22,9 +22,10 @@ from paddle_models.layers import conv_mlp
 from paddle_models.core.export import export_model
 from paddle_models.errors import UserError
 from paddle_models.models.segnext import SegNeXt, SegNeXt_T
-from test_models_segformer import _count, _perturb, _strict_load, convert_weights
+from helpers import count_params, load_script, perturb, strict_load
 
 INFER = os.path.join(REPO, 'deploy', 'python', 'infer.py')
+convert_weights = load_script(os.path.join('tools', 'convert_weights.py'))
 
 
 def _tiny(num_classes=4, **decoder):
@@ -37,9 +38,9 @@ def _tiny(num_classes=4, **decoder):
 def test_registered_and_parameter_counts():
     with paddle.LazyGuard():
         t = manager.MODELS.components_dict['SegNeXt_T'](num_classes=150)
-        backbones = {n: _count(manager.BACKBONES.components_dict[f'MSCAN_{n}']()) for n in 'TSBL'}
-    assert _count(t) == 4_263_414  # mmseg 1.2.2: MSCAN-T + LightHamHead, 150 classes
-    assert _count(t.backbone) == backbones['T']
+        backbones = {n: count_params(manager.BACKBONES.components_dict[f'MSCAN_{n}']()) for n in 'TSBL'}
+    assert count_params(t) == 4_263_414  # mmseg 1.2.2: MSCAN-T + LightHamHead, 150 classes
+    assert count_params(t.backbone) == backbones['T']
     assert backbones['T'] < backbones['S'] < backbones['B'] < backbones['L']
     assert manager.MODELS.components_dict['SegNeXt'] is SegNeXt
 
@@ -53,10 +54,10 @@ def test_parity_with_paddleseg_segnext_t():
     reference = ReferenceSegNeXt(ReferenceMSCAN_T(), dict(channels=256, ham_channels=256, ham_kwargs=dict(MD_R=16)),
                                  5)
     reference.eval()
-    state = _perturb(reference.state_dict(), seed=1)
+    state = perturb(reference.state_dict(), seed=1)
     ours = SegNeXt_T(num_classes=5)
     ours.eval()
-    _strict_load(ours, state)
+    strict_load(ours, state)
     for shape in ([2, 3, 64, 64], [1, 3, 72, 50]):
         x = paddle.to_tensor(np.random.RandomState(2).randn(*shape).astype('float32'))
         with paddle.no_grad():
@@ -76,7 +77,7 @@ def test_parity_with_paddleseg_segnext_t():
 def test_deterministic_inference_mode():
     paddle.seed(0)
     model = _tiny()
-    _perturb(model.state_dict(), seed=2)
+    perturb(model.state_dict(), seed=2)
     model.eval()
     x = paddle.randn([1, 3, 64, 64])
     with paddle.no_grad():
@@ -102,7 +103,7 @@ def test_deterministic_inference_mode():
 def test_export_free_size_deterministic_and_infer_with_onednn(tmp_path, monkeypatch):
     paddle.seed(0)
     model = _tiny(num_classes=5)
-    _perturb(model.state_dict(), seed=3)
+    perturb(model.state_dict(), seed=3)
     model.eval()
     transforms = [{'type': 'Normalize', 'mean': [0.5, 0.5, 0.5], 'std': [0.5, 0.5, 0.5]}]
     slices = _count_sliced_mlps(monkeypatch)
@@ -149,7 +150,7 @@ def test_mmseg_layout_converts(tmp_path):
     save_file = pytest.importorskip('safetensors.numpy', reason='needs safetensors').save_file
     paddle.seed(0)
     source = SegNeXt_T(num_classes=6)
-    _perturb(source.state_dict(), seed=4)
+    perturb(source.state_dict(), seed=4)
     mm = {}
     for key, value in source.state_dict().items():
         value = value.numpy()
@@ -229,7 +230,7 @@ def test_eval_mlp_slices_give_the_one_pass_result(monkeypatch):
     outputs as one pass; training forwards never slice."""
     paddle.seed(4)
     backbone = MSCAN(embed_dims=[16, 24, 32, 40], depths=[2, 1, 1, 1], mlp_ratios=[10, 8, 4, 4])
-    _perturb(backbone.state_dict(), seed=5)
+    perturb(backbone.state_dict(), seed=5)
     backbone.eval()
     x = paddle.randn([2, 3, 64, 48])
     with paddle.no_grad():

@@ -8,21 +8,15 @@ import pytest
 
 import paddle_models  # noqa: F401  (registers our components)
 from paddle_models.backbones.resnext import ResNeXt
-from paddle_models.backbones.van import VAN
 from paddle_models.errors import UserError
 from paddle_models.models.semantic_fpn import SemanticFPN
 from paddle_models.models.upernet import UPerNet
 from paddleseg.cvlibs import manager
-from test_backbones_resnext import _export_and_infer, _randomize, _train_steps
-
-
-def _tiny_van(seed=0):
-    paddle.seed(seed)
-    return VAN(embed_dims=[16, 24, 32, 48], depths=[1, 1, 1, 1], mlp_ratios=[2, 2, 2, 2], drop_path_rate=0.0)
+from helpers import assert_fits_any_size, export_and_infer, randomize_norms, tiny_van, train_steps
 
 
 def _paddleseg_state(reference, seed):
-    state = _randomize(reference, seed)
+    state = randomize_norms(reference, seed)
     conv_last = [k for k in state if k.startswith('head.conv_last.')]
     assert conv_last  # PaddleSeg builds it; its forward never uses it
     return state, conv_last
@@ -32,10 +26,10 @@ def _paddleseg_state(reference, seed):
 @pytest.mark.parametrize('aux', [False, True])
 def test_upernet_parity_with_paddleseg(aux):
     paddle.seed(0)
-    reference = paddleseg.models.UPerNet(num_classes=5, backbone=_tiny_van(0), backbone_indices=(0, 1, 2, 3),
+    reference = paddleseg.models.UPerNet(num_classes=5, backbone=tiny_van(0), backbone_indices=(0, 1, 2, 3),
                                          channels=32, enable_auxiliary_loss=aux, align_corners=True,
                                          dropout_prob=0.0)
-    ours = UPerNet(num_classes=5, backbone=_tiny_van(1), channels=32, enable_auxiliary_loss=aux,
+    ours = UPerNet(num_classes=5, backbone=tiny_van(1), channels=32, enable_auxiliary_loss=aux,
                    align_corners=True, dropout_prob=0.0)
     assert manager.MODELS.components_dict['UPerNet'] is UPerNet
     state, conv_last = _paddleseg_state(reference, seed=2)
@@ -61,17 +55,17 @@ def test_upernet_parity_with_paddleseg(aux):
 
 
 def test_upernet_loads_a_paddleseg_checkpoint(tmp_path):
-    reference = paddleseg.models.UPerNet(num_classes=3, backbone=_tiny_van(0), backbone_indices=(0, 1, 2, 3),
+    reference = paddleseg.models.UPerNet(num_classes=3, backbone=tiny_van(0), backbone_indices=(0, 1, 2, 3),
                                          channels=16, enable_auxiliary_loss=True)
     state, _ = _paddleseg_state(reference, seed=4)
     paddle.save(state, str(tmp_path / 'ps.pdparams'))
-    ours = UPerNet(3, _tiny_van(5), channels=16, enable_auxiliary_loss=True, pretrained=str(tmp_path / 'ps.pdparams'))
+    ours = UPerNet(3, tiny_van(5), channels=16, enable_auxiliary_loss=True, pretrained=str(tmp_path / 'ps.pdparams'))
     for key, value in ours.state_dict().items():
         np.testing.assert_array_equal(value.numpy(), state[key].numpy())
-    wider = UPerNet(3, _tiny_van(5), channels=24).state_dict()
+    wider = UPerNet(3, tiny_van(5), channels=24).state_dict()
     differ = sum(1 for k, v in wider.items() if list(v.shape) != list(state[k].shape))
     with pytest.raises(UserError) as err:
-        UPerNet(3, _tiny_van(5), channels=24, pretrained=str(tmp_path / 'ps.pdparams'))
+        UPerNet(3, tiny_van(5), channels=24, pretrained=str(tmp_path / 'ps.pdparams'))
     assert str(err.value) == (f"UPerNet: pretrained weights {tmp_path / 'ps.pdparams'} does not fit the model: "
                               f"{differ} shape mismatches, e.g. head.ppm.conv_bn_relu2._conv.weight has shape "
                               f"[16, 96, 3, 3] in the file but [24, 96, 3, 3] in the model")
@@ -81,12 +75,10 @@ def test_upernet_loads_a_paddleseg_checkpoint(tmp_path):
 @pytest.mark.parametrize('size', [(64, 64), (33, 71)])
 def test_any_backbone_any_size(model_cls, size):
     kwargs = dict(channels=16) if model_cls is UPerNet else dict(fpn_channels=16, channels=8)
-    backbones = [_tiny_van(), ResNeXt(depth=50, cardinality=2, output_stride=16)]
+    backbones = [tiny_van(), ResNeXt(depth=50, cardinality=2, output_stride=16)]
     for backbone in backbones:
-        model = model_cls(4, backbone, **kwargs)
-        model.eval()
-        out = model(paddle.randn([1, 3, *size]))
-        assert len(out) == 1 and out[0].shape == [1, 4, *size]
+        # (local=False: pooled and deep features reach the whole image; each sample's output must still be its own)
+        assert_fits_any_size(model_cls(4, backbone, **kwargs), (2, 3, *size), 4, local=False)
 
 
 @pytest.mark.parametrize('model_cls', [UPerNet, SemanticFPN])
@@ -94,7 +86,7 @@ def test_every_parameter_is_used(model_cls):
     """The loss reaches every parameter of the head (no dead layers such as PaddleSeg's conv_last)."""
     kwargs = dict(channels=16, enable_auxiliary_loss=True) if model_cls is UPerNet else dict(fpn_channels=16,
                                                                                              channels=8)
-    model = model_cls(4, _tiny_van(), **kwargs)
+    model = model_cls(4, tiny_van(), **kwargs)
     model.train()
     logits = model(paddle.randn([2, 3, 64, 48]))
     assert len(logits) == (2 if model_cls is UPerNet else 1)
@@ -106,7 +98,7 @@ def test_every_parameter_is_used(model_cls):
 
 
 def test_semantic_fpn_structure_follows_the_paper():
-    model = SemanticFPN(4, _tiny_van(), fpn_channels=16, channels=8)
+    model = SemanticFPN(4, tiny_van(), fpn_channels=16, channels=8)
     # level i (stride 4 * 2**i) gets max(1, i) conv + 2x-upsampling steps
     assert [len(head) for head in model.head.scale_heads] == [1, 1, 2, 3]
     assert [c.weight.shape[1] for c in model.neck.lateral_convs] == [16, 24, 32, 48]
@@ -123,21 +115,21 @@ def test_semantic_fpn_structure_follows_the_paper():
 def test_trains(model_cls):
     kwargs = dict(channels=16, enable_auxiliary_loss=True) if model_cls is UPerNet else dict(fpn_channels=16,
                                                                                              channels=8)
-    model = model_cls(4, _tiny_van(), dropout_prob=0.0, **kwargs)
-    losses = _train_steps(model, steps=5, learning_rate=0.1)
+    model = model_cls(4, tiny_van(), dropout_prob=0.0, **kwargs)
+    losses = train_steps(model, steps=5, learning_rate=0.1)
     assert losses[-1] < losses[0] * 0.9, losses
 
 
 def test_upernet_export_and_infer_with_onednn(tmp_path):
     # (not in the Paddle 2.6 subset: there oneDNN rejects the pyramid pooling module's resizing, "could not create
     # a primitive descriptor for a binary operation primitive", and the export falls back to plain CPU)
-    model = UPerNet(5, _tiny_van(), channels=16, enable_auxiliary_loss=True)
-    _randomize(model, seed=6)
-    _export_and_infer(model, tmp_path)
+    model = UPerNet(5, tiny_van(), channels=16, enable_auxiliary_loss=True)
+    randomize_norms(model, seed=6)
+    export_and_infer(model, tmp_path)
 
 
 def test_bad_arguments_raise_user_errors():
-    backbone = _tiny_van()
+    backbone = tiny_van()
     cases = [
         (UPerNet, dict(num_classes=0), "UPerNet: num_classes must be an integer >= 1, got 0"),
         (UPerNet, dict(num_classes=3, backbone_indices=(0, 5)),

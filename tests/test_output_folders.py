@@ -14,12 +14,11 @@ from PIL import Image
 
 import export as export_tool
 import train as train_tool
-from conftest import REPO, TINY_TRANSFORMS, write_tiny_hardnet
+from conftest import REPO, write_tiny_hardnet
 from paddle_models.core.folders import FolderLock, lock_path_beside, lock_path_inside
 from paddle_models.core.predict import predict, unique_names
 from paddle_models.errors import UserError
-from test_core_train import tiny_config
-from test_tools_bad_inputs import load_infer
+from helpers import TINY_TRANSFORMS, load_infer, tiny_config
 
 QUANTIZE = os.path.join(REPO, 'tools', 'quantize.py')
 

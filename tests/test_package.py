@@ -12,7 +12,8 @@ import sys
 import pytest
 import yaml
 
-from conftest import REPO, TINY_HARDNET
+from conftest import REPO
+from helpers import hardnet_section
 from paddle_models.datasets import CamVid, Dataset
 from paddle_models.errors import UserError
 
@@ -66,7 +67,7 @@ def _tiny_config(folder, train_dataset=None):
                                            'mode': 'train', 'transforms': NORMALIZE},
         'val_dataset': {'type': 'SyntheticShapes', 'image_size': 32, 'num_samples': 2, 'mode': 'val',
                         'transforms': NORMALIZE},
-        'model': dict(type='HarDNet', num_classes=5, **{k: list(v) for k, v in TINY_HARDNET.items()}),
+        'model': hardnet_section(5),
         'optimizer': {'type': 'SGD', 'momentum': 0.9},
         'lr_scheduler': {'type': 'PolynomialDecay', 'learning_rate': 0.01},
         'loss': {'types': [{'type': 'CrossEntropyLoss'}], 'coef': [1]},

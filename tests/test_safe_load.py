@@ -22,8 +22,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from test_core_train import TINY_HARDNET, tiny_config
-from test_tools_errors import assert_one_line_error, run_tool
+from helpers import assert_one_line_error, run_tool, tiny_config, tiny_hardnet
 from paddle_models.errors import UserError
 from paddle_models.safe_load import load_paddle_file
 
@@ -582,11 +581,7 @@ def test_paddleseg_models_read_pretrained_files_safely(tmp_path):
 
 @pytest.fixture(scope='module')
 def hardnet_state():
-    from paddle_models.models.hardnet import HarDNet
-
-    kwargs = {k: v for k, v in TINY_HARDNET.items() if k != 'type'}
-    paddle.seed(5)
-    return {k: v.numpy() for k, v in HarDNet(**kwargs).state_dict().items()}
+    return {k: v.numpy() for k, v in tiny_hardnet(seed=5).state_dict().items()}
 
 
 def _image(tmp_path):
@@ -694,11 +689,7 @@ def test_resume_with_a_truncated_optimizer_file(tmp_path, hardnet_state):
 @pytest.fixture(scope='module')
 def exported(tmp_path_factory):
     from paddle_models.core.export import export_model
-    from paddle_models.models.hardnet import HarDNet
-
-    paddle.seed(0)
-    model = HarDNet(num_classes=3, stem_channels=(8, 8, 8, 8), ch_list=(8, 12, 16), gr=(4, 4, 6),
-                    n_layers=(2, 2, 4))
+    model = tiny_hardnet(num_classes=3, seed=0)
     model.eval()
     save_dir = tmp_path_factory.mktemp('export') / 'inference_model'
     return export_model(model, str(save_dir), transforms=[{'type': 'Normalize'}])

@@ -19,8 +19,8 @@ import pytest
 import yaml
 from PIL import Image
 
-from conftest import REPO, TINY_TRANSFORMS, write_tiny_hardnet
-from test_core_train import tiny_config
+from conftest import REPO, write_tiny_hardnet
+from helpers import TINY_TRANSFORMS, tiny_config
 
 # Runs a tool (argv[1]) with PAUSE_AT (module:function) wrapped: after the function returns, 'PAUSED' goes to
 # stderr and the process sleeps. deploy/python/infer.py (module 'infer') is imported and its main called, as its

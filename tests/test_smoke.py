@@ -11,7 +11,7 @@ import yaml
 from PIL import Image
 
 from conftest import REPO
-from test_core_train import tiny_config
+from helpers import tiny_config
 
 pytestmark = pytest.mark.paddle26
 

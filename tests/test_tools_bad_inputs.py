@@ -1,7 +1,6 @@
 """Issue 11, items 2-4: wrong-typed ``--opts`` values, a batch size or iteration count that is not a positive
 integer, an empty config, truncated images and labels (train, val, predict, infer), images too large for memory,
 and predict.py results that always stay inside --save_dir. Each tool error is one line, exit code 2, no traceback."""
-import importlib.util
 import io
 import os
 import struct
@@ -15,25 +14,13 @@ import yaml
 from PIL import Image
 
 import predict as predict_tool
-from conftest import REPO
 from paddle_models import image_io
 from paddle_models.core import predict as predict_module
 from paddle_models.core.config import load_config
 from paddle_models.datasets import load_image, load_label
 from paddle_models.errors import UserError
-from paddle_models.models.hardnet import HarDNet
-from test_core_train import TINY_HARDNET, tiny_config
-from test_tools_errors import assert_one_line_error, run_tool
+from helpers import assert_one_line_error, load_infer, run_tool, tiny_config, tiny_hardnet
 
-INFER_PATH = os.path.join(REPO, 'deploy', 'python', 'infer.py')
-
-
-def load_infer():
-    """deploy/python/infer.py as a module (it is a standalone script, not part of the package)."""
-    spec = importlib.util.spec_from_file_location('infer_under_test', INFER_PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def random_image(height, width, seed=0):
@@ -50,10 +37,7 @@ def encode(image, ext, *params):
 
 
 def save_weights(path):
-    kwargs = dict(TINY_HARDNET)
-    kwargs.pop('type')
-    paddle.seed(0)
-    paddle.save(HarDNet(**kwargs).state_dict(), str(path))
+    paddle.save(tiny_hardnet(seed=0).state_dict(), str(path))
     return path
 
 
@@ -336,10 +320,7 @@ def test_truncated_jpeg_in_predict_writes_nothing(tmp_path):
 @pytest.fixture(scope='module')
 def exported(tmp_path_factory):
     from paddle_models.core.export import export_model
-    kwargs = dict(TINY_HARDNET)
-    kwargs.pop('type')
-    paddle.seed(0)
-    model = HarDNet(**kwargs)
+    model = tiny_hardnet(seed=0)
     model.eval()
     save_dir = tmp_path_factory.mktemp('export') / 'inference_model'
     return export_model(model, str(save_dir), transforms=[{'type': 'Normalize'}])
@@ -383,7 +364,7 @@ def test_predict_limit_follows_available_memory(tmp_path, monkeypatch):
     per_pixel = predict_module.bytes_per_pixel(5)
     assert per_pixel == 3 + 3 * 12 + 4 * 5 + 4
     monkeypatch.setattr(image_io, 'available_memory', lambda: per_pixel * 199)  # one pixel short of 20x10
-    model = HarDNet(**{k: v for k, v in TINY_HARDNET.items() if k != 'type'})
+    model = tiny_hardnet()
     with pytest.raises(UserError) as excinfo:
         predict_module.predict(model, str(tmp_path / 'img.png'), [], str(tmp_path / 'res'), num_classes=5,
                                progress=False)

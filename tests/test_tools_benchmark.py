@@ -219,7 +219,7 @@ def test_peer_worker_imports_neither_paddle_nor_paddle_models():
 
 def _hardnet_config(tmp_path, camvid):
     import yaml
-    from test_tools_quantize import SMALL_HARDNET
+    from helpers import SMALL_HARDNET
     cfg = {'train_dataset': {'type': 'CamVid', 'dataset_root': camvid, 'mode': 'train',
                              'transforms': [{'type': 'Resize', 'target_size': [64, 48]}, {'type': 'Normalize'}]},
            'val_dataset': {'type': 'CamVid', 'dataset_root': camvid, 'mode': 'val',

@@ -1,7 +1,6 @@
 """tools/convert_weights.py: the command line, the key maps registered beside each model (torchvision/timm ResNeXt,
 official VAN, the plug-in protocol, the --help listing), reading without executing pickled code, and one-line errors
 that name the key and both shapes (nothing is written then)."""
-import importlib.util
 import os
 import re
 import subprocess
@@ -17,6 +16,7 @@ from paddle_models.backbones.resnext import ResNeXt50_32x4d
 from paddle_models.backbones.van import VAN_B0
 from paddle_models.errors import UserError
 from paddle_models.registry import CONVERTERS, register_converter
+from helpers import load_script
 
 # safetensors is a requirement of tools/convert_weights.py (requirements.txt); absent only from environments that
 # never convert weights (the Paddle 2.6 smoke environment)
@@ -26,9 +26,7 @@ load_file, save_file = safetensors_numpy.load_file, safetensors_numpy.save_file
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOOL = os.path.join(REPO, 'tools', 'convert_weights.py')
-_spec = importlib.util.spec_from_file_location('convert_weights', TOOL)
-convert_weights = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(convert_weights)
+convert_weights = load_script(os.path.relpath(TOOL, REPO))
 
 
 def _torch_layout(paddle_state, linear_keys=()):

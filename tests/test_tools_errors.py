@@ -1,29 +1,13 @@
 """Bad input to the command-line tools: one line on stderr naming the culprit, exit code 2, no traceback,
 nothing half-written."""
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import yaml
 from PIL import Image
 
-from conftest import REPO
-from test_core_train import TINY_HARDNET, tiny_config
-
-
-def run_tool(tool, *args, cwd=REPO):
-    proc = subprocess.run([sys.executable, os.path.join(REPO, tool)] + [str(a) for a in args], cwd=cwd,
-                          capture_output=True, text=True, timeout=300)
-    return proc
-
-
-def assert_one_line_error(proc, expected):
-    assert proc.returncode == 2, proc.stderr
-    assert 'Traceback' not in proc.stderr
-    lines = [l for l in proc.stderr.splitlines() if l.strip()]
-    assert lines == [f"error: {expected}"], proc.stderr
+from helpers import assert_one_line_error, run_tool, tiny_config, tiny_hardnet
 
 
 def test_missing_config(tmp_path):
@@ -61,10 +45,7 @@ def test_model_path_missing_or_not_fitting(tmp_path):
     proc = run_tool('val.py', '--config', config, '--model_path', tmp_path / 'none.pdparams')
     assert_one_line_error(proc, f"--model_path not found: {tmp_path / 'none.pdparams'}")
     import paddle
-    from paddle_models.models.hardnet import HarDNet
-    other = dict(TINY_HARDNET, num_classes=3)
-    other.pop('type')
-    paddle.save(HarDNet(**other).state_dict(), str(tmp_path / 'other.pdparams'))
+    paddle.save(tiny_hardnet(num_classes=3).state_dict(), str(tmp_path / 'other.pdparams'))
     proc = run_tool('val.py', '--config', config, '--model_path', tmp_path / 'other.pdparams')
     assert proc.returncode == 2 and 'Traceback' not in proc.stderr
     assert proc.stderr.startswith(f"error: {tmp_path / 'other.pdparams'} does not fit the model: 2 shape mismatches, "
@@ -123,10 +104,7 @@ def test_model_num_classes_differs_from_dataset(tmp_path):
 
 def test_unreadable_image_in_predict(tmp_path):
     import paddle
-    from paddle_models.models.hardnet import HarDNet
-    kwargs = dict(TINY_HARDNET)
-    kwargs.pop('type')
-    paddle.save(HarDNet(**kwargs).state_dict(), str(tmp_path / 'm.pdparams'))
+    paddle.save(tiny_hardnet().state_dict(), str(tmp_path / 'm.pdparams'))
     bad = tmp_path / 'broken.jpg'
     bad.write_bytes(b'not an image')
     proc = run_tool('predict.py', '--config', tiny_config(tmp_path), '--model_path', tmp_path / 'm.pdparams',

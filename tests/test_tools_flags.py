@@ -21,18 +21,13 @@ from paddle_models.core.metrics import auc_roc, binary_auc
 from paddle_models.core.profiler import parse_profiler_options
 from paddle_models.core.train import RepeatedDataset
 from paddle_models.errors import UserError
-from paddle_models.models.hardnet import HarDNet
-from test_core_train import TINY_HARDNET, load_params, tiny_config
-from test_tools_errors import assert_one_line_error, run_tool
+from helpers import assert_one_line_error, load_params, run_tool, tiny_config, tiny_hardnet
 
 SMALL = dict(iters=3, batch_size=2, train_samples=4, val_samples=4, random_aug=False, image_size=32)
 
 
 def save_random_model(path, num_classes=5, seed=0):
-    paddle.seed(seed)
-    kwargs = {k: v for k, v in TINY_HARDNET.items() if k != 'type'}
-    kwargs['num_classes'] = num_classes
-    model = HarDNet(**kwargs)
+    model = tiny_hardnet(num_classes, seed=seed)
     paddle.save(model.state_dict(), str(path))
     return {k: v.numpy() for k, v in model.state_dict().items()}
 
@@ -357,8 +352,7 @@ def test_custom_color_replaces_the_palette(tmp_path):
 
 def test_infer_benchmark_shows_the_model_name(tmp_path):
     from paddle_models.core.export import export_model
-    paddle.seed(0)
-    model = HarDNet(num_classes=5, stem_channels=(8, 8, 8, 8), ch_list=(8, 12, 16), gr=(4, 4, 6), n_layers=(2, 2, 4))
+    model = tiny_hardnet(seed=0)
     info = export_model(model, str(tmp_path / 'inference_model'),
                         transforms=[{'type': 'Normalize', 'mean': [0.5] * 3, 'std': [0.5] * 3}])
     image = tmp_path / 'img.png'

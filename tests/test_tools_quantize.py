@@ -7,7 +7,6 @@ ones on >= 95% of the pixels and keep the pixel accuracy against the labels with
 logits by a few percent of their range, which flips the class only where the two best logits are nearly tied
 (object borders), so a calibrated model that keeps its accuracy disagrees on a few percent of the pixels at most.
 """
-import importlib.util
 import re
 import os
 import subprocess
@@ -17,7 +16,8 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import REPO, TINY_TRANSFORMS, camvid_root, write_tiny_config
+from conftest import REPO, camvid_root, write_tiny_config
+from helpers import SMALL_HARDNET, TINY_TRANSFORMS, load_script
 
 import export as export_tool
 from paddle_models.errors import UserError
@@ -25,13 +25,9 @@ from paddle_models.errors import UserError
 QUANTIZE = os.path.join(REPO, 'tools', 'quantize.py')
 INFER = os.path.join(REPO, 'deploy', 'python', 'infer.py')
 SIZE = [128, 96]  # [width, height] the images are resized to (camvid_mini's are 480x360)
-SMALL_HARDNET = {'type': 'HarDNet', 'num_classes': 11, 'stem_channels': [8, 8, 16, 16], 'ch_list': [24, 32, 48, 64],
-                 'gr': [6, 8, 10, 12], 'n_layers': [2, 2, 4, 4]}
 VAL_IMAGES = 8
 
-_spec = importlib.util.spec_from_file_location('quantize_tool', QUANTIZE)
-quantize_tool = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(quantize_tool)
+quantize_tool = load_script(os.path.relpath(QUANTIZE, REPO))
 
 
 def _config(tmp, camvid, **extra):

@@ -14,11 +14,11 @@ from paddleseg.cvlibs import manager
 
 import paddle_models  # noqa: F401  (registers our components in PaddleSeg's manager)
 from conftest import REPO, LocalFileServer as _Server
+from helpers import TINY_HARDNET
 from paddle_models.errors import UserError
 from paddle_models.models.hardnet import HarDNet
 from paddle_models.weights import pretrained_cache_path, resolve_pretrained
 
-HARDNET_TINY = dict(stem_channels=(8, 8, 8, 8), ch_list=(8, 12, 16), gr=(4, 4, 6), n_layers=(2, 2, 4))
 
 
 @pytest.fixture
@@ -153,13 +153,13 @@ def test_tar_whose_weights_are_a_symlink_inside_the_archive(site, mit_weights):
 def test_plain_pdparams_url_through_hardnet_loader(site):
     www, home, server = site
     paddle.seed(3)
-    source = HarDNet(num_classes=3, **HARDNET_TINY)
+    source = HarDNet(num_classes=3, **TINY_HARDNET)
     (www / 'hardnet_tiny').mkdir()
     paddle.save(source.state_dict(), str(www / 'hardnet_tiny' / 'best.pdparams'))
     url = server.url('hardnet_tiny/best.pdparams')
 
     paddle.seed(4)
-    loaded = HarDNet(num_classes=3, pretrained=url, **HARDNET_TINY)
+    loaded = HarDNet(num_classes=3, pretrained=url, **TINY_HARDNET)
     _assert_same_state(loaded, {k: v.numpy() for k, v in source.state_dict().items()})
     assert _cache_listing(home) == ['hardnet_tiny', 'hardnet_tiny/best.pdparams']
     assert (home / 'pretrained_model' / 'hardnet_tiny' / 'best.pdparams').read_bytes() == \
