@@ -218,6 +218,16 @@ def _bomb_jpeg():
     return bytes(data)
 
 
+@pytest.mark.parametrize('ext', ['.png', '.jpg', '.bmp', '.webp', '.tiff'])
+def test_image_size_from_the_header(ext):
+    """infer.image_size reads (width, height) from the header alone; None for bytes of no image format."""
+    import infer
+
+    data = cv2.imencode(ext, _image(0, 37, 21))[1].tobytes()
+    assert infer.image_size(data) == (37, 21)
+    assert infer.image_size(b'hello, this is not an image') is None
+
+
 BOMB = "the image is 30000x30000 (width x height) = 900000000 pixels, more than the 1000000 allowed (--max_pixels)"
 BAD_JSON = [
     ('empty body', b'', 400, "the request body is empty; expected JSON {\"image\": <base64 image>}"),

@@ -843,7 +843,7 @@ def run(argv=None):
                     **kwargs)
     except SystemExit as err:  # uvicorn exits 1 where it cannot listen (its own log line says why)
         if err.code not in (0, None):
-            raise UserError(f"cannot serve on {args.host}:{args.port} (see the line above)") from None
+            raise UserError(f"cannot serve on {args.host}:{args.port} (uvicorn's ERROR line above says why)") from None
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
