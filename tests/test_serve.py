@@ -23,11 +23,15 @@ import time
 import uuid
 
 import cv2
-import httpx
 import numpy as np
 import pytest
 import yaml
 from PIL import Image
+
+try:
+    import httpx
+except ImportError:  # the Paddle 2.6 smoke environment, which collects this module but runs none of it
+    httpx = None
 
 from serving_helpers import CLASS_NAMES, INFER, PALETTE, REPO, SERVE, Server, make_tiny_export
 
