@@ -620,6 +620,17 @@ def test_pm_serve(export, monkeypatch, tmp_path):
     def fake_run(app, **kwargs):
         seen['app'], seen['kwargs'] = app, kwargs
 
+    # a package installed without the repository has no deploy/python/serve.py beside it
+    from paddle_models import api
+
+    with monkeypatch.context() as patch:
+        patch.setattr(api, '__file__', str(tmp_path / 'site-packages' / 'paddle_models' / 'api.py'))
+        with pytest.raises(UserError) as err:
+            pm.serve(export)
+    assert str(err.value) == (
+        f"serve(): {tmp_path / 'site-packages' / 'deploy' / 'python' / 'serve.py'} not found: the server ships with "
+        f"the repository (deploy/python/serve.py), not with the installed package; run it from a checkout of the "
+        f"repository")
     monkeypatch.setattr(uvicorn, 'run', fake_run)
     assert pm.serve(export, port=9999, max_batch_size=2, allow_url=True, cpu_threads=1) == 0
     service = seen['app'].state.service
