@@ -708,7 +708,7 @@ def create_app(config_path, **options):
             return {'status': 'ok'}
         if service.batcher.failure:
             raise RequestError(503, f"the model failed its warm-up run: {service.batcher.failure}")
-        raise RequestError(503, "warming up")
+        raise RequestError(503, "warming up", {'Retry-After': str(RETRY_AFTER_S)})
 
     @app.get('/metadata')
     async def metadata():
