@@ -232,6 +232,19 @@ def test_image_size_from_the_header(ext):
     assert infer.image_size(b'hello, this is not an image') is None
 
 
+def _bomb_jpeg_with_junk():
+    """``_bomb_jpeg`` with two stray bytes before its frame header (libjpeg skips them, with a warning)."""
+    data = _bomb_jpeg()
+    sof = data.find(b'\xff\xc0')
+    return data[:sof] + b'\0\0' + data[sof:]
+
+
+def _gif():
+    out = io.BytesIO()
+    Image.new('RGB', (5, 4)).save(out, format='GIF')  # Pillow reads it; OpenCV 4.6 has no GIF decoder
+    return out.getvalue()
+
+
 BOMB = "the image is 30000x30000 (width x height) = 900000000 pixels, more than the 1000000 allowed (--max_pixels)"
 BAD_JSON = [
     ('empty body', b'', 400, "the request body is empty; expected JSON {\"image\": <base64 image>}"),
@@ -242,9 +255,11 @@ BAD_JSON = [
     ('bad base64', {'image': 'abc$'}, 400, None),
     ('empty image', {'image': ''}, 400, "'image' is empty"),
     ('not an image', {'image': _b64(b'hello, this is not an image')}, 400,
-     "'image' is not an image (no format OpenCV decodes)"),
+     "'image' is not an image of a format whose header gives its size (PNG, JPEG, BMP, WebP, TIFF, ...)"),
     ('png bomb', {'image': _b64(_bomb_png())}, 413, f"'image': {BOMB}"),
     ('jpeg bomb', {'image': _b64(_bomb_jpeg())}, 413, f"'image': {BOMB}"),
+    ('jpeg bomb with junk', {'image': _b64(_bomb_jpeg_with_junk())}, 413, f"'image': {BOMB}"),
+    ('gif', {'image': _b64(_gif())}, 400, "'image' is not an image OpenCV decodes"),
     ('targetSize string', {'image': 'x', 'targetSize': 'big'}, 422,
      'targetSize must be an integer or [width, height] of integers, got "big"'),
     ('targetSize three', {'image': 'x', 'targetSize': [1, 2, 3]}, 422,
@@ -283,7 +298,8 @@ def test_truncated_images(server, images):
 def test_bad_uploads(server, images):
     url = server.url + '/predict'
     _assert_error(httpx.post(url, files={'file': ('x.txt', b'not an image')}, timeout=60), 400,
-                  "the uploaded file is not an image (no format OpenCV decodes)")
+                  "the uploaded file is not an image of a format whose header gives its size (PNG, JPEG, BMP, WebP, "
+                  "TIFF, ...)")
     _assert_error(httpx.post(url, files={'image': ('a.png', images['a'][0])}, timeout=60), 400,
                   "the multipart upload has no field named 'file' (fields: 'image')")
     _assert_error(httpx.post(url, content=images['a'][0], headers={'Content-Type': 'image/png'}, timeout=60), 400,
