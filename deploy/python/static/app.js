@@ -116,7 +116,8 @@
       label.textContent = name;
       const share = document.createElement('span');
       share.className = 'share';
-      share.textContent = `${((100 * counts.get(id)) / total).toFixed(1)}%`;
+      const percent = (100 * counts.get(id)) / total;
+      share.textContent = percent < 0.05 ? '<0.1%' : `${percent.toFixed(1)}%`;  // present, if only a few pixels
       item.append(swatch, label, share);
       return item;
     }));
