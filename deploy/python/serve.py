@@ -368,8 +368,10 @@ class Service:
             return infer.prepare_image(data, self.transforms, self.cfg, source=source, target_size=target,
                                        max_pixels=self.max_pixels)
         except infer.ImageError as err:
+            if err.kind == 'unknown':
+                raise RequestError(400, f"{source} is {err}") from None
             if err.kind == 'undecodable':
-                raise RequestError(400, f"{source} is not an image (no format OpenCV decodes)") from None
+                raise RequestError(400, f"{source} is not an image OpenCV decodes") from None
             if err.kind == 'too_large':
                 raise RequestError(413, f"{source}: {err} (--max_pixels)") from None
             raise RequestError(400, f"{source}: {err}") from None
@@ -406,14 +408,23 @@ class Service:
         return cv2.imencode('.jpg', blend.round().astype(np.uint8), [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
 
     def fetch(self, url):
-        """The bytes at an http(s) ``url`` (--allow_url), at most the body limit, within --url_timeout_s."""
+        """The bytes at an http(s) ``url`` (--allow_url): at most the body limit, within --url_timeout_s in all,
+        redirects followed to http(s) URLs only, no proxy."""
         import urllib.error
         import urllib.request
 
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        class HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
+            def redirect_request(self, req, fp, code, msg, headers, newurl):
+                if not newurl.lower().startswith(('http://', 'https://')):
+                    raise urllib.error.URLError(f"redirected to {newurl}, not an http(s) URL")
+                return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+        timeout = self.options['url_timeout_s']
+        deadline = time.monotonic() + timeout
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), HttpOnlyRedirects)
         try:
             with opener.open(urllib.request.Request(url, headers={'User-Agent': 'paddle-models-serve'}),
-                             timeout=self.options['url_timeout_s']) as response:
+                             timeout=timeout) as response:
                 length = response.headers.get('Content-Length')
                 if length is not None and length.isdigit() and int(length) > self.max_body:
                     raise RequestError(413, f"image URL {url}: {int(length)} bytes, more than the "
@@ -427,6 +438,9 @@ class Service:
                     if total > self.max_body:
                         raise RequestError(413, f"image URL {url}: more than the {self.max_body} bytes allowed "
                                                 f"(--max_body_mb)")
+                    if time.monotonic() > deadline:
+                        raise RequestError(400, f"cannot fetch image URL {url}: not complete within {timeout:g} s "
+                                                f"(--url_timeout_s)")
                     chunks.append(chunk)
                 return b''.join(chunks)
         except urllib.error.HTTPError as err:
@@ -696,7 +710,7 @@ def create_app(config_path, **options):
             return {'status': 'ok'}
         if service.batcher.failure:
             raise RequestError(503, f"the model failed its warm-up run: {service.batcher.failure}")
-        raise RequestError(503, "warming up")
+        raise RequestError(503, "warming up", {'Retry-After': str(RETRY_AFTER_S)})
 
     @app.get('/metadata')
     async def metadata():
@@ -831,7 +845,7 @@ def run(argv=None):
                     **kwargs)
     except SystemExit as err:  # uvicorn exits 1 where it cannot listen (its own log line says why)
         if err.code not in (0, None):
-            raise UserError(f"cannot serve on {args.host}:{args.port} (see the line above)") from None
+            raise UserError(f"cannot serve on {args.host}:{args.port} (uvicorn's ERROR line above says why)") from None
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
