@@ -43,6 +43,8 @@ EXPECTED_FILES = {
     'README.md': ['output/quickstart/best_model/model.pdparams', 'output/quickstart/config.yml',
                   'output/qs/best_model/model.pdparams', 'output/result/pseudo_color_prediction/img.png',
                   'output/inference_model/deploy.yaml', 'output/infer/img.png'],
+    'docs/getting_started.md': ['output/best_model/model.pdparams', 'output/result/pseudo_color_prediction/img.png',
+                                'output/inference_model/deploy.yaml'],
 }
 
 # linked from the README before the page exists in this branch: allowed only while the file is missing
