@@ -2,7 +2,7 @@
 
     python tools/export_speed.py                                   # every config in configs/
     python tools/export_speed.py --configs configs/hardnet.yml configs/mscale_ocrnet_hrnet_w48_camvid.yml
-    python tools/export_speed.py --markdown                        # a markdown table (README)
+    python tools/export_speed.py --markdown                        # a markdown table (docs/deployment.md)
 
 For each config, in fresh subprocesses (so nothing is cached between them):
 

@@ -35,7 +35,7 @@ fused batch norm and activation: the program is traced with its batch norms unfo
 ``core/export.py``'s ``_legacy_bias_is_reshaped``; with their bias, which
 ``paddle_models.core.legacy.fuse_ready_conv_bias`` puts in the form the fusion matches), concatenations,
 additions, matmuls and reshapes between them. Transformer parts (LayerNorm, softmax, GELU, the attention's
-transposes) stay FP32, so SegFormer gains little or nothing over the FP32 program (see the README).
+transposes) stay FP32, so SegFormer gains little or nothing over the FP32 program (see docs/deployment.md, INT8 on CPU).
 ``pool2d`` stays FP32 (in INT8 it cost a trained HarDNet 1.7 mIoU points at the same speed, and PSPNet's program
 failed in it); ``bilinear_interp`` and ``conv2d_transpose`` (LinkNet's decoder) have no oneDNN INT8 kernel and run
 in FP32 behind dequantize/quantize reorders, so models with many of them gain less.

@@ -108,7 +108,7 @@ def set_device(device, precision='fp32'):
     if device is None:
         device = 'gpu' if paddle.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0 else 'cpu'
     if device == 'gpu' and not paddle.is_compiled_with_cuda():
-        raise UserError("--device gpu: this Paddle build has no CUDA support (install paddlepaddle-gpu, see README)")
+        raise UserError("--device gpu: this Paddle build has no CUDA support (install paddlepaddle-gpu, see docs/getting_started.md, GPU install)")
     if precision == 'fp16' and device == 'cpu':
         raise UserError("--precision fp16 needs a GPU (--device gpu); use --precision fp32 on CPU")
     paddle.set_device(device)
