@@ -44,7 +44,7 @@ Measurements (batch 1, random input, ``--threads`` CPU threads):
   (``export_onnx_s``) and timed in ONNX Runtime (CPU provider, ``--threads`` intra-op threads, one inter-op) and in
   the standalone OpenVINO runtime (reshaped to ``--size``, f32, latency hint, ``--threads`` threads): with
   ``infer_onednn`` the same network in three runtimes.
-* ``--suite`` / ``--configs``: the README speed table over several configs (``SUITE``: ours dynamic, oneDNN FP32,
+* ``--suite`` / ``--configs``: the speed table of docs/speed.md over several configs (``SUITE``: ours dynamic, oneDNN FP32,
   OpenVINO FP32 and oneDNN INT8; PaddleSeg's dynamic where PaddleSeg has the model, "-" otherwise; the peers; no
   plain-CPU inference);
   ``--markdown`` writes it with the date, machine, versions and command (docs/speed.md). ``--suite`` then adds the
@@ -720,6 +720,24 @@ def replace_same_graph(page, section):
     return (head.rstrip('\n') + '\n\n' if head.strip() else '') + section
 
 
+def _speed_page_parts(text):
+    """(generated head, hand-written ``## `` sections, same-graph section) of a speed page's text."""
+    same = text.find(SAME_GRAPH_HEADING)
+    body, tail = (text, '') if same < 0 else (text[:same], text[same:])
+    first = body.find('\n## ')
+    return (body, '', tail) if first < 0 else (body[:first + 1], body[first + 1:], tail)
+
+
+def merge_speed_page(page, doc):
+    """The speed page after a ``--suite --markdown`` run: ``doc``'s generated head (title, machine, the suite table
+    and its notes) and its same-graph section (``page``'s own where ``doc`` has none) around ``page``'s hand-written
+    ``## `` sections, which are kept as they are."""
+    head, _, tail = _speed_page_parts(doc)
+    _, middle, old_tail = _speed_page_parts(page or '')
+    parts = [head.rstrip('\n'), middle.rstrip('\n'), (tail or old_tail).rstrip('\n')]
+    return '\n\n'.join(part for part in parts if part.strip()) + '\n'
+
+
 def same_graph_main(args, command):
     """``--same-graph``: the three same-graph measurements of every config (or ``--configs``), printed; with
     ``--markdown`` the page's same-graph section is replaced (the rest of the page kept)."""
@@ -800,7 +818,7 @@ def main(argv=None):
                         help='interpreter with torch and the peer libraries (default: $PADDLE_MODELS_PEER_PYTHON, '
                              'else this one)')
     parser.add_argument('--suite', action='store_true',
-                        help='the README speed table: ' + ', '.join(c for _, c in SUITE) + ' (ours: dynamic, '
+                        help='the speed table of docs/speed.md: ' + ', '.join(c for _, c in SUITE) + ' (ours: dynamic, '
                              'oneDNN FP32 and INT8; PaddleSeg: dynamic; the peers)')
     parser.add_argument('--configs', nargs='+', help='like --suite, over these configs')
     parser.add_argument('--same-graph', action='store_true',
@@ -876,10 +894,14 @@ def main(argv=None):
         doc = format_speed_doc(results, args.size, args.threads, args.repeats, args.processes, command, versions)
         if args.suite or args.configs:
             print('\n'.join(line for line in doc.splitlines() if line.startswith('|')))
-        if args.markdown:
+        if args.markdown:  # the page's hand-written sections are kept (merge_speed_page)
+            page = ''
+            if os.path.isfile(args.markdown):
+                with open(args.markdown, encoding='utf-8') as f:
+                    page = f.read()
             os.makedirs(os.path.dirname(os.path.abspath(args.markdown)), exist_ok=True)
             with open(args.markdown, 'w', encoding='utf-8') as f:
-                f.write(doc)
+                f.write(merge_speed_page(page, doc))
     if args.json:
         with open(args.json, 'w') as f:
             json.dump({'size': args.size, 'results': [{'name': name, 'config': config, 'results': table}

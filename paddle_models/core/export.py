@@ -55,7 +55,7 @@ full_graph=True, then you can assign input spec"). Its limits show up as export 
 
 What it buys: on the CPU, oneDNN runs these convolutional networks several times faster than Paddle
 Inference's plain kernels with the same argmax, and the portable resize costs nothing measurable next to
-``bilinear_interp`` (figures: README, "Export and Paddle Inference").
+``bilinear_interp`` (figures: docs/deployment.md, "Export and Paddle Inference").
 
 Both Paddle versions enable oneDNN by default in ``paddle.inference.Config`` on CPU: a plain-CPU run must call
 ``disable_mkldnn()``.
