@@ -335,3 +335,21 @@ def test_auto_goes_on_where_the_cache_cannot_be_written(exports, infer, tmp_path
     assert sorted(os.listdir(folder)) == [CHOICE_FILE, 'deploy.yaml', 'model.onnx']  # no temporary file left
     runner = InferenceModel(folder, threads=1, backend='auto')  # InferenceModel: the same
     assert runner.backend in ('onnxruntime', 'openvino') and (folder / CHOICE_FILE).is_dir()
+
+
+def test_infer_prints_a_few_lines_unless_print_detail(exports, tmp_path):
+    """A newcomer's run prints our own few lines; ONNX Runtime's info log (hundreds of lines per model) and Paddle's
+    GLOG output come with ``--print_detail True``."""
+    def run(*extra):
+        result = subprocess.run([sys.executable, os.path.join('deploy', 'python', 'infer.py'), '--config',
+                                 str(exports['ov'] / 'deploy.yaml'), '--image_path', str(exports['images'] / 'im0.png'),
+                                 '--save_dir', str(tmp_path / 'out'), '--backend', 'onnxruntime', '--device', 'cpu',
+                                 *extra], capture_output=True, text=True, cwd=REPO, timeout=300)
+        assert result.returncode == 0, result.stderr[-3000:]
+        return (result.stdout + result.stderr).splitlines()
+
+    quiet = run()
+    assert len(quiet) <= 6 and all(' INFO infer: ' in line for line in quiet), quiet
+    assert quiet[-1].endswith(f"saved 1 result(s) in {tmp_path / 'out'}")
+    detailed = run('--print_detail', 'True')
+    assert len(detailed) > 50 and sum('onnxruntime' in line for line in detailed) > 40

@@ -83,6 +83,8 @@ import numpy as np
 import yaml
 
 logger = logging.getLogger('infer')
+# Paddle's import warns about a missing ccache (a compiler cache for C++ extensions, which this runner never builds)
+warnings.filterwarnings('ignore', message='No ccache found')
 
 IMAGE_SUFFIXES = ('.jpeg', '.jpg', '.bmp', '.png', '.tif', '.tiff', '.webp')
 
@@ -208,8 +210,10 @@ def parse_args(argv=None):
                         help='With --benchmark, the model name the report shows. Default: none')
     parser.add_argument('--with_argmax', action='store_true',
                         help='Accepted for compatibility: logits/probability outputs always get an argmax.')
-    parser.add_argument('--print_detail', type=str2bool, nargs='?', const=True, default=True,
-                        help="Show Paddle Inference's GLOG output. Default: True")
+    parser.add_argument('--print_detail', type=str2bool, nargs='?', const=True, default=False,
+                        help="Show Paddle Inference's GLOG output and ONNX Runtime's info log (hundreds of lines "
+                             "per model). Default: False (PaddleSeg's default is True: a run here prints our own "
+                             "few lines unless asked)")
     return parser.parse_args(argv)
 
 
