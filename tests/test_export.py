@@ -1,4 +1,4 @@
-"""Export to Paddle Inference (core/export.py) and the deployment runner (deploy/python/infer.py).
+"""Export to Paddle Inference (core/export/) and the deployment runner (deploy/python/infer.py).
 
 A tiny HarDNet (bilinear upsampling in its decoder and head) is exported once per module and compared with the
 dynamic graph: through Paddle Inference with oneDNN on and off, at two input sizes, and through infer.py run as a
@@ -24,7 +24,9 @@ from paddleseg.utils.visualize import get_color_map_list
 
 from conftest import REPO, camvid_root, run_export
 from helpers import TINY_HARDNET
-from paddle_models.core import export as export_module
+from paddle_models.core.export import checks as export_checks
+from paddle_models.core.export import dispatch as export_dispatch
+from paddle_models.core.export import program as export_program
 from paddle_models.core.export import export_model
 from paddle_models.errors import UserError
 from paddle_models.models.hardnet import HarDNet
@@ -201,7 +203,7 @@ def test_failure_mid_export_leaves_nothing_behind(model, tmp_path, monkeypatch):
         real_save(layer, path, **kwargs)  # files are written, then the export fails
         raise OSError('disk full')
 
-    monkeypatch.setattr(export_module.paddle.jit, 'save', save_then_fail)
+    monkeypatch.setattr(paddle.jit, 'save', save_then_fail)
     with pytest.raises(OSError, match='disk full'):  # folders it had to create go too
         export_model(model, str(tmp_path / 'new' / 'deeper' / 'inference_model'), transforms=TRANSFORMS)
     assert os.listdir(tmp_path) == []
@@ -211,7 +213,7 @@ def test_failure_mid_export_leaves_nothing_behind(model, tmp_path, monkeypatch):
     assert os.listdir(tmp_path) == []
 
     # a previous export in save_dir stays as it was (and the model's train/eval state is restored)
-    monkeypatch.setattr(export_module.paddle.jit, 'save', real_save)
+    monkeypatch.setattr(paddle.jit, 'save', real_save)
     model.train()
     model.stem.eval()  # a mixed state (e.g. a frozen part) comes back as it was
     try:
@@ -221,7 +223,7 @@ def test_failure_mid_export_leaves_nothing_behind(model, tmp_path, monkeypatch):
     finally:
         model.eval()
     before = {name: (save_dir / name).read_bytes() for name in os.listdir(save_dir)}
-    monkeypatch.setattr(export_module.paddle.jit, 'save', save_then_fail)
+    monkeypatch.setattr(paddle.jit, 'save', save_then_fail)
     with pytest.raises(OSError, match='disk full'):
         export_model(model, str(save_dir), transforms=TRANSFORMS + [{'type': 'Normalize'}])
     assert os.listdir(tmp_path) == ['inference_model']
@@ -301,29 +303,29 @@ def test_plain_cpu_run_only_where_onednn_fails_or_deviates_from_the_dynamic_grap
     start on big programs) happens only where oneDNN fails or deviates, and then decides; a failing plain run
     still fails the export."""
     calls = []
-    real_predict, real_reference = export_module._predict, export_module._dynamic_output
+    real_predict, real_reference = export_checks.predict, export_dispatch.dynamic_output
 
     def spy(program, params, data, onednn):
         calls.append(onednn)
         return real_predict(program, params, data, onednn)
 
-    monkeypatch.setattr(export_module, '_predict', spy)
+    monkeypatch.setattr(export_checks, 'predict', spy)
     import traceback
     from paddle.jit.dy2static import convert_call_func
     from paddle.nn.layer import layers
     patched = (traceback.extract_stack, convert_call_func.is_unsupported, getattr(layers, 'name_struct', None))
     info = export_model(model, str(tmp_path / 'agree'), transforms=TRANSFORMS)
     assert info['onednn'] is True and calls == [True]
-    # the tracing shortcuts (_fast_tracing) are undone after the export
+    # the tracing shortcuts (tracing.fast_tracing) are undone after the export
     assert (traceback.extract_stack, convert_call_func.is_unsupported, getattr(layers, 'name_struct', None)) == patched
 
     # a reference oneDNN deviates from (every class id shifted): the plain run decides, and oneDNN matches it
     calls.clear()
-    monkeypatch.setattr(export_module, '_dynamic_output',
+    monkeypatch.setattr(export_dispatch, 'dynamic_output',
                         lambda m, data, op: (real_reference(m, data, op) + 1) % NUM_CLASSES)
     info = export_model(model, str(tmp_path / 'deviate'), transforms=TRANSFORMS)
     assert info['onednn'] is True and calls == [True, False]
-    monkeypatch.setattr(export_module, '_dynamic_output', real_reference)
+    monkeypatch.setattr(export_dispatch, 'dynamic_output', real_reference)
 
     def onednn_fails(program, params, data, onednn):
         calls.append(onednn)
@@ -332,10 +334,10 @@ def test_plain_cpu_run_only_where_onednn_fails_or_deviates_from_the_dynamic_grap
         return real_predict(program, params, data, onednn)
 
     calls.clear()
-    monkeypatch.setattr(export_module, '_predict', onednn_fails)
+    monkeypatch.setattr(export_checks, 'predict', onednn_fails)
     info = export_model(model, str(tmp_path / 'fails'), transforms=TRANSFORMS)
     # PIR: the program with folded batch norms, then the unfolded one; legacy programs (Paddle 2.6) are traced
-    # unfolded only (export._legacy_bias_is_reshaped)
+    # unfolded only (export/program.py: _legacy_bias_is_reshaped)
     assert calls == [True, False] * (2 if IS_PIR else 1)
     assert info['onednn'] is False and info['onednn_error'] == 'oneDNN run failed (oneDNN kernel missing)'
     with open(info['deploy_yaml']) as f:
@@ -345,7 +347,7 @@ def test_plain_cpu_run_only_where_onednn_fails_or_deviates_from_the_dynamic_grap
     def nothing_runs(program, params, data, onednn):
         raise RuntimeError('no kernel for op foo' if not onednn else 'oneDNN kernel missing')
 
-    monkeypatch.setattr(export_module, '_predict', nothing_runs)
+    monkeypatch.setattr(export_checks, 'predict', nothing_runs)
     with pytest.raises(RuntimeError, match=r'does not run in Paddle Inference \(CPU, no oneDNN\) on an input of '
                                            r'shape \[1, 3, 64, 96\]: no kernel for op foo'):
         export_model(model, str(tmp_path / 'broken'), transforms=TRANSFORMS)
@@ -360,7 +362,7 @@ def test_batch_norms_are_folded_into_the_convolutions(exported, model, images):
     from paddle_models.layers.conv import ConvBNAct
     blocks = [layer for layer in model.sublayers() if isinstance(layer, ConvBNAct)]
     assert blocks and not any(hasattr(layer, '_folded_conv') or getattr(layer.forward, '__func__', None) is
-                              export_module._folded_forward for layer in blocks)
+                              export_program._folded_forward for layer in blocks)
     if IS_PIR:
         with open(exported['model'], encoding='utf-8') as f:
             program = f.read()
@@ -374,14 +376,14 @@ def test_unfolded_export_where_onednn_fails_on_the_folded_program(model, tmp_pat
     """A oneDNN check that fails on the program with folded batch norms makes the export trace and check the model
     unfolded, whose program is then saved (with its batch norms). Legacy programs (Paddle 2.6) have their batch
     norms from the start."""
-    real_check, checks = export_module._check_program, []
+    real_check, checks = export_dispatch.check_program, []
 
     def fail_first(program, *args):
         checks.append(program)
         return 'oneDNN output differs from the plain CPU run on 2.0% of the pixels' if len(checks) == 1 else \
             real_check(program, *args)
 
-    monkeypatch.setattr(export_module, '_check_program', fail_first)
+    monkeypatch.setattr(export_dispatch, 'check_program', fail_first)
     info = export_model(model, str(tmp_path / 'out'), transforms=TRANSFORMS)
     if not IS_PIR:  # legacy programs are traced unfolded in the first place: one check, and it decides
         assert len(checks) == 1 and info['onednn'] is False

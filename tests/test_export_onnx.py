@@ -20,7 +20,9 @@ import yaml
 from PIL import Image
 
 from conftest import REPO, camvid_root, write_tiny_hardnet
-from paddle_models.core import export as export_module
+from paddle_models.core.export import checks as export_checks
+from paddle_models.core.export import onnx as export_onnx
+from paddle_models.core.export import program as export_program
 from paddle_models.core.config import Builder, load_config
 from paddle_models.core.export import export_model
 from paddle_models.errors import UserError
@@ -233,9 +235,9 @@ def test_unconvertible_op_is_a_user_error_naming_it_and_leaves_nothing(tmp_path)
     with pytest.raises(UserError) as err:
         scratch = tmp_path / 'scratch'
         scratch.mkdir()
-        ops = export_module._save_program(model, str(scratch), [1, 3, 64, 64], 'none', portable=True)
-        export_module._convert_onnx(str(scratch / 'model.json'), str(scratch / 'model.pdiparams'),
-                                    str(save_dir / 'model.onnx'), ops)
+        ops = export_program.save_program(model, str(scratch), [1, 3, 64, 64], 'none', portable=True)
+        export_onnx.convert_onnx(str(scratch / 'model.json'), str(scratch / 'model.pdiparams'),
+                                 str(save_dir / 'model.onnx'), ops)
     assert str(err.value) == "ONNX export: paddle2onnx cannot convert the model: it has no converter for op(s) lerp"
     assert not save_dir.exists()
 
@@ -243,7 +245,7 @@ def test_unconvertible_op_is_a_user_error_naming_it_and_leaves_nothing(tmp_path)
 def test_failed_onnx_check_leaves_nothing_behind(tmp_path, monkeypatch):
     model = _tiny_hardnet()
     save_dir = tmp_path / 'sub' / 'out'
-    monkeypatch.setattr(export_module, '_compare', lambda got, want, op: 0.5)
+    monkeypatch.setattr(export_checks, 'compare', lambda got, want, op: 0.5)
     with pytest.raises(UserError) as err:
         export_model(model, str(save_dir), input_shape=[1, 3, 64, 64], transforms=TRANSFORMS, fmt='onnx')
     assert str(err.value) == ("ONNX export: ONNX Runtime's output differs from Paddle Inference's on the traced "

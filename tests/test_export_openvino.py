@@ -107,7 +107,8 @@ def test_infer_runs_the_openvino_export_like_the_paddle_one(tiny_exports, tmp_pa
     for name, (export_dir, extra) in runs.items():
         out_dir = tmp_path / name
         result = subprocess.run([sys.executable, INFER, '--config', str(export_dir / 'deploy.yaml'), '--image_path',
-                                 str(image_dir), '--save_dir', str(out_dir), '--device', 'cpu', *extra],
+                                 str(image_dir), '--save_dir', str(out_dir), '--device', 'cpu',
+                                 '--print_detail', *extra],  # Paddle's pass log names the engine's pass
                                 capture_output=True, text=True, cwd=cwd, timeout=300)
         assert result.returncode == 0, result.stderr
         assert os.listdir(cwd) == [], name  # nothing outside --save_dir (no ./__cache__)

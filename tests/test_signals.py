@@ -156,7 +156,7 @@ def test_training_stopped_before_its_first_save_leaves_nothing(tmp_path):
 def test_export_stops_and_removes_its_temporary_folder(runner, tmp_path, signum):
     _, weights, config = write_tiny_hardnet(tmp_path, seed=0)
     save_dir = tmp_path / 'exports' / 'model'
-    tool = paused_tool(runner, 'export.py', 'paddle_models.core.export:_write_deploy', '--config',
+    tool = paused_tool(runner, 'export.py', 'paddle_models.core.export.dispatch:write_deploy', '--config',
                        config, '--model_path', weights, '--save_dir', save_dir)
     tool.wait_for(tool.paused)
     assert [p for p in os.listdir(tmp_path / 'exports') if p.startswith('.model.tmp-')]
@@ -170,7 +170,7 @@ def test_export_keeps_the_previous_export_when_stopped(runner, tmp_path):
     save_dir = tmp_path / 'model'
     save_dir.mkdir()
     (save_dir / 'deploy.yaml').write_text('previous')
-    tool = paused_tool(runner, 'export.py', 'paddle_models.core.export:_write_deploy', '--config',
+    tool = paused_tool(runner, 'export.py', 'paddle_models.core.export.dispatch:write_deploy', '--config',
                        config, '--model_path', weights, '--save_dir', save_dir)
     tool.wait_for(tool.paused)
     code, err, _, _ = tool.stop(signal.SIGTERM)

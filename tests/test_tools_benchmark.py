@@ -49,6 +49,24 @@ def test_paddleseg_side_gets_only_its_own_arguments(capsys):
     assert capsys.readouterr().err.strip() == "note: PaddleSeg's UNetPlusPlus takes no ds_outputs; built without"
 
 
+def test_paddleseg_side_leaves_out_what_its_size_builder_fixes(capsys):
+    """PaddleSeg's ``MixVisionTransformer_B0`` passes ``mlp_ratios`` and ``drop_path_rate`` to its class itself:
+    given in the config they are left out of PaddleSeg's build (with a note), and ours takes them through Builder,
+    which turns a bad argument into a one-line UserError."""
+    from paddleseg.models.backbones import MixVisionTransformer_B0
+    assert {'mlp_ratios', 'drop_path_rate', 'embed_dims'} <= benchmark._fixed_by_builder(MixVisionTransformer_B0)
+    cfg = dict(TINY_SEGFORMER, backbone={"type": "MixVisionTransformer_B0", "mlp_ratios": [1, 1, 1, 1],
+                                         "drop_path_rate": 0.0})
+    ours, theirs = benchmark.build(cfg, 'ours'), benchmark.build(cfg, 'paddleseg')
+    assert capsys.readouterr().err.strip() == ("note: PaddleSeg's MixVisionTransformer_B0 fixes drop_path_rate, "
+                                               "mlp_ratios itself; built without")
+    assert ours.backbone.block1[0].mlp.fc1.weight.shape[1] == 32  # mlp_ratio 1 at 32 channels
+    assert theirs.backbone.block1[0].mlp.fc1.weight.shape[1] == 128  # PaddleSeg's own mlp_ratio 4
+    with pytest.raises(UserError) as err:
+        benchmark.build(dict(TINY_SEGFORMER, no_such_argument=1), 'ours')
+    assert str(err.value).startswith("model config: ")
+
+
 def test_config_with_base_file_is_merged(tmp_path):
     """``--config`` reads a config the way train.py does: the model may come from a ``_base_`` file."""
     (tmp_path / 'base.yml').write_text("model:\n  type: HarDNet\n  num_classes: 5\n")

@@ -50,12 +50,15 @@ Measurements (batch 1, random input, ``--threads`` CPU threads):
   ``--markdown`` writes it with the date, machine, versions and command (docs/speed.md). ``--suite`` then adds the
   same-graph table: ``infer_onednn``, ``onnx_ort`` and ``onnx_openvino`` for every other config in ``configs/``.
 
-``--impl paddleseg`` builds the same model-config dict from PaddleSeg's own classes (``paddleseg.models.<type>``,
-``paddleseg.models.backbones.<type>``); our registry replaces PaddleSeg's entries in the manager, so this looks the
-classes up in PaddleSeg's modules directly. Builder names that exist only here (``SegNeXt_T``) have no PaddleSeg
-counterpart: give a config.
+``--impl ours`` builds the model-config dict through ``core.config.Builder``, as train.py does. ``--impl paddleseg``
+builds it from PaddleSeg's own classes (``paddleseg.models.<type>``, ``paddleseg.models.backbones.<type>``); our
+registry replaces PaddleSeg's entries in the manager, so this looks the classes up in PaddleSeg's modules directly,
+leaving out (with a note on stderr) the arguments PaddleSeg's class does not take and those its size builder fixes
+itself (``MixVisionTransformer_B0``'s ``drop_path_rate``). Builder names that exist only here (``SegNeXt_T``) have
+no PaddleSeg counterpart: give a config.
 """
 import argparse
+import ast
 import inspect
 import json
 import os
@@ -65,6 +68,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -126,16 +130,9 @@ def _load_model_cfg(args):
     raise UserError("give --config, --model-cfg or --model")
 
 
-def _resolve(impl, name, kind):
-    if impl == 'ours':
-        import paddle_models  # noqa: F401  (registers our components)
-        from paddleseg.cvlibs import manager
-        # a nested component is a backbone, or a model that a wrapper takes (MultiScaleAttention's ``model``)
-        for component_manager in ((manager.BACKBONES, manager.MODELS) if kind == 'backbone'
-                                  else (manager.MODELS, manager.BACKBONES)):
-            if name in component_manager.components_dict:
-                return component_manager.components_dict[name]
-        raise UserError(f"unknown {kind} type {name!r}")
+def _paddleseg_class(name, kind):
+    """PaddleSeg 2.8.0's own model or backbone class ``name``, looked up in its modules (our registry replaced its
+    entries in the manager)."""
     import paddleseg.models as models
     import paddleseg.models.backbones as backbones
     module = backbones if kind == 'backbone' else models
@@ -146,27 +143,39 @@ def _resolve(impl, name, kind):
 
 
 def build(cfg, impl):
-    """Instantiate a model-config dict with our components or PaddleSeg's."""
+    """Instantiate a model-config dict with our components (``core.config.Builder``, as train.py builds) or
+    PaddleSeg's (:func:`build_paddleseg`)."""
+    if impl == 'paddleseg':
+        return build_paddleseg(cfg)
+    import types
+
+    import paddle_models  # noqa: F401  (registers our components)
+    from paddle_models.core.config import Builder
+    return Builder(types.SimpleNamespace(dic={'model': cfg}, path='model config')).model()
+
+
+def build_paddleseg(cfg):
+    """``cfg`` built from PaddleSeg's own classes, for the comparison. ``core.config.Builder`` cannot do this: it
+    builds what the manager names, where our classes replaced PaddleSeg's. Keys PaddleSeg's classes do not take are
+    left out (:func:`_own_arguments`), and so is ``pretrained``."""
     cfg = dict(cfg)
-    cls = _resolve(impl, cfg.pop('type'), 'model')
+    cls = _paddleseg_class(cfg.pop('type'), 'model')
     for key, value in list(cfg.items()):
         if isinstance(value, dict) and 'type' in value:
-            cfg[key] = build_component(value, impl)
-    if impl == 'paddleseg':
-        cfg.pop('pretrained', None)
-        if isinstance(cfg.get('decoder_cfg'), dict):  # an option only our LightHamHead has
-            cfg['decoder_cfg'] = {k: v for k, v in cfg['decoder_cfg'].items() if k != 'inference_bases'}
-        cfg = _own_arguments(cls, cfg)
-    return cls(**cfg)
+            cfg[key] = _paddleseg_component(value)
+    cfg.pop('pretrained', None)
+    if isinstance(cfg.get('decoder_cfg'), dict):  # an option only our LightHamHead has
+        cfg['decoder_cfg'] = {k: v for k, v in cfg['decoder_cfg'].items() if k != 'inference_bases'}
+    return cls(**_own_arguments(cls, cfg))
 
 
 def paddleseg_has(cfg):
     """Whether PaddleSeg 2.8.0 has the model class of ``cfg`` and the classes of its nested components."""
     try:
-        _resolve('paddleseg', cfg['type'], 'model')
+        _paddleseg_class(cfg['type'], 'model')
         for value in cfg.values():
             if isinstance(value, dict) and 'type' in value:
-                _resolve('paddleseg', value['type'], 'backbone')
+                _paddleseg_class(value['type'], 'backbone')
     except UserError:
         return False
     return True
@@ -184,19 +193,30 @@ def _own_arguments(cls, cfg):
     return {k: v for k, v in cfg.items() if k in params}
 
 
-def build_component(cfg, impl):
+def _paddleseg_component(cfg):
+    """A nested component (a backbone) of PaddleSeg's, without the arguments its size builder fixes itself."""
     cfg = dict(cfg)
-    cls = _resolve(impl, cfg.pop('type'), 'backbone')
-    if impl == 'paddleseg' and cfg.get('pretrained') is None:
+    cls = _paddleseg_class(cfg.pop('type'), 'backbone')
+    if cfg.get('pretrained') is None:
         cfg.pop('pretrained', None)
-    while True:
-        try:
-            return cls(**cfg)
-        except TypeError as err:  # PaddleSeg's size builders fix some arguments (MiT: drop_path_rate)
-            m = re.search(r"multiple values for keyword argument '(\w+)'", str(err))
-            if impl != 'paddleseg' or not m or m[1] not in cfg:
-                raise
-            cfg.pop(m[1])
+    fixed = sorted(_fixed_by_builder(cls) & set(cfg))
+    if fixed:
+        print(f"note: PaddleSeg's {cls.__name__} fixes {', '.join(fixed)} itself; built without", file=sys.stderr)
+    return cls(**{k: v for k, v in cfg.items() if k not in fixed})
+
+
+def _fixed_by_builder(fn):
+    """The keyword arguments a PaddleSeg size builder (a function such as ``MixVisionTransformer_B0(**kwargs)``)
+    passes to its class itself: given again they would clash ("got multiple values for keyword argument"). Read
+    from the builder's source: the keywords of its calls that also forward ``**kwargs``. Empty for a class."""
+    if not inspect.isfunction(fn):
+        return set()
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(fn)))
+    except (OSError, TypeError, SyntaxError):
+        return set()
+    return {kw.arg for node in ast.walk(tree) if isinstance(node, ast.Call)
+            and any(k.arg is None for k in node.keywords) for kw in node.keywords if kw.arg is not None}
 
 
 _MIT_B0 = dict(embed_dims=[32, 64, 160, 256], depths=[2, 2, 2, 2], num_heads=[1, 2, 5, 8], mlp_ratios=[4, 4, 4, 4],

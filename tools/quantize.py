@@ -32,7 +32,7 @@ What it does:
 What runs in INT8: the op types of ``paddle_models.core.inference.ONEDNN_INT8_OPS``, recorded in deploy.yaml as
 ``quantization.int8_ops`` and passed to ``Config.enable_mkldnn_int8`` by every runner: convolutions (with their
 fused batch norm and activation: the program is traced with its batch norms unfolded, see
-``core/export.py``'s ``_legacy_bias_is_reshaped``; with their bias, which
+``core/export/program.py``'s ``_legacy_bias_is_reshaped``; with their bias, which
 ``paddle_models.core.legacy.fuse_ready_conv_bias`` puts in the form the fusion matches), concatenations,
 additions, matmuls and reshapes between them. Transformer parts (LayerNorm, softmax, GELU, the attention's
 transposes) stay FP32, so SegFormer gains little or nothing over the FP32 program (see docs/deployment.md, INT8 on CPU).

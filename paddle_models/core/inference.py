@@ -34,6 +34,7 @@ from paddle_models.core import logger
 from paddle_models.core.visualize import check_classes
 from paddle_models.errors import UserError, error_line
 from paddle_models.safe_yaml import load_yaml
+from paddle_models.utils.compat import memory_optim_supported
 
 DEPLOY_FILE = 'deploy.yaml'
 BACKENDS = ('paddle_inference', 'onnxruntime', 'openvino')
@@ -176,8 +177,8 @@ class InferenceModel:
 
         config = Config(self.model_file, self.params_file)
         config.disable_glog_info()
-        if not self.model_file.endswith('.json'):
-            config.enable_memory_optim()  # Paddle 3.3.1 refuses it for PIR programs (see infer.py)
+        if memory_optim_supported(self.model_file):
+            config.enable_memory_optim()
         if paddle.device.get_device().startswith('gpu'):
             config.enable_use_gpu(100, 0)
         else:

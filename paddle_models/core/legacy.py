@@ -21,21 +21,13 @@ import subprocess
 import sys
 
 from paddle_models.errors import UserError
+from paddle_models.utils.compat import legacy_mode  # noqa: F401  (tools/quantize.py and export.py ask here)
 
 
 # what dy2st raises where a model cannot be traced into a legacy program (e.g. a Paddle 3.3 C-only API that
 # utils/compat.legacy_program_apis does not cover: "TypeError: (InvalidType) roll(): argument (position 1) must be
 # Value, but got Variable")
 TRACE_ERRORS = (TypeError, NotImplementedError, ValueError, AttributeError)
-
-
-def legacy_mode():
-    """Whether this process builds legacy static programs (Paddle imported with ``FLAGS_enable_pir_api=0``, or a
-    Paddle without PIR)."""
-    import paddle
-
-    use_pir = getattr(paddle.framework, 'use_pir_api', None)
-    return use_pir is None or not use_pir()
 
 
 def run_in_legacy_mode(script, argv):

@@ -63,6 +63,8 @@ import numpy as np
 import paddle
 import paddle.nn.functional as F
 
+from paddle_models.utils.compat import paddle_3_or_later
+
 _PORTABLE = [False]
 # Within one portable_resize() context, in a traced graph only: what resizes between the same traced tensors share
 # (a shape's entries, interpolation matrices), keyed on the identity of the Values (and ints) they come from and on
@@ -442,7 +444,7 @@ def _matrix_columns(x, in_w, out_w, align_corners, final):
 
 # Paddle 2.6's oneDNN runs ``bilinear_interp`` in its legacy programs, so there the portable path only needs to avoid
 # its ``nearest_interp``; it keeps the gather form (whose ops legacy programs shape-infer statically).
-_MATRIX_FORM = paddle.__version__.split('.')[0] not in ('1', '2')
+_MATRIX_FORM = paddle_3_or_later()
 
 
 def _dense_axis(in_len):

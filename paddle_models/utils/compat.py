@@ -1,4 +1,5 @@
-"""Workarounds for differences between Paddle versions, in one place.
+"""Workarounds for differences between Paddle versions, in one place; each function's docstring names the
+versions it is for (the project runs on Paddle 2.6.2 and 3.3.1).
 
 ``preload_zlib`` must run before ``import paddle``: Paddle 2.6.2's wheel bundles a zlib that breaks later users of
 the system zlib (``zlib.crc32``, ``gzip``, PNG checks) unless the system library is loaded first. The package's
@@ -13,6 +14,36 @@ import types
 def preload_zlib():
     """Load the system zlib into the process (idempotent)."""
     importlib.import_module('zlib')
+
+
+def paddle_3_or_later():
+    """Whether Paddle is 3.x or later (a develop build, version 0.0.0, counts as the newest). Paddle 3.x traces
+    PIR programs by default and its oneDNN executor rejects ``bilinear_interp`` there (``layers/resize.py`` then
+    interpolates a free-length axis with a dense matrix); Paddle 2.6.2's runs it in its legacy programs."""
+    import paddle
+    return paddle.__version__.split('.')[0] not in ('1', '2')
+
+
+def _use_pir_api():
+    """Paddle 3.x's ``paddle.framework.use_pir_api``; None on Paddle 2.6.2, which has no PIR."""
+    import paddle
+    return getattr(paddle.framework, 'use_pir_api', None)
+
+
+def legacy_mode():
+    """Whether this process builds legacy static programs: Paddle 2.6.2 (no PIR, always), or Paddle 3.x imported
+    with ``FLAGS_enable_pir_api=0`` (what ``tools/quantize.py`` and ``export.py --format openvino`` re-run
+    themselves with; see ``core/legacy.py``)."""
+    use_pir = _use_pir_api()
+    return use_pir is None or not use_pir()
+
+
+def memory_optim_supported(program_file):
+    """Whether Paddle Inference may run ``program_file`` with ``Config.enable_memory_optim()``: Paddle 3.3.1 fails
+    on PIR programs (``model.json``) with it ("Not find predictor_id 0 and pass_name memory_optimize_pass" at
+    ``create_predictor``); legacy programs (``model.pdmodel``, Paddle 2.6.2 and 3.x) take it fine.
+    ``deploy/python/infer.py`` applies the same rule itself (it stays standalone)."""
+    return not str(program_file).endswith('.json')
 
 
 def static_graph_kind():
@@ -120,9 +151,8 @@ def legacy_program_apis():
     import paddle
     from paddle.base.framework import Variable
 
-    use_pir = getattr(paddle.framework, 'use_pir_api', None)
     originals = {}
-    if use_pir is not None and not use_pir():
+    if _use_pir_api() is not None and legacy_mode():  # Paddle 3.x in legacy mode only
         for name in _LEGACY_APIS:
             function = getattr(paddle._C_ops, name, None)
             if isinstance(function, types.BuiltinFunctionType):
