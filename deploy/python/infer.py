@@ -1094,26 +1094,124 @@ def stack_batch(inputs, cfg):
     return np.stack(inputs)
 
 
-def preprocess(transforms, path, cfg=None):
-    """CHW float32 input and the transforms' shape record for one image, read as Compose reads it (cv2 with the
-    transforms' read flag) after checking that the file is complete; with ``cfg`` (DeployConfig), fitted to the
-    export's fixed input size (``fit_input``)."""
+class ImageError(UserError):
+    """Image bytes that cannot be used; ``str()`` names the problem without naming a file (the caller adds the
+    file or the request). ``kind``: 'incomplete' (truncated or corrupt), 'too_large' (more pixels than allowed) or
+    'undecodable' (OpenCV could not decode bytes that passed the checks)."""
+
+    def __init__(self, message, kind):
+        super().__init__(message)
+        self.kind = kind
+
+
+def image_size(data):
+    """(width, height) of the image file ``data`` (bytes) read from its header alone, before anything is decoded
+    (so that a small file announcing a huge image is refused before the decoder allocates it): a PNG's IHDR, a
+    JPEG's SOF marker, a BMP's info header; other formats through Pillow, which reads their headers lazily. None
+    where the bytes are no image format these know."""
+    import io
+    import struct
+
+    n = len(data)
+    if data[:8] == b'\x89PNG\r\n\x1a\n':
+        if n >= 24 and data[12:16] == b'IHDR':
+            return struct.unpack('>II', data[16:24])
+        return None
+    if data[:3] == b'\xff\xd8\xff':  # JPEG: walk the marker segments to the first start-of-frame
+        pos = 2
+        while pos + 4 <= n:
+            if data[pos] != 0xFF:
+                return None
+            marker = data[pos + 1]
+            if marker == 0xFF:  # fill byte
+                pos += 1
+                continue
+            if marker in (0x01,) or 0xD0 <= marker <= 0xD8:  # markers without a length
+                pos += 2
+                continue
+            length = (data[pos + 2] << 8) | data[pos + 3]
+            if marker in (0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF):
+                if pos + 9 > n:
+                    return None
+                height, width = struct.unpack('>HH', data[pos + 5:pos + 9])
+                return width, height
+            if marker in (0xD9, 0xDA) or length < 2:  # end of image or scan data before any frame header
+                return None
+            pos += 2 + length
+        return None
+    if data[:2] == b'BM' and n >= 26:
+        header_size = struct.unpack('<I', data[14:18])[0]
+        if header_size == 12:
+            return struct.unpack('<HH', data[18:22])
+        if header_size >= 40 and n >= 26:
+            width, height = struct.unpack('<ii', data[18:26])
+            return abs(width), abs(height)
+        return None
+    import warnings as _warnings
+
+    from PIL import Image
+
+    try:
+        with _warnings.catch_warnings():
+            _warnings.simplefilter('ignore')  # Pillow's DecompressionBombWarning: the caller checks the size
+            with Image.open(io.BytesIO(data)) as image:  # lazy: reads the header only
+                return image.size
+    except Image.DecompressionBombError:  # over twice Pillow's own limit (about 179 million pixels)
+        return (Image.MAX_IMAGE_PIXELS * 2 + 1, 1)
+    except Exception:  # noqa: BLE001  (UnidentifiedImageError, a broken header)
+        return None
+
+
+def prepare_image(data, transforms, cfg=None, source='image', target_size=None, max_pixels=None):
+    """The network input for one image file's bytes: CHW float32 and the transforms' shape record.
+
+    The one preprocessing path of this runner and of ``serve.py``: the bytes are checked to be complete
+    (``incomplete_image``), their header's size against ``max_pixels`` (where given; before decoding), decoded as
+    Compose reads an image (OpenCV with the transforms' read flag), resized to ``target_size`` where given (serve.py's
+    ``targetSize``: (width, height), bilinear, recorded so that ``reverse_transform`` maps the prediction back to
+    the image's size), run through the deploy.yaml transforms and, with ``cfg`` (DeployConfig), fitted to the
+    export's fixed input size (``fit_input``; ``source`` names the image in its log line).
+
+    Raises:
+        ImageError: One line naming the problem (truncated, too many pixels, not decodable).
+    """
     import cv2
 
+    problem = incomplete_image(data)
+    if problem:
+        raise ImageError(problem, 'incomplete')
+    if max_pixels is not None:
+        size = image_size(data)
+        if size is not None and size[0] * size[1] > max_pixels:
+            raise ImageError(f"the image is {size[0]}x{size[1]} (width x height) = {size[0] * size[1]} pixels, "
+                             f"more than the {max_pixels} allowed", 'too_large')
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), transforms.read_flag) if data else None
+    if image is None:
+        raise ImageError("not an image OpenCV can decode", 'undecodable')
+    trans_info = []
+    if target_size is not None and tuple(target_size) != (image.shape[1], image.shape[0]):
+        trans_info.append(('resize', image.shape[:2]))
+        image = cv2.resize(image, (int(target_size[0]), int(target_size[1])), interpolation=cv2.INTER_LINEAR)
+    data = transforms({'img': image.astype('float32')})
+    chw = np.ascontiguousarray(data['img'], dtype=np.float32)
+    trans_info = trans_info + list(data.get('trans_info', []))
+    return (chw, trans_info) if cfg is None else fit_input(chw, trans_info, cfg, source)
+
+
+def preprocess(transforms, path, cfg=None):
+    """CHW float32 input and the transforms' shape record for the image file ``path`` (``prepare_image`` on its
+    bytes); a one-line UserError naming the file where it cannot be read or used."""
     try:
         with open(path, 'rb') as f:
             data = f.read()
     except OSError as err:
         raise UserError(f"--image_path: cannot read image {path} ({err.strerror or err})") from None
-    problem = incomplete_image(data)
-    if problem:
-        raise UserError(f"--image_path: cannot read image {path}: {problem}")
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), transforms.read_flag) if data else None
-    if image is None:
-        raise UserError(f"--image_path: cannot read image {path}")
-    data = transforms({'img': image.astype('float32')})
-    chw, trans_info = np.ascontiguousarray(data['img'], dtype=np.float32), data.get('trans_info', [])
-    return (chw, trans_info) if cfg is None else fit_input(chw, trans_info, cfg, path)
+    try:
+        return prepare_image(data, transforms, cfg, source=path)
+    except ImageError as err:
+        if err.kind == 'undecodable':
+            raise UserError(f"--image_path: cannot read image {path}") from None
+        raise UserError(f"--image_path: cannot read image {path}: {err}") from None
 
 
 def save_result(label, save_dir, name, palette):
@@ -1177,11 +1275,11 @@ def batches(items, predictor, batch_size, timer):
         yield pending
 
 
-def run(args):
-    cfg = DeployConfig(args.cfg)
-    items = distinct_names(get_image_list(args.image_path))
+def setup_backend(args, cfg):
+    """The backend to run ``cfg``'s model in (``resolve_backend``; 'auto' stays 'auto'), with ``args.device`` set
+    where it was not given; for a Paddle program, Paddle is imported (the signal handlers installed again where the
+    command line installed them) and the program and params files are checked. Shared with serve.py."""
     backend = resolve_backend(args, cfg)
-
     if cfg.allowed == ONNX_BACKENDS:
         if args.device is None:
             cuda = False
@@ -1193,7 +1291,7 @@ def run(args):
                     pass
             args.device = 'gpu' if cuda else 'cpu'
         logger.info("device: %s; ONNX model %s", args.device, cfg.model)
-        return _predict_all(args, cfg, items, False, backend)
+        return backend
 
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')  # Paddle 3 warns about ccache on import
@@ -1207,19 +1305,13 @@ def run(args):
     elif args.device == 'gpu' and not paddle.is_compiled_with_cuda():
         raise UserError("--device gpu: this Paddle is built without CUDA; use --device cpu")
     logger.info("device: %s; program %s", args.device, cfg.model)
-
-    tuned = use_auto_tune(args)
-    if tuned:
-        auto_tune(args, cfg, items)
-    try:
-        return _predict_all(args, cfg, items, tuned, backend)
-    finally:
-        if tuned and os.path.exists(args.auto_tuned_shape_file):
-            os.remove(args.auto_tuned_shape_file)
+    return backend
 
 
-def _predict_all(args, cfg, items, tuned, backend):
-    def make_predictor(name):
+def make_predictor(args, cfg, backend, tuned=False):
+    """(backend, predictor) for ``backend`` as ``setup_backend`` returned it: 'auto' is chosen by
+    ``choose_backend`` (measured once, cached beside deploy.yaml). Shared with serve.py."""
+    def build(name):
         if name == 'onnxruntime':
             return OnnxPredictor(args, cfg)
         if name == 'openvino':
@@ -1227,9 +1319,26 @@ def _predict_all(args, cfg, items, tuned, backend):
         return Predictor(args, cfg, tuned)
 
     if backend == 'auto':
-        backend, predictor = choose_backend(args, cfg, make_predictor)
-    else:
-        predictor = make_predictor(backend)
+        return choose_backend(args, cfg, build)
+    return backend, build(backend)
+
+
+def run(args):
+    cfg = DeployConfig(args.cfg)
+    items = distinct_names(get_image_list(args.image_path))
+    backend = setup_backend(args, cfg)
+    tuned = cfg.allowed != ONNX_BACKENDS and use_auto_tune(args)
+    if tuned:
+        auto_tune(args, cfg, items)
+    try:
+        backend, predictor = make_predictor(args, cfg, backend, tuned)
+        return _predict_all(args, cfg, items, backend, predictor)
+    finally:
+        if tuned and os.path.exists(args.auto_tuned_shape_file):
+            os.remove(args.auto_tuned_shape_file)
+
+
+def _predict_all(args, cfg, items, backend, predictor):
     palette = result_palette(cfg)
     timer = {'preprocess': 0.0, 'inference': 0.0, 'postprocess': 0.0}
     batch_size = args.batch_size
