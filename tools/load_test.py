@@ -90,6 +90,9 @@ def parse_args(argv=None):
     parser.add_argument('--python', default=sys.executable,
                         help='Python that runs serve.py, infer.py and Locust. Default: this one')
     parser.add_argument('--json', action='store_true', help='Print the report as JSON.')
+    parser.add_argument('--work_dir', default=None,
+                        help="Keep the run's files here (server.log, locust.log, the reference PNGs, results.json) "
+                             "instead of a temporary folder.")
     parser.add_argument('--server_flags', nargs=argparse.REMAINDER, default=[],
                         help='Everything after it goes to serve.py (e.g. --max_batch_size 8 --cpu_threads 2).')
     args = parser.parse_args(argv)
@@ -168,15 +171,16 @@ def run_infer(python, config, image_list, save_dir, flags, timeout=900):
     return done.stdout
 
 
-def reference_maps(args, folder, names, work):
-    """infer.py's label maps of the images, saved as ``work/reference.npz`` (uint8 HxW per file name)."""
+def reference_maps(python, config, folder, names, work, flags=()):
+    """infer.py's label maps of the images ``names`` in ``folder`` (run with ``python`` and the infer.py
+    ``flags``), saved as ``work/reference.npz`` (uint8 HxW per file name); returns (its path, {name: map})."""
     from PIL import Image
 
     image_list = os.path.join(work, 'images.txt')
     with open(image_list, 'w') as f:
         f.writelines(os.path.abspath(os.path.join(folder, n)) + '\n' for n in names)
     save_dir = os.path.join(work, 'reference')
-    run_infer(args.python, args.config, image_list, save_dir, shared_flags(args.server_flags))
+    run_infer(python, config, image_list, save_dir, list(flags))
     maps = {}
     for name in names:
         with Image.open(os.path.join(save_dir, os.path.splitext(name)[0] + '.png')) as png:
@@ -317,20 +321,39 @@ def stop_server(proc, timeout=60):
         return None
 
 
+def run_locust(python, url, users, timeout, env, work, log_path):
+    """Run tools/locustfile.py headless against ``url`` with ``users`` users (all started at once) and the
+    ``LOAD_*`` settings in ``env``; returns Locust's exit code (None where it ran past ``timeout`` s + 60)."""
+    with open(log_path, 'wb') as log:
+        locust = subprocess.Popen([python, '-m', 'locust', '-f', LOCUSTFILE, '--headless', '-u', str(users),
+                                   '-r', str(users), '-H', url, '-t', f'{timeout}s', '--only-summary',
+                                   '--loglevel', 'WARNING'], stdout=log, stderr=subprocess.STDOUT, env=env, cwd=work)
+        try:
+            return locust.wait(timeout + 60)
+        except subprocess.TimeoutExpired:
+            locust.kill()
+            locust.wait()
+            return None
+
+
 def run_load(args, work):
     """The whole load test in the folder ``work``; returns the report (a dict)."""
+    phases, clock = {}, time.monotonic()
     folder = args.images
     if folder is None:
         folder = os.path.join(work, 'images')
         names = generate_images(folder)
     else:
         names = list_images(folder)
-    reference, maps = reference_maps(args, folder, names, work)
+    reference, maps = reference_maps(args.python, args.config, folder, names, work,
+                                     shared_flags(args.server_flags))
     report = {'config': os.path.abspath(args.config), 'requests': args.requests, 'users': args.users,
               'mix': args.mix, 'warmup_requests': args.warmup_requests, 'server_flags': list(args.server_flags),
-              'images': {n: [int(m.shape[1]), int(m.shape[0])] for n, m in maps.items()}}
+              'images': {n: [int(m.shape[1]), int(m.shape[0])] for n, m in maps.items()}, 'phases_s': phases}
+    phases['reference'], clock = time.monotonic() - clock, time.monotonic()
     if args.compare_infer:
         report['infer'] = infer_throughput(args, folder, names, work)
+        phases['compare_infer'], clock = time.monotonic() - clock, time.monotonic()
 
     port = free_port()
     url = f'http://127.0.0.1:{port}'
@@ -340,6 +363,7 @@ def run_load(args, work):
                                    '--port', str(port), *args.server_flags], stdout=log, stderr=subprocess.STDOUT)
     try:
         wait_healthy(server, url, args.start_timeout, server_log)
+        phases['server_start'], clock = time.monotonic() - clock, time.monotonic()
         report['rss_mib'] = {'after_start': tree_rss_mib(server.pid)}
         mark, results = os.path.join(work, 'warm.mark'), os.path.join(work, 'results.json')
         env = dict(os.environ, LOAD_IMAGES=os.path.abspath(folder), LOAD_REFERENCE=reference,
@@ -348,22 +372,14 @@ def run_load(args, work):
         locust_log = os.path.join(work, 'locust.log')
         sampler = RssSampler(server.pid, mark)
         sampler.start()
-        with open(locust_log, 'wb') as log:
-            locust = subprocess.Popen([args.python, '-m', 'locust', '-f', LOCUSTFILE, '--headless',
-                                       '-u', str(args.users), '-r', str(args.users), '-H', url,
-                                       '-t', f'{args.timeout}s', '--only-summary', '--loglevel', 'WARNING'],
-                                      stdout=log, stderr=subprocess.STDOUT, env=env, cwd=work)
-            try:
-                locust_code = locust.wait(args.timeout + 60)
-            except subprocess.TimeoutExpired:
-                locust.kill()
-                locust.wait()
-                locust_code = None
+        locust_code = run_locust(args.python, url, args.users, args.timeout, env, work, locust_log)
         sampler.stop()
+        phases['locust'], clock = time.monotonic() - clock, time.monotonic()
         rss_end = tree_rss_mib(server.pid)
         peak_kib = max(status_kib(p, 'VmHWM') for p in process_tree(server.pid))
     finally:
         exit_code = stop_server(server)
+        phases['server_stop'] = time.monotonic() - clock
     report['server_exit_code_on_sigterm'] = exit_code
     report['locust_exit_code'] = locust_code
     if not os.path.exists(results):
@@ -421,7 +437,8 @@ def format_report(report):
              f"{report['warmup_requests']} requests {_ms(rss['after_warmup'])}; after the run "
              f"{rss['after_run']:.1f}" + ('' if rss['growth'] is None else
                                            f" ({100 * rss['growth']:+.1f}%, limit +10%)"),
-             f"  SIGTERM    : serve.py exit code {report['server_exit_code_on_sigterm']}"]
+             f"  SIGTERM    : serve.py exit code {report['server_exit_code_on_sigterm']}",
+             "  phases s   : " + ', '.join(f"{k} {v:.1f}" for k, v in report['phases_s'].items())]
     if 'infer' in report:
         infer = report['infer']
         lines.append(f"  infer.py   : {infer['images_per_s']:.1f} images/s single process, batch 1 "
@@ -436,8 +453,12 @@ def format_report(report):
 def main(argv=None):
     try:
         args = parse_args(argv)
-        with tempfile.TemporaryDirectory(prefix='load_test_') as work:
-            report = run_load(args, work)
+        if args.work_dir:
+            os.makedirs(args.work_dir, exist_ok=True)
+            report = run_load(args, args.work_dir)
+        else:
+            with tempfile.TemporaryDirectory(prefix='load_test_') as work:
+                report = run_load(args, work)
     except LoadTestError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -31,7 +31,6 @@ import base64
 import io
 import json
 import os
-import random
 import sys
 import time
 
@@ -41,62 +40,11 @@ import numpy as np
 from locust import HttpUser, constant, events, task
 from PIL import Image
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from load_mix import BAD_INPUTS, DEFAULT_MIX, LoadError, bad_request, parse_mix, schedule  # noqa: E402
+
 IMAGE_MIME = {'.jpg': 'image/jpeg', '.jpeg': 'image/jpeg', '.png': 'image/png', '.bmp': 'image/bmp',
               '.tif': 'image/tiff', '.tiff': 'image/tiff', '.webp': 'image/webp'}
-KINDS = ('json', 'predict', 'bad')
-DEFAULT_MIX = 'json=70,predict=15,bad=15'
-
-# The bad inputs and the answer each must get: (name, endpoint, status, words the errorMsg must contain).
-# Statuses follow deploy/python/serve.py (PaddleX's error envelope: errorCode = the HTTP status).
-BAD_INPUTS = (
-    ('bad json: not an image', '/semantic-segmentation', 422, 'image'),
-    ('bad json: truncated jpeg', '/semantic-segmentation', 422, 'truncated JPEG'),
-    ('bad json: truncated png', '/semantic-segmentation', 422, 'truncated PNG'),
-    ('bad json: malformed body', '/semantic-segmentation', 422, 'JSON'),
-    ('bad predict: not an image', '/predict', 422, 'image'),
-)
-
-
-class LoadError(Exception):
-    """A setting of the load test the user must fix; ``str()`` is the one-line message."""
-
-
-def parse_mix(text):
-    """``'json=70,predict=15,bad=15'`` -> {'json': 70, 'predict': 15, 'bad': 15} (non-negative integer weights
-    summing to more than 0; kinds left out weigh 0)."""
-    mix = dict.fromkeys(KINDS, 0)
-    for part in str(text).split(','):
-        name, sep, value = part.strip().partition('=')
-        if not sep or name not in mix:
-            raise LoadError(f"LOAD_MIX: expected kind=weight with kinds {', '.join(KINDS)}, got {part.strip()!r}")
-        try:
-            mix[name] = int(value)
-        except ValueError:
-            raise LoadError(f"LOAD_MIX: weight of {name} must be an integer, got {value!r}") from None
-        if mix[name] < 0:
-            raise LoadError(f"LOAD_MIX: weight of {name} must be >= 0, got {mix[name]}")
-    if not sum(mix.values()):
-        raise LoadError(f"LOAD_MIX: the weights sum to 0 in {text!r}")
-    return mix
-
-
-def schedule(count, mix, num_images, seed=0):
-    """The run's requests in order: ``count`` (kind, index) pairs, the kinds in the proportions of ``mix``
-    (largest remainders), shuffled with ``seed``; index is an image for good kinds, a ``BAD_INPUTS`` entry for
-    ``bad``, taken in turn so that every image and every bad input gets its share."""
-    total = sum(mix.values())
-    exact = {k: count * w / total for k, w in mix.items()}
-    counts = {k: int(v) for k, v in exact.items()}
-    for k in sorted(KINDS, key=lambda k: counts[k] - exact[k])[:count - sum(counts.values())]:
-        counts[k] += 1
-    kinds = [k for k in KINDS for _ in range(counts[k])]
-    random.Random(seed).shuffle(kinds)
-    seen = dict.fromkeys(KINDS, 0)
-    out = []
-    for kind in kinds:
-        out.append((kind, seen[kind] % (len(BAD_INPUTS) if kind == 'bad' else num_images)))
-        seen[kind] += 1
-    return out
 
 
 def _int_env(name, default, minimum):
@@ -110,29 +58,6 @@ def _int_env(name, default, minimum):
     if value < minimum:
         raise LoadError(f"{name}: must be >= {minimum}, got {value}")
     return value
-
-
-def _noise_image(fmt, seed=1):
-    """A 64x48 RGB noise image encoded as ``fmt`` (bytes)."""
-    pixels = np.random.default_rng(seed).integers(0, 256, (48, 64, 3), dtype=np.uint8)
-    out = io.BytesIO()
-    Image.fromarray(pixels).save(out, format=fmt)
-    return out.getvalue()
-
-
-def bad_request(name):
-    """The request of the bad input ``name``: (keyword arguments for ``client.post``)."""
-    text = b'this is a text file, not an image\n' * 8
-    if name == 'bad json: not an image':
-        return {'json': {'image': base64.b64encode(text).decode('ascii'), 'visualize': False}}
-    if name in ('bad json: truncated jpeg', 'bad json: truncated png'):
-        data = _noise_image('JPEG' if name.endswith('jpeg') else 'PNG')
-        return {'json': {'image': base64.b64encode(data[:len(data) // 2]).decode('ascii'), 'visualize': False}}
-    if name == 'bad json: malformed body':
-        return {'data': b'{"image": "aGVsbG8=", "visualize": fal', 'headers': {'Content-Type': 'application/json'}}
-    if name == 'bad predict: not an image':
-        return {'files': {'file': ('notes.jpg', text, 'image/jpeg')}}
-    raise KeyError(name)
 
 
 class Plan:
