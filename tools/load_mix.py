@@ -26,22 +26,22 @@ class LoadError(Exception):
     """A setting of the load test the user must fix; ``str()`` is the one-line message."""
 
 
-def parse_mix(text):
+def parse_mix(text, source='LOAD_MIX'):
     """``'json=70,predict=15,bad=15'`` -> {'json': 70, 'predict': 15, 'bad': 15} (non-negative integer weights
-    summing to more than 0; kinds left out weigh 0)."""
+    summing to more than 0; kinds left out weigh 0). ``source`` names the setting in the error messages."""
     mix = dict.fromkeys(KINDS, 0)
     for part in str(text).split(','):
         name, sep, value = part.strip().partition('=')
         if not sep or name not in mix:
-            raise LoadError(f"LOAD_MIX: expected kind=weight with kinds {', '.join(KINDS)}, got {part.strip()!r}")
+            raise LoadError(f"{source}: expected kind=weight with kinds {', '.join(KINDS)}, got {part.strip()!r}")
         try:
             mix[name] = int(value)
         except ValueError:
-            raise LoadError(f"LOAD_MIX: weight of {name} must be an integer, got {value!r}") from None
+            raise LoadError(f"{source}: weight of {name} must be an integer, got {value!r}") from None
         if mix[name] < 0:
-            raise LoadError(f"LOAD_MIX: weight of {name} must be >= 0, got {mix[name]}")
+            raise LoadError(f"{source}: weight of {name} must be >= 0, got {mix[name]}")
     if not sum(mix.values()):
-        raise LoadError(f"LOAD_MIX: the weights sum to 0 in {text!r}")
+        raise LoadError(f"{source}: the weights sum to 0 in {text!r}")
     return mix
 
 

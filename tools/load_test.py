@@ -36,6 +36,9 @@ import urllib.request
 
 import numpy as np
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from load_mix import LoadError, parse_mix  # noqa: E402
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SERVE = os.path.join(REPO, 'deploy', 'python', 'serve.py')
 INFER = os.path.join(REPO, 'deploy', 'python', 'infer.py')
@@ -100,6 +103,10 @@ def parse_args(argv=None):
         raise LoadTestError(f"--config: {args.config} does not exist")
     if args.images is not None and not os.path.isdir(args.images):
         raise LoadTestError(f"--images: {args.images} is not a folder")
+    try:
+        parse_mix(args.mix, '--mix')
+    except LoadError as err:
+        raise LoadTestError(str(err)) from None
     if args.warmup_requests >= args.requests:
         raise LoadTestError(f"--warmup_requests ({args.warmup_requests}) must be below --requests "
                             f"({args.requests})")
