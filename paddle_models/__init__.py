@@ -18,7 +18,7 @@ from .safe_load import guard_paddleseg
 
 guard_paddleseg()  # PaddleSeg's own models read their pretrained files without running code in them too
 
-from .api import Segmenter, build_model, evaluate, export, load_weights, train, visualize  # noqa: F401,E402
+from .api import Segmenter, build_model, evaluate, export, load_weights, serve, train, visualize  # noqa: F401,E402
 from .pretrained import get_pretrained, list_pretrained  # noqa: F401,E402
 
 __version__ = '0.1.0'

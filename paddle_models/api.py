@@ -35,7 +35,8 @@ from paddle_models.errors import UserError
 from paddle_models.pretrained import get_pretrained, is_pretrained_name, list_pretrained, pretrained_weights
 from paddle_models.weights import load_model_pretrained
 
-__all__ = ['build_model', 'load_weights', 'Segmenter', 'list_pretrained', 'train', 'evaluate', 'export', 'visualize']
+__all__ = ['build_model', 'load_weights', 'Segmenter', 'list_pretrained', 'train', 'evaluate', 'export', 'visualize',
+           'serve']
 
 # test_config keys that change how an image is predicted (the tools' --aug_eval, --is_slide, ... flags)
 _INFERENCE_KEYS = ('aug_eval', 'scales', 'flip_horizontal', 'flip_vertical', 'is_slide', 'crop_size', 'stride')
@@ -416,6 +417,64 @@ def export(config, weights=None, save_dir='output/inference_model', **flags):
     fixed = ['--config', os.fspath(config), '--save_dir', os.fspath(save_dir)]
     return _run_tool('export', 'export', fixed + (['--model_path', os.fspath(weights)] if weights is not None else []),
                      flags)
+
+
+def _serve_module():
+    """The repository's ``deploy/python/serve.py`` (beside the package's folder), loaded by path: the server
+    stands alone (it does not import paddle_models), so it ships with the repository, not in the package."""
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'deploy', 'python', 'serve.py')
+    if not os.path.isfile(path):
+        raise UserError(f"serve(): {path} not found: the server ships with the repository (deploy/python/serve.py), "
+                        f"not with the installed package; run it from a checkout of the repository")
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location('paddle_models_serve', path)
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except ImportError as err:
+        raise UserError(f"serve(): the server needs {err.name or err}: pip install fastapi uvicorn python-multipart "
+                        f"(or pip install 'paddle-models[serve]')") from None
+    return module
+
+
+def serve(config, host='127.0.0.1', port=8866, **flags):
+    """Serve the export ``config`` (its deploy.yaml) over HTTP as ``python deploy/python/serve.py --config CONFIG
+    --host HOST --port PORT ...`` does, in this process, until SIGTERM or Ctrl-C (docs/serving.md).
+
+    Args:
+        config (str): deploy.yaml of an export (``export()``, ``export.py``).
+        host (str): Address to listen on. Default: 127.0.0.1.
+        port (int): Port. Default: 8866.
+        **flags: serve.py's other flags: ``max_batch_size=8``, ``batch_timeout_ms=10``, ``queue_size=64``,
+            ``max_body_mb=20``, ``max_pixels=40_000_000``, ``allow_url=True``, ``backend='onnxruntime'``,
+            ``cpu_threads=2``, ``workers=2``, ...
+
+    Returns:
+        int: 0 after a graceful shutdown.
+
+    Raises:
+        UserError: An unknown keyword, a bad value, a bad deploy.yaml, or no serve.py (a package installed without
+            the repository).
+    """
+    import argparse
+
+    module = _serve_module()
+    actions = {a.dest: a for a in module.build_parser()._actions if a.option_strings and a.dest != 'help'}
+    argv = ['--config', os.fspath(config), '--host', str(host), '--port', str(port)]
+    for name, value in flags.items():
+        if name not in actions or name in ('config', 'host', 'port'):
+            known = sorted(k for k in actions if k not in ('config', 'host', 'port'))
+            raise UserError(f"serve(): unknown keyword argument {name!r}{_closest(name, known)}; the keyword "
+                            f"arguments are serve.py's flags: python deploy/python/serve.py --help")
+        if isinstance(actions[name], argparse._StoreTrueAction):
+            argv += [f"--{name}"] if value else []
+        elif value is not None:
+            argv += [f"--{name}", str(os.fspath(value) if isinstance(value, os.PathLike) else value)]
+    try:
+        return module.run(argv)
+    except module.UserError as err:  # serve.py's own UserError (it stands alone): the package's, same line
+        raise UserError(str(err)) from None
 
 
 def _check_weights(function, weights):

@@ -677,7 +677,9 @@ def create_app(config_path, **options):
         return JSONResponse({'logId': str(uuid.uuid4()), 'errorCode': 0, 'errorMsg': 'Success',
                              'result': result})
 
-    @app.post('/predict', responses={**errors, 200: {'content': {'image/png': {}}, 'description': 'The palette PNG label map.'}},
+    png_answer = {'content': {'image/png': {}}, 'description': 'The palette PNG label map.'}
+
+    @app.post('/predict', responses={**errors, 200: png_answer},
               response_class=Response,
               openapi_extra={'requestBody': {'required': True, 'content': {'multipart/form-data': {'schema': {
                   'type': 'object', 'required': ['file'],
@@ -721,7 +723,7 @@ def create_app(config_path, **options):
     return app
 
 
-def parse_args(argv=None):
+def build_parser():
     parser = infer.ArgumentParser(description='Serve an exported segmentation model over HTTP (PaddleX-compatible '
                                               'API, a web page, dynamic batching).')
     parser.add_argument('--config', required=True, help='deploy.yaml written by the export.')
@@ -755,7 +757,11 @@ def parse_args(argv=None):
                         help="As infer.py's (Paddle Inference's OpenVINO engine).")
     parser.add_argument('--print_detail', type=infer.str2bool, nargs='?', const=True, default=False,
                         help="Show Paddle Inference's GLOG output. Default: False")
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv=None):
+    return build_parser().parse_args(argv)
 
 
 def _positive_float(text):
@@ -800,48 +806,54 @@ def app_from_env():
     return create_app(spec['config'], **spec['options'])
 
 
-def main(argv=None):
-    """The command line: start the server; returns the exit code (0 after a graceful shutdown, 2 on a start
-    error)."""
-    try:
-        args = parse_args(argv)
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+def run(argv=None):
+    """Start the server from command-line arguments and serve until SIGTERM/SIGINT (graceful: in-flight
+    requests finish); returns 0. Used by ``main`` and ``paddle_models.serve``.
+
+    Raises:
+        UserError: A bad flag, deploy.yaml or model file, or a port it cannot listen on (one line).
+    """
+    args = parse_args(argv)
     _setup_logging()
     import uvicorn
 
-    signals = []
-    main_thread = threading.current_thread() is threading.main_thread()
-    try:
-        if args.workers > 1:
-            infer.DeployConfig(args.config)  # a bad deploy.yaml: one line here, not once per worker
-            os.environ['PADDLE_MODELS_SERVE'] = json.dumps({'config': os.path.abspath(args.config),
-                                                            'options': _options(args)})
-            app, kwargs = 'serve:app_from_env', {'factory': True, 'workers': args.workers, 'app_dir': HERE}
-        else:
-            app, kwargs = create_app(args.config, **_options(args)), {}
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    if main_thread:
+    if args.workers > 1:
+        infer.DeployConfig(args.config)  # a bad deploy.yaml: one line here, not once per worker
+        os.environ['PADDLE_MODELS_SERVE'] = json.dumps({'config': os.path.abspath(args.config),
+                                                        'options': _options(args)})
+        app, kwargs = 'serve:app_from_env', {'factory': True, 'workers': args.workers, 'app_dir': HERE}
+    else:
+        app, kwargs = create_app(args.config, **_options(args)), {}
+    signals, previous = [], {}
+    if threading.current_thread() is threading.main_thread():
         # uvicorn handles SIGTERM/SIGINT while it runs (graceful shutdown), then raises the signal again with the
         # handlers it found: these note it, so that the process ends with 0 rather than being killed by it
         for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, lambda s, f: signals.append(s))
+            previous[signum] = signal.signal(signum, lambda s, f: signals.append(s))
     logger.info("serving %s on http://%s:%d", args.config, args.host, args.port)
     try:
         uvicorn.run(app, host=args.host, port=args.port, log_level='warning', timeout_graceful_shutdown=30,
                     **kwargs)
-    except KeyboardInterrupt:
-        pass
-    except SystemExit as err:  # uvicorn exits 1 where it cannot bind the port
+    except SystemExit as err:  # uvicorn exits 1 where it cannot listen (its own log line says why)
         if err.code not in (0, None):
-            print(f"error: cannot serve on {args.host}:{args.port} (see above)", file=sys.stderr)
-            return 2
+            raise UserError(f"cannot serve on {args.host}:{args.port} (see the line above)") from None
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
     if signals:
         logger.info("stopped by %s", signal.Signals(signals[0]).name)
     return 0
+
+
+def main(argv=None):
+    """The command line: ``run``, with a start error as one line on stderr and exit code 2."""
+    try:
+        return run(argv)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 0
 
 
 if __name__ == '__main__':
