@@ -402,6 +402,8 @@ def run_load(args, work):
     report['rss_mib'].update({'peak': max(sampler.peak, peak_kib / 1024), 'after_warmup': at_mark,
                               'after_run': rss_end, 'growth': growth, 'samples': sampler.samples})
     counts = outcome['counts']
+    wall = outcome['wall_s']
+    report['images_per_s'] = (counts['ok'] + counts['mismatch']) / wall if wall > 0 else None
     failures = []
     if counts['unexpected']:
         failures.append(f"{counts['unexpected']} unexpected answer(s)")
@@ -434,7 +436,8 @@ def format_report(report):
              f"{len(report['images'])} image(s) ({', '.join(sizes)}), server flags: "
              f"{' '.join(report['server_flags']) or '(none)'}",
              f"  throughput : {report['throughput_rps']:.1f} requests/s ({report['answered']} answered in "
-             f"{report['wall_s']:.1f} s)" if report['throughput_rps'] else "  throughput : -",
+             f"{report['wall_s']:.1f} s); {report['images_per_s']:.1f} images/s segmented"
+             if report['throughput_rps'] else "  throughput : -",
              f"  latency ms : good requests p50 {_ms(lat['good']['p50'])}  p95 {_ms(lat['good']['p95'])}  "
              f"p99 {_ms(lat['good']['p99'])}; bad inputs p50 {_ms(lat['bad']['p50'])}  "
              f"p99 {_ms(lat['bad']['p99'])}",
