@@ -218,6 +218,16 @@ def _bomb_jpeg():
     return bytes(data)
 
 
+@pytest.mark.parametrize('ext', ['.png', '.jpg', '.bmp', '.webp', '.tiff'])
+def test_image_size_from_the_header(ext):
+    """infer.image_size reads (width, height) from the header alone; None for bytes of no image format."""
+    import infer
+
+    data = cv2.imencode(ext, _image(0, 37, 21))[1].tobytes()
+    assert infer.image_size(data) == (37, 21)
+    assert infer.image_size(b'hello, this is not an image') is None
+
+
 BOMB = "the image is 30000x30000 (width x height) = 900000000 pixels, more than the 1000000 allowed (--max_pixels)"
 BAD_JSON = [
     ('empty body', b'', 400, "the request body is empty; expected JSON {\"image\": <base64 image>}"),
@@ -361,24 +371,52 @@ class _Held:
         self.gate.set()
 
 
+def _started(config, **options):
+    app = serve.create_app(config, **dict({'cpu_threads': 1}, **options))
+    service = app.state.service
+    service.batcher.start()
+    deadline = time.monotonic() + 60
+    while not service.batcher.ready and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert service.batcher.ready
+    return app, service
+
+
+@pytest.fixture(scope='module')
+def shared_app(export):
+    """One in-process app on the module's export (creating a predictor takes a while on a busy machine)."""
+    app, service = _started(export)
+    yield app, service
+    service.batcher.stop(30)
+
+
 @pytest.fixture
-def make_app():
+def make_app(shared_app, export):
+    """``make_app(config, **options)``: the shared app (``config`` the module's export) with these options set on
+    it and fresh metrics, or a new app for another config; the predictor as it was afterwards."""
     apps = []
 
     def make(config, **options):
-        app = serve.create_app(config, **dict({'cpu_threads': 1}, **options))
-        service = app.state.service
-        service.batcher.start()
-        deadline = time.monotonic() + 60
-        while not service.batcher.ready and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert service.batcher.ready
+        if config == export:
+            app, service = shared_app
+        else:
+            app, service = _started(config, **options)
+            apps.append(service)
+        opts = dict(serve.OPTIONS, **options)
+        batcher = service.batcher
+        batcher.max_batch = service.cfg.fixed_batch or opts['max_batch_size']
+        batcher.queue_size, batcher.timeout_s = opts['queue_size'], opts['batch_timeout_ms'] / 1000.0
+        service.allow_url, service.max_body = opts['allow_url'], int(opts['max_body_mb'] * 1024 * 1024)
+        service.options['url_timeout_s'] = opts['url_timeout_s']
+        service.metrics = batcher.metrics = serve.Metrics()
         apps.append(service)
         return app, service
 
     yield make
     for service in apps:
-        service.batcher.stop(30)
+        service.predictor.__dict__.pop('infer', None)  # _Held's and the tests' wrappers
+        if service is not shared_app[1]:
+            service.batcher.stop(30)
 
 
 async def _until(predicate):

@@ -406,14 +406,23 @@ class Service:
         return cv2.imencode('.jpg', blend.round().astype(np.uint8), [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
 
     def fetch(self, url):
-        """The bytes at an http(s) ``url`` (--allow_url), at most the body limit, within --url_timeout_s."""
+        """The bytes at an http(s) ``url`` (--allow_url): at most the body limit, within --url_timeout_s in all,
+        redirects followed to http(s) URLs only, no proxy."""
         import urllib.error
         import urllib.request
 
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        class HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
+            def redirect_request(self, req, fp, code, msg, headers, newurl):
+                if not newurl.lower().startswith(('http://', 'https://')):
+                    raise urllib.error.URLError(f"redirected to {newurl}, not an http(s) URL")
+                return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+        timeout = self.options['url_timeout_s']
+        deadline = time.monotonic() + timeout
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), HttpOnlyRedirects)
         try:
             with opener.open(urllib.request.Request(url, headers={'User-Agent': 'paddle-models-serve'}),
-                             timeout=self.options['url_timeout_s']) as response:
+                             timeout=timeout) as response:
                 length = response.headers.get('Content-Length')
                 if length is not None and length.isdigit() and int(length) > self.max_body:
                     raise RequestError(413, f"image URL {url}: {int(length)} bytes, more than the "
@@ -427,6 +436,9 @@ class Service:
                     if total > self.max_body:
                         raise RequestError(413, f"image URL {url}: more than the {self.max_body} bytes allowed "
                                                 f"(--max_body_mb)")
+                    if time.monotonic() > deadline:
+                        raise RequestError(400, f"cannot fetch image URL {url}: not complete within {timeout:g} s "
+                                                f"(--url_timeout_s)")
                     chunks.append(chunk)
                 return b''.join(chunks)
         except urllib.error.HTTPError as err:
@@ -836,7 +848,7 @@ def run(argv=None):
                     **kwargs)
     except SystemExit as err:  # uvicorn exits 1 where it cannot listen (its own log line says why)
         if err.code not in (0, None):
-            raise UserError(f"cannot serve on {args.host}:{args.port} (see the line above)") from None
+            raise UserError(f"cannot serve on {args.host}:{args.port} (uvicorn's ERROR line above says why)") from None
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
