@@ -83,7 +83,8 @@ def _post_file(url, name, image_bytes, timeout=120):
     """POST /predict (multipart field ``file``); returns (status, the PNG decoded to an array)."""
     boundary = 'load-test-boundary'
     body = (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{name}"\r\n'
-            f'Content-Type: application/octet-stream\r\n\r\n').encode() + image_bytes + f'\r\n--{boundary}--\r\n'.encode()
+            f'Content-Type: application/octet-stream\r\n\r\n').encode() + image_bytes + \
+        f'\r\n--{boundary}--\r\n'.encode()
     request = urllib.request.Request(url + '/predict', data=body,
                                      headers={'Content-Type': f'multipart/form-data; boundary={boundary}'})
     with urllib.request.urlopen(request, timeout=timeout) as resp:
@@ -174,19 +175,30 @@ def _json_request(port, image_bytes):
     return head, body
 
 
+def _upload_request(port, name, image_bytes):
+    boundary = 'load-test-boundary'
+    body = (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{name}"\r\n'
+            f'Content-Type: image/jpeg\r\n\r\n').encode() + image_bytes + f'\r\n--{boundary}--\r\n'.encode()
+    head = (f'POST /predict HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n'
+            f'Content-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: {len(body)}\r\n\r\n').encode()
+    return head, body
+
+
 def test_clients_disconnecting_mid_request_do_not_break_the_next_ones(setup, server):
     deploy_yaml, images, _, maps = setup
     port = int(server.url.rsplit(':', 1)[1])
-    head, body = _json_request(port, (images / 'wide.jpg').read_bytes())
-    for _ in range(3):
-        _raw(port, head, body, len(body) // 2)  # half the body, then gone
-        _assert_serves_correct_masks(server, images, maps)
-        _raw(port, head, body, len(body))  # the whole request, gone before the answer
-        _assert_serves_correct_masks(server, images, maps)
+    data = (images / 'wide.jpg').read_bytes()
+    for head, body in (_json_request(port, data), _upload_request(port, 'wide.jpg', data)):
+        for _ in range(2):
+            _raw(port, head, body, len(body) // 2)  # half the body, then gone
+            _assert_serves_correct_masks(server, images, maps)
+            _raw(port, head, body, len(body))  # the whole request, gone before the answer
+            _assert_serves_correct_masks(server, images, maps)
     with urllib.request.urlopen(server.url + '/health', timeout=30) as resp:
         assert resp.status == 200
     assert server.proc.poll() is None
     assert 'Traceback' not in server.log()
+    assert server.log().count('the client disconnected before sending the whole request') == 4
 
 
 def _queued(srv):
