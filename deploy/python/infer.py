@@ -72,6 +72,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import threading
 import time
 import warnings
 import zlib  # noqa: F401  (Paddle 2.6.2: the system zlib must load before Paddle's bundled one)
@@ -1096,8 +1097,9 @@ def stack_batch(inputs, cfg):
 
 class ImageError(UserError):
     """Image bytes that cannot be used; ``str()`` names the problem without naming a file (the caller adds the
-    file or the request). ``kind``: 'incomplete' (truncated or corrupt), 'too_large' (more pixels than allowed) or
-    'undecodable' (OpenCV could not decode bytes that passed the checks)."""
+    file or the request). ``kind``: 'incomplete' (truncated or corrupt), 'too_large' (more pixels than allowed),
+    'unknown' (with a pixel limit: no header ``image_size`` reads) or 'undecodable' (OpenCV could not decode bytes
+    that passed the checks)."""
 
     def __init__(self, message, kind):
         super().__init__(message)
@@ -1120,13 +1122,13 @@ def image_size(data):
     if data[:3] == b'\xff\xd8\xff':  # JPEG: walk the marker segments to the first start-of-frame
         pos = 2
         while pos + 4 <= n:
-            if data[pos] != 0xFF:
-                return None
+            if data[pos] != 0xFF:  # bytes between segments, which libjpeg would skip: left to Pillow below
+                break
             marker = data[pos + 1]
             if marker == 0xFF:  # fill byte
                 pos += 1
                 continue
-            if marker in (0x01,) or 0xD0 <= marker <= 0xD8:  # markers without a length
+            if marker == 0x01 or 0xD0 <= marker <= 0xD8:  # markers without a length
                 pos += 2
                 continue
             length = (data[pos + 2] << 8) | data[pos + 3]
@@ -1138,7 +1140,6 @@ def image_size(data):
             if marker in (0xD9, 0xDA) or length < 2:  # end of image or scan data before any frame header
                 return None
             pos += 2 + length
-        return None
     if data[:2] == b'BM' and n >= 26:
         header_size = struct.unpack('<I', data[14:18])[0]
         if header_size == 12:
@@ -1147,26 +1148,28 @@ def image_size(data):
             width, height = struct.unpack('<ii', data[18:26])
             return abs(width), abs(height)
         return None
-    import warnings as _warnings
-
     from PIL import Image
 
-    try:
-        with _warnings.catch_warnings():
-            _warnings.simplefilter('ignore')  # Pillow's DecompressionBombWarning: the caller checks the size
+    with _PIL_LIMIT_LOCK:  # Pillow's own bomb check would raise before giving the size: off while reading it
+        limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        try:
             with Image.open(io.BytesIO(data)) as image:  # lazy: reads the header only
                 return image.size
-    except Image.DecompressionBombError:  # over twice Pillow's own limit (about 179 million pixels)
-        return (Image.MAX_IMAGE_PIXELS * 2 + 1, 1)
-    except Exception:  # noqa: BLE001  (UnidentifiedImageError, a broken header)
-        return None
+        except Exception:  # noqa: BLE001  (UnidentifiedImageError, a broken header)
+            return None
+        finally:
+            Image.MAX_IMAGE_PIXELS = limit
+
+
+_PIL_LIMIT_LOCK = threading.Lock()
 
 
 def prepare_image(data, transforms, cfg=None, source='image', target_size=None, max_pixels=None):
     """The network input for one image file's bytes: CHW float32 and the transforms' shape record.
 
     The one preprocessing path of this runner and of ``serve.py``: the bytes are checked to be complete
-    (``incomplete_image``), their header's size against ``max_pixels`` (where given; before decoding), decoded as
+    (``incomplete_image``), their header's size against ``max_pixels`` (where given; before decoding, and bytes
+    whose size ``image_size`` cannot read are refused then), decoded as
     Compose reads an image (OpenCV with the transforms' read flag), resized to ``target_size`` where given (serve.py's
     ``targetSize``: (width, height), bilinear, recorded so that ``reverse_transform`` maps the prediction back to
     the image's size), run through the deploy.yaml transforms and, with ``cfg`` (DeployConfig), fitted to the
@@ -1182,7 +1185,10 @@ def prepare_image(data, transforms, cfg=None, source='image', target_size=None, 
         raise ImageError(problem, 'incomplete')
     if max_pixels is not None:
         size = image_size(data)
-        if size is not None and size[0] * size[1] > max_pixels:
+        if size is None:  # without a size read from the header the decoder could allocate anything
+            raise ImageError("not an image of a format whose header gives its size (PNG, JPEG, BMP, WebP, TIFF, "
+                             "...)", 'unknown')
+        if size[0] * size[1] > max_pixels:
             raise ImageError(f"the image is {size[0]}x{size[1]} (width x height) = {size[0] * size[1]} pixels, "
                              f"more than the {max_pixels} allowed", 'too_large')
     image = cv2.imdecode(np.frombuffer(data, np.uint8), transforms.read_flag) if data else None

@@ -368,8 +368,10 @@ class Service:
             return infer.prepare_image(data, self.transforms, self.cfg, source=source, target_size=target,
                                        max_pixels=self.max_pixels)
         except infer.ImageError as err:
+            if err.kind == 'unknown':
+                raise RequestError(400, f"{source} is {err}") from None
             if err.kind == 'undecodable':
-                raise RequestError(400, f"{source} is not an image (no format OpenCV decodes)") from None
+                raise RequestError(400, f"{source} is not an image OpenCV decodes") from None
             if err.kind == 'too_large':
                 raise RequestError(413, f"{source}: {err} (--max_pixels)") from None
             raise RequestError(400, f"{source}: {err}") from None
@@ -713,7 +715,7 @@ def create_app(config_path, **options):
             return {'status': 'ok'}
         if service.batcher.failure:
             raise RequestError(503, f"the model failed its warm-up run: {service.batcher.failure}")
-        raise RequestError(503, "warming up")
+        raise RequestError(503, "warming up", {'Retry-After': str(RETRY_AFTER_S)})
 
     @app.get('/metadata')
     async def metadata():
