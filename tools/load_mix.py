@@ -11,16 +11,19 @@ from PIL import Image
 KINDS = ('json', 'predict', 'bad')
 DEFAULT_MIX = 'json=70,predict=15,bad=15'
 
-# The bad inputs and the answer each must get: (name, endpoint, status, words the errorMsg must contain).
-# Statuses follow deploy/python/serve.py (PaddleX's error envelope: errorCode = the HTTP status).
+# The bad inputs and the answer each must get: (name, endpoint, HTTP status, the errorMsg word for word), as
+# deploy/python/serve.py answers them (PaddleX's error envelope: errorCode = the HTTP status).
+NOT_AN_IMAGE = "is not an image of a format whose header gives its size (PNG, JPEG, BMP, WebP, TIFF, ...)"
 BAD_INPUTS = (
-    ('bad json: not an image', '/semantic-segmentation', 400, 'is not an image'),
-    ('bad json: truncated jpeg', '/semantic-segmentation', 400, 'truncated JPEG'),
-    ('bad json: truncated png', '/semantic-segmentation', 400, 'truncated PNG'),
-    ('bad json: malformed body', '/semantic-segmentation', 422, 'not valid JSON'),
-    ('bad predict: not an image', '/predict', 400, 'is not an image'),
+    ('bad json: not an image', '/semantic-segmentation', 400, f"'image' {NOT_AN_IMAGE}"),
+    ('bad json: truncated jpeg', '/semantic-segmentation', 400,
+     "'image': truncated JPEG file (it ends inside the image data, before its end-of-image marker)"),
+    ('bad json: truncated png', '/semantic-segmentation', 400,
+     "'image': truncated PNG file (it ends inside chunk IDAT)"),
+    ('bad json: malformed body', '/semantic-segmentation', 422,
+     "the request body is not valid JSON (Expecting value: line 1 column 36 (char 35))"),
+    ('bad predict: not an image', '/predict', 400, f"the uploaded file {NOT_AN_IMAGE}"),
 )
-
 
 class LoadError(Exception):
     """A setting of the load test the user must fix; ``str()`` is the one-line message."""
