@@ -59,6 +59,8 @@ Behaviour worth knowing:
 * The program and params files are checked before Paddle Inference reads them: a truncated or corrupt
   ``model.json``/``model.pdmodel``/``model.pdiparams`` is one line naming the file (Paddle's own error is a C++
   message naming neither), as is any other failure to create the predictor from them.
+* ``serve.py`` (the HTTP server, docs/serving.md) imports this module: an image's bytes become the network input
+  in ``prepare_image`` for both, and the predictor comes from ``setup_backend`` / ``make_predictor``.
 * Errors the user must fix (missing config or image, bad deploy.yaml) print one line on stderr and exit 2.
   SIGTERM and SIGINT end the run with ``error: interrupted by SIGTERM`` (or SIGINT) and exit code 143 (130).
 """
