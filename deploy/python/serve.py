@@ -486,11 +486,16 @@ class _BodyLimit:
                         raise _TooLarge(f"the request body is more than the {limit} bytes allowed (--max_body_mb)")
                 return message
 
+            from starlette.requests import ClientDisconnect
+
             try:
                 await self.app(scope, limited_receive, send_status)
             except _TooLarge as err:
                 if not state['started']:
                     await self._refuse(send_status, str(err))
+            except ClientDisconnect:  # the client left before sending the whole body: no one to answer, no error
+                state['status'] = 499  # nginx's "client closed request", for /metrics
+                logger.info("%s: the client disconnected before sending the whole request", path)
         finally:
             if path in ENDPOINTS:
                 self.service.metrics.request(path, state['status'], time.perf_counter() - start)
