@@ -7,6 +7,7 @@ once and caches the choice in ``backend_choice.json`` beside deploy.yaml. Needs 
 (requirements-test.txt); tiny HarDNets, inputs of at most 96 pixels (the auto measurement's default 512 x 512 is
 replaced by a fixed 64 x 64 input shape where a test measures). Not marked paddle26: ONNX exports need Paddle 3.x.
 """
+import asyncio
 import json
 import logging
 import os
@@ -24,7 +25,7 @@ if paddle.__version__.split('.')[0] == '2':  # CI's Paddle 2.6.2 venv runs only 
     pytest.skip('the OpenVINO backend is tested with Paddle 3 (the main suite)', allow_module_level=True)
 import openvino  # noqa: E402,F401  (a missing package fails here, not as a skip: CI installs it)
 from conftest import REPO, run_export, write_tiny_hardnet  # noqa: E402
-from helpers import TINY_TRANSFORMS, load_infer  # noqa: E402
+from helpers import TINY_TRANSFORMS, load_infer, load_script  # noqa: E402
 from paddle_models.core import inference
 from paddle_models.core.export import export_model
 from paddle_models.core.inference import CHOICE_FILE, InferenceModel
@@ -353,3 +354,44 @@ def test_infer_prints_a_few_lines_unless_print_detail(exports, tmp_path):
     assert quiet[-1].endswith(f"saved 1 result(s) in {tmp_path / 'out'}")
     detailed = run('--print_detail', 'True')
     assert len(detailed) > 50 and sum('onnxruntime' in line for line in detailed) > 40
+
+
+@pytest.mark.parametrize('backend', ['onnxruntime', 'openvino'])
+def test_the_server_runs_the_onnx_export_in_both_runtimes(exports, backend, infer, tmp_path):
+    """deploy/python/serve.py on an ``export.py --format onnx`` export, in ONNX Runtime and in the standalone
+    OpenVINO runtime: a PaddleX-style request gets infer.py's label map for the same image (the Paddle Inference
+    exports are served in tests/test_serve.py)."""
+    import base64
+
+    import httpx
+
+    serve = load_script(os.path.join('deploy', 'python', 'serve.py'), 'serve_' + backend)
+    image = exports['images'] / 'im1.png'
+    code, _, errors = infer(['--config', exports['ov'] / 'deploy.yaml', '--image_path', image, '--save_dir',
+                             tmp_path / 'ref', '--backend', backend])
+    assert code == 0, errors
+    expected = np.asarray(Image.open(tmp_path / 'ref' / 'im1.png'))
+    app = serve.create_app(str(exports['ov'] / 'deploy.yaml'), backend=backend, cpu_threads=1)
+    service = app.state.service
+    service.batcher.start()
+    try:
+        async def request():
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url='http://serve',
+                                         timeout=120) as client:
+                for _ in range(600):
+                    if service.batcher.ready:
+                        break
+                    await asyncio.sleep(0.1)
+                metadata = (await client.get('/metadata')).json()
+                answer = await client.post('/semantic-segmentation', json={
+                    'image': base64.b64encode(image.read_bytes()).decode(), 'visualize': False})
+                return metadata, answer
+
+        metadata, answer = asyncio.run(request())
+    finally:
+        service.batcher.stop(30)
+    assert metadata['backend'] == backend
+    assert answer.status_code == 200, answer.text
+    result = answer.json()['result']
+    assert result['size'] == list(expected.shape)
+    np.testing.assert_array_equal(np.array(result['labelMap']).reshape(expected.shape), expected)
