@@ -3,7 +3,7 @@
 Importing the package registers every model, backbone, loss, dataset and transform in
 ``paddleseg.cvlibs.manager``; where PaddleSeg has a component of the same name, ours replaces it.
 """
-from .utils.compat import preload_zlib
+from .utils.compat import all_cpu_cores, preload_zlib
 
 preload_zlib()  # before paddle: Paddle 2.6.2 bundles a zlib that breaks later zlib users (see utils/compat.py)
 
@@ -11,7 +11,8 @@ import warnings  # noqa: E402
 
 warnings.filterwarnings("ignore", message="No ccache found")  # printed by paddle on import, not ours to fix
 
-import paddleseg  # noqa: F401  (PaddleSeg registers its own components first; ours then replace them)
+with all_cpu_cores():  # Paddle's import would pin its CPU kernels to one thread (see utils/compat.py)
+    import paddleseg  # noqa: F401  (PaddleSeg registers its own components first; ours then replace them)
 
 from . import layers, losses, datasets, transforms, backbones, models  # noqa: F401
 from .safe_load import guard_paddleseg

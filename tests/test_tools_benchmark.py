@@ -8,8 +8,10 @@ import sys
 import numpy as np
 import paddle
 import pytest
+import yaml
 
 from conftest import REPO
+from helpers import tiny_config
 import paddle_models  # noqa: F401
 from paddle_models.errors import UserError
 
@@ -109,7 +111,12 @@ def test_bad_input_is_one_line(tmp_path):
             (['--config', str(tmp_path / 'none.yml')], f"error: --config: {tmp_path / 'none.yml'} does not exist"),
             (['--model', 'X', '--measure', 'gpu'], "error: --measure: unknown measurement 'gpu' (known: dynamic, "
                                                     "infer, infer_onednn, infer_openvino, infer_int8, onnx_ort, "
-                                                    "onnx_openvino)"),
+                                                    "onnx_openvino, train_step)"),
+            (['--config', 'configs/linknet.yml', '--measure', 'train_step,dynamic'],
+             "error: --measure train_step is measured alone (train.py and the PyTorch peer's training step)"),
+            (['--model', 'X', '--measure', 'train_step'],
+             "error: --measure train_step: give --config or --configs (no --model, --model-cfg, --suite or "
+             "--markdown: the table is printed)"),
             (['--model', 'X', '--measure', 'dynamic,infer_int8'],
              "error: --measure infer_int8 needs --config (its train_dataset gives the calibration images)"),
             (['--model', 'X', '--peer', '--peer-python', str(tmp_path / 'nopython')],
@@ -418,3 +425,44 @@ def test_suite_page_keeps_its_hand_written_sections():
                                                                                      f"{benchmark.SAME_GRAPH_HEADING}"
                                                                                      '\n\nold same graph\n')
     assert benchmark.merge_speed_page('', doc) == doc
+
+
+def test_train_step_times_train_py_and_the_peer_step_at_the_config_batch_and_crop(tmp_path):
+    """--measure train_step (issue 24): train.py's seconds per iteration beside the PyTorch peer's eager step, at
+    the config's own batch and crop, as a table row and in --json."""
+    model = {'type': 'SegFormer', 'num_classes': 5, 'embedding_dim': 16, 'backbone': {'type': 'MixVisionTransformer_B0'}}
+    config = yaml.safe_load(open(tiny_config(tmp_path, train_samples=8, batch_size=2, model=model, image_size=48)))
+    config['train_dataset']['transforms'].insert(0, {'type': 'RandomPaddingCrop', 'crop_size': [40, 32]})
+    path = tmp_path / 'crop.yml'
+    path.write_text(yaml.safe_dump(config))
+    out = tmp_path / 'train.json'
+    result = subprocess.run([sys.executable, TOOL, '--measure', 'train_step', '--config', str(path), '--threads', '1',
+                             '--peer-python', sys.executable, '--json', str(out)],
+                            capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    row, = json.loads(out.read_text())['results']
+    assert row['batch'] == 2 and row['crop'] == [32, 40]
+    assert isinstance(row['ours_s'], float) and row['ours_s'] > 0, row
+    assert isinstance(row['peer_s'], float) and row['peer_s'] > 0, row
+    assert row['peer'] == 'transformers SegformerForSemanticSegmentation' and row['peer_size'] == [32, 40]
+    table = [line for line in result.stdout.splitlines() if line.startswith('|')]
+    assert table[0] == '| config | batch, crop (HxW) | train.py s/iter | PyTorch eager s/step | ratio | peer |'
+    ratio = f"{row['ours_s'] / row['peer_s']:.2f}"
+    assert table[2].startswith(f"| `{path}` | 2, 32x40 | {row['ours_s']:.2f} | {row['peer_s']:.2f} | {ratio} |")
+
+
+def test_train_step_of_a_failing_run_is_a_cell(tmp_path):
+    """A config train.py refuses gives "n/a (its one-line error)", and a model without a peer "-"."""
+    config = yaml.safe_load(open(tiny_config(tmp_path, batch_size=2)))
+    config['model']['num_classes'] = 11
+    del config['val_dataset']
+    config['train_dataset'] = {'type': 'CamVid', 'dataset_root': str(tmp_path / 'nothing'), 'mode': 'train',
+                               'transforms': [{'type': 'Normalize'}]}
+    path = tmp_path / 'bad.yml'
+    path.write_text(yaml.safe_dump(config))
+    result = subprocess.run([sys.executable, TOOL, '--measure', 'train_step', '--config', str(path),
+                             '--peer-python', sys.executable], capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    row = [line for line in result.stdout.splitlines() if line.startswith('| `')][0]
+    assert row.startswith(f"| `{path}` | 2, full image | n/a (") and str(tmp_path / 'nothing') in row, row
+    assert row.endswith('| - | - | - |'), row

@@ -50,6 +50,12 @@ Measurements (batch 1, random input, ``--threads`` CPU threads):
   ``--markdown`` writes it with the date, machine, versions and command (docs/speed.md). ``--suite`` then adds the
   same-graph table: ``infer_onednn``, ``onnx_ort`` and ``onnx_openvino`` for every other config in ``configs/``.
 
+``--measure train_step`` (alone; ``--config``, ``--configs``, else ``TRAIN_SUITE``): CPU training speed, the
+seconds per iteration of ``train.py --config <config>`` (its own batch, crop and default flags; the median
+``batch_cost`` of iterations 3-12 with ``--log_iters 1``) against one eager training step of the PyTorch peer
+(forward, cross-entropy, backward, SGD with momentum) at the same batch and crop under ``--peer-python``, both with
+``--threads`` threads; printed as the markdown table of docs/speed.md's "CPU training" section.
+
 ``--impl ours`` builds the model-config dict through ``core.config.Builder``, as train.py does. ``--impl paddleseg``
 builds it from PaddleSeg's own classes (``paddleseg.models.<type>``, ``paddleseg.models.backbones.<type>``); our
 registry replaces PaddleSeg's entries in the manager, so this looks the classes up in PaddleSeg's modules directly,
@@ -799,6 +805,119 @@ def same_graph_main(args, command):
                                                       for _, config, table in results]}, f, indent=2)
 
 
+# --measure train_step: train.py against the PyTorch peer's eager training step (issue 24), at each config's own
+# batch and crop; the configs of the comparison where no --config/--configs is given
+TRAIN_SUITE = (('LinkNet-R18', 'configs/linknet.yml'),
+               ('SegFormer-B0', 'configs/segformer_b0_camvid.yml'),
+               ('HarDNet', 'configs/hardnet.yml'),
+               ('DeepLabV3-R50_vd OS8', 'configs/deeplabv3.yml'),
+               ('UNet++', 'configs/unet_plusplus.yml'))
+TRAIN_ITERS = 12  # train.py runs this many iterations; its figure is the median batch_cost of iterations 3-12
+PEER_TRAIN_STEPS = 10  # the peer's figure: the median of this many steps after two warm-up steps
+_BATCH_COST = re.compile(r'iter: (\d+)/\d+, loss: [^,]+, lr: [^,]+, batch_cost: ([0-9.]+)')
+
+
+def train_batch_and_crop(cfg):
+    """(batch size, [H, W] of the training crop) of a merged config: ``RandomPaddingCrop``'s ``crop_size`` [W, H]
+    in ``train_dataset``'s transforms; None for the crop where there is none."""
+    crop = None
+    for transform in (cfg.get('train_dataset') or {}).get('transforms') or []:
+        if isinstance(transform, dict) and transform.get('type') == 'RandomPaddingCrop':
+            size = transform.get('crop_size', 512)
+            width, height = (size, size) if isinstance(size, int) else size
+            crop = [int(height), int(width)]
+    return int(cfg.get('batch_size', 1)), crop
+
+
+def ours_train_step(config, threads):
+    """Seconds per iteration of ``train.py --config config`` (its own batch, crop and flags; ``threads`` CPU
+    threads): the median ``batch_cost`` of iterations 3 to ``TRAIN_ITERS`` with ``--log_iters 1``, in a fresh
+    process writing into a temporary folder; "n/a (reason)" where the run fails."""
+    with tempfile.TemporaryDirectory() as tmp:
+        command = [sys.executable, os.path.join(REPO, 'train.py'), '--config', config, '--iters', str(TRAIN_ITERS),
+                   '--log_iters', '1', '--save_interval', str(TRAIN_ITERS), '--save_dir', os.path.join(tmp, 'out')]
+        result = subprocess.run(command, capture_output=True, text=True, env=_env(threads), cwd=REPO)
+    if result.returncode != 0:
+        return f"n/a ({error_line(result.stderr) or 'train.py exited with ' + str(result.returncode)})"
+    costs = {int(i): float(cost) for i, cost in _BATCH_COST.findall(result.stdout + result.stderr)}
+    wanted = [costs[i] for i in range(3, TRAIN_ITERS + 1) if i in costs]
+    if len(wanted) < TRAIN_ITERS - 2:
+        return "n/a (train.py logged no batch_cost for iterations 3-%d)" % TRAIN_ITERS
+    return statistics.median(wanted)
+
+
+def peer_train_step(cfg, threads, python):
+    """(seconds per eager training step of the config's PyTorch peer at the config's batch and crop, the peer's
+    name and the size it ran), or ('-', '', None) where the model has none. LinkNet's peer (smp) needs sides that
+    are multiples of 32: the crop is rounded up."""
+    model = cfg.get('model') or {}
+    peer = peer_for(model)
+    if peer is None:
+        return '-', '', None
+    batch, crop = train_batch_and_crop(cfg)
+    size = crop or [512, 512]
+    if peer['kind'] == 'linknet':
+        size = [-(-side // 32) * 32 for side in size]
+    spec = {'what': 'train_step', 'peer': {k: v for k, v in peer.items() if k not in ('name', 'note')},
+            'classes': model['num_classes'], 'batch': batch, 'size': size, 'steps': PEER_TRAIN_STEPS,
+            'threads': threads}
+    out = run_peer(spec, threads, python)
+    return out.get('s', out.get('ms')), peer['name'], size
+
+
+def train_step_main(args, command):
+    """``--measure train_step``: for each config (``--config``, ``--configs``, else ``TRAIN_SUITE``), train.py's
+    seconds per iteration and the PyTorch peer's eager step at the same batch and crop, measured one after the
+    other in fresh processes; prints a markdown table (and writes ``--json``)."""
+    import datetime
+    if args.model or args.model_cfg or args.markdown or args.suite:
+        raise UserError("--measure train_step: give --config or --configs (no --model, --model-cfg, --suite or "
+                        "--markdown: the table is printed)")
+    names = {config: name for name, config in TRAIN_SUITE}
+    configs = [args.config] if args.config else (args.configs or [config for _, config in TRAIN_SUITE])
+    missing = [c for c in configs if not os.path.isfile(c)]
+    if missing:
+        raise UserError(f"--config: {missing[0]} does not exist")
+    from paddle_models.core.config import load_config
+    python = _peer_python(args)
+    rows = []
+    for i, config in enumerate(configs):
+        cfg = load_config(config, require=()).dic
+        name = names.get(config, config)
+        print(f"[{i + 1}/{len(configs)}] {name} ({config})", file=sys.stderr, flush=True)
+        ours = ours_train_step(config, args.threads)
+        peer, peer_name, peer_size = peer_train_step(cfg, args.threads, python)
+        batch, crop = train_batch_and_crop(cfg)
+        rows.append({'name': name, 'config': config, 'batch': batch, 'crop': crop, 'ours_s': ours, 'peer_s': peer,
+                     'peer': peer_name, 'peer_size': peer_size})
+        print(train_step_row(rows[-1]), file=sys.stderr, flush=True)
+    versions = {'paddlepaddle': _version('paddlepaddle')}
+    versions.update(peer_versions(python))
+    print(f"Generated by `{command}` on {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC: "
+          f"{cpu_model()}, {os.cpu_count()} logical cores, {args.threads} threads; "
+          + ', '.join(f"{k} {v}" for k, v in versions.items() if v) + '.\n')
+    print('| config | batch, crop (HxW) | train.py s/iter | PyTorch eager s/step | ratio | peer |')
+    print('|---|---|---|---|---|---|')
+    for row in rows:
+        print(train_step_row(row))
+    if args.json:
+        with open(args.json, 'w') as f:
+            json.dump({'threads': args.threads, 'results': rows}, f, indent=2)
+
+
+def train_step_row(row):
+    """One markdown row of the train_step table; the ratio is ours over the peer's (<= 1.00: ours is as fast)."""
+    def cell(value):
+        return f"{value:.2f}" if isinstance(value, float) else str(value)
+    ratio = (f"{row['ours_s'] / row['peer_s']:.2f}" if isinstance(row['ours_s'], float)
+             and isinstance(row['peer_s'], float) else '-')
+    crop = 'x'.join(map(str, row['crop'])) if row['crop'] else 'full image'
+    peer = row['peer'] + (f" at {row['peer_size'][0]}x{row['peer_size'][1]}"
+                          if row['peer_size'] and row['peer_size'] != row['crop'] else '')
+    return (f"| `{row['config']}` | {row['batch']}, {crop} | {cell(row['ours_s'])} | {cell(row['peer_s'])} | "
+            f"{ratio} | {peer or '-'} |")
+
+
 def _all_configs():
     """Every config in the repository's ``configs/`` (relative paths, sorted)."""
     folder = os.path.join(REPO, 'configs')
@@ -831,7 +950,7 @@ def main(argv=None):
                         help='fresh processes per measurement (implementations alternate); cells are medians')
     parser.add_argument('--measure', default=','.join(MEASUREMENTS),
                         help=f"comma-separated subset of {', '.join(KNOWN_MEASUREMENTS)} (infer_int8: --config "
-                             f"only)")
+                             f"only); or train_step alone: train.py against the PyTorch peer's training step")
     parser.add_argument('--peer', action='store_true',
                         help='also time the PyTorch reference of the model (eager and ONNX Runtime)')
     parser.add_argument('--peer-python',
@@ -854,13 +973,19 @@ def main(argv=None):
         (infer_worker if 'exported' in spec else worker)(spec)
         return
     measurements = [m for m in args.measure.split(',') if m]
-    bad = [m for m in measurements if m not in KNOWN_MEASUREMENTS]
+    command = 'python tools/benchmark.py ' + ' '.join(sys.argv[1:] if argv is None else argv)
+    bad = [m for m in measurements if m not in KNOWN_MEASUREMENTS + ('train_step',)]
     if bad:
-        raise UserError(f"--measure: unknown measurement {bad[0]!r} (known: {', '.join(KNOWN_MEASUREMENTS)})")
+        raise UserError(f"--measure: unknown measurement {bad[0]!r} (known: {', '.join(KNOWN_MEASUREMENTS)}, "
+                        f"train_step)")
     if args.repeats < 1 or min(args.size) < 1 or args.threads < 1 or args.processes < 1:
         raise UserError(f"--repeats, --size, --threads and --processes must be positive, got {args.repeats}, "
                         f"{args.size}, {args.threads}, {args.processes}")
-    command = 'python tools/benchmark.py ' + ' '.join(sys.argv[1:] if argv is None else argv)
+    if 'train_step' in measurements:
+        if measurements != ['train_step']:
+            raise UserError("--measure train_step is measured alone (train.py and the PyTorch peer's training step)")
+        train_step_main(args, command)
+        return
     if args.same_graph:
         same_graph_main(args, command)
         return

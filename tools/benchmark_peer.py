@@ -13,6 +13,9 @@ Spec keys: ``peer`` (``{'kind': 'segformer' | 'linknet' | 'deeplabv3_resnet50', 
 ``onnxruntime.InferenceSession`` on the CPU provider, a process that only loads it), ``size`` [H, W],
 ``repeats``, ``threads``, ``onnx`` (a file path). Batch 1, random weights, random input. A missing library or a
 failing step prints ``{"ms": "n/a (<one line>)"}``, never a traceback.
+
+``what: train_step`` (``tools/benchmark.py --measure train_step``) times a training step instead: ``batch``,
+``size``, ``steps``, ``threads``, ``classes``; prints ``{"s": seconds per step}`` (see :func:`train_step`).
 """
 import json
 import resource
@@ -155,9 +158,45 @@ def worker(spec):
         out['ms'], first_s = _median_ms(run, spec['repeats'])
         out['setup_s'] = setup_s + first_s
         out['peak_mib'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    elif spec['what'] == 'train_step':
+        return train_step(spec)
     else:
         raise ValueError(f"unknown peer measurement {spec['what']!r}")
     return out
+
+
+def train_step(spec):
+    """Seconds per training step of the peer in eager mode: forward, cross-entropy (ignore index 255) on random
+    labels, backward, SGD with momentum 0.9; batch ``spec['batch']`` of ``spec['size']`` random images; the median
+    of ``spec['steps']`` steps after two warm-up steps, with ``spec['threads']`` intra-op threads."""
+    try:
+        import torch
+        import torch.nn.functional as F
+        model = build_peer(spec['peer'])
+    except ImportError as err:
+        return {'s': f"n/a ({_one_line(err)})"}
+    torch.manual_seed(0)
+    torch.set_num_threads(spec['threads'])
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:  # already set in this process
+        pass
+    model.train()
+    h, w = spec['size']
+    images = torch.randn(spec['batch'], 3, h, w)
+    labels = torch.randint(0, spec['classes'], (spec['batch'], h, w))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+
+    def step():
+        loss = F.cross_entropy(model(images), labels, ignore_index=255)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+
+    step()
+    seconds, _ = _median_ms(step, spec['steps'])
+    return {'s': seconds / 1000, 'params': sum(p.numel() for p in model.parameters()),
+            'torch_threads': torch.get_num_threads()}
 
 
 def versions():

@@ -30,6 +30,8 @@ from paddle_models.core.folders import FolderLock, lock_path_inside
 from paddle_models.core.profiler import TrainProfiler, parse_profiler_options
 from paddle_models.core.signals import interrupted
 from paddle_models.errors import UserError
+from paddle_models.layers.cpu_training import cpu_training_forms
+from paddle_models.utils.compat import cpu_threads
 
 # Paddle's BatchNorm warns on its first training forward pass; an error later in the run would print it to stderr
 # above the one-line message
@@ -61,7 +63,7 @@ def environment():
         'PaddleSeg': paddleseg.__version__,
         'paddle_models': paddle_models.__version__,
         'device': device,
-        'CPU threads': f"{os.cpu_count()} cores, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}",
+        'CPU threads': f"{os.cpu_count()} cores, {cpu_threads()}",
         'platform': platform.platform(),
     }
 
@@ -744,7 +746,7 @@ class _Run:
 def train(model, train_dataset, losses, optimizer, save_dir='output', iters=10000, batch_size=2,
           val_dataset=None, resume_model=None, save_interval=1000, log_iters=10, num_workers=0, use_vdl=False,
           keep_checkpoint_max=5, precision='fp32', amp_level='O1', test_config=None, do_eval=False, seed=None,
-          use_ema=False, profiler_options=None, config=None):
+          use_ema=False, profiler_options=None, config=None, fast_cpu_forms=True):
     """Train ``model`` for ``iters`` iterations.
 
     Args:
@@ -773,6 +775,9 @@ def train(model, train_dataset, losses, optimizer, save_dir='output', iters=1000
         profiler_options (str): PaddleSeg's profiler option string (``TrainProfiler``); None: no profiling.
         config (dict): The merged config the run was built from (train.py passes it): saved as
             ``save_dir/config.yml`` with the run's first checkpoint (rank 0). None: nothing saved.
+        fast_cpu_forms (bool): On the CPU, train with the faster bias additions of
+            ``layers/cpu_training.py`` (the same values; each ``nn.Conv2D``/``nn.Linear`` with a bias switches to
+            them for the run and back at its end). Ignored on other devices.
 
     Returns:
         dict: 'last_iter', 'best_miou', 'best_iter', 'last_loss', 'iters_per_epoch', and with ``use_ema``
@@ -792,7 +797,11 @@ def train(model, train_dataset, losses, optimizer, save_dir='output', iters=1000
         run.config = config
         run.set_evaluation(val_dataset if do_eval else None, test_config)
         run.start(profiler_options)
-        run.run_epochs()
+        on_cpu = paddle.device.get_device() == 'cpu'
+        with cpu_training_forms(run.model, enabled=fast_cpu_forms and on_cpu) as switched:
+            if switched:
+                logger.info(f"CPU training forms: {switched} conv/linear bias additions (layers/cpu_training.py)")
+            run.run_epochs()
     except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM/SIGINT under the command line's handlers
         if run.checkpoints is not None:
             run.checkpoints.remove_if_unused()

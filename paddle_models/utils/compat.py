@@ -3,10 +3,13 @@ versions it is for (the project runs on Paddle 2.6.2 and 3.3.1).
 
 ``preload_zlib`` must run before ``import paddle``: Paddle 2.6.2's wheel bundles a zlib that breaks later users of
 the system zlib (``zlib.crc32``, ``gzip``, PNG checks) unless the system library is loaded first. The package's
-``__init__`` and ``tests/conftest.py`` call it; tools import the package before Paddle.
+``__init__`` and ``tests/conftest.py`` call it; tools import the package before Paddle. ``all_cpu_cores`` wraps
+that first import of Paddle too.
 """
 import contextlib
 import importlib
+import io
+import os
 import sys
 import types
 
@@ -14,6 +17,47 @@ import types
 def preload_zlib():
     """Load the system zlib into the process (idempotent)."""
     importlib.import_module('zlib')
+
+
+# the two lines Paddle's import prints to stderr when OMP_NUM_THREADS is above 1 (Paddle 2.6.2 and 3.x)
+_THREADS_WARNING = ('WARNING: OMP_NUM_THREADS set to ', 'PLEASE USE OMP_NUM_THREADS WISELY.')
+_IMPORT_THREADS = []  # the OMP_NUM_THREADS all_cpu_cores() gave Paddle's import, where it did
+
+
+def cpu_threads():
+    """A description of the OpenMP threads Paddle's CPU kernels use in this process, for the training log."""
+    if _IMPORT_THREADS:
+        return f"OMP_NUM_THREADS={_IMPORT_THREADS[0]} (set by paddle_models at import)"
+    return f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}"
+
+
+@contextlib.contextmanager
+def all_cpu_cores():
+    """Wrap the first ``import paddle`` in this: Paddle's CPU kernels then use every core this process may run on.
+
+    Paddle (2.6.2 and 3.x) sets ``OMP_NUM_THREADS=1`` at import where it is unset, which keeps its CPU kernels
+    (matrix products, convolutions, elementwise ops) on one thread: a training step on 2 cores ran 10-14% slower
+    (docs/speed.md, "CPU training"). Where the variable is unset and Paddle is not imported yet, it is set to the
+    number of usable cores for the import (the OpenMP runtime reads it when Paddle first runs a parallel kernel)
+    and unset again after it, so that child processes (data-loader workers, deploy/python/infer.py run from a
+    tool) start as they would have; the two-line warning Paddle's import prints for a value above 1 (meant for
+    data-parallel GPU runs) is left out of stderr, everything else the import prints passes through. An
+    ``OMP_NUM_THREADS`` the user set is kept as it is (``OMP_NUM_THREADS=1`` restores Paddle's single thread)."""
+    if 'paddle' in sys.modules or os.environ.get('OMP_NUM_THREADS'):
+        yield
+        return
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else (os.cpu_count() or 1)
+    os.environ['OMP_NUM_THREADS'] = str(cores)
+    _IMPORT_THREADS.append(cores)
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(captured):
+            yield
+    finally:
+        os.environ.pop('OMP_NUM_THREADS', None)
+        kept = [line for line in captured.getvalue().splitlines(keepends=True)
+                if not line.startswith(_THREADS_WARNING)]
+        sys.stderr.write(''.join(kept))
 
 
 def paddle_3_or_later():
