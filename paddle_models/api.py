@@ -27,8 +27,8 @@ from paddle_models import image_io
 from paddle_models.core import logger
 from paddle_models.core.checkpoint import load_model_weights
 from paddle_models.core.config import Builder, _closest, load_config
-from paddle_models.core.infer import aug_logits, predict_logits
-from paddle_models.core.predict import apply_transforms
+from paddle_models.core.logits import aug_logits, predict_logits
+from paddle_models.core.predict_files import apply_transforms
 from paddle_models.core.visualize import (as_rgb_image, check_mask, colour_overlay, config_classes, dataset_info,
                                           draw_legend, full_palette, legend_entries)
 from paddle_models.errors import UserError

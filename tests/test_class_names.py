@@ -17,8 +17,8 @@ from PIL import Image
 from conftest import REPO, camvid_root, write_tiny_hardnet
 from helpers import TINY_HARDNET, TINY_TRANSFORMS, hardnet_section
 from paddle_models.core.export import export_model
-from paddle_models.core.inference import InferenceModel
-from paddle_models.core.predict import default_palette
+from paddle_models.core.exported import InferenceModel
+from paddle_models.core.predict_files import default_palette
 from paddle_models.core.visualize import check_classes, config_classes, dataset_info
 from paddle_models.datasets.camvid import CamVid
 from paddle_models.datasets.paddleseg_layouts import (ADE20K, Cityscapes, MiniDeepGlobeRoadExtraction, PascalVOC,

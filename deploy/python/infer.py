@@ -35,7 +35,7 @@ Behaviour worth knowing:
   deploy.yaml in ``backend_choice.json`` (the timings, the CPU model and count, threads, device, package versions,
   the model file's size and time, the shape): later runs with the same facts read the choice and measure nothing;
   any change measures again. A folder that cannot be written is logged in one line and the run goes on.
-  ``paddle_models.core.inference.InferenceModel(backend='auto')`` reads and writes the same file.
+  ``paddle_models.core.exported.InferenceModel(backend='auto')`` reads and writes the same file.
   Programs exported with ``output_op`` softmax or none get an argmax over the channel axis (``--with_argmax`` is
   accepted for compatibility; it is implied).
 * oneDNN on CPU: ``--enable_mkldnn`` left out means "on where it is known to work": on when deploy.yaml says the
@@ -621,14 +621,14 @@ class Predictor:
             config.enable_memory_optim()
         config.switch_ir_optim(True)
         if self.args.device == 'cpu':
-            # the same CPU settings as paddle_models.core.inference.cpu_config (val.py, tools/benchmark.py),
+            # the same CPU settings as paddle_models.core.exported.cpu_config (val.py, tools/benchmark.py),
             # repeated here because this script stays standalone
             config.disable_gpu()
             if use_onednn:
                 config.set_mkldnn_cache_capacity(10)  # cache primitives for up to 10 input shapes
                 config.enable_mkldnn()
                 if self.cfg.deploy.get('precision') == 'int8':  # a tools/quantize.py export: INT8 oneDNN kernels
-                    # for the op types it recorded (pool2d stays FP32: see paddle_models.core.inference)
+                    # for the op types it recorded (pool2d stays FP32: see paddle_models.core.exported)
                     ops = (self.cfg.deploy.get('quantization') or {}).get('int8_ops')
                     logger.info("oneDNN INT8: on (deploy.yaml records precision: int8)")
                     config.enable_mkldnn_int8(set(ops) if ops else set())
@@ -766,7 +766,7 @@ def warn_paddle_flags(args):
 
 
 def openvino_settings(threads):
-    """The standalone OpenVINO runtime's CPU compile settings (as ``paddle_models.core.inference``'s, repeated: this
+    """The standalone OpenVINO runtime's CPU compile settings (as ``paddle_models.core.exported``'s, repeated: this
     runner stands alone): ``threads`` inference threads, the LATENCY hint (one request at a time) and FP32 (left to
     itself, OpenVINO runs bf16 or fp16 on CPUs that have them, which changes the results)."""
     return {'INFERENCE_NUM_THREADS': int(threads), 'PERFORMANCE_HINT': 'LATENCY', 'INFERENCE_PRECISION_HINT': 'f32'}
@@ -832,7 +832,7 @@ class OpenVinoPredictor:
 
 
 # --backend auto: measured once per machine, versions and model; the same file and record as
-# paddle_models.core.inference.choose_backend (InferenceModel(backend='auto') reads what this runner wrote)
+# paddle_models.core.exported.choose_backend (InferenceModel(backend='auto') reads what this runner wrote)
 CHOICE_FILE = 'backend_choice.json'
 AUTO_HW = 512  # the measurement's height and width where deploy.yaml's input_shape leaves them free
 AUTO_ROUNDS = 3  # timed runs per backend after one warm-up run each, interleaved; the median counts
@@ -1076,7 +1076,7 @@ def fit_input(chw, trans_info, cfg, path):
     """The network input resized to the export's fixed height and width (deploy.yaml ``input_shape``), bilinear,
     with a ``('resize', (h, w))`` record added to ``trans_info`` so that ``reverse_transform`` maps the prediction
     back to this size (nearest); unchanged where the export's size is free or already met. Logged once.
-    (``paddle_models.core.inference.fit_input`` does the same for ``InferenceModel``; this runner stands alone.)"""
+    (``paddle_models.core.exported.fit_input`` does the same for ``InferenceModel``; this runner stands alone.)"""
     import cv2
 
     h, w = chw.shape[1:]

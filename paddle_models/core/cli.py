@@ -126,9 +126,9 @@ def _exit_now(code, message):
             pass
     print(message, file=sys.stderr)
     signals.clean_up()  # what an interrupted write left registered (normally nothing: its own handler removed it)
-    inference = sys.modules.get('paddle_models.core.inference')
-    if inference is not None:  # os._exit skips atexit: the OpenVINO engine's temporary cache
-        inference.remove_openvino_cache()
+    exported = sys.modules.get('paddle_models.core.exported')
+    if exported is not None:  # os._exit skips atexit: the OpenVINO engine's temporary cache
+        exported.remove_openvino_cache()
     import multiprocessing
     for child in multiprocessing.active_children():  # data-loader workers would keep our output pipes open
         child.kill()

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 from paddleseg.cvlibs import manager
 
-from paddle_models.core.predict import default_palette
+from paddle_models.core.predict_files import default_palette
 from paddle_models.errors import UserError
 
 # legend text: OpenCV's built-in Hershey font (no font files needed), black on white

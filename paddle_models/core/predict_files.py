@@ -11,7 +11,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from paddle_models.core import logger
-from paddle_models.core.infer import aug_logits, predict_logits
+from paddle_models.core.logits import aug_logits, predict_logits
 from paddle_models import image_io
 from paddle_models.errors import UserError
 
