@@ -29,7 +29,7 @@ from paddle_models.core.checkpoint import load_model_weights
 from paddle_models.core.config import Builder, _closest, load_config
 from paddle_models.core.logits import aug_logits, predict_logits
 from paddle_models.core.predict_files import apply_transforms
-from paddle_models.core.visualize import (as_rgb_image, check_mask, colour_overlay, config_classes, dataset_info,
+from paddle_models.core.visualize import (as_rgb_image, check_mask, color_overlay, config_classes, dataset_info,
                                           draw_legend, full_palette, legend_entries)
 from paddle_models.errors import UserError
 from paddle_models.pretrained import get_pretrained, is_pretrained_name, list_pretrained, pretrained_weights
@@ -317,7 +317,7 @@ def visualize(image, mask, alpha=0.5, dataset=None, palette=None, class_names=No
     own_palette, own_names = dataset_info(dataset)
     colours = full_palette(palette if palette is not None else own_palette, int(mask.max(initial=-1)) + 1)
     names = list(class_names) if class_names is not None else own_names
-    out = colour_overlay(rgb, mask, colours, alpha)
+    out = color_overlay(rgb, mask, colours, alpha)
     return draw_legend(out, legend_entries(mask, colours, names)) if legend else out
 
 

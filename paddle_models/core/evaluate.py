@@ -14,7 +14,7 @@ from paddle_models.core import logger
 from paddle_models.core.logits import aug_logits, predict_logits, undo_transforms
 from paddle_models.core.metrics import auc_roc as auc_roc_metric
 from paddle_models.core.metrics import confusion_matrix, metrics_from_confusion
-from paddle_models.core.visualize import (class_names_or_ids, colour_overlay, dataset_info, draw_legend, full_palette,
+from paddle_models.core.visualize import (class_names_or_ids, color_overlay, dataset_info, draw_legend, full_palette,
                                           legend_entries)
 from paddle_models.errors import UserError
 
@@ -59,7 +59,7 @@ def _log_images(writer, step, dataset, index, sample, pred, label, num_classes):
     palette, names = dataset_info(dataset)
     palette = full_palette(palette, num_classes)
     for kind, mask in (('prediction', pred), ('label', label)):
-        overlay = draw_legend(colour_overlay(image, mask, palette), legend_entries(mask, palette, names))
+        overlay = draw_legend(color_overlay(image, mask, palette), legend_entries(mask, palette, names))
         writer.add_image(f'Evaluate/{kind}_{index}', overlay, step)
     writer.add_image(f'Evaluate/image_{index}', image, step)
 
