@@ -13,9 +13,7 @@ arguments turned into the tools' flags, so the flags, their checks and the engin
 line; they work wherever the package is installed. Mistakes are ``paddle_models.errors.UserError`` with a one-line
 message naming the file, key, flag or value.
 """
-import contextlib
 import importlib
-import io
 import os
 
 import numpy as np
