@@ -1412,18 +1412,27 @@ def _predict_all(args, cfg, items, backend, predictor):
     return 0
 
 
+def log_to_stderr(*names):
+    """Send the loggers ``names`` to stderr at INFO and above as ``<time> <LEVEL> <name>: message``, each with its own
+    handler and level, set once (importing Paddle 2.6 resets the root logger to WARNING). Used by ``main`` and by
+    serve.py. (``paddle_models.core.cli.log_to_stderr`` is the same; this runner stands alone.)"""
+    for name in names:
+        log = logging.getLogger(name)
+        if not log.handlers:
+            handler = logging.StreamHandler(sys.stderr)
+            handler.setFormatter(logging.Formatter('%(asctime)s %(levelname)s %(name)s: %(message)s'))
+            log.addHandler(handler)
+            log.setLevel(logging.INFO)
+            log.propagate = False
+
+
 def main(argv=None):
     try:
         args = parse_args(argv)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    if not logger.handlers:  # own handler and level: importing Paddle 2.6 resets the root logger to WARNING
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter('%(asctime)s %(levelname)s %(name)s: %(message)s'))
-        logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
-        logger.propagate = False
+    log_to_stderr(logger.name)
     try:
         return run(args)
     except UserError as err:

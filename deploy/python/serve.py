@@ -795,20 +795,9 @@ def _options(args):
     return {key: getattr(args, key) for key in OPTIONS if hasattr(args, key)}
 
 
-def _setup_logging():
-    for name in ('serve', 'infer'):
-        log = logging.getLogger(name)
-        if not log.handlers:
-            handler = logging.StreamHandler(sys.stderr)
-            handler.setFormatter(logging.Formatter('%(asctime)s %(levelname)s %(name)s: %(message)s'))
-            log.addHandler(handler)
-            log.setLevel(logging.INFO)
-            log.propagate = False
-
-
 def app_from_env():
     """The app for uvicorn's worker processes (--workers N): config and options from the environment."""
-    _setup_logging()
+    infer.log_to_stderr('serve', 'infer')
     spec = json.loads(os.environ['PADDLE_MODELS_SERVE'])
     return create_app(spec['config'], **spec['options'])
 
@@ -821,7 +810,7 @@ def run(argv=None):
         UserError: A bad flag, deploy.yaml or model file, or a port it cannot listen on (one line).
     """
     args = parse_args(argv)
-    _setup_logging()
+    infer.log_to_stderr('serve', 'infer')
     import uvicorn
 
     if args.workers > 1:
