@@ -13,9 +13,7 @@ arguments turned into the tools' flags, so the flags, their checks and the engin
 line; they work wherever the package is installed. Mistakes are ``paddle_models.errors.UserError`` with a one-line
 message naming the file, key, flag or value.
 """
-import contextlib
 import importlib
-import io
 import os
 
 import numpy as np
@@ -26,13 +24,14 @@ from paddleseg.transforms import Compose
 from paddle_models import image_io
 from paddle_models.core import logger
 from paddle_models.core.checkpoint import load_model_weights
-from paddle_models.core.config import Builder, _closest, load_config
-from paddle_models.core.infer import aug_logits, predict_logits
-from paddle_models.core.predict import apply_transforms
-from paddle_models.core.visualize import (as_rgb_image, check_mask, colour_overlay, config_classes, dataset_info,
+from paddle_models.core.config import Builder, load_config
+from paddle_models.core.logits import aug_logits, predict_logits
+from paddle_models.core.predict_files import apply_transforms
+from paddle_models.core.visualize import (as_rgb_image, check_mask, color_overlay, config_classes, dataset_info,
                                           draw_legend, full_palette, legend_entries)
 from paddle_models.errors import UserError
 from paddle_models.pretrained import get_pretrained, is_pretrained_name, list_pretrained, pretrained_weights
+from paddle_models.utils.validate import did_you_mean
 from paddle_models.weights import load_model_pretrained
 
 __all__ = ['build_model', 'load_weights', 'Segmenter', 'list_pretrained', 'train', 'evaluate', 'export', 'visualize',
@@ -110,7 +109,7 @@ def build_model(config_path_or_name, pretrained=False, **overrides):
     if not isinstance(name, str) or name not in known:
         checkpoints = [e[key] for e in list_pretrained() for key in ('name', 'alias')]
         raise UserError(f"build_model: {name!r} is neither a config file (.yml), a published checkpoint nor a "
-                        f"registered model{_closest(str(name), list(known) + checkpoints)}")
+                        f"registered model{did_you_mean(str(name), list(known) + checkpoints)}")
     return Builder(_NamedModel(name)).build_component(dict(overrides, type=name), 'model')
 
 
@@ -317,7 +316,7 @@ def visualize(image, mask, alpha=0.5, dataset=None, palette=None, class_names=No
     own_palette, own_names = dataset_info(dataset)
     colours = full_palette(palette if palette is not None else own_palette, int(mask.max(initial=-1)) + 1)
     names = list(class_names) if class_names is not None else own_names
-    out = colour_overlay(rgb, mask, colours, alpha)
+    out = color_overlay(rgb, mask, colours, alpha)
     return draw_legend(out, legend_entries(mask, colours, names)) if legend else out
 
 
@@ -357,7 +356,7 @@ def _run_tool(function, tool, fixed, flags):
     for name in flags:
         if name not in known or name == 'help':
             raise UserError(f"{function}(): unknown keyword argument {name!r}"
-                            f"{_closest(name, [k for k in known if k != 'help'])}; the keyword arguments are the "
+                            f"{did_you_mean(name, [k for k in known if k != 'help'])}; the keyword arguments are the "
                             f"tool's flags: python -m paddle_models.tools.{tool} --help")
         if f"--{name}" in fixed:
             raise UserError(f"{function}(): {name} is set by {function}()'s own arguments; pass it there")
@@ -465,7 +464,7 @@ def serve(config, host='127.0.0.1', port=8866, **flags):
     for name, value in flags.items():
         if name not in actions or name in ('config', 'host', 'port'):
             known = sorted(k for k in actions if k not in ('config', 'host', 'port'))
-            raise UserError(f"serve(): unknown keyword argument {name!r}{_closest(name, known)}; the keyword "
+            raise UserError(f"serve(): unknown keyword argument {name!r}{did_you_mean(name, known)}; the keyword "
                             f"arguments are serve.py's flags: python deploy/python/serve.py --help")
         if isinstance(actions[name], argparse._StoreTrueAction):
             argv += [f"--{name}"] if value else []

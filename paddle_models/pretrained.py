@@ -147,8 +147,8 @@ def get_pretrained(name):
     """
     table = _by_name()
     if not is_pretrained_name(name):
-        from paddle_models.core.config import _closest
-        raise UserError(f"no trained checkpoint named {name!r}{_closest(str(name), table)} "
+        from paddle_models.utils.validate import did_you_mean
+        raise UserError(f"no trained checkpoint named {name!r}{did_you_mean(str(name), table)} "
                         f"(paddle_models.list_pretrained() lists them)")
     return copy.deepcopy(table[name])
 

@@ -202,18 +202,19 @@ def train_steps(model, steps=4, size=(64, 64), num_classes=4, learning_rate=0.02
     return losses
 
 
-def export_and_infer(model, tmp_path):
-    """Export (free input size), run deploy/python/infer.py with oneDNN on a 64x96 image and compare its PNG with
-    the dynamic graph's argmax (at least 99.5% of the pixels, and more than one class predicted)."""
+def export_and_infer(model, tmp_path, size=(64, 96), folder='export'):
+    """Export (free input size) into ``tmp_path/folder``, run deploy/python/infer.py with oneDNN on a random image of
+    ``size`` (H, W) and compare its PNG with the dynamic graph's argmax (at least 99.5% of the pixels, and more than
+    one class predicted)."""
     import paddleseg.transforms as T
     from PIL import Image
 
     from paddle_models.core.export import export_model
 
     model.eval()
-    info = export_model(model, str(tmp_path / 'export'), transforms=TINY_TRANSFORMS)
+    info = export_model(model, str(tmp_path / folder), transforms=TINY_TRANSFORMS)
     assert info['onednn'], info['onednn_error']
-    image = np.random.RandomState(0).randint(0, 256, (64, 96, 3)).astype('uint8')
+    image = np.random.RandomState(0).randint(0, 256, tuple(size) + (3,)).astype('uint8')
     Image.fromarray(image).save(tmp_path / 'img.png')
     result = subprocess.run([sys.executable, INFER, '--config', info['deploy_yaml'], '--image_path',
                              str(tmp_path / 'img.png'), '--save_dir', str(tmp_path / 'out'), '--device', 'cpu',
@@ -227,7 +228,7 @@ def export_and_infer(model, tmp_path):
     with paddle.no_grad():
         logits = model(x)[0].numpy()
     ref = logits.argmax(1)[0]
-    assert len(np.unique(ref)) > 1
+    assert pred.shape == tuple(size) and len(np.unique(ref)) > 1
     assert (pred == ref).mean() > 0.995
 
 

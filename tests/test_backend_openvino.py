@@ -26,9 +26,9 @@ if paddle.__version__.split('.')[0] == '2':  # CI's Paddle 2.6.2 venv runs only 
 import openvino  # noqa: E402,F401  (a missing package fails here, not as a skip: CI installs it)
 from conftest import REPO, run_export, write_tiny_hardnet  # noqa: E402
 from helpers import TINY_TRANSFORMS, load_infer, load_script  # noqa: E402
-from paddle_models.core import inference
+from paddle_models.core import exported
 from paddle_models.core.export import export_model
-from paddle_models.core.inference import CHOICE_FILE, InferenceModel
+from paddle_models.core.exported import CHOICE_FILE, InferenceModel
 from paddle_models.errors import UserError
 from paddle_models.tools import export as export_tool
 
@@ -118,7 +118,7 @@ def test_export_records_openvino_and_matches_paddle_and_the_dynamic_model(export
 def test_openvino_and_onnxruntime_logits_match_the_dynamic_model(exports, monkeypatch):
     """Logits within 1e-4 (relative to the largest) in both ONNX runtimes; past MAX_SHAPES compiles the dynamic
     compile takes over and gives the same numbers."""
-    monkeypatch.setattr(inference.OpenVinoSession, 'MAX_SHAPES', 1)
+    monkeypatch.setattr(exported.OpenVinoSession, 'MAX_SHAPES', 1)
     folder = exports['logits']['save_dir']
     runners = {b: InferenceModel(folder, threads=1, backend=b) for b in ('openvino', 'onnxruntime')}
     assert InferenceModel(folder, threads=1).backend == 'openvino'
@@ -260,9 +260,9 @@ def test_auto_measures_once_caches_and_is_overridden(exports, infer, tmp_path):
     key = record['key']
     assert (key['threads'], key['device'], key['input_shape'], key['model']) == (1, 'cpu', [1, 3, 64, 64],
                                                                                  'model.onnx')
-    assert key['cpu'] == inference.cpu_model() and key['cpu_count'] == os.cpu_count()
-    assert key['versions'] == {'onnxruntime': inference.backend_version('onnxruntime'),
-                               'openvino': inference.backend_version('openvino')}
+    assert key['cpu'] == exported.cpu_model() and key['cpu_count'] == os.cpu_count()
+    assert key['versions'] == {'onnxruntime': exported.backend_version('onnxruntime'),
+                               'openvino': exported.backend_version('openvino')}
     assert any(line.startswith(f"backend auto: {record['choice']} (") and line.endswith(f"cached in {cache}")
                for line in lines)
 

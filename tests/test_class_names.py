@@ -17,9 +17,9 @@ from PIL import Image
 from conftest import REPO, camvid_root, write_tiny_hardnet
 from helpers import TINY_HARDNET, TINY_TRANSFORMS, hardnet_section
 from paddle_models.core.export import export_model
-from paddle_models.core.inference import InferenceModel
-from paddle_models.core.predict import default_palette
-from paddle_models.core.visualize import check_classes, config_classes, dataset_info
+from paddle_models.core.exported import InferenceModel
+from paddle_models.core.visualize import (check_classes, color_overlay, config_classes, dataset_info, default_palette,
+                                          pseudo_color_image)
 from paddle_models.datasets.camvid import CamVid
 from paddle_models.datasets.paddleseg_layouts import (ADE20K, Cityscapes, MiniDeepGlobeRoadExtraction, PascalVOC,
                                                       PPHumanSeg14K)
@@ -100,6 +100,26 @@ def test_named_datasets_declare_names_and_colours():
     assert [v for c in PascalVOC.PALETTE[1:] for v in c] == get_color_map_list(20)
     assert PPHumanSeg14K.CLASSES == ('background', 'person')
     assert MiniDeepGlobeRoadExtraction.CLASSES == ('background', 'road')
+
+
+def test_pseudo_color_png_and_overlay_agree_with_infer_py():
+    """One vocabulary, two copies (infer.py stands alone): the package's and infer.py's pseudo-color PNG and color
+    overlay give the same pixels; ids past the palette stay uncoloured in the package's overlay."""
+    sys.path.insert(0, os.path.dirname(INFER))
+    try:
+        import infer
+    finally:
+        sys.path.remove(os.path.dirname(INFER))
+    mask = np.array([[0, 1, 2], [2, 1, 255]])
+    png = pseudo_color_image(mask, default_palette(3))
+    assert np.array_equal(np.asarray(png), mask) and png.getpalette()[:9] == get_color_map_list(3)
+    assert infer.pseudo_color_image(mask, infer.default_palette(256)).getpalette()[:9] == png.getpalette()[:9]
+    rgb = np.arange(18, dtype=np.uint8).reshape(2, 3, 3) * 13
+    out = color_overlay(rgb, mask, default_palette(3), alpha=0.4)
+    assert out[0, 1].tolist() == [round(0.6 * 39), round(0.6 * 52 + 0.4 * 128), round(0.6 * 65)]  # class 1: green
+    assert out[1, 2].tolist() == rgb[1, 2].tolist()  # 255: no colour
+    bgr = infer.color_overlay(rgb[..., ::-1], mask, infer.default_palette(256), alpha=0.4)
+    assert np.array_equal(bgr[..., ::-1][mask < 3], out[mask < 3])
 
 
 def test_config_classes_names_every_class_of_the_model():

@@ -234,3 +234,52 @@ def test_test_config_values_are_range_checked(tmp_path, key, value, expected):
                                'custom_color': [0, 0, 255]}[key]
     path.write_text(yaml.safe_dump(dic))
     assert load_config(str(path)).dic['test_config'][key] == dic['test_config'][key]
+
+
+@pytest.mark.parametrize('name, fixed, where', [
+    ('VAN_B0', 'depths', 'VAN'),
+    ('MSCAN_T', 'depths', 'MSCAN'),
+    ('MixVisionTransformer_B0', 'embed_dims', 'MixVisionTransformer'),
+    ('HRNet_W18_Small_V1', 'stage2_num_channels', 'HRNet'),
+    ('MaxViT_T', 'stem_width', 'MaxViT'),
+    ('ResNet18', 'layers', 'ResNet'),
+    ('ResNet50_vd', 'layers', 'ResNet_vd'),
+    ('ResNeXt50_32x4d', 'cardinality', 'ResNeXt'),
+    ('SegFormer_B0', 'depths', 'SegFormer with a MixVisionTransformer backbone'),
+    ('SegNeXt_T', 'embed_dims', 'SegNeXt with a MSCAN backbone'),
+])
+def test_every_size_variant_refuses_unknown_and_fixed_arguments_in_one_line(tmp_path, name, fixed, where):
+    """One mechanism (registry.register_variant) for every variant family: an argument the variant does not take,
+    or one its size fixes, is the same one-line UserError called directly, built by Builder and read from YAML."""
+    import inspect
+    import types
+
+    from paddleseg.cvlibs import manager
+
+    is_model = name in manager.MODELS.components_dict
+    factory = (manager.MODELS if is_model else manager.BACKBONES)[name]
+    value = inspect.signature(factory).parameters[fixed].default  # of the kind the config check expects
+    unknown = f"{name} takes no argument 'colour'"
+    clash = f"{name}: {fixed} is fixed by the variant; use {where} to set it"
+    base = {'num_classes': 5} if is_model else {}
+    for kwargs, expected in (({'colour': 1}, unknown), ({fixed: value}, clash)):
+        with pytest.raises(UserError) as err:
+            factory(**base, **kwargs)
+        assert str(err.value) == expected
+    place = 'model' if is_model else 'model.backbone'
+    builder = Builder(types.SimpleNamespace(dic={}, path='v.yml'))
+    for kwargs, expected in (({'colour': 1}, f"v.yml: {place}.colour: {unknown}"), ({fixed: value}, clash)):
+        with pytest.raises(UserError) as err:
+            builder.build_component({'type': name, **base, **kwargs}, place)
+        assert str(err.value) == expected
+    path = tmp_path / 'c.yml'
+    for kwargs in ({'colour': 1}, {fixed: value}):
+        node = {'type': name, **base, **kwargs}
+        model = node if is_model else {'type': 'FCN', 'num_classes': 5, 'backbone': node}
+        path.write_text(yaml.safe_dump(dict(BASE, model=model)))
+        if 'colour' in kwargs:
+            assert refused(str(path)) == f"{path}: {place}.colour: {unknown}"
+        else:
+            with pytest.raises(UserError) as err:
+                Builder(load_config(str(path))).model()
+            assert str(err.value) == clash

@@ -23,9 +23,9 @@ from PIL import Image
 
 from conftest import REPO, write_tiny_config, write_tiny_hardnet
 from helpers import TINY_HARDNET, TINY_TRANSFORMS, load_infer
-from paddle_models.core import inference
+from paddle_models.core import exported
 from paddle_models.core.export import export_model
-from paddle_models.core.inference import InferenceModel
+from paddle_models.core.exported import InferenceModel
 from paddle_models.datasets.synthetic import SyntheticShapes
 from paddle_models.errors import UserError
 from paddle_models.models.hardnet import HarDNet
@@ -251,7 +251,7 @@ def test_export_model_openvino_needs_legacy_mode_and_the_engine(tmp_path, monkey
         export_model(model, str(tmp_path / 'out'), fmt='openvino')
     assert str(err.value) == ("--format openvino needs legacy programs: run it with FLAGS_enable_pir_api=0 set "
                               "before Paddle is imported (export.py does this itself)")
-    monkeypatch.setattr(inference, 'openvino_available', lambda: False)
+    monkeypatch.setattr(exported, 'openvino_available', lambda: False)
     with pytest.raises(UserError) as err:
         export_model(model, str(tmp_path / 'out'), fmt='openvino')
     assert str(err.value) == (f"--format openvino needs Paddle Inference's OpenVINO engine, which Paddle "
@@ -265,14 +265,14 @@ def test_inference_model_keeps_the_engine_cache_in_a_temporary_folder(tiny_expor
     model = InferenceModel(dirs['openvino', 'none'], threads=1)
     model(np.zeros((1, 3, 32, 32), 'float32'))
     assert os.listdir(tmp_path) == []
-    cache = inference.openvino_cache_dir()
+    cache = exported.openvino_cache_dir()
     assert os.path.isdir(cache) and os.path.basename(cache).startswith('paddle_models-openvino-')
     assert not cache.startswith(str(tmp_path))
 
 
 def test_inference_model_refuses_openvino_where_paddle_has_no_engine(tiny_exports, monkeypatch):
     _, _, dirs = tiny_exports
-    monkeypatch.setattr(inference, 'openvino_available', lambda: False)
+    monkeypatch.setattr(exported, 'openvino_available', lambda: False)
     with pytest.raises(UserError) as err:
         InferenceModel(dirs['openvino', 'none'])
     assert str(err.value) == (f"--inference_model: {dirs['openvino', 'none'] / 'deploy.yaml'} asks for Paddle "
@@ -285,9 +285,9 @@ def test_paddle26_has_no_engine_and_says_so(tmp_path):
     """On Paddle 2.6 (CI's second pass) the check is real; on 3.x the engine exists."""
     from paddle.inference import Config
 
-    assert inference.openvino_available() == hasattr(Config, 'enable_openvino_engine')
-    assert inference.openvino_available() == (not paddle.__version__.startswith('2.'))
-    if inference.openvino_available():
+    assert exported.openvino_available() == hasattr(Config, 'enable_openvino_engine')
+    assert exported.openvino_available() == (not paddle.__version__.startswith('2.'))
+    if exported.openvino_available():
         return
     with pytest.raises(UserError) as err:
         export_model(HarDNet(num_classes=5, **TINY_HARDNET), str(tmp_path / 'out'), fmt='openvino')

@@ -20,7 +20,7 @@ from conftest import REPO, write_tiny_hardnet
 from helpers import TINY_TRANSFORMS
 from paddle_models.core.config import Builder, load_config
 from paddle_models.core.export import export_model
-from paddle_models.core.inference import InferenceModel
+from paddle_models.core.exported import InferenceModel
 
 pytestmark = pytest.mark.paddle26
 

@@ -13,21 +13,17 @@ import sys
 import numpy as np
 import paddle
 import paddle.nn.functional as F
-import paddleseg.transforms as T
 import pytest
-from PIL import Image
 from paddleseg.cvlibs import manager
 
 from conftest import REPO
 import paddle_models  # noqa: F401  (registers our components)
 from paddle_models.backbones.mix_transformer import MixVisionTransformer, MixVisionTransformer_B0
-from paddle_models.core.export import export_model
 from paddle_models.errors import UserError
 from paddle_models.models.segformer import SegFormer, SegFormer_B0
-from helpers import count_params, load_script, perturb, strict_load
+from helpers import count_params, export_and_infer, load_script, perturb, strict_load
 
 convert_weights = load_script(os.path.join('tools', 'convert_weights.py'))
-INFER = os.path.join(REPO, 'deploy', 'python', 'infer.py')
 
 
 def test_registered_and_parameter_counts():
@@ -120,24 +116,7 @@ def test_export_free_size_and_infer_with_onednn(tmp_path):
     paddle.seed(0)
     model = SegFormer_B0(num_classes=5, embedding_dim=64)
     perturb(model.state_dict(), seed=5)
-    model.eval()
-    transforms = [{'type': 'Normalize', 'mean': [0.5, 0.5, 0.5], 'std': [0.5, 0.5, 0.5]}]
-    info = export_model(model, str(tmp_path / 'export'), transforms=transforms)
-    assert info['onednn'], info['onednn_error']
-    image = np.random.RandomState(0).randint(0, 256, (72, 120, 3)).astype('uint8')
-    Image.fromarray(image).save(tmp_path / 'img.png')
-    result = subprocess.run([sys.executable, INFER, '--config', info['deploy_yaml'], '--image_path',
-                             str(tmp_path / 'img.png'), '--save_dir', str(tmp_path / 'out'), '--device', 'cpu',
-                             '--enable_mkldnn', 'True', '--print_detail', 'False'],
-                            capture_output=True, text=True, timeout=300, cwd=REPO)
-    assert result.returncode == 0, result.stderr
-    assert 'oneDNN: on' in result.stderr
-    pred = np.asarray(Image.open(tmp_path / 'out' / 'img.png')).astype('int64')
-    x = T.Compose([T.Normalize(mean=[0.5] * 3, std=[0.5] * 3)])({'img': str(tmp_path / 'img.png')})['img']
-    with paddle.no_grad():
-        ref = model(paddle.to_tensor(x[None].astype('float32')))[0].numpy().argmax(1)[0]
-    assert pred.shape == (72, 120) and len(np.unique(ref)) > 1
-    assert (pred == ref).mean() > 0.995
+    export_and_infer(model, tmp_path, size=(72, 120))
 
 
 def _torch_and_transformers():

@@ -3,8 +3,6 @@ before each forward for the random NMF bases), the deterministic inference mode,
 deploy/python/infer.py with oneDNN (deterministic by default), the mmseg layout, upper-case ham_kwargs, the config.
 """
 import os
-import subprocess
-import sys
 
 import numpy as np
 import paddle
@@ -22,9 +20,8 @@ from paddle_models.layers import conv_mlp
 from paddle_models.core.export import export_model
 from paddle_models.errors import UserError
 from paddle_models.models.segnext import SegNeXt, SegNeXt_T
-from helpers import count_params, load_script, perturb, strict_load
+from helpers import count_params, export_and_infer, load_script, perturb, strict_load
 
-INFER = os.path.join(REPO, 'deploy', 'python', 'infer.py')
 convert_weights = load_script(os.path.join('tools', 'convert_weights.py'))
 
 
@@ -131,17 +128,7 @@ def test_export_free_size_deterministic_and_infer_with_onednn(tmp_path, monkeypa
         want = model(paddle.to_tensor(x))[0].numpy()
     assert outs[0].shape == want.shape == (1, 5, 72, 120)
     np.testing.assert_allclose(outs[0], want, rtol=1e-3, atol=1e-3 * np.abs(want).max())
-    # and the runner: argmax export, oneDNN on
-    info = export_model(model, str(tmp_path / 'export2'), transforms=transforms)
-    result = subprocess.run([sys.executable, INFER, '--config', info['deploy_yaml'], '--image_path',
-                             str(tmp_path / 'img.png'), '--save_dir', str(tmp_path / 'out'), '--device', 'cpu',
-                             '--enable_mkldnn', 'True', '--print_detail', 'False'],
-                            capture_output=True, text=True, timeout=300, cwd=REPO)
-    assert result.returncode == 0, result.stderr
-    assert 'oneDNN: on' in result.stderr
-    pred = np.asarray(Image.open(tmp_path / 'out' / 'img.png')).astype('int64')
-    assert len(np.unique(want.argmax(1))) > 1
-    assert (pred == want.argmax(1)[0]).mean() > 0.995
+    export_and_infer(model, tmp_path, size=(72, 120), folder='export2')  # and the runner: argmax export, oneDNN on
 
 
 def test_mmseg_layout_converts(tmp_path):

@@ -16,7 +16,7 @@ import export as export_tool
 import train as train_tool
 from conftest import REPO, write_tiny_hardnet
 from paddle_models.core.folders import FolderLock, lock_path_beside, lock_path_inside
-from paddle_models.core.predict import predict, unique_names
+from paddle_models.core.predict_files import predict, unique_names
 from paddle_models.errors import UserError
 from helpers import TINY_TRANSFORMS, load_infer, tiny_config
 

@@ -159,7 +159,7 @@ def test_missing_relative_dataset_root_is_named_with_its_absolute_path(installed
 def test_openvino_export_of_the_installed_copy_reruns_the_package_module(installed, tmp_path):
     """``--format openvino`` re-runs ``python -m paddle_models.tools.export`` in a legacy-mode child: from the
     installed copy, in another working directory."""
-    from paddle_models.core.inference import openvino_available
+    from paddle_models.core.exported import openvino_available
 
     if not openvino_available():
         pytest.skip("this Paddle has no OpenVINO engine (Paddle 2.6)")
@@ -188,3 +188,12 @@ def test_relative_dataset_paths_resolve_against_the_working_directory(monkeypatc
         Dataset('train', 'data/camvid', [], 5, train_path='train.txt')
     assert str(err.value) == (f"data/camvid/train.txt:1: image not found: data/camvid/images/a.png "
                               f"({here}/data/camvid/images/a.png)")
+
+
+def test_former_module_name_of_exported_is_the_same_module():
+    """docs/deployment.md once named ``paddle_models.core.inference``; it is ``core.exported`` itself, warned about."""
+    sys.modules.pop('paddle_models.core.inference', None)
+    with pytest.warns(DeprecationWarning, match='paddle_models.core.inference is now paddle_models.core.exported'):
+        import paddle_models.core.inference as former
+    from paddle_models.core import exported
+    assert former is exported and former.InferenceModel is exported.InferenceModel

@@ -8,7 +8,7 @@ import pytest
 
 from conftest import REPO
 from paddle_models.core.config import load_config
-from paddle_models.core.inference import InferenceModel
+from paddle_models.core.exported import InferenceModel
 from paddle_models.errors import UserError
 from paddle_models.safe_yaml import MAX_ALIASES, load_yaml
 

@@ -454,26 +454,34 @@ def _metric(text, key):
     return next(int(float(line.rsplit(' ', 1)[1])) for line in text.splitlines() if line.startswith(key + ' '))
 
 
+def _queued_behind_a_held_run(app, service, held, first, queued, then=None):
+    """POST ``first`` (image bytes) to /semantic-segmentation and hold its run (``held``: a ``_Held``); POST each of
+    ``queued`` once it runs, wait until the batcher queues them all, release. Returns the responses in order and the
+    answer to GET ``then`` (None without) asked afterwards."""
+    async def scenario():
+        async with _client(app) as client:
+            def post(data):
+                return client.post('/semantic-segmentation', json={'image': _b64(data), 'visualize': False})
+
+            running = asyncio.create_task(post(first))
+            await _until(lambda: held.started == 1)
+            rest = [asyncio.create_task(post(data)) for data in queued]
+            await _until(lambda: service.batcher.queue_length == len(queued))
+            held.release()
+            responses = [await task for task in [running] + rest]
+            return responses, (await client.get(then) if then else None)
+
+    return asyncio.run(scenario())
+
+
 def test_batching_same_results_as_one_by_one(make_app, export, images):
     """A held first run, three requests queued behind it: they run as one batch of 3, with the label maps one by
     one gives (and infer.py gives)."""
     app, service = make_app(export, max_batch_size=4, batch_timeout_ms=0)
     held = _Held(service)
-
-    async def scenario():
-        async with _client(app) as client:
-            def post(name):
-                return client.post('/semantic-segmentation', json={'image': _b64(images[name][0]),
-                                                                    'visualize': False})
-
-            first = asyncio.create_task(post('a'))
-            await _until(lambda: held.started == 1)
-            rest = [asyncio.create_task(post(n)) for n in ('a', 'b', 'c')]
-            await _until(lambda: service.batcher.queue_length == 3)
-            held.release()
-            return [await t for t in [first] + rest], (await client.get('/metrics')).text
-
-    responses, metrics = asyncio.run(scenario())
+    responses, answer = _queued_behind_a_held_run(app, service, held, images['a'][0],
+                                                  [images[n][0] for n in 'abc'], then='/metrics')
+    metrics = answer.text
     for response, name in zip(responses, 'aabc'):
         np.testing.assert_array_equal(_label_map(response), images[name][1])
     assert held.started == 2  # the first alone, then the three together
@@ -497,20 +505,8 @@ def test_batches_hold_one_shape(make_app, export, images):
         return infer_held(batch)
 
     service.predictor.infer = record
-
-    async def scenario():
-        async with _client(app) as client:
-            def post(data):
-                return client.post('/semantic-segmentation', json={'image': _b64(data), 'visualize': False})
-
-            first = asyncio.create_task(post(images['a'][0]))
-            await _until(lambda: held.started == 1)
-            rest = [asyncio.create_task(post(d)) for d in (images['b'][0], small, images['c'][0], small)]
-            await _until(lambda: service.batcher.queue_length == 4)
-            held.release()
-            return [await t for t in [first] + rest]
-
-    responses = asyncio.run(scenario())
+    responses, _ = _queued_behind_a_held_run(app, service, held, images['a'][0],
+                                             [images['b'][0], small, images['c'][0], small])
     assert [r.status_code for r in responses] == [200] * 5
     assert sorted(sizes) == sorted([(1, 3, H, W), (2, 3, H, W), (2, 3, 32, 32)])
     np.testing.assert_array_equal(_label_map(responses[3]), images['c'][1])
@@ -552,21 +548,9 @@ def test_fixed_batch_export_runs_batches_of_one(make_app, export, images, tmp_pa
     (folder / 'deploy.yaml').write_text(yaml.safe_dump(deploy))
     app, service = make_app(str(folder / 'deploy.yaml'), max_batch_size=8, batch_timeout_ms=0)
     held = _Held(service)
-
-    async def scenario():
-        async with _client(app) as client:
-            def post(name):
-                return client.post('/semantic-segmentation', json={'image': _b64(images[name][0]),
-                                                                    'visualize': False})
-
-            first = asyncio.create_task(post('a'))
-            await _until(lambda: held.started == 1)
-            rest = [asyncio.create_task(post(n)) for n in ('b', 'c')]
-            await _until(lambda: service.batcher.queue_length == 2)
-            held.release()
-            return [await t for t in [first] + rest], (await client.get('/metadata')).json()
-
-    responses, meta = asyncio.run(scenario())
+    responses, answer = _queued_behind_a_held_run(app, service, held, images['a'][0], [images[n][0] for n in 'bc'],
+                                                  then='/metadata')
+    meta = answer.json()
     for response, name in zip(responses, 'abc'):
         np.testing.assert_array_equal(_label_map(response), images[name][1])
     assert held.started == 3 and meta['maxBatchSize'] == 1 and meta['inputShape'] == [1, 3, None, None]

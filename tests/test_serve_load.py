@@ -120,7 +120,7 @@ def test_schedule_follows_the_mix_exactly():
 @pytest.mark.parametrize('argv, message', [
     (['--requests', '100', '--warmup_requests', '100'], '--warmup_requests (100) must be below --requests (100)'),
     (['--server_flags', '--port', '80'], '--server_flags: --port is chosen by the load test'),
-    (['--users', '0'], '--users: must be a positive integer, got 0'),
+    (['--users', '0'], '--users must be a positive integer, got 0'),
     (['--mix', 'json=1,upload=2'], "--mix: expected kind=weight with kinds json, predict, bad, got 'upload=2'"),
 ])
 def test_load_test_flag_errors_are_one_line(tmp_path, capsys, argv, message):

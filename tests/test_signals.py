@@ -209,7 +209,7 @@ def _images(folder, count=3):
 def test_predict_stops(runner, tmp_path):
     _, weights, config = write_tiny_hardnet(tmp_path, seed=0)
     images = _images(tmp_path / 'images')
-    tool = paused_tool(runner, 'predict.py', 'paddle_models.core.predict:colorize', '--config', config,
+    tool = paused_tool(runner, 'predict.py', 'paddle_models.core.predict_files:pseudo_color_image', '--config', config,
                        '--model_path', weights, '--image_path', images, '--save_dir', tmp_path / 'result',
                        '--device', 'cpu')
     tool.wait_for(tool.paused)

@@ -15,7 +15,7 @@ from PIL import Image
 
 import predict as predict_tool
 from paddle_models import image_io
-from paddle_models.core import predict as predict_module
+from paddle_models.core import predict_files as predict_module
 from paddle_models.core.config import load_config
 from paddle_models.datasets import load_image, load_label
 from paddle_models.errors import UserError

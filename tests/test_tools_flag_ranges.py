@@ -105,7 +105,7 @@ def test_command_lines_print_one_line_and_exit_2(tmp_path):
 
 @pytest.mark.parametrize('threads', [0, -2, 1.5, True, '4'])
 def test_inference_model_threads_are_checked(threads):
-    from paddle_models.core.inference import InferenceModel
+    from paddle_models.core.exported import InferenceModel
 
     with pytest.raises(UserError) as err:
         InferenceModel('no_such_export', threads=threads)

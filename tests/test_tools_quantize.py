@@ -103,7 +103,7 @@ def test_int8_export_files_and_deploy_yaml(trained):
     from paddle_models.datasets import CamVid
     assert deploy['class_names'] == list(CamVid.CLASSES)  # the names travel with the INT8 model too
     assert deploy['palette'] == [list(c) for c in CamVid.PALETTE]
-    from paddle_models.core.inference import ONEDNN_INT8_OPS
+    from paddle_models.core.exported import ONEDNN_INT8_OPS
     assert deploy['quantization']['int8_ops'] == list(ONEDNN_INT8_OPS)  # what infer.py and val.py run in INT8
     assert 0.8 <= deploy['quantization']['check_agreement'] <= 1.0  # one image; the val test below is the measure
     program = framework_pb2.ProgramDesc()
@@ -157,7 +157,7 @@ def test_int8_miou_within_one_point_of_fp32(trained):
     """The issue's accuracy goal on the small trained HarDNet: ``val.py --inference_model`` on camvid_mini's whole
     val split (101 images) gives the INT8 export an mIoU within 1.0 point of the FP32 export's. (With ``pool2d`` in
     INT8 too, Paddle's default, the full-size trained HarDNet lost 1.7 points: it runs in FP32, see
-    paddle_models.core.inference.ONEDNN_INT8_OPS.)"""
+    paddle_models.core.exported.ONEDNN_INT8_OPS.)"""
     import val as val_tool
 
     fp32 = val_tool.main(['--config', trained['config'], '--inference_model', str(trained['fp32']), '--device', 'cpu'])
@@ -170,7 +170,7 @@ def test_int8_miou_within_one_point_of_fp32(trained):
 def test_int8_setting_from_deploy_yaml():
     """What the runners pass to ``enable_mkldnn_int8``: nothing for FP32, the recorded op types, or Paddle's
     default set for an INT8 export that records none."""
-    from paddle_models.core.inference import ONEDNN_INT8_OPS, int8_setting
+    from paddle_models.core.exported import ONEDNN_INT8_OPS, int8_setting
 
     assert int8_setting({'precision': 'fp32'}) is False and int8_setting({}) is False
     assert int8_setting({'precision': 'int8', 'quantization': {'int8_ops': ['conv2d', 'concat']}}) == \
@@ -190,7 +190,7 @@ def test_transformers_quantize_and_keep_the_fp32_class_maps(name, tmp_path):
     from paddle.base.proto import framework_pb2
 
     from paddle_models.core.export import export_model
-    from paddle_models.core.inference import InferenceModel
+    from paddle_models.core.exported import InferenceModel
     from paddle_models.datasets.synthetic import SyntheticShapes
     import paddle_models as pm
 

@@ -1,9 +1,9 @@
 """feature_shape: the int32 ``shape`` op in a PIR program (oneDNN reads it without reordering the tensor), the same
-values as ``paddle.shape`` in the dynamic graph; and core.inference.cpu_config's Paddle Inference CPU settings."""
+values as ``paddle.shape`` in the dynamic graph; and core.exported.cpu_config's Paddle Inference CPU settings."""
 import paddle
 import pytest
 
-from paddle_models.core.inference import cpu_config
+from paddle_models.core.exported import cpu_config
 from paddle_models.utils.spatial import feature_shape
 
 IS_PIR = not paddle.__version__.startswith('2.')

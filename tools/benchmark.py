@@ -343,7 +343,7 @@ EXPORTS = {'export': 'paddle', 'export_openvino': 'openvino', 'export_onnx': 'on
 def onnx_runner(model, what, threads):
     """A function running ``model.onnx`` on a float32 [N, C, H, W] array as the runners do: ONNX Runtime
     (``what='onnx_ort'``: ``core.export.onnx_session``, the CPU provider with ``threads`` intra-op threads) or the
-    standalone OpenVINO runtime (``'onnx_openvino'``: ``core.inference.OpenVinoSession``, compiled for the input's
+    standalone OpenVINO runtime (``'onnx_openvino'``: ``core.exported.OpenVinoSession``, compiled for the input's
     shape with ``threads`` threads, the latency hint and f32 precision, so it computes what the others compute)."""
     if what == 'onnx_ort':
         from paddle_models.core.export import onnx_session
@@ -351,7 +351,7 @@ def onnx_runner(model, what, threads):
         session = onnx_session(model, threads)
         name = session.get_inputs()[0].name
         return lambda x: session.run(None, {name: x})[0]
-    from paddle_models.core.inference import OpenVinoSession
+    from paddle_models.core.exported import OpenVinoSession
 
     return OpenVinoSession(model, threads, model)
 
@@ -379,7 +379,7 @@ def infer_worker(spec):
         return
     start = time.perf_counter()  # setup_s: Config, create_predictor and the first run
     config = paddle.inference.Config(exported['model'], exported['params'])
-    from paddle_models.core.inference import cpu_config  # the settings infer.py and val.py use
+    from paddle_models.core.exported import cpu_config  # the settings infer.py and val.py use
     cpu_config(config, spec['threads'], onednn=spec['what'] in ('infer_onednn', 'infer_int8') or
                (spec['what'] == 'infer_openvino' and exported['onednn']),
                int8=exported.get('int8', True) if spec['what'] == 'infer_int8' else False,
@@ -478,7 +478,7 @@ def quantize_int8(config_path, weights, save_dir, threads):
         return {'ms': f"n/a (INT8: {reason})"[:200]}
     import yaml
 
-    from paddle_models.core.inference import int8_setting
+    from paddle_models.core.exported import int8_setting
     with open(os.path.join(save_dir, 'deploy.yaml'), encoding='utf-8') as f:
         int8 = int8_setting(yaml.safe_load(f)['Deploy'])  # the INT8 op types infer.py runs it with
     return {'model': program, 'params': os.path.join(save_dir, 'model.pdiparams'), 'onednn': True, 'int8': int8,

@@ -36,10 +36,13 @@ import urllib.request
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from load_mix import LoadError, parse_mix  # noqa: E402
-
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+if REPO not in sys.path:
+    sys.path.insert(0, REPO)
+from load_mix import LoadError, parse_mix  # noqa: E402
+from paddle_models.core.cli import ArgumentParser, positive_int  # noqa: E402  (the tools' one-line flag errors)
+from paddle_models.errors import UserError  # noqa: E402
 SERVE = os.path.join(REPO, 'deploy', 'python', 'serve.py')
 INFER = os.path.join(REPO, 'deploy', 'python', 'infer.py')
 LOCUSTFILE = os.path.join(REPO, 'tools', 'locustfile.py')
@@ -51,23 +54,6 @@ RSS_GROWTH_LIMIT = 0.10
 
 class LoadTestError(Exception):
     """Something the user must fix, or a step that failed; ``str()`` is the one-line message."""
-
-
-def positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
-    return value
-
-
-class ArgumentParser(argparse.ArgumentParser):
-    """argparse's errors as one line (LoadTestError), not its usage text."""
-
-    def error(self, message):
-        raise LoadTestError(message.replace('argument ', '', 1) if message.startswith('argument ') else message)
 
 
 def parse_args(argv=None):
@@ -469,7 +455,7 @@ def main(argv=None):
         else:
             with tempfile.TemporaryDirectory(prefix='load_test_') as work:
                 report = run_load(args, work)
-    except LoadTestError as err:
+    except (LoadTestError, UserError) as err:  # UserError: a flag refused by the parser
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(json.dumps(report, indent=1) if args.json else format_report(report))

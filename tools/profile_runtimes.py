@@ -66,11 +66,11 @@ def _input(size):
 
 
 def run_paddle(folder, size, threads, runs):
-    """Paddle Inference with oneDNN (``core.inference.cpu_config``); prints a marker line before each run so the
+    """Paddle Inference with oneDNN (``core.exported.cpu_config``); prints a marker line before each run so the
     parent can cut oneDNN's verbose log at the last one, and the runs' wall times."""
     import paddle
 
-    from paddle_models.core.inference import cpu_config
+    from paddle_models.core.exported import cpu_config
     program = os.path.join(folder, 'paddle', 'model.json')
     if not os.path.isfile(program):
         program = os.path.join(folder, 'paddle', 'model.pdmodel')
@@ -126,7 +126,7 @@ def run_openvino(folder, size, threads, runs):
     """The standalone OpenVINO runtime (the runners' settings) with per-layer performance counters."""
     import openvino
 
-    from paddle_models.core.inference import openvino_settings
+    from paddle_models.core.exported import openvino_settings
     core = openvino.Core()
     model = core.read_model(os.path.join(folder, 'onnx', 'model.onnx'))
     model.reshape([1, 3, size[0], size[1]])

@@ -29,7 +29,7 @@ What it does:
    ``precision: int8`` and a ``quantization`` record) into a temporary folder beside ``--save_dir`` that replaces
    ``--save_dir`` only at the end: a failure leaves nothing half-written, and a previous export there intact.
 
-What runs in INT8: the op types of ``paddle_models.core.inference.ONEDNN_INT8_OPS``, recorded in deploy.yaml as
+What runs in INT8: the op types of ``paddle_models.core.exported.ONEDNN_INT8_OPS``, recorded in deploy.yaml as
 ``quantization.int8_ops`` and passed to ``Config.enable_mkldnn_int8`` by every runner: convolutions (with their
 fused batch norm and activation: the program is traced with its batch norms unfolded, see
 ``core/export/program.py``'s ``_legacy_bias_is_reshaped``; with their bias, which
@@ -158,7 +158,7 @@ def calibration_dataset(builder, cfg):
 def _predictor(program, params, int8, threads=1):
     from paddle.inference import Config, create_predictor
 
-    from paddle_models.core.inference import ONEDNN_INT8_OPS, cpu_config
+    from paddle_models.core.exported import ONEDNN_INT8_OPS, cpu_config
 
     config = Config(program, params)
     config.disable_glog_info()
@@ -196,7 +196,7 @@ def quantize(args):
     from paddle_models.core.config import Builder, load_config
     from paddle_models.core.export import export_model
     from paddle_models.core.folders import ReplacingWrite
-    from paddle_models.core.inference import ONEDNN_INT8_OPS
+    from paddle_models.core.exported import ONEDNN_INT8_OPS
     from paddle_models.core.legacy import append_output_op, fuse_ready_conv_bias
     from paddle_models.core.visualize import config_classes
 
@@ -300,12 +300,7 @@ def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     check_args(args)
-    if not logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter('%(asctime)s %(levelname)s %(name)s: %(message)s'))
-        logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
-        logger.propagate = False
+    cli.log_to_stderr(logger.name)
     if not legacy_mode():
         return run_in_legacy_mode(__file__, argv)
     return quantize(args)

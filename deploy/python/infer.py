@@ -11,13 +11,13 @@ Behaviour worth knowing:
 
 * ``--image_path``: an image file, a folder (searched recursively) or a .txt list (first column of each line,
   relative to the list's folder, as PaddleSeg's lists).
-* Results: one palette-mode PNG per image, named after the image (``<stem>.png``; for a folder, the image's path
+* Results: one pseudo-color PNG per image, named after the image (``<stem>.png``; for a folder, the image's path
   under it is kept; where two images would share a name, the later gets ``<stem>_1.png``, ...), pixel value =
   class id; ``--save_dir`` is created when the first result is written. The prediction is mapped back to the
   original image size through the resize/padding steps recorded by the transforms (nearest neighbour, as
   PaddleSeg's ``reverse_transform``); with transforms that keep the size it is the network output unchanged.
 * Classes: the PNG colours are deploy.yaml's ``Deploy.palette`` (an ``[r, g, b]`` per class id, written by
-  ``export.py`` from the config's dataset), PaddleSeg's pseudo-colour map
+  ``export.py`` from the config's dataset), PaddleSeg's palette
   (``paddleseg.utils.visualize.get_color_map_list``, predict.py's default) for the ids it does not cover or where
   it is absent (PaddleSeg's own exports). Each image gets one log line with the classes present, largest share
   first, named by ``Deploy.class_names`` (``class N`` where absent): ``img.jpg: road 41.2%, sky 30.5%, ...``.
@@ -35,7 +35,7 @@ Behaviour worth knowing:
   deploy.yaml in ``backend_choice.json`` (the timings, the CPU model and count, threads, device, package versions,
   the model file's size and time, the shape): later runs with the same facts read the choice and measure nothing;
   any change measures again. A folder that cannot be written is logged in one line and the run goes on.
-  ``paddle_models.core.inference.InferenceModel(backend='auto')`` reads and writes the same file.
+  ``paddle_models.core.exported.InferenceModel(backend='auto')`` reads and writes the same file.
   Programs exported with ``output_op`` softmax or none get an argmax over the channel axis (``--with_argmax`` is
   accepted for compatibility; it is implied).
 * oneDNN on CPU: ``--enable_mkldnn`` left out means "on where it is known to work": on when deploy.yaml says the
@@ -504,28 +504,52 @@ def check_model_files(cfg):
                         f"the model again")
 
 
-def color_map(num=256):
-    """PaddleSeg's pseudo-colour palette (``paddleseg.utils.visualize.get_color_map_list``, the one predict.py
-    uses too): class i gets the PASCAL VOC colour of label i + 1. Returns a flat [r, g, b, ...] list of ``num``
-    colours."""
+def default_palette(num=256):
+    """PaddleSeg's palette (``paddleseg.utils.visualize.get_color_map_list``, the package's ``default_palette`` too):
+    class i gets the PASCAL VOC colour of label i + 1. Returns a flat [r, g, b, ...] list of ``num`` colours, as
+    PIL's ``putpalette`` takes it."""
     from paddleseg.utils.visualize import get_color_map_list
 
     return list(get_color_map_list(num))
 
 
 def result_palette(cfg):
-    """The PNGs' flat 256-colour palette: deploy.yaml's ``palette`` for the ids it covers, ``color_map``'s colours
-    for the others."""
-    flat = color_map(256)
+    """The pseudo-color PNGs' flat 256-colour palette: deploy.yaml's ``palette`` for the ids it covers,
+    ``default_palette``'s colours for the others."""
+    flat = default_palette(256)
     for class_id, colour in enumerate((cfg.palette or [])[:256]):
         flat[3 * class_id:3 * class_id + 3] = colour
     return flat
 
 
+def pseudo_color_image(label, palette):
+    """The pseudo-color PNG of an (H, W) label map: a palette-mode PIL image whose pixel values are the class ids,
+    coloured by ``palette`` (flat, ``result_palette``). (The package's ``core/visualize.py: pseudo_color_image``
+    does the same; this runner stands alone.)"""
+    from PIL import Image
+
+    if label.size and (label.min() < 0 or label.max() > 255):
+        raise RuntimeError(f"class ids {label.min()}..{label.max()} do not fit a palette PNG")
+    image = Image.fromarray(label.astype(np.uint8), mode='P')
+    image.putpalette(palette)
+    return image
+
+
+def color_overlay(image_bgr, label, palette, alpha=0.5):
+    """The BGR image blended with each pixel's class colour from ``palette`` (flat RGB, 256 colours), ``alpha`` the
+    colours' opacity: uint8 BGR. An image of another size than ``label`` (undecodable) gives the colours on black.
+    (The package's ``core/visualize.py: color_overlay`` works on RGB; this runner stands alone.)"""
+    if image_bgr is None or image_bgr.shape[:2] != label.shape:
+        image_bgr = np.zeros(label.shape + (3,), np.uint8)
+    colours = np.asarray(palette, np.uint8).reshape(-1, 3)[:, ::-1]  # RGB -> BGR
+    blend = image_bgr.astype(np.float32) * (1 - alpha) + colours[np.clip(label, 0, 255)].astype(np.float32) * alpha
+    return blend.round().astype(np.uint8)
+
+
 def class_shares(label, cfg):
     """The classes present in ``label`` by name with their share of its pixels, largest first:
     ``road 41.2%, sky 30.5%``."""
-    counts = np.bincount(label.ravel().astype(np.int64), minlength=1)  # ids are 0..255 (save_result checks)
+    counts = np.bincount(label.ravel().astype(np.int64), minlength=1)  # ids are 0..255 (pseudo_color_image checks)
     ids = np.flatnonzero(counts)
     order = ids[np.argsort(-counts[ids], kind='stable')]
     total = max(int(label.size), 1)
@@ -621,14 +645,14 @@ class Predictor:
             config.enable_memory_optim()
         config.switch_ir_optim(True)
         if self.args.device == 'cpu':
-            # the same CPU settings as paddle_models.core.inference.cpu_config (val.py, tools/benchmark.py),
+            # the same CPU settings as paddle_models.core.exported.cpu_config (val.py, tools/benchmark.py),
             # repeated here because this script stays standalone
             config.disable_gpu()
             if use_onednn:
                 config.set_mkldnn_cache_capacity(10)  # cache primitives for up to 10 input shapes
                 config.enable_mkldnn()
                 if self.cfg.deploy.get('precision') == 'int8':  # a tools/quantize.py export: INT8 oneDNN kernels
-                    # for the op types it recorded (pool2d stays FP32: see paddle_models.core.inference)
+                    # for the op types it recorded (pool2d stays FP32: see paddle_models.core.exported)
                     ops = (self.cfg.deploy.get('quantization') or {}).get('int8_ops')
                     logger.info("oneDNN INT8: on (deploy.yaml records precision: int8)")
                     config.enable_mkldnn_int8(set(ops) if ops else set())
@@ -766,7 +790,7 @@ def warn_paddle_flags(args):
 
 
 def openvino_settings(threads):
-    """The standalone OpenVINO runtime's CPU compile settings (as ``paddle_models.core.inference``'s, repeated: this
+    """The standalone OpenVINO runtime's CPU compile settings (as ``paddle_models.core.exported``'s, repeated: this
     runner stands alone): ``threads`` inference threads, the LATENCY hint (one request at a time) and FP32 (left to
     itself, OpenVINO runs bf16 or fp16 on CPUs that have them, which changes the results)."""
     return {'INFERENCE_NUM_THREADS': int(threads), 'PERFORMANCE_HINT': 'LATENCY', 'INFERENCE_PRECISION_HINT': 'f32'}
@@ -832,7 +856,7 @@ class OpenVinoPredictor:
 
 
 # --backend auto: measured once per machine, versions and model; the same file and record as
-# paddle_models.core.inference.choose_backend (InferenceModel(backend='auto') reads what this runner wrote)
+# paddle_models.core.exported.choose_backend (InferenceModel(backend='auto') reads what this runner wrote)
 CHOICE_FILE = 'backend_choice.json'
 AUTO_HW = 512  # the measurement's height and width where deploy.yaml's input_shape leaves them free
 AUTO_ROUNDS = 3  # timed runs per backend after one warm-up run each, interleaved; the median counts
@@ -1076,7 +1100,7 @@ def fit_input(chw, trans_info, cfg, path):
     """The network input resized to the export's fixed height and width (deploy.yaml ``input_shape``), bilinear,
     with a ``('resize', (h, w))`` record added to ``trans_info`` so that ``reverse_transform`` maps the prediction
     back to this size (nearest); unchanged where the export's size is free or already met. Logged once.
-    (``paddle_models.core.inference.fit_input`` does the same for ``InferenceModel``; this runner stands alone.)"""
+    (``paddle_models.core.exported.fit_input`` does the same for ``InferenceModel``; this runner stands alone.)"""
     import cv2
 
     h, w = chw.shape[1:]
@@ -1227,15 +1251,10 @@ def preprocess(transforms, path, cfg=None):
 
 
 def save_result(label, save_dir, name, palette):
-    from PIL import Image
-
+    """Write ``label``'s pseudo-color PNG as ``save_dir/<name>.png``; returns the path."""
     path = os.path.join(save_dir, name + '.png')
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    if label.size and (label.min() < 0 or label.max() > 255):
-        raise RuntimeError(f"class ids {label.min()}..{label.max()} do not fit a palette PNG")
-    image = Image.fromarray(label.astype(np.uint8), mode='P')
-    image.putpalette(palette)
-    image.save(path)
+    pseudo_color_image(label, palette).save(path)
     return path
 
 
@@ -1393,18 +1412,27 @@ def _predict_all(args, cfg, items, backend, predictor):
     return 0
 
 
+def log_to_stderr(*names):
+    """Send the loggers ``names`` to stderr at INFO and above as ``<time> <LEVEL> <name>: message``, each with its own
+    handler and level, set once (importing Paddle 2.6 resets the root logger to WARNING). Used by ``main`` and by
+    serve.py. (``paddle_models.core.cli.log_to_stderr`` is the same; this runner stands alone.)"""
+    for name in names:
+        log = logging.getLogger(name)
+        if not log.handlers:
+            handler = logging.StreamHandler(sys.stderr)
+            handler.setFormatter(logging.Formatter('%(asctime)s %(levelname)s %(name)s: %(message)s'))
+            log.addHandler(handler)
+            log.setLevel(logging.INFO)
+            log.propagate = False
+
+
 def main(argv=None):
     try:
         args = parse_args(argv)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    if not logger.handlers:  # own handler and level: importing Paddle 2.6 resets the root logger to WARNING
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter('%(asctime)s %(levelname)s %(name)s: %(message)s'))
-        logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
-        logger.propagate = False
+    log_to_stderr(logger.name)
     try:
         return run(args)
     except UserError as err:

@@ -14,8 +14,8 @@ Endpoints (docs/serving.md has the details and a curl example for each):
   image is resized before the transforms to fit ``[w, h]`` (an int n: ``[n, n]``) keeping its aspect ratio, each
   side rounded up to a multiple of 32; ``-1`` (or ``[-1, -1]``): no resize. The label map is always at the
   image's own size.
-* ``POST /predict``: a multipart upload (field ``file``), answered with a palette PNG label map of the image's size
-  (the PNG infer.py writes).
+* ``POST /predict``: a multipart upload (field ``file``), answered with the pseudo-color PNG label map of the
+  image's size (the PNG infer.py writes).
 * ``GET /health`` (200 only after the warm-up run), ``GET /metadata``, ``GET /metrics`` (Prometheus text),
   ``GET /docs``, ``GET /`` (the web page in ``static/``) and ``/static/*``.
 
@@ -386,26 +386,19 @@ class Service:
         return await run_in_threadpool(infer.reverse_transform, label, info)
 
     def png(self, label):
-        from PIL import Image
-
-        if label.size and (label.min() < 0 or label.max() > 255):
-            raise RuntimeError(f"class ids {label.min()}..{label.max()} do not fit a palette PNG")
-        image = Image.fromarray(label.astype(np.uint8), mode='P')
-        image.putpalette(self.palette)
+        """The label map's pseudo-color PNG (infer.py's), as bytes."""
         out = io.BytesIO()
-        image.save(out, format='PNG')
+        infer.pseudo_color_image(label, self.palette).save(out, format='PNG')
         return out.getvalue()
 
     def overlay_jpeg(self, data, label):
-        """The image blended half and half with its label map's class colours, as a JPEG (PaddleX's ``image``)."""
+        """The image blended half and half with its label map's class colours (infer.py's ``color_overlay``), as a
+        JPEG (PaddleX's ``image``)."""
         import cv2
 
         image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-        if image is None or image.shape[:2] != label.shape:
-            image = np.zeros(label.shape + (3,), np.uint8)
-        colours = np.asarray(self.palette, np.uint8).reshape(-1, 3)[:, ::-1]  # RGB -> BGR
-        blend = (image.astype(np.float32) * 0.5 + colours[np.clip(label, 0, 255)].astype(np.float32) * 0.5)
-        return cv2.imencode('.jpg', blend.round().astype(np.uint8), [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
+        overlay = infer.color_overlay(image, label, self.palette, alpha=0.5)
+        return cv2.imencode('.jpg', overlay, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
 
     def fetch(self, url):
         """The bytes at an http(s) ``url`` (--allow_url): at most the body limit, within --url_timeout_s in all,
@@ -691,7 +684,7 @@ def create_app(config_path, **options):
         return JSONResponse({'logId': str(uuid.uuid4()), 'errorCode': 0, 'errorMsg': 'Success',
                              'result': result})
 
-    png_answer = {'content': {'image/png': {}}, 'description': 'The palette PNG label map.'}
+    png_answer = {'content': {'image/png': {}}, 'description': 'The pseudo-color PNG label map.'}
 
     @app.post('/predict', responses={**errors, 200: png_answer},
               response_class=Response,
@@ -699,7 +692,7 @@ def create_app(config_path, **options):
                   'type': 'object', 'required': ['file'],
                   'properties': {'file': {'type': 'string', 'format': 'binary'}}}}}}})
     async def predict(request: Request):
-        """A multipart upload (field ``file``) in, the palette PNG label map (pixel = class id) out."""
+        """A multipart upload (field ``file``) in, the pseudo-color PNG label map (pixel = class id) out."""
         body = await request.body()
         if not body:
             raise RequestError(400, "the request body is empty; expected a multipart/form-data upload with the "
@@ -802,20 +795,9 @@ def _options(args):
     return {key: getattr(args, key) for key in OPTIONS if hasattr(args, key)}
 
 
-def _setup_logging():
-    for name in ('serve', 'infer'):
-        log = logging.getLogger(name)
-        if not log.handlers:
-            handler = logging.StreamHandler(sys.stderr)
-            handler.setFormatter(logging.Formatter('%(asctime)s %(levelname)s %(name)s: %(message)s'))
-            log.addHandler(handler)
-            log.setLevel(logging.INFO)
-            log.propagate = False
-
-
 def app_from_env():
     """The app for uvicorn's worker processes (--workers N): config and options from the environment."""
-    _setup_logging()
+    infer.log_to_stderr('serve', 'infer')
     spec = json.loads(os.environ['PADDLE_MODELS_SERVE'])
     return create_app(spec['config'], **spec['options'])
 
@@ -828,7 +810,7 @@ def run(argv=None):
         UserError: A bad flag, deploy.yaml or model file, or a port it cannot listen on (one line).
     """
     args = parse_args(argv)
-    _setup_logging()
+    infer.log_to_stderr('serve', 'infer')
     import uvicorn
 
     if args.workers > 1:

@@ -25,11 +25,11 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
-from paddle_models.backbones.variants import backbone_variant
 from paddle_models.errors import UserError
 from paddle_models.layers import ConvBN, ConvBNReLU, PolarizedSelfAttention, resize
 from paddle_models.layers.resize import same_size, size_of
 from paddle_models.layers.squeeze_excite import SqueezeExcite
+from paddle_models.registry import register_backbone, register_variant
 from paddle_models.utils.validate import check_bool, check_int, check_ints
 from paddle_models.weights import load_weights
 
@@ -365,7 +365,8 @@ def _variant(name):
         fixed[f'stage{n}_num_blocks'] = [blocks] * n
         fixed[f'stage{n}_num_channels'] = list(widths[:n])
 
-    return backbone_variant(HRNet, name, f"{name}: HRNetV2 with branch widths {list(widths)} (PaddleSeg-compatible)."
+    return register_variant(register_backbone, HRNet, name,
+                            f"{name}: HRNetV2 with branch widths {list(widths)} (PaddleSeg-compatible)."
                             f"\n\n    Args:\n        **kwargs: Other ``HRNet`` arguments (in_channels, pretrained, "
                             f"has_se, align_corners, padding_same, use_psa).\n", **fixed)
 

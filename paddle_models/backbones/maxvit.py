@@ -36,14 +36,13 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
-from paddle_models.backbones.variants import backbone_variant
 from paddle_models.errors import UserError
 from paddle_models.layers.conv_init import fan_out_attr, zero_bias_attr
 from paddle_models.layers.drop_path import drop_path_or_identity, drop_path_rates
 from paddle_models.layers.mlp import Mlp
 from paddle_models.layers.resize import onnx_tracing
 from paddle_models.layers.squeeze_excite import SqueezeExcite
-from paddle_models.registry import register_converter
+from paddle_models.registry import register_backbone, register_converter, register_variant
 from paddle_models.utils.spatial import spatial_size
 from paddle_models.utils.validate import check_int, check_ints, check_number
 from paddle_models.weights import load_weights, torch_layout_to_paddle
@@ -429,7 +428,8 @@ class MaxViT(nn.Layer):
 def _variant(key, name):
     dims, depths, stem, hidden = MAXVIT_SETTINGS[key]
     timm_name = {'t': 'tiny', 's': 'small', 'b': 'base', 'l': 'large'}[key]
-    return backbone_variant(MaxViT, name, f"{name.replace('_', '-')}: embed_dims {dims}, depths {depths}, stem "
+    return register_variant(register_backbone, MaxViT, name,
+                            f"{name.replace('_', '-')}: embed_dims {dims}, depths {depths}, stem "
                             f"{stem}, head hidden {hidden} (timm maxvit_{timm_name}_tf_*). Keyword arguments go to "
                             f":class:`MaxViT`.", embed_dims=dims, depths=depths, stem_width=stem,
                             head_hidden_size=hidden)

@@ -36,12 +36,11 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
-from paddle_models.backbones.variants import backbone_variant
 from paddle_models.errors import UserError
 from paddle_models.layers.conv_init import fan_out_conv
 from paddle_models.layers.drop_path import drop_path_or_identity
 from paddle_models.layers.stages import build_stages, stage_layers
-from paddle_models.registry import register_converter
+from paddle_models.registry import register_backbone, register_converter, register_variant
 from paddle_models.utils.compat import static_graph_kind
 from paddle_models.utils.spatial import feature_size
 from paddle_models.utils.validate import check_int, check_ints, check_number
@@ -292,7 +291,7 @@ class MixVisionTransformer(nn.Layer):
 
 def _variant(name):
     dims, depths = MIT_SETTINGS[name]
-    return backbone_variant(MixVisionTransformer, f'MixVisionTransformer_{name.upper()}',
+    return register_variant(register_backbone, MixVisionTransformer, f'MixVisionTransformer_{name.upper()}',
                             f"MiT-{name.upper()}: embed_dims {dims}, depths {depths}, heads {_HEADS}, sr_ratios "
                             f"{_SR_RATIOS}. Keyword arguments go to :class:`MixVisionTransformer`.",
                             embed_dims=dims, depths=depths)

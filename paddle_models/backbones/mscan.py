@@ -28,13 +28,12 @@ import re
 import numpy as np
 import paddle.nn as nn
 
-from paddle_models.backbones.variants import backbone_variant
 from paddle_models.layers.conv_init import fan_out_conv
 from paddle_models.layers.large_kernel import ConvPatchEmbed, LayerScaleBlock, SpatialAttention
 from paddle_models.layers.mlp import ConvMlp
 from paddle_models.layers.norm import LayerNorm2d
 from paddle_models.layers.stages import build_stages, run_stages
-from paddle_models.registry import register_converter
+from paddle_models.registry import register_backbone, register_converter, register_variant
 from paddle_models.utils.validate import check_int, check_ints, check_number
 from paddle_models.weights import load_weights, torch_layout_to_paddle
 
@@ -171,7 +170,8 @@ class MSCAN(nn.Layer):
 
 def _variant(name):
     dims, depths, rate = MSCAN_SETTINGS[name]
-    return backbone_variant(MSCAN, f'MSCAN_{name.upper()}', f"MSCAN-{name.upper()}: embed_dims {dims}, depths "
+    return register_variant(register_backbone, MSCAN, f'MSCAN_{name.upper()}',
+                            f"MSCAN-{name.upper()}: embed_dims {dims}, depths "
                             f"{depths}, drop path {rate}. Keyword arguments go to :class:`MSCAN`.",
                             defaults={'drop_path_rate': rate}, embed_dims=dims, depths=depths)
 

@@ -27,7 +27,7 @@ import paddle.nn as nn
 from paddle_models.weights import load_weights, torch_layout_to_paddle
 from paddle_models.errors import UserError
 from paddle_models.layers.conv import batch_norm_2d
-from paddle_models.registry import register_backbone, register_converter
+from paddle_models.registry import register_backbone, register_converter, register_variant
 from paddle_models.utils.validate import check_choice, check_int
 
 __all__ = ['ResNet', 'ResNetBasicBlock', 'ResNet18', 'ResNet34', 'convert_torchvision_weights']
@@ -132,16 +132,10 @@ class ResNet(nn.Layer):
         return self.fc(paddle.flatten(self.avgpool(self.forward(x)[-1]), 1))
 
 
-@register_backbone
-def ResNet18(**kwargs):
-    """ResNet-18 in torchvision's layout: 11,176,512 parameters without the classifier. See :class:`ResNet`."""
-    return ResNet(layers=18, **kwargs)
-
-
-@register_backbone
-def ResNet34(**kwargs):
-    """ResNet-34 in torchvision's layout: 21,284,672 parameters without the classifier. See :class:`ResNet`."""
-    return ResNet(layers=34, **kwargs)
+ResNet18 = register_variant(register_backbone, ResNet, 'ResNet18', "ResNet-18 in torchvision's layout: 11,176,512 "
+                            "parameters without the classifier. See :class:`ResNet`.", layers=18)
+ResNet34 = register_variant(register_backbone, ResNet, 'ResNet34', "ResNet-34 in torchvision's layout: 21,284,672 "
+                            "parameters without the classifier. See :class:`ResNet`.", layers=34)
 
 
 @register_converter('torchvision', 'ResNet18', 'ResNet34')

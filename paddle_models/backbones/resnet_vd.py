@@ -22,7 +22,7 @@ import paddle.nn as nn
 
 from paddle_models.weights import load_weights
 from paddle_models.layers.conv import ConvBNAct
-from paddle_models.registry import register_backbone
+from paddle_models.registry import register_backbone, register_variant
 from paddle_models.utils.validate import check_choice, check_int, check_ints
 
 __all__ = ['ResNet_vd', 'ResNet18_vd', 'ResNet34_vd', 'ResNet50_vd', 'ResNet101_vd', 'ConvBNLayer',
@@ -204,25 +204,11 @@ class ResNet_vd(nn.Layer):
         return features
 
 
-@register_backbone
-def ResNet18_vd(**kwargs):
-    """ResNet-18-D (basic blocks; feat_channels 64, 128, 256, 512). See :class:`ResNet_vd` for the arguments."""
-    return ResNet_vd(layers=18, **kwargs)
-
-
-@register_backbone
-def ResNet34_vd(**kwargs):
-    """ResNet-34-D (basic blocks; feat_channels 64, 128, 256, 512). See :class:`ResNet_vd` for the arguments."""
-    return ResNet_vd(layers=34, **kwargs)
-
-
-@register_backbone
-def ResNet50_vd(**kwargs):
-    """ResNet-50-D (bottlenecks; feat_channels 256 ... 2048). See :class:`ResNet_vd` for the arguments."""
-    return ResNet_vd(layers=50, **kwargs)
-
-
-@register_backbone
-def ResNet101_vd(**kwargs):
-    """ResNet-101-D (bottlenecks; feat_channels 256 ... 2048). See :class:`ResNet_vd` for the arguments."""
-    return ResNet_vd(layers=101, **kwargs)
+ResNet18_vd = register_variant(register_backbone, ResNet_vd, 'ResNet18_vd', "ResNet-18-D (basic blocks; "
+                               "feat_channels 64, 128, 256, 512). See :class:`ResNet_vd` for the arguments.", layers=18)
+ResNet34_vd = register_variant(register_backbone, ResNet_vd, 'ResNet34_vd', "ResNet-34-D (basic blocks; "
+                               "feat_channels 64, 128, 256, 512). See :class:`ResNet_vd` for the arguments.", layers=34)
+ResNet50_vd = register_variant(register_backbone, ResNet_vd, 'ResNet50_vd', "ResNet-50-D (bottlenecks; "
+                               "feat_channels 256 ... 2048). See :class:`ResNet_vd` for the arguments.", layers=50)
+ResNet101_vd = register_variant(register_backbone, ResNet_vd, 'ResNet101_vd', "ResNet-101-D (bottlenecks; "
+                                "feat_channels 256 ... 2048). See :class:`ResNet_vd` for the arguments.", layers=101)

@@ -33,7 +33,7 @@ import paddle
 import paddle.nn as nn
 
 from paddle_models.errors import UserError
-from paddle_models.registry import register_backbone, register_converter
+from paddle_models.registry import register_backbone, register_converter, register_variant
 from paddle_models.utils.validate import check_choice, check_int
 from paddle_models.weights import load_weights, torch_layout_to_paddle
 
@@ -172,22 +172,15 @@ class ResNeXt(nn.Layer):
         return self.fc(paddle.flatten(self.avgpool(feature), 1))
 
 
-@register_backbone
-def ResNeXt50_32x4d(**kwargs):
-    """ResNeXt-50 (32x4d): 25,028,904 parameters with the 1000-class classifier (as torchvision's)."""
-    return ResNeXt(depth=50, cardinality=32, width_per_group=4, **kwargs)
-
-
-@register_backbone
-def ResNeXt101_32x4d(**kwargs):
-    """ResNeXt-101 (32x4d): 44,177,704 parameters with the 1000-class classifier (as timm's)."""
-    return ResNeXt(depth=101, cardinality=32, width_per_group=4, **kwargs)
-
-
-@register_backbone
-def ResNeXt101_64x4d(**kwargs):
-    """ResNeXt-101 (64x4d): 83,455,272 parameters with the 1000-class classifier (as torchvision's)."""
-    return ResNeXt(depth=101, cardinality=64, width_per_group=4, **kwargs)
+ResNeXt50_32x4d = register_variant(register_backbone, ResNeXt, 'ResNeXt50_32x4d', "ResNeXt-50 (32x4d): 25,028,904 "
+                                   "parameters with the 1000-class classifier (as torchvision's).",
+                                   depth=50, cardinality=32, width_per_group=4)
+ResNeXt101_32x4d = register_variant(register_backbone, ResNeXt, 'ResNeXt101_32x4d', "ResNeXt-101 (32x4d): "
+                                    "44,177,704 parameters with the 1000-class classifier (as timm's).",
+                                    depth=101, cardinality=32, width_per_group=4)
+ResNeXt101_64x4d = register_variant(register_backbone, ResNeXt, 'ResNeXt101_64x4d', "ResNeXt-101 (64x4d): "
+                                    "83,455,272 parameters with the 1000-class classifier (as torchvision's).",
+                                    depth=101, cardinality=64, width_per_group=4)
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -25,14 +25,13 @@ import re
 import paddle
 import paddle.nn as nn
 
-from paddle_models.backbones.variants import backbone_variant
 from paddle_models.errors import UserError
 from paddle_models.layers.conv_init import fan_out_conv
 from paddle_models.layers.large_kernel import ConvPatchEmbed, LayerScaleBlock, SpatialAttention
 from paddle_models.layers.mlp import ConvMlp
 from paddle_models.layers.norm import LayerNorm2d
 from paddle_models.layers.stages import build_stages, run_stages
-from paddle_models.registry import register_converter
+from paddle_models.registry import register_backbone, register_converter, register_variant
 from paddle_models.utils.validate import check_int, check_ints, check_number, check_numbers
 from paddle_models.weights import load_weights, torch_layout_to_paddle
 
@@ -146,7 +145,8 @@ class VAN(nn.Layer):
 
 def _variant(name):
     dims, depths, ratios = VAN_SETTINGS[name]
-    return backbone_variant(VAN, f'VAN_{name.upper()}', f"VAN-{name.upper()}: embed_dims {dims}, depths {depths}, "
+    return register_variant(register_backbone, VAN, f'VAN_{name.upper()}',
+                            f"VAN-{name.upper()}: embed_dims {dims}, depths {depths}, "
                             f"mlp_ratios {ratios}. Keyword arguments go to :class:`VAN`.",
                             embed_dims=dims, depths=depths, mlp_ratios=ratios)
 

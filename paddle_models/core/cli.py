@@ -1,5 +1,6 @@
 """What the command-line tools share: flags, device selection and turning user errors into one line on stderr."""
 import argparse
+import logging
 import math
 import os
 import sys
@@ -126,9 +127,9 @@ def _exit_now(code, message):
             pass
     print(message, file=sys.stderr)
     signals.clean_up()  # what an interrupted write left registered (normally nothing: its own handler removed it)
-    inference = sys.modules.get('paddle_models.core.inference')
-    if inference is not None:  # os._exit skips atexit: the OpenVINO engine's temporary cache
-        inference.remove_openvino_cache()
+    exported = sys.modules.get('paddle_models.core.exported')
+    if exported is not None:  # os._exit skips atexit: the OpenVINO engine's temporary cache
+        exported.remove_openvino_cache()
     import multiprocessing
     for child in multiprocessing.active_children():  # data-loader workers would keep our output pipes open
         child.kill()
@@ -234,6 +235,21 @@ class ArgumentParser(argparse.ArgumentParser):
             flag = head[len('argument '):].split('/')[-1]  # '-s/--scales' names the long form
             raise UserError(f"{flag} {rest}")
         raise UserError(message)
+
+
+def log_to_stderr(*names):
+    """Send the stdlib loggers ``names`` to stderr at INFO and above as ``<time> <LEVEL> <name>: message``, each with
+    its own handler and level, set once (importing Paddle 2.6 resets the root logger to WARNING, so the root's
+    configuration cannot be relied on). For the tools that log through ``logging`` (tools/quantize.py);
+    deploy/python/infer.py has the same function, as it stands alone."""
+    for name in names:
+        log = logging.getLogger(name)
+        if not log.handlers:
+            handler = logging.StreamHandler(sys.stderr)
+            handler.setFormatter(logging.Formatter('%(asctime)s %(levelname)s %(name)s: %(message)s'))
+            log.addHandler(handler)
+            log.setLevel(logging.INFO)
+            log.propagate = False
 
 
 def parser(description):

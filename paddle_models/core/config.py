@@ -7,7 +7,6 @@ of the wrong kind or range (``check_arguments``), ... Files are read by ``paddle
 """
 import ast
 import copy
-import difflib
 import inspect
 import os
 import re
@@ -19,7 +18,7 @@ from paddleseg.cvlibs.config import Config, merge_config_dicts
 
 from paddle_models.errors import UserError
 from paddle_models.safe_yaml import load_yaml
-from paddle_models.utils.validate import _bounds, _inside
+from paddle_models.utils.validate import _bounds, _inside, did_you_mean
 
 # Top-level keys PaddleSeg's tools understand; an --opts key may add one of these even where the YAML lacks it.
 TOP_LEVEL_KEYS = ('batch_size', 'iters', 'train_dataset', 'val_dataset', 'optimizer', 'lr_scheduler', 'loss',
@@ -67,14 +66,6 @@ _KIND = {'models': 'model', 'backbones': 'backbone', 'datasets': 'dataset', 'tra
          'losses': 'loss', 'optimizers': 'optimizer'}
 _ALL_MANAGERS = (manager.MODELS, manager.BACKBONES, manager.DATASETS, manager.TRANSFORMS, manager.LOSSES,
                  manager.OPTIMIZERS)
-
-
-def _closest(name, candidates):
-    close = difflib.get_close_matches(name, list(candidates), n=3, cutoff=0.6)
-    if not close:
-        lowered = {c.lower(): c for c in candidates}
-        close = [lowered[name.lower()]] if name.lower() in lowered else []
-    return f" (did you mean {', '.join(close)}?)" if close else ''
 
 
 def parse_value(text):
@@ -414,7 +405,7 @@ def _check_component(node, where, path, origins, recurse=True):
         keypath = f"{where}.{key}"
         origin = _origin(origins, keypath, path)
         if params is not None and key not in params and not var_keyword:
-            close = _closest(key, [p for p in params if p != 'self'])
+            close = did_you_mean(key, [p for p in params if p != 'self'])
             raise UserError(f"{origin}: {keypath}: {name} takes no argument {key!r}{close}")
         if isinstance(value, dict) and 'type' in value:
             if recurse:
@@ -438,7 +429,7 @@ def _check_lr_scheduler(lr_cfg, path, origins):
         keypath = f"lr_scheduler.{key}"
         origin = _origin(origins, keypath, path)
         if params is not None and key not in params and key not in LR_SCHEDULER_EXTRA_KEYS and not var_keyword:
-            close = _closest(key, [p for p in list(params) + list(LR_SCHEDULER_EXTRA_KEYS) if p != 'self'])
+            close = did_you_mean(key, [p for p in list(params) + list(LR_SCHEDULER_EXTRA_KEYS) if p != 'self'])
             raise UserError(f"{origin}: {keypath}: {lr_cfg['type']} takes no argument {key!r}{close}")
         _check_value(value, (params or {}).get(key), 'lr_scheduler', key, keypath, origin)
 
@@ -534,12 +525,12 @@ def _check_new_key(key, parts, node):
     leaf = parts[-1]
     if len(parts) == 1:
         if leaf not in TOP_LEVEL_KEYS:
-            raise UserError(f"--opts key {key!r} is not in the config{_closest(leaf, TOP_LEVEL_KEYS)}")
+            raise UserError(f"--opts key {key!r} is not in the config{did_you_mean(leaf, TOP_LEVEL_KEYS)}")
         return
     parent = parts[-2]
     if parent == 'test_config' and len(parts) == 2:
         if leaf not in TEST_CONFIG_KEYS:
-            raise UserError(f"--opts key {key!r}: test_config has no key {leaf!r}{_closest(leaf, TEST_CONFIG_KEYS)}")
+            raise UserError(f"--opts key {key!r}: test_config has no key {leaf!r}{did_you_mean(leaf, TEST_CONFIG_KEYS)}")
         return
     if parent == 'lr_scheduler' and len(parts) == 2:
         cls = getattr(paddle.optimizer.lr, str(node.get('type')), None)
@@ -567,7 +558,7 @@ def _check_types(dic, path):
                     kind = f"{_KIND[component_manager.name]} " if component_manager else ''
                     candidates = known or set().union(*[m.components_dict for m in _ALL_MANAGERS])
                     raise UserError(f"{path}: unknown {kind}type {name!r} at {where}.type"
-                                    f"{_closest(str(name), candidates)}")
+                                    f"{did_you_mean(str(name), candidates)}")
             for key, value in node.items():
                 visit(value, f"{where}.{key}" if where else key, key)
         elif isinstance(node, list):
@@ -579,7 +570,7 @@ def _check_types(dic, path):
     if isinstance(lr_cfg, dict) and 'type' in lr_cfg:
         if not inspect.isclass(getattr(paddle.optimizer.lr, str(lr_cfg['type']), None)):
             names = [n for n in dir(paddle.optimizer.lr) if inspect.isclass(getattr(paddle.optimizer.lr, n))]
-            raise UserError(f"{path}: unknown lr_scheduler type {lr_cfg['type']!r}{_closest(str(lr_cfg['type']), names)}")
+            raise UserError(f"{path}: unknown lr_scheduler type {lr_cfg['type']!r}{did_you_mean(str(lr_cfg['type']), names)}")
 
 
 def load_config(path, opts=None, learning_rate=None, batch_size=None, iters=None, require=('model',)):

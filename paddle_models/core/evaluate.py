@@ -11,10 +11,10 @@ from tqdm.auto import tqdm  # a widget bar in notebooks (with ipywidgets), a tex
 
 from paddle_models import image_io
 from paddle_models.core import logger
-from paddle_models.core.infer import aug_logits, predict_logits, undo_transforms
+from paddle_models.core.logits import aug_logits, predict_logits, undo_transforms
 from paddle_models.core.metrics import auc_roc as auc_roc_metric
 from paddle_models.core.metrics import confusion_matrix, metrics_from_confusion
-from paddle_models.core.visualize import (class_names_or_ids, colour_overlay, dataset_info, draw_legend, full_palette,
+from paddle_models.core.visualize import (class_names_or_ids, color_overlay, dataset_info, draw_legend, full_palette,
                                           legend_entries)
 from paddle_models.errors import UserError
 
@@ -59,7 +59,7 @@ def _log_images(writer, step, dataset, index, sample, pred, label, num_classes):
     palette, names = dataset_info(dataset)
     palette = full_palette(palette, num_classes)
     for kind, mask in (('prediction', pred), ('label', label)):
-        overlay = draw_legend(colour_overlay(image, mask, palette), legend_entries(mask, palette, names))
+        overlay = draw_legend(color_overlay(image, mask, palette), legend_entries(mask, palette, names))
         writer.add_image(f'Evaluate/{kind}_{index}', overlay, step)
     writer.add_image(f'Evaluate/image_{index}', image, step)
 
@@ -114,7 +114,7 @@ def evaluate(model, dataset, num_classes=None, ignore_index=None, aug_eval=False
 
 def evaluate_inference_model(runner, dataset, num_classes=None, ignore_index=None, print_detail=True,
                              progress=True, auc_roc=False, class_names=None):
-    """Evaluate an exported model (``paddle_models.core.inference.InferenceModel``: Paddle Inference FP32/INT8 or
+    """Evaluate an exported model (``paddle_models.core.exported.InferenceModel``: Paddle Inference FP32/INT8 or
     ONNX Runtime) on ``dataset`` with the metrics and printout of ``evaluate``, batch 1.
 
     Each val sample (transformed by the dataset's own val transforms, as ``evaluate`` does) runs through

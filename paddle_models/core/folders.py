@@ -99,12 +99,20 @@ def clean_beside(save_dir, what='--save_dir'):
     except OSError as err:
         raise UserError(f"{what} {save_dir}: cannot clean up unfinished folders beside it "
                         f"({err.strerror or err})") from None
+    log_clean_up(removed, restored, 'folder', f'beside {save_dir}', 'run')
+    return removed, restored
+
+
+def log_clean_up(removed, restored, what, place, writer):
+    """Log what a clean-up after killed writes (``remove_stale_hidden``) did: one line naming the ``removed``
+    folders, ``Removed N unfinished <what>(s) left by an interrupted <writer> <place>: names``, and a warning per
+    ``restored`` one, ``Put <path> back: a <writer> replacing it was interrupted`` (training's checkpoints, and
+    ``clean_beside``'s exports and quantizations)."""
     if removed:
-        logger.info(f"Removed {len(removed)} unfinished folder(s) left by an interrupted run beside {save_dir}: "
+        logger.info(f"Removed {len(removed)} unfinished {what}(s) left by an interrupted {writer} {place}: "
                     f"{', '.join(os.path.basename(p) for p in removed)}")
     for path in restored:
-        logger.warning(f"Put {path} back: a run replacing it was interrupted")
-    return removed, restored
+        logger.warning(f"Put {path} back: a {writer} replacing it was interrupted")
 
 
 def lock_path_beside(save_dir):

@@ -26,7 +26,7 @@ from paddle_models.core.checkpoint import (EMA_FILE, TRAIN_STATE_FILE, check_sav
                                            remove_stale_temp_folders, resume, save_checkpoint)
 from paddle_models.core.ema import ModelEMA
 from paddle_models.core.evaluate import evaluate
-from paddle_models.core.folders import FolderLock, lock_path_inside
+from paddle_models.core.folders import FolderLock, lock_path_inside, log_clean_up
 from paddle_models.core.profiler import TrainProfiler, parse_profiler_options
 from paddle_models.core.signals import interrupted
 from paddle_models.errors import UserError
@@ -450,11 +450,7 @@ def _prepare_save_dir(save_dir, need_bytes):
             raise UserError(f"--save_dir {save_dir}: cannot clean up unfinished checkpoint folders "
                             f"({err.strerror or err})") from None
         raise
-    if removed:
-        logger.info(f"Removed {len(removed)} unfinished checkpoint folder(s) left by an interrupted save in "
-                    f"{save_dir}: {', '.join(os.path.basename(p) for p in removed)}")
-    for path in restored:
-        logger.warning(f"Put {path} back: a save replacing it was interrupted")
+    log_clean_up(removed, restored, 'checkpoint folder', f'in {save_dir}', 'save')
     return created, lock
 
 

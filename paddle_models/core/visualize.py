@@ -1,5 +1,14 @@
-"""Colour overlays of class maps on images, with a legend of class names: what ``paddle_models.visualize`` returns
-and what evaluation logs to VisualDL (``train.py --use_vdl --do_eval``).
+"""The package's one home of class colours: palettes, pseudo-color PNGs, color overlays with a legend of class names
+(what ``paddle_models.visualize`` returns, what evaluation logs to VisualDL and what ``predict.py`` writes).
+
+The vocabulary, here and in deploy/python/infer.py (which repeats its part: it stands alone):
+
+* **palette**: one RGB colour per class id (``default_palette``: PaddleSeg's; ``full_palette``; a dataset's
+  ``PALETTE``; deploy.yaml's ``Deploy.palette``; ``--custom_color`` replaces its first colours);
+* **pseudo-color PNG**: a palette-mode PNG whose pixel values are the class ids (``pseudo_color_image``; PaddleSeg's
+  ``pseudo_color_prediction/``);
+* **color overlay**: the image blended with each pixel's class colour (``color_overlay``; PaddleSeg's
+  ``added_prediction/``).
 
 Everything here works on RGB uint8 arrays (H, W, 3), the layout matplotlib, PIL and VisualDL expect. Images read
 with OpenCV are BGR and must be flipped first (``image[..., ::-1]``).
@@ -7,8 +16,9 @@ with OpenCV are BGR and must be flipped first (``image[..., ::-1]``).
 import cv2
 import numpy as np
 from paddleseg.cvlibs import manager
+from paddleseg.utils.visualize import get_color_map_list
+from PIL import Image
 
-from paddle_models.core.predict import default_palette
 from paddle_models.errors import UserError
 
 # legend text: OpenCV's built-in Hershey font (no font files needed), black on white
@@ -17,6 +27,45 @@ _FONT_SCALE = 0.4
 _ROW = 16  # legend row height in pixels
 _SWATCH = 12  # side of a legend colour square in pixels
 _MARGIN = 4
+
+
+def default_palette(num_classes):
+    """PaddleSeg's colour per class (``paddleseg.utils.visualize.get_color_map_list``: class i gets the PASCAL VOC
+    colour of label i + 1), as RGB triples. deploy/python/infer.py colours with the same map, so a class has one
+    colour whether predicted from the weights or from the exported model."""
+    flat = get_color_map_list(num_classes)
+    return [tuple(flat[i:i + 3]) for i in range(0, 3 * num_classes, 3)]
+
+
+def check_custom_color(values, what='--custom_color'):
+    """``values`` as a flat list of R, G, B integers (a multiple of 3, each 0..255, at most 256 colours), else a
+    UserError naming ``what``."""
+    values = list(values) if isinstance(values, (list, tuple)) else values
+    if not isinstance(values, list) or not values or len(values) % 3 or len(values) > 3 * 256 or \
+            any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not 0 <= v <= 255 for v in values):
+        raise UserError(f"{what} must be flat R G B values (a multiple of 3 integers in 0..255, at most 256 "
+                        f"colours), got {values!r}")
+    return [int(v) for v in values]
+
+
+def apply_custom_color(palette, custom_color):
+    """``palette`` (a list of RGB triples) with its first colours replaced by ``custom_color``, flat R G B values
+    (class 0 takes the first three), as PaddleSeg's ``--custom_color`` replaces the start of its colour map; a
+    palette shorter than the custom colours is extended."""
+    values = check_custom_color(custom_color)
+    flat = [int(c) for colour in palette for c in colour]
+    flat += [0] * max(len(values) - len(flat), 0)
+    flat[:len(values)] = values
+    return [tuple(flat[i:i + 3]) for i in range(0, len(flat), 3)]
+
+
+def pseudo_color_image(mask, palette):
+    """The pseudo-color PNG of an (H, W) class map: a palette-mode PIL image whose pixel values are the class ids
+    (0..255), coloured by ``palette`` (RGB triples; ids past it are black)."""
+    image = Image.fromarray(np.asarray(mask).astype(np.uint8), mode='P')
+    flat = [int(c) for colour in palette for c in colour][:768]
+    image.putpalette(flat + [0] * (768 - len(flat)))
+    return image
 
 
 def dataset_info(dataset):
@@ -192,19 +241,20 @@ def check_mask(mask, shape, what='mask'):
     return array
 
 
-def colour_overlay(image, mask, palette, alpha=0.5):
+def color_overlay(image, mask, palette, alpha=0.5):
     """The image with each pixel blended with the colour of its class.
 
     Args:
         image (ndarray): (H, W, 3) uint8 RGB.
         mask (ndarray): (H, W) integer class ids. Ids outside the palette (e.g. the ignore index 255) and negative
             ids leave their pixels as in the image.
-        palette (ndarray): (N, 3) uint8 RGB colours, one per class id (``full_palette``).
+        palette (ndarray|list): (N, 3) RGB colours 0..255, one per class id (``full_palette``).
         alpha (float): Opacity of the class colours, 0 (image only) .. 1 (colours only).
 
     Returns:
         ndarray: (H, W, 3) uint8 RGB.
     """
+    palette = np.asarray(palette, dtype=np.uint8).reshape(-1, 3)
     valid = (mask >= 0) & (mask < len(palette))
     colours = palette[np.where(valid, mask, 0)].astype(np.float32)
     blended = image.astype(np.float32) * (1.0 - alpha) + colours * alpha

@@ -212,11 +212,12 @@ def _variant(name):
         return SegFormer(num_classes, backbone, embedding_dim=embedding_dim, align_corners=align_corners,
                          dropout_prob=dropout_prob, pretrained=pretrained, head_style=head_style)
 
-    return register_variant(register_model, build, f'SegFormer_{name.upper()}',
+    return register_variant(register_model, SegFormer, f'SegFormer_{name.upper()}',
                             (f"SegFormer-{name.upper()}: MiT-{name.upper()} + decoder of width "
                              f"{EMBEDDING_DIMS[name]}. ``num_classes``, ``embedding_dim``, ``align_corners``, "
                              f"``dropout_prob``, ``pretrained``, ``head_style`` go to :class:`SegFormer`, other "
-                             f"keyword arguments to the backbone."))
+                             f"keyword arguments to the backbone."),
+                            build=build, rest_to=getattr(_mit, f'MixVisionTransformer_{name.upper()}'))
 
 
 SegFormer_B0 = _variant('b0')

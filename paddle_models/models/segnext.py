@@ -90,9 +90,10 @@ def _variant(name):
                        ham_kwargs=dict(MD_S=1, MD_R=rank, TRAIN_STEPS=6, EVAL_STEPS=7, INV_T=100, RAND_INIT=True))
         return SegNeXt(backbone, decoder, num_classes, pretrained=pretrained)
 
-    return register_variant(register_model, build, f'SegNeXt_{name.upper()}',
+    return register_variant(register_model, SegNeXt, f'SegNeXt_{name.upper()}',
                             (f"SegNeXt-{name.upper()} as released: MSCAN-{name.upper()}, decoder channels {channels}, "
-                             f"ham_channels {ham_channels}, MD_R {rank}. Other keyword arguments go to the backbone."))
+                             f"ham_channels {ham_channels}, MD_R {rank}. Other keyword arguments go to the backbone."),
+                            build=build, rest_to=getattr(_mscan, f'MSCAN_{name.upper()}'))
 
 
 SegNeXt_T = _variant('t')

@@ -10,8 +10,8 @@ import paddle_models  # noqa: F401  (registers every component)
 from paddle_models.core import cli
 from paddle_models.core.checkpoint import load_model_weights
 from paddle_models.core.config import Builder, load_config
-from paddle_models.core.predict import check_custom_color, predict
-from paddle_models.core.visualize import config_classes
+from paddle_models.core.predict_files import predict
+from paddle_models.core.visualize import check_custom_color, config_classes
 
 
 def build_parser():

@@ -65,7 +65,7 @@ def main(argv=None):
 
 def _evaluate_export(args, cfg):
     """``--inference_model DIR``: the exported model on the config's val set, metrics as the dynamic graph's."""
-    from paddle_models.core.inference import InferenceModel
+    from paddle_models.core.exported import InferenceModel
 
     if args.model_path:
         raise cli.UserError("--model_path and --inference_model exclude each other: evaluate the weights or the "

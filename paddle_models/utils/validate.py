@@ -5,6 +5,7 @@ the argument and the value — and returns the value normalised to plain python 
 floats), so a config value read from YAML or built in numpy behaves the same. Booleans are never numbers here:
 ``True`` is a YAML typo for an integer far more often than a deliberate 1.
 """
+import difflib
 import numbers
 
 from paddle_models.errors import UserError
@@ -84,6 +85,16 @@ def check_bool(owner, name, value):
     if not isinstance(value, bool):
         raise UserError(f"{owner}: {name} must be true or false, got {value!r}")
     return value
+
+
+def did_you_mean(name, candidates):
+    """`` (did you mean a, b?)`` with up to three of ``candidates`` close to ``name`` (difflib, else a match ignoring
+    case), or '' where none is: the suggestion every "unknown name" message of the package ends with."""
+    close = difflib.get_close_matches(name, list(candidates), n=3, cutoff=0.6)
+    if not close:
+        lowered = {c.lower(): c for c in candidates}
+        close = [lowered[name.lower()]] if name.lower() in lowered else []
+    return f" (did you mean {', '.join(close)}?)" if close else ''
 
 
 def check_choice(owner, name, value, choices):

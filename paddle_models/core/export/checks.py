@@ -56,7 +56,7 @@ def predict(program, params, data, onednn, openvino=False):
     """Run the saved program once in Paddle Inference on the CPU; returns the first output."""
     from paddle.inference import Config, create_predictor
 
-    from paddle_models.core.inference import cpu_config
+    from paddle_models.core.exported import cpu_config
 
     config = Config(program, params)
     config.disable_glog_info()

@@ -9,7 +9,7 @@ Inference's (plain CPU kernels) on the traced program within 1e-4 relative (max 
 argmax outputs at most 1% of the pixels may differ). ``deploy.yaml`` then names ``model: model.onnx`` and
 ``backend: onnxruntime`` (Paddle exports: ``backend: paddle_inference``) and has no ``params``. With
 ``backend='openvino'`` (``export.py --format onnx --backend openvino``) the check runs in the standalone OpenVINO
-runtime instead (``paddle_models.core.inference.OpenVinoSession``, same rule) and deploy.yaml names
+runtime instead (``paddle_models.core.exported.OpenVinoSession``, same rule) and deploy.yaml names
 ``backend: openvino``.
 
 paddle2onnx aborts the whole process (SIGABRT) on an op it cannot convert, so the conversion runs in a child Python
@@ -95,7 +95,7 @@ def check_onnx_packages(backend='onnxruntime'):
     for the standalone OpenVINO runtime) is missing."""
     import importlib.util
 
-    from paddle_models.core.inference import ONNX_BACKENDS, OPENVINO_REQUIREMENT
+    from paddle_models.core.exported import ONNX_BACKENDS, OPENVINO_REQUIREMENT
 
     if backend not in ONNX_BACKENDS:
         raise UserError(f"backend: unknown value {backend!r} for an ONNX export; expected one of "
@@ -228,7 +228,7 @@ def export_onnx(model, tmp_dir, shape, output_op, transforms, keep_program=False
     want = run_plain(program, params, data)
     if not keep_program:
         shutil.rmtree(scratch)
-    from paddle_models.core.inference import BACKEND_NAMES, openvino_session
+    from paddle_models.core.exported import BACKEND_NAMES, openvino_session
 
     runtime = BACKEND_NAMES[backend]
     try:
@@ -262,7 +262,7 @@ def export_onnx(model, tmp_dir, shape, output_op, transforms, keep_program=False
 
 
 def onnx_result(info, save_dir, shape, output_op):
-    from paddle_models.core.inference import BACKEND_NAMES
+    from paddle_models.core.exported import BACKEND_NAMES
 
     logger.info("exported %s (%s, opset %s); %s matches Paddle Inference", save_dir, ONNX_FILE, info['opset'],
                 BACKEND_NAMES[info['backend']])

@@ -20,7 +20,7 @@ OPENVINO_PROGRAM = SAVE_NAME + '.pdmodel'  # a legacy program (see export_openvi
 def check_openvino():
     """A UserError where this process cannot write an OpenVINO export: a Paddle without the engine (2.6), or one
     importing with PIR on (export.py re-runs itself with ``FLAGS_enable_pir_api=0``; see ``core/legacy.py``)."""
-    from paddle_models.core.inference import openvino_available
+    from paddle_models.core.exported import openvino_available
 
     if not openvino_available():
         raise UserError(f"--format openvino needs Paddle Inference's OpenVINO engine, which Paddle "

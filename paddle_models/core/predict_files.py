@@ -1,51 +1,20 @@
-"""Prediction on image files: pseudo-colour label PNGs and overlays, in the palette the caller gives (the
-dataset's, the colours deploy/python/infer.py uses) or else PaddleSeg's."""
+"""Prediction on image files: pseudo-color PNGs and color overlays (``core/visualize.py``), in the palette the caller
+gives (the dataset's, the colours deploy/python/infer.py uses) or else PaddleSeg's."""
 import os
 
 import cv2
 import numpy as np
 import paddle
 from paddleseg.transforms import Compose
-from paddleseg.utils.visualize import get_color_map_list
-from PIL import Image
 from tqdm import tqdm
 
 from paddle_models.core import logger
-from paddle_models.core.infer import aug_logits, predict_logits
+from paddle_models.core.logits import aug_logits, predict_logits
+from paddle_models.core.visualize import apply_custom_color, color_overlay, default_palette, pseudo_color_image
 from paddle_models import image_io
 from paddle_models.errors import UserError
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
-
-
-def default_palette(num_classes):
-    """PaddleSeg's colour per class (``paddleseg.utils.visualize.get_color_map_list``: class i gets the PASCAL VOC
-    colour of label i + 1), as RGB triples. deploy/python/infer.py colours with the same map, so a class has one
-    colour whether predicted from the weights or from the exported model."""
-    flat = get_color_map_list(num_classes)
-    return [tuple(flat[i:i + 3]) for i in range(0, 3 * num_classes, 3)]
-
-
-def check_custom_color(values, what='--custom_color'):
-    """``values`` as a flat list of R, G, B integers (a multiple of 3, each 0..255, at most 256 colours), else a
-    UserError naming ``what``."""
-    values = list(values) if isinstance(values, (list, tuple)) else values
-    if not isinstance(values, list) or not values or len(values) % 3 or len(values) > 3 * 256 or \
-            any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not 0 <= v <= 255 for v in values):
-        raise UserError(f"{what} must be flat R G B values (a multiple of 3 integers in 0..255, at most 256 "
-                        f"colours), got {values!r}")
-    return [int(v) for v in values]
-
-
-def apply_custom_color(palette, custom_color):
-    """``palette`` (a list of RGB triples) with its first colours replaced by ``custom_color``, flat R G B values
-    (class 0 takes the first three), as PaddleSeg's ``--custom_color`` replaces the start of its colour map; a
-    palette shorter than the custom colours is extended."""
-    values = check_custom_color(custom_color)
-    flat = [int(c) for colour in palette for c in colour]
-    flat += [0] * max(len(values) - len(flat), 0)
-    flat[:len(values)] = values
-    return [tuple(flat[i:i + 3]) for i in range(0, len(flat), 3)]
 
 
 def list_images(image_path):
@@ -71,20 +40,6 @@ def list_images(image_path):
                 raise UserError(f"{image_path}: image not found: {path}")
         return images, base
     return [image_path], os.path.dirname(image_path)
-
-
-def colorize(pred, palette):
-    """A palette-mode PIL image of an (H, W) class map."""
-    image = Image.fromarray(pred.astype(np.uint8), mode='P')
-    flat = [c for colour in palette for c in colour]
-    image.putpalette(flat + [0] * (768 - len(flat)))
-    return image
-
-
-def overlay(image_bgr, pred, palette, weight=0.6):
-    """The image blended with the colour of each pixel's class (BGR, uint8)."""
-    colours = np.array(palette, dtype=np.uint8)[np.clip(pred, 0, len(palette) - 1)][..., ::-1]
-    return cv2.addWeighted(image_bgr, weight, colours, 1 - weight, 0)
 
 
 def read_image(path, max_pixels=None):
@@ -158,10 +113,10 @@ def apply_transforms(compose, image_bgr, what):
 def predict(model, image_path, transforms, save_dir='output/result', palette=None, num_classes=None,
             aug_pred=False, scales=1.0, flip_horizontal=False, flip_vertical=False, is_slide=False,
             crop_size=None, stride=None, progress=True, custom_color=None):
-    """Predict every image of ``image_path`` and write ``save_dir/pseudo_color_prediction/NAME.png`` (palette PNG
-    whose pixel values are class ids) and ``save_dir/added_prediction/NAME.jpg`` (overlay); NAME is always inside
-    ``save_dir`` (``output_name``), and no two images share one (``unique_names``: ``a.jpg`` and ``a.png`` give
-    ``a`` and ``a_1``). Folders are created when the first result is written.
+    """Predict every image of ``image_path`` and write ``save_dir/pseudo_color_prediction/NAME.png`` (pseudo-color
+    PNG: pixel values are class ids) and ``save_dir/added_prediction/NAME.jpg`` (color overlay, colours at 40%);
+    NAME is always inside ``save_dir`` (``output_name``), and no two images share one (``unique_names``: ``a.jpg``
+    and ``a.png`` give ``a`` and ``a_1``). Folders are created when the first result is written.
 
     Every image is checked before anything is written: readable, complete (not truncated) and small enough for the
     available memory (``bytes_per_pixel``); else a UserError names the image (and its size).
@@ -172,7 +127,7 @@ def predict(model, image_path, transforms, save_dir='output/result', palette=Non
             (``predict.py --custom_color``, ``test_config.custom_color``).
 
     Returns:
-        list[str]: the pseudo-colour PNG paths written.
+        list[str]: the pseudo-color PNG paths written.
     """
     images, base = list_images(image_path)
     max_pixels = image_io.memory_pixel_limit(bytes_per_pixel(num_classes))
@@ -209,11 +164,11 @@ def predict(model, image_path, transforms, save_dir='output/result', palette=Non
             except MemoryError:
                 size = f" is {width}x{height} pixels" if width and height else ''
                 raise UserError(f"image too large for memory: {path}{size}") from None
-            colour_path = os.path.join(save_dir, 'pseudo_color_prediction', name + '.png')
+            png_path = os.path.join(save_dir, 'pseudo_color_prediction', name + '.png')
             overlay_path = os.path.join(save_dir, 'added_prediction', name + '.jpg')
-            os.makedirs(os.path.dirname(colour_path), exist_ok=True)
+            os.makedirs(os.path.dirname(png_path), exist_ok=True)
             os.makedirs(os.path.dirname(overlay_path), exist_ok=True)
-            colorize(pred, palette).save(colour_path)
-            cv2.imwrite(overlay_path, overlay(original, pred, palette))
-            written.append(colour_path)
+            pseudo_color_image(pred, palette).save(png_path)
+            cv2.imwrite(overlay_path, color_overlay(original[..., ::-1], pred, palette, alpha=0.4)[..., ::-1])
+            written.append(png_path)
     return written

@@ -7,7 +7,7 @@ import paddle.nn.functional as F
 import pytest
 
 import val as val_tool
-from paddle_models.core.infer import aug_logits, predict_logits, slide_logits, undo_transforms
+from paddle_models.core.logits import aug_logits, predict_logits, slide_logits, undo_transforms
 from helpers import tiny_config, tiny_hardnet
 
 
