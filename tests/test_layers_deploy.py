@@ -67,6 +67,7 @@ def _state(model):
     return {k: v.numpy().copy() for k, v in model.state_dict().items()}
 
 
+@pytest.mark.paddle26
 @pytest.mark.parametrize('name', sorted(MODELS))
 @pytest.mark.parametrize('target', sorted(TARGETS))
 def test_deploy_form_equals_the_model_in_eval(name, target):
@@ -110,6 +111,7 @@ def test_legacy_targets_keep_the_pyramids_and_switch_linknet():
     assert not deploy_form(linknet, TARGETS['pir']).legacy_form
 
 
+@pytest.mark.paddle26
 @pytest.mark.parametrize('name', sorted(MODELS))
 def test_deploy_form_leaves_the_model_as_it_was(name):
     """A copy: the model keeps its layers, weights, train/eval state and outputs; changing the form's weights does
