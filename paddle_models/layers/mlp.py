@@ -1,7 +1,6 @@
 """The two feed-forward blocks of the transformer-style backbones: a token MLP (linear -> activation -> linear, as
 in MaxViT) and a convolutional MLP on NCHW maps (1x1 conv -> 3x3 depthwise conv -> GELU -> 1x1 conv, as in VAN and
 SegNeXt's MSCAN)."""
-import paddle
 import paddle.nn as nn
 
 from paddle_models.layers.conv_init import fan_out_conv
