@@ -239,3 +239,38 @@ def test_hamburger_auto_bases_are_fixed_in_the_deploy_form():
         np.testing.assert_array_equal(form(x).numpy(), first)
         nmf.inference_bases = 'fixed'
         np.testing.assert_allclose(nmf(x).numpy(), first, rtol=0, atol=1e-6)
+
+
+class _Aliased(paddle.nn.Layer):
+    """Blocks registered one by one and held again in plain containers for the forward (as HRNet's transition
+    ``ops`` and fusion ``paths``)."""
+
+    def __init__(self):
+        super().__init__()
+        self.first = ConvBNReLU(3, 4, 3, padding=1)
+        self.second = ConvBNReLU(4, 4, 1)
+        self.ops = [self.first, None]
+        self.paths = [(('conv', self.second),)]
+        self.table = {'first': self.first}
+
+    def forward(self, x):
+        y = self.ops[0](x)
+        return self.paths[0][0][1](y) + self.table['first'](x)
+
+
+def test_layers_held_in_plain_containers_are_their_forms_too():
+    """A layer replaced by its form is replaced in the lists, tuples and dicts that held it as well: the form's
+    forward reaches no layer it does not hold (else a trace saves parameters the form's state dict lacks)."""
+    paddle.seed(12)
+    model = _Aliased()
+    randomize_norms(model, 13)
+    model.eval()
+    form = deploy_form(model, DeployTarget(fold_norms=True))
+    assert isinstance(form.first, ConvAct) and form.ops[0] is form.first and form.ops[1] is None
+    assert form.paths[0][0] == ('conv', form.second) and isinstance(form.second, ConvAct)
+    assert form.table['first'] is form.first
+    assert model.ops[0] is model.first and isinstance(model.first, ConvBNAct)  # the model's own, unchanged
+    x = paddle.randn([1, 3, 9, 7])
+    with paddle.no_grad():
+        want = model(x).numpy()
+        np.testing.assert_allclose(form(x).numpy(), want, rtol=0, atol=1e-5 * float(np.abs(want).max()))

@@ -22,6 +22,8 @@ import contextlib
 import copy
 import dataclasses
 
+import paddle.nn as nn
+
 from paddle_models.errors import UserError
 from paddle_models.layers.resize import trace_forms
 from paddle_models.utils.validate import check_bool, check_choice
@@ -61,26 +63,70 @@ class DeployTarget:
 
 def deploy_form(model, target):
     """A copy of ``model`` in eval mode in which every layer that defines ``to_deploy(target)`` is replaced by what
-    it returns (see the module docstring); ``model`` itself is left as it was (weights, train/eval state)."""
+    it returns (see the module docstring); ``model`` itself is left as it was (weights, train/eval state).
+
+    A layer may also be held, unregistered, in a plain list, tuple or dict attribute of a layer, for its forward
+    (HRNet's transition ``ops`` and fusion ``paths``): those references are moved to the replacement too, so no
+    forward reaches a layer the form no longer holds."""
     if not isinstance(target, DeployTarget):
         raise TypeError(f"deploy_form: target must be a DeployTarget, got {type(target).__name__}")
     form = copy.deepcopy(model)
     form.eval()
-    form = _converted(form, target)
+    replaced = {}  # id(layer) -> (layer, its form); the layer kept alive so that its id is not reused
+    form = _converted(form, target, replaced)
+    if replaced:
+        for layer in form.sublayers(include_self=True):
+            for name, value in list(vars(layer).items()):
+                if name not in _LAYER_STATE and isinstance(value, (list, tuple, dict)):
+                    relinked = _relinked(value, replaced)
+                    if relinked is not value:
+                        object.__setattr__(layer, name, relinked)
     form.eval()  # a form built by to_deploy is in eval mode too
     return form
 
 
-def _converted(layer, target):
-    """``layer``'s deploy form, its children (and theirs) converted in turn."""
+# a Layer's own bookkeeping, never a user's container of layers
+_LAYER_STATE = frozenset({'_parameters', '_buffers', '_sub_layers', '_non_persistable_buffer_names_set',
+                          '_forward_pre_hooks', '_forward_post_hooks', '_loaddict_holder', '_casted_by_pure_fp16',
+                          '_state_dict_hooks'})
+
+
+def _converted(layer, target, replaced):
+    """``layer``'s deploy form, its children (and theirs) converted in turn; each replaced layer recorded in
+    ``replaced``."""
     to_deploy = getattr(layer, 'to_deploy', None)
     if callable(to_deploy):
-        layer = to_deploy(target)
+        new = to_deploy(target)
+        if new is not layer:
+            replaced[id(layer)] = (layer, new)
+        layer = new
     for name, child in list(layer.named_children()):
-        new = _converted(child, target)
+        new = _converted(child, target, replaced)
         if new is not child:
             setattr(layer, name, new)
     return layer
+
+
+def _relinked(value, replaced):
+    """``value`` with every layer in ``replaced`` swapped for its form, through nested lists (changed in place),
+    tuples (rebuilt) and dicts (changed in place); ``value`` itself where nothing changed."""
+    if isinstance(value, nn.Layer):
+        return replaced[id(value)][1] if id(value) in replaced else value
+    if isinstance(value, list):
+        items = [_relinked(v, replaced) for v in value]
+        if any(a is not b for a, b in zip(items, value)):
+            value[:] = items
+        return value
+    if isinstance(value, tuple):
+        items = tuple(_relinked(v, replaced) for v in value)
+        return items if any(a is not b for a, b in zip(items, value)) else value
+    if isinstance(value, dict):
+        for key, item in list(value.items()):
+            new = _relinked(item, replaced)
+            if new is not item:
+                value[key] = new
+        return value
+    return value
 
 
 @contextlib.contextmanager
