@@ -26,6 +26,7 @@ from paddle_models.core.export import program as export_program
 from paddle_models.core.config import Builder, load_config
 from paddle_models.core.export import export_model
 from paddle_models.errors import UserError
+from paddle_models.layers.deploy import deploy_form
 from paddle_models.models.hardnet import HarDNet
 from paddle_models.models.multiscale_attention import MultiScaleAttention
 from paddle_models.models.pspnet import PSPNet
@@ -143,8 +144,8 @@ def test_onnx_export_writes_model_and_deploy_yaml_only(tiny_onnx):
         assert np.mean(got != logits.argmax(1)) <= 1e-3
 
 
-# tiny models whose free-size ONNX export needs layers/resize.py's onnx_forms(): MultiScaleAttention resizes to sizes
-# read from its logits, PSPNet and UPerNet pool to bins 1, 2, 3, 6 (VAN's 1/16 and 1/32 maps: 4x5 and 2x3 at 50x70)
+# tiny models whose free-size ONNX export needs layers/resize.py's ONNX forms (trace_forms(onnx=True)):
+# MultiScaleAttention resizes to sizes read from its logits, PSPNet and UPerNet pool to bins 1, 2, 3, 6 (VAN's 1/16 and 1/32 maps: 4x5 and 2x3 at 50x70)
 FREE_SIZE_MODELS = {
     'multiscale_attention_hardnet': lambda: MultiScaleAttention(HarDNet(num_classes=5, **TINY), attention_channels=8),
     'pspnet': lambda: PSPNet(5, tiny_van(), backbone_indices=(2, 3), pp_out_channels=16),
@@ -235,7 +236,8 @@ def test_unconvertible_op_is_a_user_error_naming_it_and_leaves_nothing(tmp_path)
     with pytest.raises(UserError) as err:
         scratch = tmp_path / 'scratch'
         scratch.mkdir()
-        ops = export_program.save_program(model, str(scratch), [1, 3, 64, 64], 'none', portable=True)
+        target = export_program.deploy_target(portable=True)
+        ops = export_program.save_program(deploy_form(model, target), str(scratch), [1, 3, 64, 64], 'none', target)
         export_onnx.convert_onnx(str(scratch / 'model.json'), str(scratch / 'model.pdiparams'),
                                  str(save_dir / 'model.onnx'), ops)
     assert str(err.value) == "ONNX export: paddle2onnx cannot convert the model: it has no converter for op(s) lerp"

@@ -1,6 +1,6 @@
 """Adaptive average pooling's ONNX export form (``layers/resize.py: adaptive_avg_pool2d``, ``pooling_matrix``)
 against ``F.adaptive_avg_pool2d``: the bins of Paddle's kernel, also where the input is shorter than the grid,
-in a static graph with a free input size inside ``onnx_forms()``; Paddle's own op everywhere else.
+in a static graph with a free input size inside ``trace_forms(onnx=True)``; Paddle's own op everywhere else.
 Not marked paddle26: the form exists for ONNX exports, which are tested on Paddle 3.x only."""
 import math
 
@@ -11,7 +11,7 @@ import paddle.nn.functional as F
 import pytest
 
 from paddle_models.layers.pyramid import AdaptiveAvgPool2D
-from paddle_models.layers.resize import _ONNX, adaptive_avg_pool2d, onnx_forms, pooling_matrix
+from paddle_models.layers.resize import _FORMS, adaptive_avg_pool2d, pooling_matrix, trace_forms
 
 # (input length, bins): dividing, overlapping bins, a single bin, and inputs shorter than the grid
 LENGTHS = [(12, 6), (7, 3), (13, 6), (9, 2), (5, 1), (4, 6), (2, 3), (1, 6), (23, 7)]
@@ -72,11 +72,11 @@ def _op_names(static):
     ([2, 4, 13, 7], [(13, 7)]),                                              # fixed: lengths are python ints
 ])
 def test_onnx_form_in_a_static_graph_matches_paddle(shape, sizes):
-    """Inside onnx_forms() a traced graph pools to grids other than 1x1 by matrix products (pool2d only for the
-    1x1 grid): input sizes that the grids divide, do not divide, and that are shorter than them."""
+    """Inside trace_forms(onnx=True) a traced graph pools to grids other than 1x1 by matrix products (pool2d only for
+    the 1x1 grid): input sizes that the grids divide, do not divide, and that are shorter than them."""
     paddle.seed(1)
     spec = [paddle.static.InputSpec(shape, 'float32')]
-    with onnx_forms():
+    with trace_forms(onnx=True):
         static = paddle.jit.to_static(_Pools(GRIDS), input_spec=spec, full_graph=True)
         for hw in sizes:
             x = paddle.randn([2, 4, *hw])
@@ -86,16 +86,16 @@ def test_onnx_form_in_a_static_graph_matches_paddle(shape, sizes):
         ops = _op_names(static)
     assert ops.count('pd_op.pool2d') == 1, ops  # the 1x1 grid (GlobalAveragePool in ONNX at any size)
     assert ops.count('pd_op.matmul') == 2 * 4, ops  # two per other grid
-    assert not _ONNX[0]
+    assert not _FORMS['onnx']
 
 
-def test_paddle_op_outside_onnx_forms_and_in_the_dynamic_graph():
-    """The dynamic graph (also inside onnx_forms) and a graph traced outside it (Paddle Inference exports) keep
-    Paddle's op: the same values bit for bit."""
+def test_paddle_op_outside_the_onnx_forms_and_in_the_dynamic_graph():
+    """The dynamic graph (also inside trace_forms(onnx=True)) and a graph traced outside it (Paddle Inference
+    exports) keep Paddle's op: the same values bit for bit."""
     paddle.seed(2)
     x = paddle.randn([1, 4, 9, 11])
     model = _Pools(GRIDS)
-    with onnx_forms():
+    with trace_forms(onnx=True):
         for got, want in zip(model(x), _reference(x)):
             np.testing.assert_array_equal(got.numpy(), want.numpy())
     spec = [paddle.static.InputSpec([None, 4, None, None], 'float32')]
@@ -106,13 +106,13 @@ def test_paddle_op_outside_onnx_forms_and_in_the_dynamic_graph():
     assert ops.count('pd_op.pool2d') == len(GRIDS) + 1 and 'pd_op.matmul' not in ops, ops
 
 
-def test_onnx_forms_restores_the_previous_state():
-    assert not _ONNX[0]
+def test_trace_forms_restores_the_previous_state():
+    assert not _FORMS['onnx']
     with pytest.raises(RuntimeError):
-        with onnx_forms():
-            assert _ONNX[0]
-            with onnx_forms(False):
-                assert not _ONNX[0]
-            assert _ONNX[0]
+        with trace_forms(onnx=True):
+            assert _FORMS['onnx']
+            with trace_forms():
+                assert not _FORMS['onnx']
+            assert _FORMS['onnx']
             raise RuntimeError
-    assert not _ONNX[0]
+    assert not _FORMS['onnx']

@@ -6,7 +6,7 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 import pytest
 
-from paddle_models.layers.resize import _MATRIX_FORM, _MEMO, _PORTABLE, portable_resize, resize, same_size, size_of
+from paddle_models.layers.resize import _FORMS, _MATRIX_FORM, _MEMO, resize, same_size, size_of, trace_forms
 
 pytestmark = pytest.mark.paddle26  # fast, and the static-graph forms differ between Paddle 2.6 and 3.x
 
@@ -40,7 +40,7 @@ def test_portable_matches_interpolate_dygraph(mode, align_corners, in_hw, out_hw
     paddle.seed(1)
     x = paddle.randn([2, 3, *in_hw])
     ref = F.interpolate(x, size=list(out_hw), mode=mode, align_corners=align_corners).numpy()
-    with portable_resize():
+    with trace_forms(portable=True):
         for form, size in _size_forms(*out_hw).items():
             out = resize(x, size, mode=mode, align_corners=align_corners).numpy()
             assert out.shape == ref.shape, form
@@ -68,7 +68,7 @@ def test_final_dygraph_matrix_form_matches_interpolate_values_and_gradients(alig
 def test_outside_context_is_plain_interpolate():
     paddle.seed(2)
     x = paddle.randn([1, 2, 6, 9])
-    assert not _PORTABLE[0]
+    assert not _FORMS['portable']
     for mode, align_corners in MODES:
         ref = F.interpolate(x, size=[11, 4], mode=mode, align_corners=align_corners).numpy()
         np.testing.assert_array_equal(resize(x, [11, 4], mode, align_corners).numpy(), ref)
@@ -76,26 +76,26 @@ def test_outside_context_is_plain_interpolate():
 
 def test_context_restores_state_on_error():
     with pytest.raises(RuntimeError):
-        with portable_resize():
-            assert _PORTABLE[0]
-            with portable_resize(False):
-                assert not _PORTABLE[0]
-            assert _PORTABLE[0]
+        with trace_forms(portable=True):
+            assert _FORMS['portable']
+            with trace_forms():
+                assert not _FORMS['portable']
+            assert _FORMS['portable']
             raise RuntimeError('boom')
-    assert not _PORTABLE[0]
+    assert not _FORMS['portable']
 
 
 def test_nearest_with_align_corners_is_rejected_like_interpolate():
     x = paddle.ones([1, 1, 4, 4])
     with pytest.raises(ValueError, match='align_corners option can only be set'):
         F.interpolate(x, size=[2, 2], mode='nearest', align_corners=True)
-    with portable_resize(), pytest.raises(ValueError, match='align_corners option can only be set'):
+    with trace_forms(portable=True), pytest.raises(ValueError, match='align_corners option can only be set'):
         resize(x, [2, 2], mode='nearest', align_corners=True)
 
 
 def test_bad_size_is_rejected():
     x = paddle.ones([1, 1, 4, 4])
-    with portable_resize():
+    with trace_forms(portable=True):
         with pytest.raises(ValueError, match='size must be'):
             resize(x, [2, 2, 2])
         with pytest.raises(ValueError, match='size entries must be'):
@@ -139,7 +139,7 @@ def _op_names(static_layer):
 def test_portable_matches_interpolate_in_static_graph_with_free_shape(mode, align_corners):
     paddle.seed(3)
     spec = [paddle.static.InputSpec([None, 3, None, None], 'float32')]
-    with portable_resize():
+    with trace_forms(portable=True):
         static = paddle.jit.to_static(_Resizer(mode, align_corners), input_spec=spec, full_graph=True)
         for hw in [(5, 8), (12, 7)]:  # one program, two input sizes
             x = paddle.randn([2, 3, *hw])
@@ -182,7 +182,7 @@ def test_fixed_input_size_uses_gather_free_size_uses_matrices(align_corners):
     x = paddle.randn([1, 3, 5, 6])
     want = F.interpolate(x, size=[11, 17], mode='bilinear', align_corners=align_corners).numpy()
     for shape, matmul in (([1, 3, None, None], True), ([1, 3, 5, 6], False)):
-        with portable_resize():
+        with trace_forms(portable=True):
             static = paddle.jit.to_static(Up(align_corners), input_spec=[paddle.static.InputSpec(shape, 'float32')],
                                           full_graph=True)
             np.testing.assert_allclose(static(x).numpy(), want, rtol=0, atol=1e-5)
@@ -213,7 +213,7 @@ def test_final_resize_ends_in_the_matrix_product(align_corners):
     want = F.interpolate(x * 2.0, size=[20, 28], mode='bilinear', align_corners=align_corners).numpy()
     last = {}
     for final in (False, True):
-        with portable_resize():
+        with trace_forms(portable=True):
             static = paddle.jit.to_static(Up(final, align_corners), input_spec=spec, full_graph=True)
             got = static(x).numpy()
             ops = [op for op in _op_names(static) if not op.endswith(('fetch', 'shadow_output', 'data'))]
@@ -247,7 +247,7 @@ def test_resizes_between_the_same_sizes_share_their_matrices_within_a_trace():
     with no tie gets its own. Values stay F.interpolate's; nothing is kept after the context."""
     paddle.seed(7)
     spec = [paddle.static.InputSpec([None, 3, None, None], 'float32')]
-    with portable_resize():
+    with trace_forms(portable=True):
         static = paddle.jit.to_static(_Shared(), input_spec=spec, full_graph=True)
         for hw in [(10, 14), (9, 7)]:
             x = paddle.randn([2, 3, *hw])
@@ -262,7 +262,7 @@ def test_resizes_between_the_same_sizes_share_their_matrices_within_a_trace():
 def test_same_size_and_size_of_in_the_dynamic_graph():
     x = paddle.randn([1, 2, 5, 6])
     y = x * 2.0
-    with portable_resize():
+    with trace_forms(portable=True):
         assert same_size(y, x) is y
         assert size_of(x).numpy().tolist() == [5, 6]
     assert not _MEMO

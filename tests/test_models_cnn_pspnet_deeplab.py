@@ -11,7 +11,8 @@ from paddleseg.models.backbones.resnet_vd import ResNet18_vd as RefResNet18_vd
 import paddle_models  # noqa: F401  (registers our components)
 from paddle_models.backbones.resnet_vd import ResNet18_vd
 from paddle_models.errors import UserError
-from paddle_models.layers.pyramid import ASPPModule, PPModule
+from paddle_models.layers.deploy import DeployTarget, deploy_form
+from paddle_models.layers.pyramid import ASPPModule, LowResPPModule, PPModule, SplitFusionASPP
 from paddle_models.models.deeplab import DeepLabV3
 from paddle_models.models.pspnet import PSPNet
 
@@ -137,7 +138,9 @@ def test_pyramid_low_res_branches_equal_the_concatenation(align_corners, dim_red
         branches = [F.interpolate(stage(x), size=list(size), mode='bilinear', align_corners=align_corners)
                     for stage in ppm.stages]
         expected = ppm.conv_bn_relu2.conv(paddle.concat([x] + branches[::-1], axis=1))
-        got = ppm.low_res_branches(x)
+        low_res = deploy_form(ppm, DeployTarget(program='pir'))
+        assert isinstance(low_res, LowResPPModule)
+        got = low_res.fused_conv(x)
     assert got.shape == expected.shape == [2, 8, *size]
     np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=0,
                                atol=1e-5 * max(1.0, float(expected.abs().max())))
@@ -159,6 +162,8 @@ def test_aspp_split_fusion_equals_the_concatenation(image_pooling, use_sep_conv,
     aspp.eval()
     x = paddle.randn([2, 8, 11, 7])
     with paddle.no_grad():
-        want, got = aspp(x).numpy(), aspp.split_fusion(x).numpy()
+        split = deploy_form(aspp, DeployTarget(program='pir'))
+        assert isinstance(split, SplitFusionASPP)
+        want, got = aspp(x).numpy(), split(x).numpy()
     assert got.shape == want.shape == (2, 6, 11, 7) and (want > 0).any()
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * max(1.0, float(np.abs(want).max())))

@@ -18,9 +18,11 @@ from paddleseg.cvlibs import manager
 
 from conftest import REPO
 import paddle_models  # noqa: F401  (registers our components)
-from paddle_models.backbones.mix_transformer import MixVisionTransformer, MixVisionTransformer_B0
+from paddle_models.backbones.mix_transformer import MixFFNMapForm, MixVisionTransformer, MixVisionTransformer_B0
+from paddle_models.core.export import export_model
 from paddle_models.errors import UserError
-from paddle_models.models.segformer import SegFormer, SegFormer_B0
+from paddle_models.layers.deploy import DeployTarget, deploy_form
+from paddle_models.models.segformer import ExportedSegFormer, SegFormer, SegFormer_B0
 from helpers import count_params, export_and_infer, load_script, perturb, strict_load
 
 convert_weights = load_script(os.path.join('tools', 'convert_weights.py'))
@@ -66,7 +68,7 @@ def test_parity_with_paddleseg(size):
 
 
 def test_fused_decoder_equals_literal_decoder():
-    """The forward's per-level fused 1x1 convs (and the exported form, :meth:`SegFormer.exported_decoder`) equal
+    """The forward's per-level fused 1x1 convs (and the exported form, :meth:`ExportedSegFormer.decoder`) equal
     linear_c{i} -> upsample -> concat -> linear_fuse, the forward also in training mode (BN batch statistics, gradients reach every decoder parameter)."""
     paddle.seed(3)
     model = SegFormer(4, MixVisionTransformer_B0(drop_path_rate=0.0), embedding_dim=32, dropout_prob=0.0)
@@ -81,7 +83,9 @@ def test_fused_decoder_equals_literal_decoder():
     fused = model.linear_fuse(paddle.concat(parts[::-1], axis=1))
     # the exported programs' decoder: batch norm folded into the level convs, one product for the upsampled levels
     literal = model.linear_pred(fused)
-    np.testing.assert_allclose(model.exported_decoder(feats).numpy(), literal.numpy(), rtol=1e-4,
+    exported = deploy_form(model, DeployTarget())
+    assert isinstance(exported, ExportedSegFormer)
+    np.testing.assert_allclose(exported.decoder(feats).numpy(), literal.numpy(), rtol=1e-4,
                                atol=1e-4 * np.abs(literal.numpy()).max())
     literal = F.interpolate(literal, size=[64, 96], mode='bilinear').numpy()
     np.testing.assert_allclose(model(x)[0].numpy(), literal, rtol=1e-4, atol=1e-4 * np.abs(literal).max())
@@ -104,8 +108,10 @@ def test_mix_ffn_map_form_equals_token_form():
     ffn = model.block2[1].mlp
     h, w = 5, 7
     x = paddle.randn([2, h * w, 64])
+    map_form = deploy_form(ffn, DeployTarget(program='legacy'))
+    assert isinstance(map_form, MixFFNMapForm)
     with paddle.no_grad():
-        want, got = ffn(x, h, w).numpy(), ffn.map_form(x, h, w).numpy()
+        want, got = ffn(x, h, w).numpy(), map_form(x, h, w).numpy()
     assert got.shape == want.shape == (2, h * w, 64)
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * np.abs(want).max())
 

@@ -40,7 +40,6 @@ from paddle_models.errors import UserError
 from paddle_models.layers.conv_init import fan_out_attr, zero_bias_attr
 from paddle_models.layers.drop_path import drop_path_or_identity, drop_path_rates
 from paddle_models.layers.mlp import Mlp
-from paddle_models.layers.resize import onnx_tracing
 from paddle_models.layers.squeeze_excite import SqueezeExcite
 from paddle_models.registry import register_backbone, register_converter, register_variant
 from paddle_models.utils.spatial import spatial_size
@@ -104,16 +103,22 @@ class Downsample(nn.Layer):
                                     bias_attr=zero_bias_attr())
         else:
             self.expand = nn.Identity()
+        self.padding = [0, 1, 0, 1]  # (H, W): see forward; the ONNX deploy form names all four axes (to_deploy)
 
     def forward(self, x):
         # One zero row/column at the end always: for an even side a 2x2/2 pool never reaches it, for an odd side
         # the last window takes it -- TF 'SAME' pooling with the padding counted, without shape-dependent code.
-        # Traced for ONNX, the padding names all four axes (Paddle's `pad` op): paddle2onnx 2.1.0 converts the
-        # `pad3d` op of a 2-D padding without its pad value (it wrote arbitrary constants such as 1.0 and -2.8e36),
-        # which the last window of an odd side then averages in.
-        x = F.avg_pool2d(F.pad(x, [0, 0, 0, 0, 0, 1, 0, 1] if onnx_tracing() else [0, 1, 0, 1]), kernel_size=2,
-                         stride=2)
+        x = F.avg_pool2d(F.pad(x, self.padding), kernel_size=2, stride=2)
         return self.expand(x)
+
+    def to_deploy(self, target):
+        """The deploy form (``layers/deploy.py``): for ONNX the padding names all four axes (Paddle's ``pad`` op):
+        paddle2onnx 2.1.0 converts the ``pad3d`` op of a 2-D padding without its pad value (it wrote arbitrary
+        constants such as 1.0 and -2.8e36), which the last window of an odd side then averages in. This block (a
+        deploy copy) is switched to that form."""
+        if target.runtime == 'onnx':
+            self.padding = [0, 0, 0, 0, 0, 1, 0, 1]
+        return self
 
 
 class MBConv(nn.Layer):

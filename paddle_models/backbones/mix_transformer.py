@@ -41,7 +41,6 @@ from paddle_models.layers.conv_init import fan_out_conv
 from paddle_models.layers.drop_path import drop_path_or_identity
 from paddle_models.layers.stages import build_stages, stage_layers
 from paddle_models.registry import register_backbone, register_converter, register_variant
-from paddle_models.utils.compat import static_graph_kind
 from paddle_models.utils.spatial import feature_size
 from paddle_models.utils.validate import check_int, check_ints, check_number
 from paddle_models.weights import load_weights, torch_layout_to_paddle
@@ -178,20 +177,45 @@ class MixFFN(nn.Layer):
         self.drop = nn.Dropout(drop) if drop > 0 else nn.Identity()
 
     def forward(self, x, h, w):
-        if not self.training and static_graph_kind() != 'dynamic':  # an exported program
-            return self.map_form(x, h, w)
         x = self.drop(self.act(self.dwconv(self.fc1(x), h, w)))
         return self.drop(self.fc2(x))
 
-    def map_form(self, x, h, w):
-        """The same values (inference) with fc1 and fc2 as 1x1 convolutions on the map: the tokens become a map once,
-        at ``dim`` channels, and everything up to fc2 stays in oneDNN's blocked conv layout. The literal form turns
-        the 4x wider hidden tokens into a map and back around the depthwise conv, each a transpose plus a layout
-        conversion. Exported programs use it (PIR and legacy: in tools/quantize.py's INT8 program fc1 and fc2 then
-        run as INT8 convolutions)."""
-        y = F.conv2d(_map(x, x.shape[-1], h, w), self.fc1.weight.transpose([1, 0]).unsqueeze([2, 3]), self.fc1.bias)
-        y = self.act(self.dwconv.dwconv(y))
-        return _tokens(F.conv2d(y, self.fc2.weight.transpose([1, 0]).unsqueeze([2, 3]), self.fc2.bias))
+    def to_deploy(self, target):
+        """The deploy form (``layers/deploy.py``), for every target: :class:`MixFFNMapForm`."""
+        return MixFFNMapForm(self)
+
+
+def _linear_as_conv(linear):
+    """A 1x1 ``nn.Conv2D`` computing ``linear`` per pixel of an NCHW map (weights transposed once, here)."""
+    in_features, out_features = linear.weight.shape
+    conv = nn.Conv2D(in_features, out_features, 1, bias_attr=None if linear.bias is not None else False)
+    conv.weight.set_value(linear.weight.transpose([1, 0]).reshape([out_features, in_features, 1, 1]))
+    if linear.bias is not None:
+        conv.bias.set_value(linear.bias)
+    return conv
+
+
+class MixFFNMapForm(nn.Layer):
+    """A :class:`MixFFN` (eval) with fc1 and fc2 as 1x1 convolutions on the map: the same values, but the tokens
+    become a map once, at ``dim`` channels, and everything up to fc2 stays in oneDNN's blocked conv layout. The
+    literal form turns the 4x wider hidden tokens into a map and back around the depthwise conv, each a transpose
+    plus a layout conversion. Exported programs use it (PIR and legacy: in tools/quantize.py's INT8 program fc1 and
+    fc2 then run as INT8 convolutions).
+
+    Args:
+        ffn (MixFFN): The block; its depthwise conv and activation are shared, fc1 and fc2 become 1x1 convs.
+    """
+
+    def __init__(self, ffn):
+        super().__init__()
+        self.fc1 = _linear_as_conv(ffn.fc1)
+        self.dwconv = ffn.dwconv.dwconv
+        self.act = ffn.act
+        self.fc2 = _linear_as_conv(ffn.fc2)
+
+    def forward(self, x, h, w):
+        y = self.act(self.dwconv(self.fc1(_map(x, x.shape[-1], h, w))))
+        return _tokens(self.fc2(y))
 
 
 class MiTBlock(nn.Layer):

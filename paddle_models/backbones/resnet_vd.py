@@ -63,6 +63,11 @@ class ConvBNLayer(ConvBNAct):
         # (no zero-argument super() here: Paddle 2.6's dy2static cannot convert it)
         return self._act(self._batch_norm(self._conv(x)))
 
+    def to_deploy(self, target):
+        """The deploy form (``layers/deploy.py``): this block, batch norm unfolded (``ConvBNAct.to_deploy`` folds
+        plain blocks only; exported ResNet-vd programs keep conv + batch norm, which Paddle Inference fuses)."""
+        return self
+
 
 class BottleneckBlock(nn.Layer):
     """1x1 -> 3x3 (stride/dilation) -> 1x1 (x4 channels), plus the shortcut, then ReLU.

@@ -1,6 +1,6 @@
 """Building blocks written once and shared by every model."""
 from .conv import ConvBN, ConvBNAct, ConvBNReLU, activation, batch_norm_2d
-from .resize import portable_resize, resize
+from .resize import resize
 from .drop_path import DropPath, drop_path, drop_path_or_identity, drop_path_rates  # noqa: F401
 from .conv_init import fan_out_attr, fan_out_conv, zero_bias_attr  # noqa: F401
 from .mlp import ConvMlp, Mlp  # noqa: F401

@@ -22,9 +22,10 @@ lower-case keys are an error here, PaddleSeg silently ignores them):
 * Deterministic inference (``inference_bases``): with RAND_INIT, eval forwards may instead start from fixed bases
   (``fixed_bases``: drawn once from ``numpy.random.RandomState(0)``, L2-normalised, not saved in checkpoints, so
   PaddleSeg weights load unchanged). ``inference_bases='auto'`` (default) keeps random bases in dynamic-graph eval
-  (PaddleSeg-compatible) and uses the fixed ones when the model is traced for export, so exported programs are
-  deterministic; 'fixed' uses them in every eval forward; 'random' never (an exported program then draws new bases
-  on every run, like PaddleSeg's). Training always starts from random bases when RAND_INIT is on.
+  (PaddleSeg-compatible) and uses the fixed ones in the model's deploy form (``NMF2D.to_deploy``: what an export
+  traces), so exported programs are deterministic; 'fixed' uses them in every eval forward; 'random' never (an
+  exported program then draws new bases on every run, like PaddleSeg's). Training always starts from random bases
+  when RAND_INIT is on.
 """
 import numpy as np
 import paddle
@@ -128,10 +129,16 @@ class NMF2D(nn.Layer):
         """[B or 1, S, D, R] starting bases for this forward."""
         if not self.rand_init:
             return self.bases.unsqueeze(0)
-        traced = not paddle.in_dynamic_mode()
-        if not self.training and (self.inference_bases == 'fixed' or (self.inference_bases == 'auto' and traced)):
+        if not self.training and self.inference_bases == 'fixed':
             return self.fixed_bases
         return _normalized_bases(paddle.rand([batch, self.S, self.D, self.R]))
+
+    def to_deploy(self, target):
+        """The deploy form (``layers/deploy.py``): ``inference_bases='auto'`` becomes 'fixed' (deterministic
+        exported programs; see the module docstring); this module (a deploy copy) is switched to it."""
+        if self.inference_bases == 'auto':
+            self.inference_bases = 'fixed'
+        return self
 
     def _update_coef(self, x, bases, coef):
         numerator = paddle.matmul(x, bases, transpose_x=True)  # [B, S, N, R]

@@ -1,7 +1,6 @@
 """The two feed-forward blocks of the transformer-style backbones: a token MLP (linear -> activation -> linear, as
 in MaxViT) and a convolutional MLP on NCHW maps (1x1 conv -> 3x3 depthwise conv -> GELU -> 1x1 conv, as in VAN and
 SegNeXt's MSCAN)."""
-import paddle
 import paddle.nn as nn
 
 from paddle_models.layers.conv_init import fan_out_conv
@@ -48,7 +47,7 @@ class ConvMlp(nn.Layer):
     With ``sliced``, dynamic-graph eval forwards on large maps run the hidden channels in slices (the same result
     with less memory, and faster on the CPU: :mod:`paddle_models.layers.conv_mlp`). Traced programs (export) keep
     one pass: under Paddle Inference with oneDNN the sliced form ran slower and held more memory, because the
-    slices' weights are computed tensors that oneDNN cannot keep reordered.
+    slices' weights are computed tensors that oneDNN cannot keep reordered (:meth:`to_deploy`).
 
     Args:
         dim (int): Input and output channels.
@@ -73,9 +72,15 @@ class ConvMlp(nn.Layer):
         self.sliced = sliced
 
     def forward(self, x):
-        if self.sliced and not self.training and paddle.in_dynamic_mode():
+        if self.sliced and not self.training:
             step = hidden_slice(self.fc1.weight.shape[0], x.shape[2] * x.shape[3])
             if step is not None:
                 dwconv = self.dwconv.dwconv if self.nested_dwconv else self.dwconv
                 return sliced_conv_mlp(x, self.fc1, dwconv, self.act, self.fc2, step)
         return self.drop(self.fc2(self.drop(self.act(self.dwconv(self.fc1(x))))))
+
+    def to_deploy(self, target):
+        """The deploy form (``layers/deploy.py``): one pass, never sliced (see the class docstring); this block (a
+        deploy copy) is switched to it."""
+        self.sliced = False
+        return self

@@ -16,13 +16,13 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 
 from paddle_models.errors import UserError
-from paddle_models.layers.conv import ConvBN, ConvBNReLU
+from paddle_models.layers.conv import ConvBN, ConvBNReLU, folded_norm
 from paddle_models.layers.resize import adaptive_avg_pool2d, interpolation_matrix, resize
-from paddle_models.utils.compat import static_graph_kind
 from paddle_models.utils.spatial import feature_shape
 from paddle_models.utils.validate import check_ints
 
-__all__ = ['PPModule', 'ASPPModule', 'AuxLayer', 'SeparableConvBNReLU', 'AdaptiveAvgPool2D']
+__all__ = ['PPModule', 'LowResPPModule', 'ASPPModule', 'SplitFusionASPP', 'AuxLayer', 'SeparableConvBNReLU',
+           'AdaptiveAvgPool2D']
 
 
 class AdaptiveAvgPool2D(nn.AdaptiveAvgPool2D):
@@ -47,7 +47,8 @@ class PPModule(nn.Layer):
     For each bin size b the input is average-pooled to a b x b grid, projected by a 1x1 ConvBNReLU and upsampled
     back (bilinear) to the input size. The input and the upsampled branches (largest bin first, the order of the
     reference implementation) are concatenated and fused by a 3x3 ConvBNReLU. A program exported on Paddle 3
-    computes the same fusion without upsampling the branches to full resolution (:meth:`low_res_branches`).
+    computes the same fusion without upsampling the branches to full resolution (:meth:`to_deploy`,
+    :class:`LowResPPModule`).
 
     Args:
         in_channels (int): Channels of the input feature map.
@@ -75,26 +76,46 @@ class PPModule(nn.Layer):
         self.conv_bn_relu2 = ConvBNReLU(in_channels + branch_channels * len(bin_sizes), out_channels, 3, padding=1)
 
     def forward(self, x):
-        # an exported inference graph on Paddle 3 (PIR); Paddle 2.6's oneDNN executor fails on this form's
-        # broadcasting ops ("could not create a primitive descriptor for a binary operation primitive")
-        if not self.training and static_graph_kind() == 'pir':
-            return self.conv_bn_relu2.norm_act(self.low_res_branches(x))
         size = paddle.shape(x)[2:]
         branches = [resize(stage(x), size, align_corners=self.align_corners) for stage in self.stages]
         return self.conv_bn_relu2(paddle.concat([x] + branches[::-1], axis=1))
 
-    def low_res_branches(self, x):
-        """The 3x3 fusion conv's output (before its BN and ReLU) computed without upsampling the branches first.
+    def to_deploy(self, target):
+        """The deploy form (``layers/deploy.py``): :class:`LowResPPModule` in a PIR program; else this module
+        (Paddle 2.6's oneDNN executor fails on that form's broadcasting ops: "could not create a primitive
+        descriptor for a binary operation primitive")."""
+        return LowResPPModule(self) if target.program == 'pir' else self
 
-        The conv over the concatenation is the conv over ``x`` plus, for each branch, the conv over its upsampled
-        map; and a 3x3 conv of a bilinear upsampling ``A_h p A_w^T`` is the sum over the 9 taps of
-        ``S_ky A_h (W_tap p) A_w^T S_kx``, with ``W_tap`` the tap's channel mixing (here on the pooled b x b grid)
-        and ``S`` the tap's one-row shift with zero padding, folded into shifted interpolation matrices. So the
-        branches' half of the input channels costs two small matrix products instead of a full-resolution 3x3
-        conv over them (the same values up to float rounding; a Paddle 3 exported program uses it, the dynamic graph
-        keeps the concatenation). Paddle's bilinear rule: see :func:`_shifted_interpolation`.
-        """
-        conv = self.conv_bn_relu2.conv
+
+class LowResPPModule(nn.Layer):
+    """A :class:`PPModule` (eval) whose 3x3 fusion conv is computed without upsampling the branches first.
+
+    The conv over the concatenation is the conv over ``x`` plus, for each branch, the conv over its upsampled
+    map; and a 3x3 conv of a bilinear upsampling ``A_h p A_w^T`` is the sum over the 9 taps of
+    ``S_ky A_h (W_tap p) A_w^T S_kx``, with ``W_tap`` the tap's channel mixing (here on the pooled b x b grid)
+    and ``S`` the tap's one-row shift with zero padding, folded into shifted interpolation matrices. So the
+    branches' half of the input channels costs two small matrix products instead of a full-resolution 3x3
+    conv over them (the same values up to float rounding). Paddle's bilinear rule: see
+    :func:`_shifted_interpolation`. The fusion block's batch norm and activation follow as in the module.
+
+    Args:
+        module (PPModule): The module; its layers are shared.
+    """
+
+    def __init__(self, module):
+        super().__init__()
+        self.bin_sizes = module.bin_sizes
+        self.align_corners = module.align_corners
+        self.stages = module.stages
+        fuse = module.conv_bn_relu2
+        self.conv, self.norm, self.act = fuse.conv, fuse.norm, fuse.act
+
+    def forward(self, x):
+        return self.act(self.norm(self.fused_conv(x)))
+
+    def fused_conv(self, x):
+        """The 3x3 fusion conv's output (before its BN and ReLU), computed as the class docstring says."""
+        conv = self.conv
         weight = conv.weight  # [out, in_x + branches, 3, 3]
         out_channels, in_x = weight.shape[0], x.shape[1]
         shape = feature_shape(x)  # (no reorder of x under oneDNN: see utils/spatial.py)
@@ -197,23 +218,42 @@ class ASPPModule(nn.Layer):
         self.dropout = nn.Dropout(p=0.1)
 
     def forward(self, x):
-        if not self.training and static_graph_kind() == 'pir':  # an exported Paddle 3 program
-            return self.split_fusion(x)
         outputs = [block(x) for block in self.aspp_blocks]
         if self.image_pooling:
             pooled = self.global_avg_pool(x)
             outputs.append(resize(pooled, feature_shape(x)[2:], align_corners=self.align_corners))
         return self.dropout(self.conv_bn_relu(paddle.concat(outputs, axis=1)))
 
-    def split_fusion(self, x):
-        """The same values (inference) without the concatenation: the 1x1 fusion conv over the concatenated
-        branches is the sum of its input-channel slices applied to each branch, with its batch norm folded into
-        the slices (running statistics), and the image-pooling branch, constant over the map (a bilinear resize of
-        a 1x1 map), is added per channel instead of being spread over the map first. Under oneDNN each slice's
-        conv takes the running sum as a fused post-op. Exported Paddle 3 programs use it."""
-        fuse = self.conv_bn_relu
-        scale, shift = fuse.folded_norm()
-        weight = fuse.conv.weight * scale.reshape([-1, 1, 1, 1])  # [out, branches * c, 1, 1]
+    def to_deploy(self, target):
+        """The deploy form (``layers/deploy.py``): :class:`SplitFusionASPP` in a PIR program (exported Paddle 3
+        programs; legacy ones keep the concatenation); else this module."""
+        return SplitFusionASPP(self) if target.program == 'pir' else self
+
+
+class SplitFusionASPP(nn.Layer):
+    """An :class:`ASPPModule` (eval) without the concatenation: the 1x1 fusion conv over the concatenated branches
+    is the sum of its input-channel slices applied to each branch, with its batch norm folded into the slices
+    (running statistics), and the image-pooling branch, constant over the map (a bilinear resize of a 1x1 map),
+    is added per channel instead of being spread over the map first. Under oneDNN each slice's conv takes the
+    running sum as a fused post-op. The same values as the module in eval mode.
+
+    Args:
+        module (ASPPModule): The module; its layers are shared.
+    """
+
+    def __init__(self, module):
+        super().__init__()
+        self.aspp_blocks = module.aspp_blocks
+        self.image_pooling = module.image_pooling
+        if module.image_pooling:
+            self.global_avg_pool = module.global_avg_pool
+        fuse = module.conv_bn_relu
+        self.conv, self.norm, self.act = fuse.conv, fuse.norm, fuse.act
+        self.dropout = module.dropout
+
+    def forward(self, x):
+        scale, shift = folded_norm(self.conv, self.norm)
+        weight = self.conv.weight * scale.reshape([-1, 1, 1, 1])  # [out, branches * c, 1, 1]
         c = weight.shape[1] // (len(self.aspp_blocks) + int(self.image_pooling))
         y = None
         for i, block in enumerate(self.aspp_blocks):
@@ -221,7 +261,7 @@ class ASPPModule(nn.Layer):
             y = part if y is None else y + part
         if self.image_pooling:
             y = y + F.conv2d(self.global_avg_pool(x), weight[:, -c:])  # [N, out, 1, 1], broadcast
-        return self.dropout(fuse._act(y))
+        return self.dropout(self.act(y))
 
 
 class AuxLayer(nn.Layer):

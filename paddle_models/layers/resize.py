@@ -5,7 +5,7 @@ executor accepts.
 
 Why: under PIR (Paddle 3.x), Paddle Inference with oneDNN rejects the ``bilinear_interp`` / ``nearest_interp`` ops
 ("ConvertPirAttribute2RuntimeAttribute not support pir::ArrayAttribute<pir::DoubleAttribute>", the op's ``scale``
-attribute). Inside :func:`portable_resize` the same resizing is built from ops oneDNN runs:
+attribute). Inside :func:`trace_forms` (``portable=True``) the same resizing is built from ops oneDNN runs:
 
 * bilinear, where the input size is free (tensors: the usual case in an exported program with a free input size):
   two matrix products with dense interpolation matrices built in-graph (each row holds the two weights of one output
@@ -40,8 +40,8 @@ The portable path follows Paddle's own kernels (``interpolate_kernel.cc``):
 
 Op count: Paddle Inference's set-up and first run of a program grow faster than linearly with its ops, and a model
 such as MscaleOCRNet on HRNet-W48 resizes over a hundred times, so the traced form is kept small: a shape is read
-with one ``shape`` + ``unbind`` (not a slice per entry), and within one trace (one ``portable_resize()`` context)
-resizes whose lengths come from the same traced values share their shape entries and interpolation matrices
+with one ``shape`` + ``unbind`` (not a slice per entry), and within one trace (one ``trace_forms(portable=True)``
+context) resizes whose lengths come from the same traced values share their shape entries and interpolation matrices
 (memoised on the identity of those Values and the graph block; cleared on entering and leaving the context, never
 holding dynamic-graph tensors). Model code can widen that sharing: :func:`size_of` gives the size entries resize
 uses for a tensor, :func:`same_size` records that a tensor has another's height and width (e.g. HRNet's branches
@@ -51,10 +51,10 @@ Outside the context :func:`resize` is plain ``F.interpolate``, except that a bil
 dynamic graph uses two matrix products with interpolation matrices (faster on the CPU).
 
 ONNX: export traces a model for paddle2onnx (2.1.0) with Paddle's own resize ops (paddle2onnx converts them to ONNX
-``Resize``, but not the portable path's ``lerp``) inside :func:`onnx_forms`, where two ops take the forms
-paddle2onnx converts into a model ONNX Runtime runs at a free input size: :func:`resize` passes a size tensor as
+``Resize``, but not the portable path's ``lerp``) inside :func:`trace_forms` (``onnx=True``), where two ops take the
+forms paddle2onnx converts into a model ONNX Runtime runs at a free input size: :func:`resize` passes a size tensor as
 its two entries, and :func:`adaptive_avg_pool2d` (the pooled grids of PSPNet's and UPerNet's pyramid pooling)
-becomes two matrix products with :func:`pooling_matrix` (see :func:`onnx_forms`).
+becomes two matrix products with :func:`pooling_matrix` (see :func:`trace_forms`).
 """
 import contextlib
 import numbers
@@ -65,72 +65,63 @@ import paddle.nn.functional as F
 
 from paddle_models.utils.compat import paddle_3_or_later
 
-_PORTABLE = [False]
-# Within one portable_resize() context, in a traced graph only: what resizes between the same traced tensors share
-# (a shape's entries, interpolation matrices), keyed on the identity of the Values (and ints) they come from and on
-# the graph block they are built in. Each entry keeps its key objects alive, so an id is never reused for another
-# Value while the entry exists. Cleared on entering and leaving the context; dygraph tensors are never stored.
+# The resize forms of the trace under way, set only by trace_forms() (which layers/deploy.py: tracing_for enters
+# for an export's trace): 'portable' -- the portable resize for Paddle Inference; 'onnx' -- the ONNX forms.
+_FORMS = {'portable': False, 'onnx': False}
+# Within one trace_forms(portable=True) context, in a traced graph only: what resizes between the same traced
+# tensors share (a shape's entries, interpolation matrices), keyed on the identity of the Values (and ints) they
+# come from and on the graph block they are built in. Each entry keeps its key objects alive, so an id is never
+# reused for another Value while the entry exists. Cleared on entering and leaving the context; dygraph tensors are
+# never stored.
 _MEMO = {}
 
+
 @contextlib.contextmanager
-def portable_resize(enabled=True):
-    """Within this context :func:`resize` builds bilinear and nearest resizing from matmul or gather/lerp (and
-    arange/floor/clip) ops instead of the ``*_interp`` ops (which Paddle 3.3.1's oneDNN executor rejects under
-    PIR). Export traces models inside it. The previous state is restored on exit, also when the body raises.
+def trace_forms(portable=False, onnx=False):
+    """The resize forms of one trace, each on or off; the previous forms are restored on exit, also when the body
+    raises. An export sets them only through ``layers/deploy.py: tracing_for(target)``, from its
+    ``DeployTarget`` (``portable_resize``; ``runtime == 'onnx'``): the one place that sets them.
+
+    * ``portable``: :func:`resize` builds bilinear and nearest resizing from matmul or gather/lerp (and
+      arange/floor/clip) ops instead of the ``*_interp`` ops (which Paddle 3.3.1's oneDNN executor rejects under
+      PIR); see the module docstring. (It also applies to dynamic-graph calls inside the context, which tests use
+      to compare the forms.)
+    * ``onnx``: a traced graph (never the dynamic one) takes the forms of two ops that paddle2onnx 2.1.0 converts
+      into a model ONNX Runtime runs at a free input size (the trace keeps Paddle's own resize ops):
+
+      - :func:`resize` passes a size tensor (such as ``paddle.shape(y)[2:]``) as its two 0-D entries. paddle2onnx
+        builds ONNX ``Resize``'s ``sizes`` as the concatenation of the input's (N, C) and the size tensor, whose
+        length ONNX's shape inference cannot tell where it is read from the shape of a tensor of unknown rank: any
+        output of a conv with a bias is one (paddle2onnx reshapes the bias to [1, C, 1, 1] through an ``Identity``
+        of that shape, which hides it from shape inference). ONNX Runtime then refuses the model ("Number of
+        elements of input 'sizes' (0) must be same as rank of input 'X' (4)"): MultiScaleAttention resizes to
+        sizes read from its logits. Two 0-D entries give ``sizes`` a known length.
+      - :func:`adaptive_avg_pool2d` to a grid other than 1 x 1 is ``rows @ x @ cols^T`` with
+        :func:`pooling_matrix`: paddle2onnx converts adaptive pooling only for a static input size ("Adaptive only
+        support static input shape"), and then as an ``AveragePool`` with kernel and stride ``input // output``,
+        which computes other bins than Paddle's where the grid does not divide the map. (1 x 1 becomes
+        ``GlobalAveragePool`` at any size.)
+
+    Forms that belong to one layer (MaxViT's padding for ONNX, ...) are that layer's ``to_deploy``, not set here.
 
     Args:
-        enabled (bool): Switch the portable path on (default) or off for the duration of the context.
+        portable (bool): The portable resize. Default: False.
+        onnx (bool): The ONNX forms. Default: False.
     """
-    previous = _PORTABLE[0]
-    _PORTABLE[0] = bool(enabled)
+    previous = dict(_FORMS)
+    _FORMS.update(portable=bool(portable), onnx=bool(onnx))
     _MEMO.clear()
     try:
         yield
     finally:
-        _PORTABLE[0] = previous
+        _FORMS.update(previous)
         _MEMO.clear()
 
 
-# Set within onnx_forms(): the graph being traced is for paddle2onnx (see onnx_forms)
-_ONNX = [False]
-
-
-@contextlib.contextmanager
-def onnx_forms(enabled=True):
-    """Within this context a traced graph (never the dynamic one) takes the forms of two ops that paddle2onnx 2.1.0
-    converts into a model ONNX Runtime runs at a free input size; export traces ONNX models inside it (with Paddle's
-    own resize ops: ``portable_resize(False)``). The previous state is restored on exit.
-
-    * :func:`resize` passes a size tensor (such as ``paddle.shape(y)[2:]``) as its two 0-D entries. paddle2onnx
-      builds ONNX ``Resize``'s ``sizes`` as the concatenation of the input's (N, C) and the size tensor, whose length
-      ONNX's shape inference cannot tell where it is read from the shape of a tensor of unknown rank: any output of
-      a conv with a bias is one (paddle2onnx reshapes the bias to [1, C, 1, 1] through an ``Identity`` of that
-      shape, which hides it from shape inference). ONNX Runtime then refuses the model ("Number of elements of
-      input 'sizes' (0) must be same as rank of input 'X' (4)"): MultiScaleAttention resizes to sizes read from
-      its logits. Two 0-D entries give ``sizes`` a known length.
-    * :func:`adaptive_avg_pool2d` to a grid other than 1 x 1 is ``rows @ x @ cols^T`` with :func:`pooling_matrix`:
-      paddle2onnx converts adaptive pooling only for a static input size ("Adaptive only support static input
-      shape"), and then as an ``AveragePool`` with kernel and stride ``input // output``, which computes other
-      bins than Paddle's where the grid does not divide the map. (1 x 1 becomes ``GlobalAveragePool`` at any size.)
-
-    Other code that needs an ONNX form of its own asks :func:`onnx_tracing` (MaxViT's padding).
-
-    Args:
-        enabled (bool): Switch the ONNX forms on (default) or off for the duration of the context.
-    """
-    previous = _ONNX[0]
-    _ONNX[0] = bool(enabled)
-    try:
-        yield
-    finally:
-        _ONNX[0] = previous
-
-
 @paddle.jit.not_to_static
-def onnx_tracing():
-    """True while a graph is traced inside :func:`onnx_forms` (for paddle2onnx): model code that needs another form
-    of an op for ONNX asks here."""
-    return _ONNX[0] and not paddle.in_dynamic_mode()
+def _onnx_tracing():
+    """True while a graph is traced with the ONNX forms (:func:`trace_forms`, for paddle2onnx)."""
+    return _FORMS['onnx'] and not paddle.in_dynamic_mode()
 
 
 def _current_block():
@@ -149,9 +140,9 @@ def _current_block():
 
 def _memoised(kind, objs, build):
     """``build()``, shared by later calls with the same ``kind`` and the same objects ``objs`` (Values by identity,
-    python values by equality) in the same block, while tracing inside :func:`portable_resize`. In the dynamic
-    graph (and outside the context) it just builds."""
-    if paddle.in_dynamic_mode() or not _PORTABLE[0]:
+    python values by equality) in the same block, while tracing inside :func:`trace_forms` (``portable=True``). In
+    the dynamic graph (and outside the context) it just builds."""
+    if paddle.in_dynamic_mode() or not _FORMS['portable']:
         return build()
     block = _current_block()
     if block is None:
@@ -181,7 +172,7 @@ def resize(x, size, mode='bilinear', align_corners=False, final=False):
     Returns:
         Tensor: The resized tensor, [N, C, h, w].
     """
-    if _PORTABLE[0] and mode in ('bilinear', 'nearest'):
+    if _FORMS['portable'] and mode in ('bilinear', 'nearest'):
         return _portable_resize(x, size, mode, align_corners, final)
     if final and mode == 'bilinear' and paddle.in_dynamic_mode() and len(x.shape) == 4:
         return _matrix_resize_dygraph(x, size, align_corners)
@@ -191,8 +182,8 @@ def resize(x, size, mode='bilinear', align_corners=False, final=False):
 @paddle.jit.not_to_static
 def _onnx_size(size):
     """``size`` for ``F.interpolate``: a size tensor as a list of its two 0-D entries while tracing inside
-    :func:`onnx_forms` (a ``sizes`` of known length in ONNX), else unchanged."""
-    if onnx_tracing() and _is_tensor(size):
+    :func:`trace_forms` with ``onnx=True`` (a ``sizes`` of known length in ONNX), else unchanged."""
+    if _onnx_tracing() and _is_tensor(size):
         return list(_split_size(size))
     return size
 
@@ -315,7 +306,7 @@ def _lengths(x):
     static = [int(d) if d is not None and d >= 0 else None for d in x.shape[2:]]
     if all(d is not None for d in static):
         return tuple(static)
-    if not paddle.in_dynamic_mode() and _PORTABLE[0]:
+    if not paddle.in_dynamic_mode() and _FORMS['portable']:
         hinted = _MEMO.get(('hw', _current_block(), ('id', id(x))))
         if hinted is not None:
             return tuple(s if s is not None else h for s, h in zip(static, hinted[1]))
@@ -324,13 +315,13 @@ def _lengths(x):
 
 @paddle.jit.not_to_static
 def same_size(y, like):
-    """``y``, unchanged. While a model is traced inside :func:`portable_resize`, also records that ``y`` has the
-    height and width of ``like`` (e.g. a stride-1 conv's output and its input), so resizes of ``y`` or to
+    """``y``, unchanged. While a model is traced inside :func:`trace_forms` (``portable=True``), also records that
+    ``y`` has the height and width of ``like`` (e.g. a stride-1 conv's output and its input), so resizes of ``y`` or to
     :func:`size_of` ``(y)`` use ``like``'s shape entries: resizes between tensors of the same two sizes then share
     their interpolation matrices instead of rebuilding them from new shape ops (fewer ops in the exported program,
     which Paddle Inference then loads faster). Elsewhere (dynamic graph, plain tracing) it does nothing. The
     caller vouches for the sizes being equal; nothing checks it."""
-    if paddle.in_dynamic_mode() or not _PORTABLE[0] or y is like or len(y.shape) != 4 or len(like.shape) != 4:
+    if paddle.in_dynamic_mode() or not _FORMS['portable'] or y is like or len(y.shape) != 4 or len(like.shape) != 4:
         return y
     block = _current_block()
     if block is not None:
@@ -343,9 +334,9 @@ def same_size(y, like):
 @paddle.jit.not_to_static
 def size_of(x):
     """(H, W) of the NCHW ``x`` as a ``size`` for :func:`resize`: ``paddle.shape(x)[2:]``, except while tracing
-    inside :func:`portable_resize`, where it is the two entries :func:`resize` itself uses for ``x`` (shared with
-    other resizes of or to ``x`` and the tensors :func:`same_size` ties to it)."""
-    if paddle.in_dynamic_mode() or not _PORTABLE[0]:
+    inside :func:`trace_forms` (``portable=True``), where it is the two entries :func:`resize` itself uses for ``x``
+    (shared with other resizes of or to ``x`` and the tensors :func:`same_size` ties to it)."""
+    if paddle.in_dynamic_mode() or not _FORMS['portable']:
         return paddle.shape(x)[2:]
     return _lengths(x)
 
@@ -532,12 +523,13 @@ def _build_pooling_matrix(in_len, out_len, dtype):
 def adaptive_avg_pool2d(x, output_size):
     """``F.adaptive_avg_pool2d(x, output_size)`` of an NCHW ``x`` (``output_size``: an int or (h, w) ints).
 
-    While tracing inside :func:`onnx_forms`, a grid other than 1 x 1 is computed as ``rows [h, H] @ x @ cols^T``
+    While tracing inside :func:`trace_forms` (``onnx=True``), a grid other than 1 x 1 is computed as
+    ``rows [h, H] @ x @ cols^T``
     with :func:`pooling_matrix` (the same bins; sums in another order, so equal up to float rounding): the form
     paddle2onnx converts at a free input size. Everywhere else (the dynamic graph, Paddle Inference exports, whose
     oneDNN runs the pooling op) it is Paddle's op."""
     out_h, out_w = (output_size, output_size) if isinstance(output_size, int) else tuple(output_size)
-    if not onnx_tracing() or (out_h, out_w) == (1, 1):
+    if not _onnx_tracing() or (out_h, out_w) == (1, 1):
         return F.adaptive_avg_pool2d(x, output_size)
     return _matrix_pool(x, int(out_h), int(out_w))
 

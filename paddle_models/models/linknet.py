@@ -36,7 +36,6 @@ from paddle_models.backbones.resnet import ResNet
 from paddle_models.errors import UserError
 from paddle_models.layers import batch_norm_2d
 from paddle_models.registry import register_model
-from paddle_models.utils.compat import static_graph_kind
 from paddle_models.utils.spatial import feature_shape
 from paddle_models.utils.validate import check_int
 from paddle_models.weights import load_model_pretrained
@@ -62,14 +61,15 @@ def _crop(x, size):
     return x[:, :, :size[0], :size[1]]
 
 
-def _upsample(layers, x, size):
+def _upsample(layers, x, size, legacy=False):
     """``layers`` (transposed conv, BN, ReLU) on ``x``, cropped to ``size``. BN and ReLU act per pixel, so they go
     before the crop (the same values): the transposed conv and its BN then stay adjacent, so Paddle Inference
     folds the BN into the conv's weights (a crop in between kept BN as a separate op on plain NCHW, with a layout
     conversion before and after it).
     Paddle 2.6's legacy static graphs cannot: their transposed conv infers 0 for a free size, which BN rejects
-    before the crop restores it, so there the crop comes first."""
-    if static_graph_kind() == 'legacy':
+    before the crop restores it, so with ``legacy`` (the deploy form for legacy programs, set by ``to_deploy``)
+    the crop comes first, after :func:`_legacy_transposed_conv`."""
+    if legacy:
         return layers[2](layers[1](_crop(_legacy_transposed_conv(layers[0], x), size)))
     return _crop(layers[2](layers[1](layers[0](x))), size)
 
@@ -105,11 +105,18 @@ class LinkNetDecoderBlock(nn.Layer):
                                                           output_padding=stride - 1, bias_attr=False),
                                        *_bn_relu(inner))
         self.conv2 = nn.Sequential(nn.Conv2D(inner, out_channels, 1, bias_attr=False), *_bn_relu(out_channels))
+        self.legacy_form = False  # the legacy-program form of the upsampling (:meth:`to_deploy`)
 
     def forward(self, x, size):
         """``size``: the output's (h, w) -- that of the tensor it is added to (stride * input size, or one less
         where the encoder rounded an odd size up)."""
-        return self.conv2(_upsample(self.full_conv, self.conv1(x), size))
+        return self.conv2(_upsample(self.full_conv, self.conv1(x), size, self.legacy_form))
+
+    def to_deploy(self, target):
+        """The deploy form (``layers/deploy.py``): in a legacy program the upsampling crops before its batch norm
+        (see :func:`_upsample`); this block (a deploy copy) is switched to that form."""
+        self.legacy_form = target.program == 'legacy'
+        return self
 
 
 @register_model
@@ -159,6 +166,7 @@ class LinkNet(nn.Layer):
             *_bn_relu(half),
             nn.Conv2DTranspose(half, num_classes, 2, stride=2))
         self.pretrained = pretrained
+        self.legacy_form = False  # the legacy-program form of the final upsampling (:meth:`to_deploy`)
         if pretrained:
             load_model_pretrained(self, pretrained)
 
@@ -171,7 +179,14 @@ class LinkNet(nn.Layer):
         y = skips[-1]
         for index in reversed(range(len(self.decoders))):
             y = self.decoders[index](y, feature_shape(skips[index])[2:]) + skips[index]
-        y = _upsample(self.final[:3], y, feature_shape(half)[2:])  # (feature_shape: no reorder under oneDNN)
+        y = _upsample(self.final[:3], y, feature_shape(half)[2:], self.legacy_form)  # (feature_shape: no reorder)
         for index in range(3, len(self.final)):
             y = self.final[index](y)
         return [crop_to(y, x)]
+
+    def to_deploy(self, target):
+        """The deploy form (``layers/deploy.py``): in a legacy program the final upsampling crops before its batch
+        norm, as the decoder blocks' (:meth:`LinkNetDecoderBlock.to_deploy`); this model (a deploy copy) is
+        switched to that form."""
+        self.legacy_form = target.program == 'legacy'
+        return self

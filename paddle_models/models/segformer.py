@@ -38,15 +38,15 @@ from paddle_models.backbones import mix_transformer as _mit
 from paddle_models.backbones.mix_transformer import HF_EPS, MIT_SETTINGS, MMSEG_EPS, mit_from_hf, mit_from_mmseg
 from paddle_models.errors import UserError
 from paddle_models.layers import ConvBNReLU, resize
+from paddle_models.layers.conv import folded_norm
 from paddle_models.layers.resize import interpolation_matrix
-from paddle_models.utils.compat import static_graph_kind
 from paddle_models.utils.spatial import feature_shape, feature_size
 from paddle_models.registry import register_converter, register_model, register_variant
 from paddle_models.utils.validate import check_choice, check_int
 from paddle_models.weights import load_model_pretrained, torch_layout_to_paddle
 
-__all__ = ['SegFormer', 'SegFormer_B0', 'SegFormer_B1', 'SegFormer_B2', 'SegFormer_B3', 'SegFormer_B4',
-           'SegFormer_B5', 'HEAD_STYLES', 'convert_hf_weights', 'convert_mmseg_weights']
+__all__ = ['SegFormer', 'ExportedSegFormer', 'SegFormer_B0', 'SegFormer_B1', 'SegFormer_B2', 'SegFormer_B3',
+           'SegFormer_B4', 'SegFormer_B5', 'HEAD_STYLES', 'convert_hf_weights', 'convert_mmseg_weights']
 
 # decoder width of the released models (PaddleSeg configs, HuggingFace's decoder_hidden_size)
 EMBEDDING_DIMS = {'b0': 256, 'b1': 256, 'b2': 768, 'b3': 768, 'b4': 768, 'b5': 768}
@@ -119,64 +119,9 @@ class SegFormer(nn.Layer):
         if pretrained:
             load_model_pretrained(self, pretrained)
 
-    def _level(self, feat, projection, slot, scale=None, shift=None):
-        """(W_slot P) feat + W_slot b as one 1x1 conv, W_slot = the fusion conv's input channels of this level;
-        each output channel then times ``scale`` plus ``shift`` where given (a folded batch norm)."""
-        e = self.embedding_dim
-        fuse = self.linear_fuse.conv.weight.reshape([e, 4 * e])[:, slot * e:(slot + 1) * e]  # [E_out, E]
-        if scale is not None:
-            fuse = fuse * scale.unsqueeze(1)
-        weight = paddle.matmul(fuse, projection.proj.weight, transpose_y=True)  # [E_out, C_i]
-        bias = paddle.matmul(fuse, projection.proj.bias.reshape([e, 1])).reshape([e])
-        return F.conv2d(feat, weight.reshape([e, -1, 1, 1]), bias if shift is None else bias + shift)
-
-    def _level_gemm(self, feat, projection, slot, scale, shift=None):
-        """:meth:`_level` as one matrix product over the flattened map: [N, E, h * w] (plain NCHW order)."""
-        e = self.embedding_dim
-        fuse = self.linear_fuse.conv.weight.reshape([e, 4 * e])[:, slot * e:(slot + 1) * e] * scale.unsqueeze(1)
-        weight = paddle.matmul(fuse, projection.proj.weight, transpose_y=True)  # [E_out, C_i]
-        bias = paddle.matmul(fuse, projection.proj.bias.reshape([e, 1]))  # [E_out, 1]
-        shape = feature_shape(feat)
-        flat = paddle.reshape(feat, [shape[0], int(feat.shape[1]), -1])  # [N, C_i, h * w]
-        return paddle.matmul(weight, flat) + (bias if shift is None else bias + shift.reshape([e, 1]))
-
-    def exported_decoder(self, feats):
-        """The all-MLP decoder with ``linear_pred`` (the stride-4 logits) in the form exported programs use
-        (inference only; the same values as the forward's). In legacy programs (tools/quantize.py's INT8, the
-        OpenVINO engine) it also replaces three ``bilinear_interp`` ops over the stride-4 map, the INT8 program's
-        largest FP32 cost (docs/measurements.md):
-
-        * ``linear_fuse``'s batch norm (running statistics) is folded into the per-level 1x1 convs: its scale
-          into every level's weights, its shift into level 1's bias; no separate normalisation over the stride-4
-          map (under oneDNN it ran as its own op on plain NCHW).
-        * the three coarser levels are upsampled and summed by one matrix product: with ``up(z) = A z B^T`` (the
-          bilinear matrices of :func:`~paddle_models.layers.resize.interpolation_matrix`), ``sum_i A_i z_i B_i^T``
-          is ``[A_2 A_3 A_4]`` times the levels' column-interpolated rows ``z_i B_i^T`` stacked; the columns are
-          interpolated first, on the small maps, and the stride-4 map is written once instead of three times.
-        * at stride 4, level 1's conv, the sum, the ReLU and ``linear_pred`` are matrix products and elementwise ops
-          over [N, channels, H * W] in plain NCHW order, which the matrix-product upsampling writes; as 1x1 convs
-          they made oneDNN convert the 256-channel stride-4 map between its plain and channels-last layouts (a
-          copy as costly as the convs themselves), and the final upsampling then needed the plain layout again.
-        """
-        scale, shift = self.linear_fuse.folded_norm()  # (its conv has no bias)
-        c1, c2, c3, c4 = feats
-        e = self.embedding_dim
-        out_shape = feature_shape(c1)  # (not of the level conv's output: a second reader keeps the add unfused)
-        y = self._level_gemm(c1, self.linear_c1, 3, scale, shift)  # [N, E, H * W]
-        h, w = out_shape[2], out_shape[3]
-        rows, stacked = [], []
-        for feat, projection, slot in ((c2, self.linear_c2, 2), (c3, self.linear_c3, 1), (c4, self.linear_c4, 0)):
-            z = self._level(feat, projection, slot, scale)  # [N, E, h_i, w_i]
-            shape = feature_shape(z)
-            cols = interpolation_matrix(shape[3], w, self.align_corners, z.dtype)  # [W, w_i]
-            z = paddle.matmul(paddle.reshape(z, [-1, shape[3]]), cols, transpose_y=True)  # [N * E * h_i, W]
-            stacked.append(paddle.reshape(z, [-1, shape[2], w]))  # [N * E, h_i, W]
-            rows.append(interpolation_matrix(shape[2], h, self.align_corners, z.dtype))  # [H, h_i]
-        up = paddle.matmul(paddle.concat(rows, axis=1), paddle.concat(stacked, axis=1))  # [N * E, H, W]
-        y = self.linear_fuse._act(y + paddle.reshape(up, [out_shape[0], e, -1]))
-        k = self.num_classes
-        logit = paddle.matmul(self.linear_pred.weight.reshape([k, e]), y) + self.linear_pred.bias.reshape([k, 1])
-        return paddle.reshape(logit, [out_shape[0], k, h, w])
+    def _level(self, feat, projection, slot):
+        """(W_slot P) feat + W_slot b as one 1x1 conv, W_slot = the fusion conv's input channels of this level."""
+        return _level(self.linear_fuse.conv.weight, self.embedding_dim, feat, projection, slot)
 
     def _mmseg_decoder(self, feats):
         """mmseg's head: conv + BN + ReLU per level (at the level's resolution), upsampled to stride 4,
@@ -191,9 +136,6 @@ class SegFormer(nn.Layer):
         c1, c2, c3, c4 = self.backbone(x)
         if self.head_style == 'mmseg':
             y = self._mmseg_decoder([c1, c2, c3, c4])
-        elif not self.training and static_graph_kind() != 'dynamic':  # an exported program (PIR or legacy)
-            logit = self.exported_decoder([c1, c2, c3, c4])
-            return [resize(logit, feature_size(x), align_corners=self.align_corners, final=True)]
         else:
             size = feature_size(c1)
             y = self._level(c1, self.linear_c1, 3)
@@ -203,6 +145,96 @@ class SegFormer(nn.Layer):
             y = self.linear_fuse.norm_act(y)
         logit = self.linear_pred(self.dropout(y))
         return [resize(logit, feature_size(x), align_corners=self.align_corners, final=True)]
+
+    def to_deploy(self, target):
+        """The deploy form (``layers/deploy.py``), for every target: :class:`ExportedSegFormer` with the all-MLP
+        head (mmseg's head is exported as it is)."""
+        return ExportedSegFormer(self) if self.head_style == 'mlp' else self
+
+
+def _level(fuse_weight, e, feat, projection, slot, scale=None, shift=None):
+    """(W_slot P) feat + W_slot b as one 1x1 conv, W_slot = the input channels of level ``slot`` of the fusion conv
+    weight ``fuse_weight`` [E, 4E, 1, 1]; each output channel then times ``scale`` plus ``shift`` where given (a
+    folded batch norm)."""
+    fuse = fuse_weight.reshape([e, 4 * e])[:, slot * e:(slot + 1) * e]  # [E_out, E]
+    if scale is not None:
+        fuse = fuse * scale.unsqueeze(1)
+    weight = paddle.matmul(fuse, projection.proj.weight, transpose_y=True)  # [E_out, C_i]
+    bias = paddle.matmul(fuse, projection.proj.bias.reshape([e, 1])).reshape([e])
+    return F.conv2d(feat, weight.reshape([e, -1, 1, 1]), bias if shift is None else bias + shift)
+
+
+def _level_gemm(fuse_weight, e, feat, projection, slot, scale, shift=None):
+    """:func:`_level` as one matrix product over the flattened map: [N, E, h * w] (plain NCHW order)."""
+    fuse = fuse_weight.reshape([e, 4 * e])[:, slot * e:(slot + 1) * e] * scale.unsqueeze(1)
+    weight = paddle.matmul(fuse, projection.proj.weight, transpose_y=True)  # [E_out, C_i]
+    bias = paddle.matmul(fuse, projection.proj.bias.reshape([e, 1]))  # [E_out, 1]
+    shape = feature_shape(feat)
+    flat = paddle.reshape(feat, [shape[0], int(feat.shape[1]), -1])  # [N, C_i, h * w]
+    return paddle.matmul(weight, flat) + (bias if shift is None else bias + shift.reshape([e, 1]))
+
+
+class ExportedSegFormer(nn.Layer):
+    """A :class:`SegFormer` with the all-MLP head (eval) in the form exported programs use: the same values as the
+    model's forward, the decoder with ``linear_pred`` computed as :meth:`decoder` says. In legacy programs
+    (tools/quantize.py's INT8, the OpenVINO engine) it also replaces three ``bilinear_interp`` ops over the
+    stride-4 map, the INT8 program's largest FP32 cost (docs/measurements.md).
+
+    Args:
+        model (SegFormer): The model; its layers are shared (the fusion block's conv, norm and activation
+            separately).
+    """
+
+    def __init__(self, model):
+        super().__init__()
+        self.backbone = model.backbone
+        self.num_classes, self.embedding_dim = model.num_classes, model.embedding_dim
+        self.align_corners = model.align_corners
+        self.linear_c4, self.linear_c3 = model.linear_c4, model.linear_c3
+        self.linear_c2, self.linear_c1 = model.linear_c2, model.linear_c1
+        fuse = model.linear_fuse
+        self.fuse_conv, self.fuse_norm, self.fuse_act = fuse.conv, fuse.norm, fuse.act
+        self.linear_pred = model.linear_pred
+
+    def forward(self, x):
+        logit = self.decoder(self.backbone(x))
+        return [resize(logit, feature_size(x), align_corners=self.align_corners, final=True)]
+
+    def decoder(self, feats):
+        """The all-MLP decoder with ``linear_pred``: the stride-4 logits, computed as follows.
+
+        * ``linear_fuse``'s batch norm (running statistics) is folded into the per-level 1x1 convs: its scale
+          into every level's weights, its shift into level 1's bias; no separate normalisation over the stride-4
+          map (under oneDNN it ran as its own op on plain NCHW).
+        * the three coarser levels are upsampled and summed by one matrix product: with ``up(z) = A z B^T`` (the
+          bilinear matrices of :func:`~paddle_models.layers.resize.interpolation_matrix`), ``sum_i A_i z_i B_i^T``
+          is ``[A_2 A_3 A_4]`` times the levels' column-interpolated rows ``z_i B_i^T`` stacked; the columns are
+          interpolated first, on the small maps, and the stride-4 map is written once instead of three times.
+        * at stride 4, level 1's conv, the sum, the ReLU and ``linear_pred`` are matrix products and elementwise ops
+          over [N, channels, H * W] in plain NCHW order, which the matrix-product upsampling writes; as 1x1 convs
+          they made oneDNN convert the 256-channel stride-4 map between its plain and channels-last layouts (a
+          copy as costly as the convs themselves), and the final upsampling then needed the plain layout again.
+        """
+        scale, shift = folded_norm(self.fuse_conv, self.fuse_norm)  # (its conv has no bias)
+        c1, c2, c3, c4 = feats
+        e = self.embedding_dim
+        fuse_weight = self.fuse_conv.weight
+        out_shape = feature_shape(c1)  # (not of the level conv's output: a second reader keeps the add unfused)
+        y = _level_gemm(fuse_weight, e, c1, self.linear_c1, 3, scale, shift)  # [N, E, H * W]
+        h, w = out_shape[2], out_shape[3]
+        rows, stacked = [], []
+        for feat, projection, slot in ((c2, self.linear_c2, 2), (c3, self.linear_c3, 1), (c4, self.linear_c4, 0)):
+            z = _level(fuse_weight, e, feat, projection, slot, scale)  # [N, E, h_i, w_i]
+            shape = feature_shape(z)
+            cols = interpolation_matrix(shape[3], w, self.align_corners, z.dtype)  # [W, w_i]
+            z = paddle.matmul(paddle.reshape(z, [-1, shape[3]]), cols, transpose_y=True)  # [N * E * h_i, W]
+            stacked.append(paddle.reshape(z, [-1, shape[2], w]))  # [N * E, h_i, W]
+            rows.append(interpolation_matrix(shape[2], h, self.align_corners, z.dtype))  # [H, h_i]
+        up = paddle.matmul(paddle.concat(rows, axis=1), paddle.concat(stacked, axis=1))  # [N * E, H, W]
+        y = self.fuse_act(y + paddle.reshape(up, [out_shape[0], e, -1]))
+        k = self.num_classes
+        logit = paddle.matmul(self.linear_pred.weight.reshape([k, e]), y) + self.linear_pred.bias.reshape([k, 1])
+        return paddle.reshape(logit, [out_shape[0], k, h, w])
 
 
 def _variant(name):

@@ -90,15 +90,16 @@ def memory_optim_supported(program_file):
     return not str(program_file).endswith('.json')
 
 
-def static_graph_kind():
-    """What Paddle is recording into now: 'dynamic' (eager execution), 'pir' (a Paddle 3 static graph, e.g. an
-    export's trace) or 'legacy' (a legacy static program: Paddle 2.6, or Paddle 3 under FLAGS_enable_pir_api=0 as
-    tools/quantize.py traces). Model code that builds a different but equivalent graph for one program format
-    asks here."""
+def shape_int32(x):
+    """``x``'s shape as an int tensor, read with Paddle 3's int32 ``shape`` op while a PIR program is traced
+    (there ``paddle.shape`` traces ``shape64``, which has no oneDNN kernel: Paddle Inference converts a tensor from
+    oneDNN's blocked layout back to plain NCHW just to read its dims), else with ``paddle.shape`` (the dynamic
+    graph, and legacy programs of Paddle 2.6 or ``FLAGS_enable_pir_api=0``, whose ``shape`` op is int32 already).
+    A Paddle-version workaround of ``utils/spatial.py: feature_shape``, not a model behaviour."""
     import paddle
-    if paddle.in_dynamic_mode():
-        return 'dynamic'
-    return 'pir' if getattr(paddle.framework, 'in_pir_mode', lambda: False)() else 'legacy'
+    if not paddle.in_dynamic_mode() and getattr(paddle.framework, 'in_pir_mode', lambda: False)():
+        return paddle._C_ops.shape(x)
+    return paddle.shape(x)
 
 
 def _append_legacy_op(op_type, x, inputs=None, attrs=None, dtype=None):

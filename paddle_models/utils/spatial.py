@@ -12,17 +12,16 @@ Two forms of the runtime shape, for two kinds of callers:
 """
 import paddle
 
-from paddle_models.utils.compat import static_graph_kind
+from paddle_models.utils.compat import shape_int32
 
 __all__ = ['spatial_size', 'feature_shape', 'feature_size']
 
 
 def feature_shape(x):
     """``x``'s shape as an int tensor: the int32 ``shape`` op under PIR (Paddle 3 static graphs), else
-    ``paddle.shape`` (the dynamic graph, and Paddle 2.6's legacy programs, whose ``shape`` op is already int32)."""
-    if static_graph_kind() == 'pir':
-        return paddle._C_ops.shape(x)
-    return paddle.shape(x)
+    ``paddle.shape`` (the dynamic graph, and legacy programs, whose ``shape`` op is already int32); see
+    ``utils/compat.py: shape_int32``."""
+    return shape_int32(x)
 
 
 def _size(x, axes, shape_of):

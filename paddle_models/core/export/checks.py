@@ -14,7 +14,8 @@ Paddle Inference with oneDNN on and off, outputs compared):
 * Fail: ``bilinear_interp`` and ``nearest_interp`` (whether sized from ``paddle.shape``, ``x.shape`` or
   ``scale_factor``): "ConvertPirAttribute2RuntimeAttribute not support [pir::ArrayAttribute<pir::DoubleAttribute>]"
   at ``run()``. Hence models resize through ``paddle_models.layers.resize`` and export traces them inside
-  ``portable_resize()``, which builds resizing from the ops above.
+  ``trace_forms(portable=True)`` (``layers/resize.py``, entered by ``layers/deploy.py: tracing_for``), which builds
+  resizing from the ops above.
 
 Paddle 2.6.2 (legacy program, oneDNN): the same list runs, ``bilinear_interp`` included; but ``nearest_interp``
 runs with results that differ from the plain CPU kernel (different source-index rounding), and elementwise ops on

@@ -13,7 +13,8 @@ from paddle_models.core.export.deploy import (DEPLOY_FILE, OUTPUT_OPS, PARAMS_FI
                                               write_deploy)
 from paddle_models.core.export.onnx import check_onnx_packages, export_onnx, onnx_result
 from paddle_models.core.export.openvino import OPENVINO_PROGRAM, check_openvino, export_openvino
-from paddle_models.core.export.program import find_program_file, fold_batch_norms, random_input, save_program
+from paddle_models.core.export.program import (deploy_target, find_program_file, folded_deploy_form, random_input,
+                                               save_program, unfolded_deploy_form)
 from paddle_models.core.folders import ReplacingWrite
 from paddle_models.errors import UserError
 
@@ -27,9 +28,10 @@ def export_model(model, save_dir, input_shape=None, output_op='argmax', transfor
     """Export ``model`` for Paddle Inference into ``save_dir`` and check it with oneDNN (``fmt='paddle'``), or to
     ONNX and check it with ONNX Runtime (``fmt='onnx'``, see ``core/export/onnx.py``).
 
-    The model is traced with ``paddle.jit.to_static`` (full graph) for an input of ``input_shape`` — by default
-    [None, 3, None, None], a free batch and spatial size — inside ``portable_resize()`` (unless ``portable`` is
-    False), saved with ``paddle.jit.save`` to ``save_dir/model``, and described in ``save_dir/deploy.yaml``.
+    The model's deploy form (``layers/deploy.py: deploy_form``, a copy: ``model`` itself is never traced) is traced
+    with ``paddle.jit.to_static`` (full graph) for an input of ``input_shape`` — by default [None, 3, None, None],
+    a free batch and spatial size — with the portable resize (unless ``portable`` is False), saved with
+    ``paddle.jit.save`` to ``save_dir/model``, and described in ``save_dir/deploy.yaml``.
     Everything is written into a temporary folder beside ``save_dir`` that replaces ``save_dir`` only at the end,
     so a failure leaves nothing half-written (and a previous export in ``save_dir`` intact).
 
@@ -48,7 +50,8 @@ def export_model(model, save_dir, input_shape=None, output_op='argmax', transfor
         output_op (str): 'argmax', 'softmax' or 'none', as PaddleSeg's export. Default: 'argmax'.
         transforms (list|None): The validation transforms config (list of dicts with a 'type'), written to
             deploy.yaml for the runner's preprocessing. None writes an empty list (with a warning).
-        portable (bool): Trace inside ``portable_resize()`` (Paddle format only). Default: True.
+        portable (bool): Resize with the ops Paddle Inference's oneDNN executor accepts under PIR
+            (``DeployTarget.portable_resize``; Paddle format only). Default: True.
         fmt (str): 'paddle' (Paddle Inference program), 'onnx' (``model.onnx``) or 'openvino' (a legacy program
             for Paddle Inference's OpenVINO engine; this process must be in legacy mode, see
             :func:`export_openvino`). Default: 'paddle'.
@@ -130,22 +133,16 @@ def _check_format(fmt, output_op, backend):
 
 @contextlib.contextmanager
 def _export_state(model):
-    """``model`` in eval mode with ``PADDLESEG_EXPORT_STAGE`` set (PaddleSeg models read it to drop training-only
-    branches); on exit every sublayer's train/eval state and the variable are as they were."""
+    """``model`` in eval mode (for the dynamic reference the checks compare with); on exit every sublayer's
+    train/eval state is as it was."""
     modes = [(layer, layer.training) for layer in model.sublayers(include_self=True)]
-    previous_stage = os.environ.get('PADDLESEG_EXPORT_STAGE')
     try:
-        os.environ['PADDLESEG_EXPORT_STAGE'] = 'True'
         model.eval()
         yield
     finally:
         model.train() if modes[0][1] else model.eval()  # also Paddle's global tracer mode, as the root had it
         for layer, training in modes:
             layer.training = training
-        if previous_stage is None:
-            os.environ.pop('PADDLESEG_EXPORT_STAGE', None)
-        else:
-            os.environ['PADDLESEG_EXPORT_STAGE'] = previous_stage
 
 
 def _export_paddle(model, tmp_dir, shape, output_op, transforms, portable, classes):
@@ -169,24 +166,26 @@ def _export_paddle(model, tmp_dir, shape, output_op, transforms, portable, class
 
 
 def _traced_and_checked(model, tmp_dir, shape, output_op, portable):
-    """Save the program (batch norms folded where they fold, ``program.fold_batch_norms``) into ``tmp_dir`` and
-    check it with oneDNN (``checks.check_program``); where oneDNN fails on the folded program, the unfolded model
-    is traced and checked instead. Returns (program file name, None or why oneDNN failed)."""
+    """Save the program of the model's deploy form (batch norms folded where they fold,
+    ``program.folded_deploy_form``) into ``tmp_dir`` and check it with oneDNN (``checks.check_program``); where
+    oneDNN fails on the folded program, the unfolded form is traced and checked instead. Returns (program file
+    name, None or why oneDNN failed)."""
     check_input = random_input(shape)
     reference = dynamic_output(model, check_input, output_op)
-    traced = fold_batch_norms(model, check_input)
+    target = deploy_target('paddle', portable)
+    form, folded = folded_deploy_form(model, target, check_input)
     while True:
-        op_names = save_program(traced, tmp_dir, shape, output_op, portable)
+        op_names = save_program(form, tmp_dir, shape, output_op, target)
         program_file = find_program_file(tmp_dir)
         program_path, params_path = os.path.join(tmp_dir, program_file), os.path.join(tmp_dir, PARAMS_FILE)
         onednn_error = check_program(program_path, params_path, check_input, reference, output_op, op_names)
-        if onednn_error is None or traced is model:
+        if onednn_error is None or not folded:
             return program_file, onednn_error
         # oneDNN has gone wrong on some folded programs (MultiScaleAttention on HarDNet): the unfolded one decides
         logger.info("oneDNN fails on the program with folded batch norms (%s); exporting it unfolded", onednn_error)
         for name in os.listdir(tmp_dir):
             os.remove(os.path.join(tmp_dir, name))
-        traced = model
+        form, folded = unfolded_deploy_form(model, target), False
 
 
 def _paddle_result(info, save_dir, shape, output_op):

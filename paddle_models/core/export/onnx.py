@@ -16,9 +16,10 @@ paddle2onnx aborts the whole process (SIGABRT) on an op it cannot convert, so th
 process; when it fails, the error names the ops missing from paddle2onnx's own list
 (``get_all_supported_operators_pir``), else the specific reason paddle2onnx printed (e.g. "[OP: pd_op.pool2d]
 Adaptive only support static input shape."). ``F.gelu(approximate=True)`` is traced from elementary ops
-(``_onnx_exact_gelu``), and the trace runs inside ``layers/resize.py: onnx_forms()``, where a resize's size tensor
-is passed as its two entries and adaptive average pooling (PSPNet's and UPerNet's pyramids) is two matrix products:
-the forms paddle2onnx converts at a free input size.
+(``_onnx_exact_gelu``), and the model's deploy form for the ONNX runtime (``layers/deploy.py``) is traced inside
+``tracing_for(target)``, which sets ``layers/resize.py``'s ONNX forms: a resize's size tensor is passed as its two
+entries and adaptive average pooling (PSPNet's and UPerNet's pyramids) is two matrix products, the forms
+paddle2onnx converts at a free input size.
 """
 import contextlib
 import logging
@@ -35,9 +36,9 @@ import paddle.nn.functional as F
 
 from paddle_models.core.export.checks import agreement, run_plain
 from paddle_models.core.export.deploy import DEPLOY_FILE, PARAMS_FILE, SAVE_NAME, output_dtype, write_deploy
-from paddle_models.core.export.program import find_program_file, random_input, save_program
+from paddle_models.core.export.program import deploy_target, find_program_file, random_input, save_program
 from paddle_models.errors import UserError
-from paddle_models.layers.resize import onnx_forms
+from paddle_models.layers.deploy import deploy_form
 
 logger = logging.getLogger(__name__)
 
@@ -217,8 +218,9 @@ def export_onnx(model, tmp_dir, shape, output_op, transforms, keep_program=False
     check."""
     scratch = os.path.join(tmp_dir, 'paddle') if keep_program else tempfile.mkdtemp(prefix='.paddle-', dir=tmp_dir)
     os.makedirs(scratch, exist_ok=True)
-    with _onnx_exact_gelu(), onnx_forms():
-        op_names = save_program(model, scratch, shape, output_op, portable=False)
+    target = deploy_target('onnx')
+    with _onnx_exact_gelu():
+        op_names = save_program(deploy_form(model, target), scratch, shape, output_op, target)
     program = os.path.join(scratch, find_program_file(scratch))
     params = os.path.join(scratch, PARAMS_FILE)
     onnx_path = os.path.join(tmp_dir, ONNX_FILE)

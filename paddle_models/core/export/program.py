@@ -1,9 +1,12 @@
-"""The Paddle program of an export: the deployed model (main output + ``output_op``), its trace and save, and
-the batch norms folded into their convolutions before it.
+"""The Paddle program of an export: the deploy target, the model's deploy form (batch norms folded where they fold),
+the deployed model (main output + ``output_op``), its trace and save.
 
-The model is traced with ``paddle.jit.to_static`` for an input of the export's ``input_shape`` inside
-``layers/resize.py: portable_resize()`` (unless ``portable`` is False), which builds bilinear and nearest resizing
-from ops Paddle Inference's oneDNN executor accepts under PIR (see ``checks``), and saved with ``paddle.jit.save``:
+The export never traces the user's model object: :func:`deploy_target` describes what the export writes (a
+``layers/deploy.py: DeployTarget``) and ``layers/deploy.py: deploy_form`` gives the copy to trace, every layer in its
+deploy form (``to_deploy``). The copy is traced with ``paddle.jit.to_static`` for an input of the export's
+``input_shape`` inside ``layers/deploy.py: tracing_for(target)``, which for Paddle Inference with ``portable``
+builds bilinear and nearest resizing from ops its oneDNN executor accepts under PIR (see ``checks``), and saved
+with ``paddle.jit.save``:
 ``model.json`` (Paddle 3.x, PIR program) or ``model.pdmodel`` (Paddle 2.6, or legacy mode), ``model.pdiparams``
 (and ``model.pdiparams.info`` on 2.6).
 
@@ -12,7 +15,7 @@ full_graph=True, then you can assign input spec"). Its limits show up as export 
 default argument naming a module global (``def f(self, x, depth=LEVELS)``) raises "NameError: name 'LEVELS' is not
 defined" in the converted code. The trace runs inside ``tracing.fast_tracing`` (same program, less time).
 """
-import copy
+import dataclasses
 import logging
 import math
 import os
@@ -24,7 +27,8 @@ import paddle.nn.functional as F
 
 from paddle_models.core.export.deploy import SAVE_NAME
 from paddle_models.core.export.tracing import fast_tracing
-from paddle_models.layers.resize import portable_resize
+from paddle_models.layers.conv import ConvAct
+from paddle_models.layers.deploy import DeployTarget, deploy_form, tracing_for
 from paddle_models.utils.compat import legacy_mode, legacy_program_apis
 
 logger = logging.getLogger(__name__)
@@ -57,14 +61,28 @@ class ExportModel(nn.Layer):
         return out
 
 
-def save_program(model, out_dir, shape, output_op, portable):
-    """Trace and save; returns the op names of the traced program (best effort, for diagnostics)."""
-    wrapped = ExportModel(model, output_op)
+def deploy_target(fmt='paddle', portable=True):
+    """The ``DeployTarget`` of an export to ``fmt`` ('paddle': a Paddle Inference program, also the legacy program
+    of ``--format openvino``; 'onnx': the program paddle2onnx converts) from this process: a legacy program in
+    legacy mode (``utils/compat.py: legacy_mode``), else PIR. Batch norms are folded in PIR programs for Paddle
+    Inference only (legacy: see :func:`_legacy_bias_is_reshaped`); the portable resize is for Paddle Inference
+    with ``portable``."""
+    program = 'legacy' if legacy_mode() else 'pir'
+    if fmt == 'onnx':
+        return DeployTarget(program=program, runtime='onnx')
+    return DeployTarget(program=program, runtime='paddle', fold_norms=not _legacy_bias_is_reshaped(),
+                        portable_resize=bool(portable))
+
+
+def save_program(form, out_dir, shape, output_op, target):
+    """Trace ``form`` (a model's ``deploy_form`` for ``target``) inside ``tracing_for(target)`` and save; returns
+    the op names of the traced program (best effort, for diagnostics)."""
+    wrapped = ExportModel(form, output_op)
     wrapped.eval()
     spec = [paddle.static.InputSpec(shape=list(shape), dtype='float32', name='x')]  # it rewrites the list
     static = paddle.jit.to_static(wrapped, input_spec=spec, full_graph=True)
     # legacy_program_apis: Paddle 3.3's C-only APIs (matmul, gelu, ...) in a legacy program (a no-op under PIR)
-    with portable_resize(portable), fast_tracing(), legacy_program_apis():
+    with tracing_for(target), fast_tracing(), legacy_program_apis():
         paddle.jit.save(static, os.path.join(out_dir, SAVE_NAME))
         try:
             program = static.forward.concrete_program.main_program
@@ -97,74 +115,34 @@ def first_output(out):
     return out[0] if isinstance(out, (list, tuple)) else out
 
 
-def fold_batch_norms(model, check_input):
-    """A copy of ``model`` (eval) in which every ``ConvBNAct`` block (``paddle_models.layers``: Conv2D ->
-    BatchNorm2D -> activation, NCHW) computes its convolution and batch norm as one convolution with folded weights
-    (``w * g / sqrt(var + eps)``, bias ``(b - mean) * g / sqrt(var + eps) + beta``), or ``model`` itself where it has
-    no such block.
-
-    Why: Paddle Inference's oneDNN passes fold each conv + batch norm pair when the predictor is created (a fuse
-    pass, then constant folding that runs each pair's arithmetic as a small program); on a model with about a
-    thousand of them (MscaleOCRNet on HRNet-W48) that is half of ``create_predictor``. Folded once here, the
-    program holds conv2d + bias, which the same passes fuse as before. Only the block's own ``forward`` is
-    replaced: code that reads ``conv`` or calls ``norm_act`` (SegFormer's and PSPNet's shortcuts) still sees the
-    original layers. The copy must give the original's logits on the check input (max abs difference at most
-    1e-4 of their largest magnitude) or the original model is traced instead, with a warning; and where the
-    oneDNN check fails on the folded program, ``export_model`` traces and checks the unfolded model instead
-    (oneDNN's output deviated on the folded MultiScaleAttention + HarDNet program, for reasons not found yet).
-    Legacy programs are traced unfolded (:func:`_legacy_bias_is_reshaped`)."""
-    if _legacy_bias_is_reshaped() or not any(_foldable(layer) for layer in model.sublayers(include_self=True)):
-        return model
-    folded = copy.deepcopy(model)
-    folded.eval()
-    count = 0
-    for layer in folded.sublayers(include_self=True):
-        if not _foldable(layer):
-            continue
-        conv, bn = layer._conv, layer._batch_norm
-        out_channels = conv.weight.shape[0]
-        gamma = bn.weight.numpy().astype('float64') if bn.weight is not None else np.ones(out_channels)
-        beta = bn.bias.numpy().astype('float64') if bn.bias is not None else np.zeros(out_channels)
-        scale = gamma / np.sqrt(bn._variance.numpy().astype('float64') + bn._epsilon)
-        bias = conv.bias.numpy().astype('float64') if conv.bias is not None else np.zeros(out_channels)
-        new = copy.deepcopy(conv)
-        new.weight.set_value((conv.weight.numpy().astype('float64') *
-                              scale.reshape([-1] + [1] * (len(conv.weight.shape) - 1))).astype('float32'))
-        if new.bias is None:
-            new.bias = new.create_parameter([out_channels], is_bias=True, dtype='float32')
-        new.bias.set_value(((bias - bn._mean.numpy().astype('float64')) * scale + beta).astype('float32'))
-        layer._folded_conv = new
-        layer.forward = _folded_forward.__get__(layer)
-        count += 1
+def folded_deploy_form(model, target, check_input):
+    """``(form, folded)``: ``deploy_form(model, target)`` and whether it folded any batch norm (``ConvBNAct.to_deploy``
+    with ``target.fold_norms``). A folded form must give the model's logits on the check input (max abs difference
+    at most 1e-4 of their largest magnitude), or the unfolded form is returned instead, with a warning; and where
+    the oneDNN check fails on the folded program, ``export_model`` traces and checks the unfolded form instead
+    (oneDNN's output deviated on the folded MultiScaleAttention + HarDNet program, for reasons not found yet)."""
+    form = deploy_form(model, target)
+    if not target.fold_norms or not any(isinstance(layer, ConvAct) for layer in form.sublayers(include_self=True)):
+        return form, False
     try:
         with paddle.no_grad():
             x = paddle.to_tensor(check_input)
-            want, got = first_output(model(x)).numpy(), first_output(folded(x)).numpy()
+            want, got = first_output(model(x)).numpy(), first_output(form(x)).numpy()
         diff = float(np.max(np.abs(got.astype('float64') - want))) if want.size else 0.0
         ok = got.shape == want.shape and math.isfinite(diff) and \
             diff <= 1e-4 * max(1.0, float(np.max(np.abs(want))) if want.size else 1.0)
-    except Exception as err:  # noqa: BLE001  (any failure: trace the model as it is)
+    except Exception as err:  # noqa: BLE001  (any failure: trace the model unfolded)
         ok, diff = False, err
     if not ok:
         logger.warning("folding the batch norms into the convolutions changed the model's output (%s); "
                        "exporting the model unfolded", diff)
-        return model
-    logger.debug("folded %d batch norms into their convolutions", count)
-    return folded
+        return unfolded_deploy_form(model, target), False
+    return form, True
 
 
-def _folded_forward(self, x):
-    """``ConvBNAct.forward`` of a block whose batch norm :func:`fold_batch_norms` folded into ``_folded_conv``."""
-    return self._act(self._folded_conv(x))
-
-
-def _foldable(layer):
-    """Whether ``layer`` is a ``ConvBNAct`` block of a plain NCHW ``Conv2D`` and ``BatchNorm2D``
-    (what :func:`fold_batch_norms` folds)."""
-    from paddle_models.layers.conv import ConvBNAct
-
-    return (type(layer) is ConvBNAct and type(layer._conv) is nn.Conv2D and type(layer._batch_norm) is nn.BatchNorm2D
-            and layer._conv._data_format == 'NCHW' and layer._batch_norm._data_format == 'NCHW')
+def unfolded_deploy_form(model, target):
+    """``deploy_form(model, target)`` with the batch norms left unfolded."""
+    return deploy_form(model, dataclasses.replace(target, fold_norms=False))
 
 
 def _legacy_bias_is_reshaped():
