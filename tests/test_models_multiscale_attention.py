@@ -88,7 +88,7 @@ def test_training_outputs_and_learning():
     _, a05 = _scale(base, model, x, 0.5)
     p05 = base.forward_features(_up(x, [16, 16]))[0]
     p05 = _up(p05, [16, 16])
-    np.testing.assert_allclose(at_05.numpy(), _up(p05, [32, 32]).numpy(), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(at_05.numpy(), _up(p05, [32, 32]).numpy(), rtol=0, atol=1e-5)  # resize on the CPU: matrix products, float rounding
     expected = _up(a05 * p05, [32, 32]) + (1 - _up(a05, [32, 32])) * at_1
     np.testing.assert_allclose(fused.numpy(), expected.numpy(), rtol=0, atol=1e-5)
     paddle.seed(0)

@@ -19,7 +19,6 @@ from paddleseg.cvlibs import manager
 from conftest import REPO
 import paddle_models  # noqa: F401  (registers our components)
 from paddle_models.backbones.mix_transformer import MixFFNMapForm, MixVisionTransformer, MixVisionTransformer_B0
-from paddle_models.core.export import export_model
 from paddle_models.errors import UserError
 from paddle_models.layers.deploy import DeployTarget, deploy_form
 from paddle_models.models.segformer import ExportedSegFormer, SegFormer, SegFormer_B0

@@ -47,8 +47,10 @@ holding dynamic-graph tensors). Model code can widen that sharing: :func:`size_o
 uses for a tensor, :func:`same_size` records that a tensor has another's height and width (e.g. HRNet's branches
 keep their size through a module), so resizes between the same two branch sizes build their matrices once.
 
-Outside the context :func:`resize` is plain ``F.interpolate``, except that a bilinear ``final=True`` resize in the
-dynamic graph uses two matrix products with interpolation matrices (faster on the CPU).
+Outside the context :func:`resize` is plain ``F.interpolate``, except that in the dynamic graph a bilinear resize on
+the CPU (and a ``final=True`` one on any device) uses two matrix products with interpolation matrices: faster on the
+CPU than the ``bilinear_interp`` kernel, and in training its backward far more so (two more products instead of the
+kernel's scatter).
 
 ONNX: export traces a model for paddle2onnx (2.1.0) with Paddle's own resize ops (paddle2onnx converts them to ONNX
 ``Resize``, but not the portable path's ``lerp``) inside :func:`trace_forms` (``onnx=True``), where two ops take the
@@ -165,16 +167,17 @@ def resize(x, size, mode='bilinear', align_corners=False, final=False):
             ``F.interpolate``). Default: 'bilinear'.
         align_corners (bool): As in ``F.interpolate``. Default: False.
         final (bool): The result is the model's output (its last upsampling to the input size), not an input of an
-            addition. Bilinear resizing then runs as two matrix products: in the dynamic graph (faster than
-            ``F.interpolate``'s kernel on the CPU), and in the portable graph as described in the module docstring.
-            Default: False.
+            addition. Bilinear resizing then runs as two matrix products in the portable graph as described in the
+            module docstring, and in the dynamic graph on any device. (In the dynamic graph on the CPU every
+            bilinear resize runs as the two products: with their backward, 2-4x faster than ``F.interpolate``'s
+            kernel in a training step; docs/speed.md, "CPU training".) Default: False.
 
     Returns:
         Tensor: The resized tensor, [N, C, h, w].
     """
     if _FORMS['portable'] and mode in ('bilinear', 'nearest'):
         return _portable_resize(x, size, mode, align_corners, final)
-    if final and mode == 'bilinear' and paddle.in_dynamic_mode() and len(x.shape) == 4:
+    if mode == 'bilinear' and paddle.in_dynamic_mode() and len(x.shape) == 4 and (final or x.place.is_cpu_place()):
         return _matrix_resize_dygraph(x, size, align_corners)
     return F.interpolate(x, size=_onnx_size(size), mode=mode, align_corners=align_corners)
 

@@ -39,6 +39,7 @@ from paddle_models.backbones.mix_transformer import HF_EPS, MIT_SETTINGS, MMSEG_
 from paddle_models.errors import UserError
 from paddle_models.layers import ConvBNReLU, resize
 from paddle_models.layers.conv import folded_norm
+from paddle_models.layers.cpu_training import channel_bias
 from paddle_models.layers.resize import interpolation_matrix
 from paddle_models.utils.spatial import feature_shape, feature_size
 from paddle_models.registry import register_converter, register_model, register_variant
@@ -119,9 +120,22 @@ class SegFormer(nn.Layer):
         if pretrained:
             load_model_pretrained(self, pretrained)
 
-    def _level(self, feat, projection, slot):
-        """(W_slot P) feat + W_slot b as one 1x1 conv, W_slot = the fusion conv's input channels of this level."""
-        return _level(self.linear_fuse.conv.weight, self.embedding_dim, feat, projection, slot)
+    def _mlp_decoder(self, feats):
+        """The all-MLP head up to its fusion block's BN + ReLU. Each level's projection P and its slice W_slot of
+        the fusion conv's input channels are one 1x1 conv (W_slot P, :func:`_level_weights`), run without its bias
+        at the level's resolution; the levels are upsampled to stride 4 and summed, and their biases W_slot b added
+        once (a bilinear resize keeps a per-channel constant) with ``layers/cpu_training.py: channel_bias``, whose
+        backward is far faster on the CPU than a broadcasting add over the stride-4 map."""
+        e = self.embedding_dim
+        size = feature_size(feats[0])
+        y, bias = None, 0
+        for feat, projection, slot in zip(feats, (self.linear_c1, self.linear_c2, self.linear_c3, self.linear_c4),
+                                          (3, 2, 1, 0)):
+            weight, level_bias = _level_weights(self.linear_fuse.conv.weight, e, projection, slot)
+            z = F.conv2d(feat, weight.reshape([e, -1, 1, 1]))
+            y = z if y is None else y + resize(z, size, align_corners=self.align_corners)
+            bias = bias + level_bias
+        return self.linear_fuse.norm_act(channel_bias(y, bias))
 
     def _mmseg_decoder(self, feats):
         """mmseg's head: conv + BN + ReLU per level (at the level's resolution), upsampled to stride 4,
@@ -137,12 +151,7 @@ class SegFormer(nn.Layer):
         if self.head_style == 'mmseg':
             y = self._mmseg_decoder([c1, c2, c3, c4])
         else:
-            size = feature_size(c1)
-            y = self._level(c1, self.linear_c1, 3)
-            for feat, projection, slot in ((c2, self.linear_c2, 2), (c3, self.linear_c3, 1),
-                                           (c4, self.linear_c4, 0)):
-                y = y + resize(self._level(feat, projection, slot), size, align_corners=self.align_corners)
-            y = self.linear_fuse.norm_act(y)
+            y = self._mlp_decoder([c1, c2, c3, c4])
         logit = self.linear_pred(self.dropout(y))
         return [resize(logit, feature_size(x), align_corners=self.align_corners, final=True)]
 
@@ -152,23 +161,29 @@ class SegFormer(nn.Layer):
         return ExportedSegFormer(self) if self.head_style == 'mlp' else self
 
 
-def _level(fuse_weight, e, feat, projection, slot, scale=None, shift=None):
-    """(W_slot P) feat + W_slot b as one 1x1 conv, W_slot = the input channels of level ``slot`` of the fusion conv
-    weight ``fuse_weight`` [E, 4E, 1, 1]; each output channel then times ``scale`` plus ``shift`` where given (a
-    folded batch norm)."""
+def _level_weights(fuse_weight, e, projection, slot, scale=None):
+    """(W_slot P [E_out, C_i], W_slot b [E_out]): level ``slot``'s projection (weight P, bias b) followed by its
+    input channels W_slot of the fusion conv weight ``fuse_weight`` [E, 4E, 1, 1], as one linear map; each output
+    channel times ``scale`` where given (a folded batch norm)."""
     fuse = fuse_weight.reshape([e, 4 * e])[:, slot * e:(slot + 1) * e]  # [E_out, E]
     if scale is not None:
         fuse = fuse * scale.unsqueeze(1)
     weight = paddle.matmul(fuse, projection.proj.weight, transpose_y=True)  # [E_out, C_i]
     bias = paddle.matmul(fuse, projection.proj.bias.reshape([e, 1])).reshape([e])
+    return weight, bias
+
+
+def _level(fuse_weight, e, feat, projection, slot, scale=None, shift=None):
+    """(W_slot P) feat + W_slot b as one 1x1 conv (:func:`_level_weights`); each output channel then times
+    ``scale`` plus ``shift`` where given (a folded batch norm)."""
+    weight, bias = _level_weights(fuse_weight, e, projection, slot, scale)
     return F.conv2d(feat, weight.reshape([e, -1, 1, 1]), bias if shift is None else bias + shift)
 
 
 def _level_gemm(fuse_weight, e, feat, projection, slot, scale, shift=None):
     """:func:`_level` as one matrix product over the flattened map: [N, E, h * w] (plain NCHW order)."""
-    fuse = fuse_weight.reshape([e, 4 * e])[:, slot * e:(slot + 1) * e] * scale.unsqueeze(1)
-    weight = paddle.matmul(fuse, projection.proj.weight, transpose_y=True)  # [E_out, C_i]
-    bias = paddle.matmul(fuse, projection.proj.bias.reshape([e, 1]))  # [E_out, 1]
+    weight, bias = _level_weights(fuse_weight, e, projection, slot, scale)
+    bias = bias.reshape([e, 1])
     shape = feature_shape(feat)
     flat = paddle.reshape(feat, [shape[0], int(feat.shape[1]), -1])  # [N, C_i, h * w]
     return paddle.matmul(weight, flat) + (bias if shift is None else bias + shift.reshape([e, 1]))
