@@ -8,7 +8,6 @@ that first import of Paddle too.
 """
 import contextlib
 import importlib
-import io
 import os
 import sys
 import types
@@ -49,15 +48,31 @@ def all_cpu_cores():
     cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else (os.cpu_count() or 1)
     os.environ['OMP_NUM_THREADS'] = str(cores)
     _IMPORT_THREADS.append(cores)
-    captured = io.StringIO()
+    stderr = sys.stderr
+    sys.stderr = _WithoutThreadsWarning(stderr)
     try:
-        with contextlib.redirect_stderr(captured):
-            yield
+        yield
     finally:
         os.environ.pop('OMP_NUM_THREADS', None)
-        kept = [line for line in captured.getvalue().splitlines(keepends=True)
-                if not line.startswith(_THREADS_WARNING)]
-        sys.stderr.write(''.join(kept))
+        sys.stderr = stderr
+
+
+class _WithoutThreadsWarning:
+    """``stream`` without Paddle's two-line OMP_NUM_THREADS warning (each line and the newline ``print`` writes after
+    it). A proxy rather than a buffer: a logging handler created during the import keeps writing through it, to the
+    stream it wraps, as it would have."""
+
+    def __init__(self, stream):
+        self._stream = stream
+        self._dropped = False
+
+    def write(self, text):
+        dropped = text.startswith(_THREADS_WARNING) or (self._dropped and text == '\n')
+        self._dropped = dropped and text != '\n'
+        return len(text) if dropped else self._stream.write(text)
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
 
 
 def paddle_3_or_later():
